@@ -1,0 +1,1 @@
+"""The `contentpipe` command-line client (filled in by a later issue)."""

@@ -1,0 +1,1 @@
+"""contentpipe.common: the runtime every contentpipe service shares (no business rules)."""

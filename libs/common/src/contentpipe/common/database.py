@@ -1,0 +1,213 @@
+"""Async SQLAlchemy engines (SQLite/PostgreSQL), per-service Alembic migrations, DB clock and row leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, event, select, text, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
+    """An AsyncEngine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for one unit of work each; objects stay usable after commit (no lazy reloads)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_postgresql(engine: AsyncEngine | AsyncSession | Connection) -> bool:
+    bind = engine.bind if isinstance(engine, AsyncSession) else engine
+    return bind is not None and bind.dialect.name == "postgresql"
+
+
+def version_table_for(service: str) -> str:
+    """Each service keeps its own Alembic history, so services may share one PostgreSQL database."""
+    return f"alembic_version_{service}"
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def _alembic_config(url: str, script_location: Path, version_table: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    # '%' is interpolation syntax in ConfigParser; URLs may contain it (escaped passwords).
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["version_table"] = version_table
+    return config
+
+
+async def run_migrations(engine_url: str, script_location: Path, version_table: str) -> None:
+    """Upgrade the service's schema to head with its own version table."""
+    from alembic import command
+
+    engine = create_engine(engine_url)
+    try:
+        async with engine.begin() as connection:
+            config = _alembic_config(engine_url, script_location, version_table)
+
+            def upgrade(sync_connection: Connection) -> None:
+                config.attributes["connection"] = sync_connection
+                command.upgrade(config, "head")
+
+            await connection.run_sync(upgrade)
+    finally:
+        await engine.dispose()
+
+
+def run_env(target_metadata: Any = None) -> None:
+    """The body of every service's `migrations/env.py` (online mode with the connection we pass in)."""
+    from alembic import context
+
+    config = context.config
+    connection = config.attributes.get("connection")
+    version_table = config.attributes.get("version_table", "alembic_version")
+    if connection is None:
+        # `alembic` CLI or offline SQL generation: emit SQL for the configured URL.
+        context.configure(
+            url=config.get_main_option("sqlalchemy.url"),
+            target_metadata=target_metadata,
+            literal_binds=True,
+            version_table=version_table,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=version_table,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite needs batch mode for ALTER
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _head_revisions(script_location: Path) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config("sqlite://", script_location, "unused")
+    return set(ScriptDirectory.from_config(config).get_heads())
+
+
+async def database_ready(engine: AsyncEngine, version_table: str, script_location: Path | None = None) -> bool:
+    """True when the database answers and (if `script_location` is given) is migrated to head."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            if script_location is None:
+                return True
+            rows = await connection.execute(text(f"SELECT version_num FROM {version_table}"))  # noqa: S608
+            current = {row[0] for row in rows}
+    except Exception:
+        return False
+    heads = await asyncio.to_thread(_head_revisions, script_location)
+    return current == heads
+
+
+# ---------------------------------------------------------------- clock and leases
+
+
+async def db_now(session: AsyncSession) -> datetime:
+    """The database's clock (UTC, aware), so leases compare against one clock across processes."""
+    if is_postgresql(session):
+        value = (await session.execute(text("SELECT now()"))).scalar_one()
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+    # SQLite has no server process; all writers share this machine's clock.
+    return datetime.now(UTC)
+
+
+async def claim_rows(
+    session: AsyncSession,
+    table: Table,
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    limit: int,
+    lease_owner: str,
+    lease_seconds: float,
+    now: datetime,
+    id_column: str = "id",
+    owner_column: str = "lease_owner",
+    expires_column: str = "lease_expires_at",
+) -> list[Any]:
+    """Lease up to `limit` rows matching `where` (plus: unleased or lease expired) and return them.
+
+    PostgreSQL: `UPDATE … WHERE id IN (SELECT id … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING *`, so
+    concurrent workers never block on or double-claim a row. SQLite: the same statement without the
+    locking clause; SQLite serialises writers, which gives the same exclusivity. The caller commits.
+    """
+    ident = table.c[id_column]
+    expires = table.c[expires_column]
+    free = (expires.is_(None)) | (expires <= now)
+    candidates = select(ident).where(*where, free).order_by(*order_by).limit(limit)
+    if is_postgresql(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        update(table)
+        .where(ident.in_(candidates.scalar_subquery()))
+        .values({owner_column: lease_owner, expires_column: now + timedelta(seconds=lease_seconds)})
+        .returning(*table.c)
+    )
+    result = await session.execute(statement)
+    return list(result.all())
+
+
+async def release_rows(
+    session: AsyncSession,
+    table: Table,
+    ids: Sequence[Any],
+    *,
+    lease_owner: str,
+    id_column: str = "id",
+    owner_column: str = "lease_owner",
+    expires_column: str = "lease_expires_at",
+) -> int:
+    """Give back leases this owner still holds (on graceful shutdown), so others pick the rows up at once."""
+    if not ids:
+        return 0
+    statement = (
+        update(table)
+        .where(table.c[id_column].in_(ids), table.c[owner_column] == lease_owner)
+        .values({owner_column: None, expires_column: None})
+    )
+    result = await session.execute(statement)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

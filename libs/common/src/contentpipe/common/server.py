@@ -1,0 +1,247 @@
+"""The grpc.aio server every service runs: interceptors, health, reflection and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from contentpipe.common import telemetry
+from contentpipe.common._handlers import wrap_handler
+from contentpipe.common.auth import AuthInterceptor, TokenVerifier, is_exempt
+from contentpipe.common.context import deadline_var, request_id_var, user_id_var
+from contentpipe.common.errors import ContentpipeError
+from contentpipe.common.grpc_errors import abort_with_error, status_code_for
+from contentpipe.common.ids import new_id
+from contentpipe.common.settings import CommonSettings
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+_log = logging.getLogger("contentpipe.server")
+_access_log = logging.getLogger("contentpipe.access")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_connection_idle_ms", 300_000),
+)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Readiness = Callable[[], Awaitable[bool]]
+BackgroundTask = Callable[[], Awaitable[None]]
+ShutdownHook = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRegistration:
+    """One gRPC service to serve: `add_to_server` is the generated `add_XServicer_to_server`."""
+
+    full_name: str
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Outermost contentpipe interceptor: request id, deadline budget, access log, error mapping.
+
+    Handlers (and the auth interceptor inside this one) just raise ContentpipeError; the status code
+    and details are chosen here and only here.
+    """
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        metadata = {k.lower(): v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        incoming_id = metadata.get("x-request-id", "")
+        request_id = incoming_id if _REQUEST_ID.match(incoming_id) else new_id()
+        quiet = is_exempt(method)
+        domain = self._service
+
+        async def serve(request: Any, context: Any, call: Callable[[], Awaitable[Any]]) -> Any:
+            rid_token = request_id_var.set(request_id)
+            remaining = context.time_remaining()
+            deadline_token = deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await call()
+            except grpc.aio.AbortError:
+                code = _context_code(context)
+                raise
+            except ContentpipeError as exc:
+                code = status_code_for(exc)
+                await abort_with_error(context, exc, domain=domain)
+            except NotImplementedError as exc:
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await abort_with_error(context, exc, domain=domain)
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                await abort_with_error(context, exc, domain=domain)
+            finally:
+                duration_ms = round((time.perf_counter() - started) * 1000, 2)
+                level = logging.DEBUG if quiet else logging.INFO
+                _access_log.log(
+                    level,
+                    "rpc finished",
+                    extra={
+                        "rpc_method": method,
+                        "rpc_code": code.name,
+                        "duration_ms": duration_ms,
+                        "request_id": request_id,
+                        "user_id": user_id_var.get(),
+                    },
+                )
+                deadline_var.reset(deadline_token)
+                request_id_var.reset(rid_token)
+
+        return wrap_handler(handler, serve)  # type: ignore[return-value]
+
+
+def _context_code(context: Any) -> grpc.StatusCode:
+    with contextlib.suppress(Exception):
+        code = context.code()
+        if isinstance(code, grpc.StatusCode):
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def build_server(
+    settings: CommonSettings,
+    *,
+    verifier: TokenVerifier | None = None,
+    extra_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+) -> grpc.aio.Server:
+    """A grpc.aio server with the standard interceptor chain (OTel → request/errors → auth → extras)."""
+    verifier = verifier or TokenVerifier(
+        secret=settings.jwt_secret,
+        jwks_url=settings.jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+    otel = telemetry.server_interceptor()
+    if otel is not None:
+        interceptors.append(otel)
+    interceptors.extend([RequestInterceptor(settings.service), AuthInterceptor(verifier), *extra_interceptors])
+    return grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+
+
+async def _wait_until_ready(on_ready: Readiness | None, stopping: asyncio.Event) -> bool:
+    """Poll readiness with backoff until it holds or shutdown starts; returns whether it became ready."""
+    if on_ready is None:
+        return True
+    delay = 0.2
+    while not stopping.is_set():
+        try:
+            if await on_ready():
+                return True
+            _log.warning("not ready yet; retrying", extra={"retry_in_s": delay})
+        except Exception:
+            _log.exception("readiness check failed; retrying", extra={"retry_in_s": delay})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+        delay = min(delay * 2, 5.0)
+    return False
+
+
+async def run_server(
+    settings: CommonSettings,
+    registrations: Sequence[ServiceRegistration],
+    *,
+    on_ready: Readiness | None = None,
+    background: Sequence[BackgroundTask] = (),
+    on_shutdown: Sequence[ShutdownHook] = (),
+    verifier: TokenVerifier | None = None,
+    stop_event: asyncio.Event | None = None,
+    bound_port: Callable[[int], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop_event`), then shut down gracefully; returns the exit code.
+
+    Health is NOT_SERVING until `on_ready()` is true (e.g. database migrated and reachable); then the
+    `background` callables start. On shutdown: health NOT_SERVING, in-flight calls get
+    `shutdown_grace_seconds`, background tasks are cancelled, `on_shutdown` hooks run (dispose engine,
+    close channels).
+    """
+    stopping = stop_event or asyncio.Event()
+    server = build_server(settings, verifier=verifier)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [reg.full_name for reg in registrations]
+    for reg in registrations:
+        reg.add_to_server(reg.servicer, server)
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+    port = server.add_insecure_port(settings.bind_address)
+    if port == 0:
+        raise OSError(f"could not bind {settings.bind_address}")
+    if bound_port is not None:
+        bound_port(port)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stopping.set)
+
+    await server.start()
+    _log.info("listening", extra={"address": f"{settings.grpc_host}:{port}", "services": names})
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if await _wait_until_ready(on_ready, stopping):
+            for name in ["", *names]:
+                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            _log.info("serving")
+            tasks = [asyncio.create_task(_supervise(job), name=getattr(job, "__name__", "bg")) for job in background]
+        await stopping.wait()
+    finally:
+        _log.info("shutting down", extra={"grace_s": settings.shutdown_grace_seconds})
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.shutdown_grace_seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for hook in on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                _log.exception("shutdown hook failed")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+        _log.info("stopped")
+    return 0
+
+
+async def _supervise(job: BackgroundTask) -> None:
+    """Run a background loop; a crash is logged (it is a bug) rather than silently killing the task."""
+    try:
+        await job()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        _log.exception("background task crashed", extra={"task": getattr(job, "__name__", "?")})
