@@ -105,9 +105,7 @@ class TokenVerifier:
             raise Unauthenticated("malformed bearer token", reason="TOKEN_MALFORMED") from None
         algorithm = header.get("alg")
         if algorithm not in self.allowed_algorithms:
-            raise Unauthenticated(
-                f"token algorithm {algorithm!r} is not accepted", reason="TOKEN_ALGORITHM_REJECTED"
-            )
+            raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted", reason="TOKEN_ALGORITHM_REJECTED")
         key: Any
         algorithm = str(algorithm)
         if algorithm == "HS256":

@@ -60,9 +60,7 @@ def env_int(
     return value
 
 
-def env_float(
-    environ: Mapping[str, str], name: str, default: float, *, minimum: float | None = None
-) -> float:
+def env_float(environ: Mapping[str, str], name: str, default: float, *, minimum: float | None = None) -> float:
     raw = environ.get(name, "").strip()
     if raw == "":
         return default
@@ -107,7 +105,8 @@ def normalize_database_url(name: str, url: str) -> str:
         return "sqlite+aiosqlite://" + url[len("sqlite://") :]
     if url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
         return url
-    raise ConfigError(f"{name}: expected a postgresql:// or sqlite+aiosqlite:/// URL, got {url.split(':', maxsplit=1)[0]!r}")
+    scheme = url.split(":", maxsplit=1)[0]
+    raise ConfigError(f"{name}: expected a postgresql:// or sqlite+aiosqlite:/// URL, got scheme {scheme!r}")
 
 
 def _address(environ: Mapping[str, str], name: str, default: str) -> str:

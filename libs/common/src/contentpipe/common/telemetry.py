@@ -63,6 +63,7 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # library warnings become JSON lines too
     # Third-party chatter stays at WARNING unless we debug.
     for noisy in ("sqlalchemy.engine", "alembic", "httpx", "httpcore", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)

@@ -1,0 +1,52 @@
+"""The shared `contentpipe-<service>` command shape: `serve`, `migrate` and service-specific commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from contentpipe.common.settings import ConfigError
+
+EXIT_CONFIG_ERROR = 2
+
+Command = Callable[[argparse.Namespace, Mapping[str, str]], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subcommand:
+    name: str
+    help: str
+    run: Command
+    configure: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def service_main(service: str, commands: Sequence[Subcommand], argv: Sequence[str] | None = None) -> int:
+    """Parse argv, run the chosen command under asyncio; a ConfigError prints one line and exits 2."""
+    prog = f"contentpipe-{service}"
+    parser = argparse.ArgumentParser(prog=prog, description=f"contentpipe {service} service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in commands:
+        command_parser = sub.add_parser(command.name, help=command.help)
+        if command.configure is not None:
+            command.configure(command_parser)
+        command_parser.set_defaults(_run=command.run)
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    try:
+        exit_code: int = asyncio.run(args._run(args, environ))
+        return exit_code
+    except ConfigError as exc:
+        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+async def not_implemented(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Placeholder for commands whose issue has not landed yet."""
+    print(f"{args.command}: not implemented yet", file=sys.stderr)
+    return 2

@@ -1,0 +1,1 @@
+"""contentpipe.generation: the generation service (turns prompts into media through Replicate)."""

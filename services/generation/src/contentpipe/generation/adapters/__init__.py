@@ -1,0 +1,1 @@
+"""generation adapters: SQLAlchemy repositories, HTTP clients and stubs of other services."""

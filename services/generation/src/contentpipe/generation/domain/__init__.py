@@ -1,0 +1,1 @@
+"""generation domain model and rules: plain Python, no I/O."""

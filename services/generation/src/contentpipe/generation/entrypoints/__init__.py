@@ -1,0 +1,1 @@
+"""generation entrypoints: gRPC servicers that translate messages and call the service layer."""

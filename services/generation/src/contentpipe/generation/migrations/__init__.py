@@ -1,0 +1,1 @@
+"""Alembic migrations of the generation service (version table alembic_version_generation)."""

@@ -1,0 +1,1 @@
+"""generation use cases: one function per use case, over a unit of work and ports."""

@@ -1,0 +1,1 @@
+"""contentpipe.oauth: the oauth service (holds platform connections and publishes posts)."""

@@ -1,0 +1,1 @@
+"""oauth adapters: SQLAlchemy repositories, HTTP clients and stubs of other services."""

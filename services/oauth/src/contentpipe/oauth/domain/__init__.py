@@ -1,0 +1,1 @@
+"""oauth domain model and rules: plain Python, no I/O."""

@@ -1,0 +1,1 @@
+"""oauth entrypoints: gRPC servicers that translate messages and call the service layer."""

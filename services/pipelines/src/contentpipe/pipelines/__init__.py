@@ -1,0 +1,1 @@
+"""contentpipe.pipelines: the pipelines service (defines pipelines and executes their runs)."""

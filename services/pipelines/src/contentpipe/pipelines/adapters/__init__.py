@@ -1,0 +1,1 @@
+"""pipelines adapters: SQLAlchemy repositories, HTTP clients and stubs of other services."""

@@ -1,0 +1,1 @@
+"""pipelines domain model and rules: plain Python, no I/O."""

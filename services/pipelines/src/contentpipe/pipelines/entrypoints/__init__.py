@@ -1,0 +1,1 @@
+"""pipelines entrypoints: gRPC servicers that translate messages and call the service layer."""

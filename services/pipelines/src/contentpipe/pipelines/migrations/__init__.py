@@ -1,0 +1,1 @@
+"""Alembic migrations of the pipelines service (version table alembic_version_pipelines)."""

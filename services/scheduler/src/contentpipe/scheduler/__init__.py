@@ -1,0 +1,1 @@
+"""contentpipe.scheduler: the scheduler service (fires jobs on schedules and keeps notifications)."""

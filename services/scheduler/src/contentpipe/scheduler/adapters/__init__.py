@@ -1,0 +1,1 @@
+"""scheduler adapters: SQLAlchemy repositories, HTTP clients and stubs of other services."""

@@ -1,0 +1,1 @@
+"""scheduler domain model and rules: plain Python, no I/O."""

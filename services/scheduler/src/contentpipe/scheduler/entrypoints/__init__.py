@@ -1,0 +1,1 @@
+"""scheduler entrypoints: gRPC servicers that translate messages and call the service layer."""

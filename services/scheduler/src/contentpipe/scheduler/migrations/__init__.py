@@ -1,0 +1,1 @@
+"""Alembic migrations of the scheduler service (version table alembic_version_scheduler)."""
