@@ -1,0 +1,90 @@
+"""Each service boots as `contentpipe-<svc> serve`, tells the truth on health, answers grpcurl, guards RPCs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support import ServiceProcess, bearer
+from tests.support.processes import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+SERVICES = {
+    "generation": (["contentpipe.api.generation.v1.GenerationService"], "GetGeneration"),
+    "oauth": (["contentpipe.api.oauth.v1.ConnectionService", "contentpipe.api.oauth.v1.PostingService"], "GetPost"),
+    "pipelines": (["contentpipe.api.pipelines.v1.PipelineService"], "GetPipeline"),
+    "scheduler": (
+        ["contentpipe.api.scheduler.v1.NotificationService", "contentpipe.api.scheduler.v1.SchedulerService"],
+        "GetJob",
+    ),
+}
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_service_serves_health_reflection_and_guards_rpcs(
+    service: str, start_service: Callable[..., ServiceProcess]
+) -> None:
+    names, rpc = SERVICES[service]
+    proc = start_service(service)
+    listed = grpcurl("-plaintext", proc.address, "list").stdout.split()
+    assert sorted(listed) == sorted([*names, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"])
+    for name in ["", *names]:
+        health = grpcurl("-plaintext", "-d", json.dumps({"service": name}), proc.address, "grpc.health.v1.Health/Check")
+        assert json.loads(health.stdout) == {"status": "SERVING"}, health.stderr
+    target = names[-1]  # the service that declares `rpc`
+    described = grpcurl("-plaintext", proc.address, "describe", target)
+    assert f"rpc {rpc} " in described.stdout
+    method = f"{target}/{rpc}"
+    unauthenticated = grpcurl("-plaintext", "-d", "{}", proc.address, method)
+    assert "Code: Unauthenticated" in unauthenticated.stderr
+    header = f"authorization: {dict(bearer())['authorization']}"
+    unimplemented = grpcurl("-plaintext", "-H", header, "-d", "{}", proc.address, method)
+    assert "Unknown" not in unimplemented.stderr
+    assert "Code: Unimplemented" in unimplemented.stderr or unimplemented.returncode == 0, unimplemented.stderr
+    assert proc.terminate() == 0
+
+
+def test_service_on_postgresql_migrates_and_serves(
+    postgres_url: str, start_service: Callable[..., ServiceProcess]
+) -> None:
+    for service in ("scheduler", "pipelines"):  # two services share one database, each its version table
+        proc = start_service(service, database_url=postgres_url)
+        assert proc.health() == 1
+        assert proc.terminate() == 0
+
+
+def test_missing_secret_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTENTPIPE_")}
+    env["CONTENTPIPE_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "contentpipe.oauth", "serve"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "contentpipe-oauth: configuration error: CONTENTPIPE_JWT_SECRET or CONTENTPIPE_JWKS_URL: "
+        "one is required to verify tokens (there is no built-in secret)"
+    ]
+
+
+def test_bad_port_is_named(tmp_path: Path) -> None:
+    env = {**os.environ, "CONTENTPIPE_JWT_SECRET": "x" * 32, "SCHEDULER_GRPC_PORT": "abc"}
+    result = subprocess.run(
+        [sys.executable, "-m", "contentpipe.scheduler", "serve"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "SCHEDULER_GRPC_PORT: expected an integer 1-65535, got 'abc'" in result.stderr
