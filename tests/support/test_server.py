@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-
 from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import InvalidArgument, NotFound
 from contentpipe.common.server import ServiceRegistration, run_server

@@ -7,8 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select, text
-
 from contentpipe.common.database import (
     claim_rows,
     create_engine,
@@ -19,6 +17,7 @@ from contentpipe.common.database import (
     session_factory,
     version_table_for,
 )
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select, text
 
 pytestmark = pytest.mark.integration
 SERVICES = ["generation", "oauth", "pipelines", "scheduler"]
@@ -63,21 +62,39 @@ async def test_claim_rows_leases_each_row_to_one_worker(database_url: str) -> No
         async with sessions() as session, session.begin():
             now = await db_now(session)
             first = await claim_rows(
-                session, jobs, where=[jobs.c.state == "PENDING"], order_by=[jobs.c.id], limit=3,
-                lease_owner="worker-a", lease_seconds=30, now=now,
+                session,
+                jobs,
+                where=[jobs.c.state == "PENDING"],
+                order_by=[jobs.c.id],
+                limit=3,
+                lease_owner="worker-a",
+                lease_seconds=30,
+                now=now,
             )
         async with sessions() as session, session.begin():
             second = await claim_rows(
-                session, jobs, where=[jobs.c.state == "PENDING"], order_by=[jobs.c.id], limit=3,
-                lease_owner="worker-b", lease_seconds=30, now=now,
+                session,
+                jobs,
+                where=[jobs.c.state == "PENDING"],
+                order_by=[jobs.c.id],
+                limit=3,
+                lease_owner="worker-b",
+                lease_seconds=30,
+                now=now,
             )
         assert sorted(r.id for r in first) == [1, 2, 3]
         assert sorted(r.id for r in second) == [4, 5]
         async with sessions() as session, session.begin():
             # After the leases expire, rows are claimable again.
             later = await claim_rows(
-                session, jobs, where=[jobs.c.state == "PENDING"], order_by=[jobs.c.id], limit=10,
-                lease_owner="worker-c", lease_seconds=30, now=now + timedelta(seconds=31),
+                session,
+                jobs,
+                where=[jobs.c.state == "PENDING"],
+                order_by=[jobs.c.id],
+                limit=10,
+                lease_owner="worker-c",
+                lease_seconds=30,
+                now=now + timedelta(seconds=31),
             )
             assert sorted(r.id for r in later) == [1, 2, 3, 4, 5]
             assert await release_rows(session, jobs, [1, 2], lease_owner="worker-c") == 2

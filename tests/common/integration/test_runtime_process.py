@@ -11,9 +11,9 @@ import grpc
 import grpc.aio
 import jwt
 import pytest
-
 from contentpipe.common import errors
 from contentpipe.common.grpc_errors import error_from_rpc
+
 from tests.support import TEST_JWT_SECRET, ServiceProcess, bearer, mint_token
 
 pytestmark = pytest.mark.integration
@@ -27,13 +27,17 @@ def probe(tmp_path: Path) -> Iterator[ServiceProcess]:
     proc.terminate()
 
 
-async def _call(address: str, method: str, payload: bytes = b"", metadata: tuple = (), timeout: float = 10) -> bytes:
+async def _call(
+    address: str, method: str, payload: bytes = b"", metadata: tuple[tuple[str, str], ...] = (), timeout: float = 10
+) -> bytes:
     async with grpc.aio.insecure_channel(address) as channel:
-        result: bytes = await channel.unary_unary(f"/test.Probe/{method}")(payload, metadata=metadata, timeout=timeout)
+        result: bytes = await channel.unary_unary(f"/test.Probe/{method}", None, None)(
+            payload, metadata=metadata, timeout=timeout
+        )
         return result
 
 
-async def _code(address: str, metadata: tuple) -> grpc.StatusCode:
+async def _code(address: str, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await _call(address, "Whoami", metadata=metadata)
     return info.value.code()
@@ -42,7 +46,7 @@ async def _code(address: str, metadata: tuple) -> grpc.StatusCode:
 async def test_missing_expired_forged_and_alg_none_tokens_are_unauthenticated(probe: ServiceProcess) -> None:
     expired = mint_token(TEST_JWT_SECRET, "u1", ttl_seconds=-60)
     forged = mint_token("another-secret-that-is-also-32-bytes-long", "u1")
-    alg_none = jwt.encode({"sub": "u1", "role": "service", "exp": int(time.time()) + 60}, None, algorithm="none")
+    alg_none = jwt.encode({"sub": "u1", "role": "service", "exp": int(time.time()) + 60}, None, algorithm="none")  # type: ignore[arg-type]
     cases = {
         "missing": (),
         "not bearer": (("authorization", "Basic dTpw"),),

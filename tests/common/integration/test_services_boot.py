@@ -71,7 +71,12 @@ def test_missing_secret_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     env["CONTENTPIPE_DATA_DIR"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "contentpipe.oauth", "serve"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -84,7 +89,12 @@ def test_bad_port_is_named(tmp_path: Path) -> None:
     env = {**os.environ, "CONTENTPIPE_JWT_SECRET": "x" * 32, "SCHEDULER_GRPC_PORT": "abc"}
     result = subprocess.run(
         [sys.executable, "-m", "contentpipe.scheduler", "serve"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "SCHEDULER_GRPC_PORT: expected an integer 1-65535, got 'abc'" in result.stderr

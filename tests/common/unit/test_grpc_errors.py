@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 import pytest
-
 from contentpipe.common import errors
 from contentpipe.common.grpc_errors import error_from_rpc, status_for_exception, to_rpc_status
 
@@ -14,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 def _as_rpc_error(status: grpc.Status) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
-        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), status.details
+        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), status.details, None
     )
 
 

@@ -7,7 +7,6 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.http import OutboundUrlPolicy, create_http_client, parse_retry_after, retrying_request
 

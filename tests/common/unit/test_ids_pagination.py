@@ -6,7 +6,6 @@ import base64
 import json
 
 import pytest
-
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.ids import format_name, is_id, new_id, parse_name, parse_name_parts
 from contentpipe.common.pagination import PageTokenCodec, page_size
@@ -54,7 +53,7 @@ def test_page_token_round_trips_the_last_sort_key() -> None:
 def test_tampered_or_foreign_page_token_is_invalid_argument_on_page_token() -> None:
     codec = PageTokenCodec("k" * 32)
     token = codec.encode({"id": "abc"})
-    body, mac = token.split(".")
+    _body, mac = token.split(".")
     forged_body = base64.urlsafe_b64encode(json.dumps({"l": {"id": "zzz"}, "q": ""}).encode()).decode().rstrip("=")
     for bad in [f"{forged_body}.{mac}", token[:-2] + "AA", "garbage", PageTokenCodec("other" * 8).encode({"id": "a"})]:
         with pytest.raises(InvalidArgument) as info:

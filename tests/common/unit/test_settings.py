@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from contentpipe.common.settings import ConfigError, env_duration, load_common_settings
 
 pytestmark = pytest.mark.unit
