@@ -1,0 +1,58 @@
+# contentpipe developer entry points. `make test` is what CI runs (via .ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+UV_RUN := uv run --frozen
+BUF := ./node_modules/.bin/buf
+PYTEST_FLAGS ?= -q
+
+.PHONY: help gen lint ruff mypy imports buf drift test test-unit test-integration demo bench bench-smoke chaos
+
+help:
+	@echo "targets: gen lint test test-unit test-integration demo bench bench-smoke chaos"
+
+gen:  ## regenerate libs/api from protos/
+	PYTHON="$$(uv run --frozen python -c 'import sys; print(sys.executable)')" bash scripts/gen_protos.sh libs/api/src
+
+ruff:
+	$(UV_RUN) ruff check
+	$(UV_RUN) ruff format --check libs/common services tests/support tests/fakes tests/common
+
+mypy:
+	$(UV_RUN) mypy
+
+imports:
+	$(UV_RUN) lint-imports
+
+buf:
+	@test -x $(BUF) || npm ci --no-audit --no-fund
+	cd protos && ../$(BUF) lint
+
+drift:  ## fail when the committed generated code differs from a fresh generation
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	PYTHON="$$(uv run --frozen python -c 'import sys; print(sys.executable)')" bash scripts/gen_protos.sh "$$tmp" >/dev/null; \
+	diff -r -x __pycache__ "$$tmp/contentpipe/api" libs/api/src/contentpipe/api \
+	  || { echo "generated code drifted from protos/: run 'make gen' and commit"; exit 1; }
+
+lint: ruff mypy imports buf drift
+
+test-unit:
+	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "unit or not integration and not e2e"
+
+test-integration:
+	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "integration"
+
+# Unit and integration tests; every database-backed test runs on SQLite and on PostgreSQL.
+test: lint
+	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "not e2e" -p no:cacheprovider
+
+demo:
+	@echo "make demo: not yet available (a later issue adds the local demo stack)"; exit 1
+
+bench:
+	@echo "make bench: not yet available (a later issue adds benchmarks/)"; exit 1
+
+bench-smoke:
+	@echo "make bench-smoke: not yet available (a later issue adds benchmarks/)"; exit 1
+
+chaos:
+	@echo "make chaos: not yet available (a later issue adds failure-injection tests)"; exit 1
