@@ -11,7 +11,7 @@ help:
 	@echo "targets: gen lint test test-unit test-integration demo bench bench-smoke chaos"
 
 gen:  ## regenerate libs/api from protos/
-	PYTHON="$$(uv run --frozen python -c 'import sys; print(sys.executable)')" bash scripts/gen_protos.sh libs/api/src
+	$(UV_RUN) bash scripts/gen_protos.sh libs/api/src
 
 ruff:
 	$(UV_RUN) ruff check
@@ -29,14 +29,14 @@ buf:
 
 drift:  ## fail when the committed generated code differs from a fresh generation
 	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
-	PYTHON="$$(uv run --frozen python -c 'import sys; print(sys.executable)')" bash scripts/gen_protos.sh "$$tmp" >/dev/null; \
+	$(UV_RUN) bash scripts/gen_protos.sh "$$tmp" >/dev/null; \
 	diff -r -x __pycache__ "$$tmp/contentpipe/api" libs/api/src/contentpipe/api \
 	  || { echo "generated code drifted from protos/: run 'make gen' and commit"; exit 1; }
 
 lint: ruff mypy imports buf drift
 
 test-unit:
-	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "unit or not integration and not e2e"
+	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "not integration and not e2e"
 
 test-integration:
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "integration"

@@ -23,7 +23,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_generated_code_matches_protos(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHON": sys.executable}
+    # The venv's bin holds protoc-gen-mypy; put it first on PATH like `uv run` does.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PYTHON": sys.executable, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     subprocess.run(["bash", "scripts/gen_protos.sh", str(tmp_path)], cwd=REPO_ROOT, env=env, check=True, timeout=120)
     fresh = _files(tmp_path / "contentpipe" / "api")
     committed = _files(REPO_ROOT / "libs" / "api" / "src" / "contentpipe" / "api")
