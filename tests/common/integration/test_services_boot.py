@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.support import ServiceProcess, bearer
@@ -98,3 +100,23 @@ def test_bad_port_is_named(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "SCHEDULER_GRPC_PORT: expected an integer 1-65535, got 'abc'" in result.stderr
+
+
+def test_health_is_not_serving_until_the_database_is_reachable(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    proc = ServiceProcess("generation", tmp_path, database_url=unreachable).start(wait=False)
+    try:
+        status = None
+        for _ in range(100):
+            try:
+                status = proc.health()
+                break
+            except grpc.RpcError:
+                time.sleep(0.1)
+        assert status == 2  # NOT_SERVING: the server is up but not ready
+        time.sleep(1)
+        assert proc.health() == 2
+    finally:
+        assert proc.terminate() == 0
