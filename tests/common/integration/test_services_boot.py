@@ -49,6 +49,10 @@ def test_service_serves_health_reflection_and_guards_rpcs(
     target = names[-1]  # the service that declares `rpc`
     described = grpcurl("-plaintext", proc.address, "describe", target)
     assert f"rpc {rpc} " in described.stdout
+    # The contract's comments travel with reflection (descriptor_set.binpb), so describe documents each RPC.
+    assert "// Returns one" in described.stdout, described.stdout
+    message = grpcurl("-plaintext", proc.address, "describe", f"{target.rsplit('.', 1)[0]}.{rpc}Request")
+    assert "//" in message.stdout, message.stdout
     method = f"{target}/{rpc}"
     unauthenticated = grpcurl("-plaintext", "-d", "{}", proc.address, method)
     assert "Code: Unauthenticated" in unauthenticated.stderr

@@ -21,9 +21,9 @@ from contentpipe.common.context import deadline_var, request_id_var, user_id_var
 from contentpipe.common.errors import ContentpipeError
 from contentpipe.common.grpc_errors import abort_with_error, status_code_for
 from contentpipe.common.ids import new_id
+from contentpipe.common.reflection import enable_reflection
 from contentpipe.common.settings import CommonSettings
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 _log = logging.getLogger("contentpipe.server")
 _access_log = logging.getLogger("contentpipe.access")
@@ -193,10 +193,7 @@ async def run_server(
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     if settings.reflection:
-        reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            server,
-        )
+        enable_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
     port = server.add_insecure_port(settings.bind_address)
     if port == 0:
         raise OSError(f"could not bind {settings.bind_address}")
