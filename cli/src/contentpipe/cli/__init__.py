@@ -1,1 +1,1 @@
-"""The `contentpipe` command-line client (filled in by a later issue)."""
+"""The `contentpipe` command-line client: thin commands over the generated gRPC stubs, no business rules."""
