@@ -164,7 +164,7 @@ def _check_field(field: FieldDescriptor, value: Any, path: str) -> tuple[Any, li
             checked_map[key], found = _check_single(value_field, item, f"{path}.{key}")
             violations.extend(found)
         return checked_map, violations
-    if field.label == FieldDescriptor.LABEL_REPEATED:  # type: ignore[attr-defined]
+    if field.is_repeated:
         if not isinstance(value, list):
             return value, [Violation(path, f"expected a list, got {type(value).__name__}")]
         items: list[Any] = []

@@ -67,6 +67,8 @@ def col(title: str, path: str, *, enum_prefix: str = "", default: str = "") -> C
 
 
 def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
     if isinstance(value, list):
         return ", ".join(_cell(v) for v in value)
     if isinstance(value, dict):
