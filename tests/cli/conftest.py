@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.cli import harness
 from tests.support import TEST_JWT_SECRET, free_port, mint_token
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def cli_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment without anything that would point the CLI at real services or tokens."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTENTPIPE_")}
-    env.update({"NO_COLOR": "1", "CONTENTPIPE_CONFIG": "/nonexistent/contentpipe.toml", "COLUMNS": "200"})
-    env.update(extra or {})
-    return env
-
-
 @pytest.fixture
-def run_cli(tmp_path: Path) -> RunCli:
+def run_cli() -> RunCli:
     """`run_cli("pipelines", "list", env={...})` runs `python -m contentpipe.cli ...` (stdout not a TTY)."""
-
-    def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120, stdin: str | None = None):
-        return subprocess.run(  # noqa: PLW1510 - callers assert on the exit code
-            [sys.executable, "-m", "contentpipe.cli", *args],
-            cwd=REPO_ROOT,
-            env=cli_environ(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=stdin,
-        )
-
-    return run
+    return harness.run_cli
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -11,20 +10,9 @@ import jwt
 import pytest
 
 from tests.cli.conftest import RunCli
+from tests.cli.harness import pid_alive
 
 pytestmark = pytest.mark.integration
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_up_status_token_down(run_cli: RunCli, tmp_path: Path) -> None:
@@ -60,7 +48,7 @@ def test_up_status_token_down(run_cli: RunCli, tmp_path: Path) -> None:
         down = run_cli(*base, "down")
     assert down.returncode == 0, down.stderr
     assert "stopped 4 services" in down.stderr
-    assert pids and not any(_alive(pid) for pid in pids)
+    assert pids and not any(pid_alive(pid) for pid in pids)
     assert not (data / "stack.json").exists()
     after = run_cli(*base, "status", "--timeout", "2", env={"CONTENTPIPE_GENERATION_ADDR": "127.0.0.1:1"})
     assert after.returncode == 1

@@ -1,0 +1,105 @@
+"""End to end through the CLI: up --detach, connect the outbox, create the demo pipeline, run --wait, runs watch
+(non-TTY), jobs preview, down; the four services run as real processes on free ports with SQLite."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cli.harness import REPO_ROOT, pid_alive, processes_using, run_cli
+
+pytestmark = pytest.mark.e2e
+
+ANSI = re.compile(r"\x1b\[")
+
+
+def _ok(result, what: str) -> str:
+    assert result.returncode == 0, f"{what} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert not ANSI.search(result.stdout), f"{what}: escape codes in non-TTY output"
+    return str(result.stdout)
+
+
+def test_cli_drives_the_local_stack(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cp = ("--data-dir", str(data))
+    _ok(run_cli(*cp, "up", "--detach", "--ports", "auto"), "up --detach")
+    status = json.loads(_ok(run_cli(*cp, "status", "-o", "json"), "status"))
+    pids = [row["pid"] for row in status["services"]]
+    try:
+        connection = json.loads(_ok(run_cli(*cp, "connections", "connect", "outbox", "-o", "json"), "connect"))
+        assert connection["platform"] == "PLATFORM_OUTBOX"
+        assert connection["status"] == "CONNECTION_STATUS_ACTIVE"
+
+        created = json.loads(
+            _ok(
+                run_cli(*cp, "pipelines", "create", "-f", str(REPO_ROOT / "examples/local-demo.yaml"), "-o", "json"),
+                "create",
+            )
+        )
+        pipeline = created["name"]
+        assert pipeline.startswith("pipelines/")
+        # `@outbox` was resolved client-side to the connection made above.
+        post_step = next(s for s in created["steps"] if "post_to_platform" in s)
+        assert post_step["post_to_platform"]["connections"] == [connection["name"]]
+
+        ran = _ok(run_cli(*cp, "pipelines", "run", pipeline, "--wait", "--interval", "0.2", timeout=180), "run --wait")
+        run_name = re.search(r"run (pipelines/\S+/runs/\S+) QUEUED|run (pipelines/\S+/runs/\S+) RUNNING", ran)
+        assert run_name, ran
+        run = run_name.group(1) or run_name.group(2)
+        assert f"run {run} SUCCEEDED" in ran
+        assert re.search(r"video: video/mp4 320x240, 2s -> /\S+\.mp4", ran), ran
+        assert re.search(r"post: posted posts/\S+ via connections/\S+ -> \S+", ran), ran
+        next_run = re.search(r"schedule: next scheduled run (\S+T09:00:00Z) \((jobs/\S+)\)", ran)
+        assert next_run, ran
+
+        watched = _ok(run_cli(*cp, "runs", "watch", run), "runs watch")
+        lines = [line.split(" ", 1)[1] for line in watched.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+        assert lines[0] == f"run {run} SUCCEEDED"
+        assert [line.split()[1] for line in lines[1:]] == ["video", "caption", "post", "schedule"]
+        assert all(line.split()[2] == "SUCCEEDED" for line in lines[1:])
+
+        runs = json.loads(_ok(run_cli(*cp, "pipelines", "runs", pipeline, "-o", "json"), "pipelines runs"))
+        assert [r["name"] for r in runs["runs"]] == [run]
+
+        job = next_run.group(2)
+        jobs = json.loads(_ok(run_cli(*cp, "jobs", "list", "-o", "json"), "jobs list"))
+        assert [(j["name"], j["pipeline"]) for j in jobs["jobs"]] == [(job, pipeline)]
+        preview = _ok(run_cli(*cp, "jobs", "preview", job, "--count", "3"), "jobs preview")
+        assert preview.splitlines()[0] == "0 9 * * * (UTC)"
+        assert len(re.findall(r"T09:00:00Z", preview)) == 3
+        berlin = json.loads(
+            _ok(
+                run_cli(
+                    *cp,
+                    "jobs",
+                    "preview",
+                    "--cron",
+                    "30 2 * * *",
+                    "--time-zone",
+                    "Europe/Berlin",
+                    "--after",
+                    "2026-03-28T00:00:00Z",
+                    "--count",
+                    "2",
+                    "-o",
+                    "json",
+                ),
+                "jobs preview --cron",
+            )
+        )
+        assert berlin["fire_times"][1]["in_dst_gap"] is True  # 02:30 does not exist on 2026-03-29 in Berlin
+
+        posts = json.loads(_ok(run_cli(*cp, "posts", "list", "-o", "json"), "posts list"))
+        assert [p["state"] for p in posts["posts"]] == ["POST_STATE_PUBLISHED"]
+
+        missing = run_cli(*cp, "pipelines", "get", "pipelines/0000000000000000000000000000dead")
+        assert missing.returncode == 4, missing.stderr
+        assert "NOT_FOUND" in missing.stderr
+    finally:
+        down = run_cli(*cp, "down")
+    assert down.returncode == 0, down.stderr
+    assert not any(pid_alive(pid) for pid in pids)
+    assert processes_using(data) == []
