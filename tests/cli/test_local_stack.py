@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import jwt
 import pytest
 
 from tests.cli.conftest import RunCli
-from tests.cli.harness import pid_alive
+from tests.cli.harness import REPO_ROOT, cli_environ, pid_alive, processes_using
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +55,33 @@ def test_up_status_token_down(run_cli: RunCli, tmp_path: Path) -> None:
     assert not (data / "stack.json").exists()
     after = run_cli(*base, "status", "--timeout", "2", env={"CONTENTPIPE_GENERATION_ADDR": "127.0.0.1:1"})
     assert after.returncode == 1
+
+
+def test_foreground_up_stops_every_service_on_ctrl_c(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "contentpipe.cli", "--data-dir", str(data), "up", "--ports", "auto"],
+        cwd=REPO_ROOT,
+        env=cli_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if "press Ctrl-C" in line:
+                break
+        assert any("press Ctrl-C" in line for line in seen), "".join(seen)
+        running = processes_using(data)
+        assert len(running) == 4
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=40)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, process.stderr.read() if process.stderr else ""
+    assert processes_using(data) == []
+    assert not (data / "stack.json").exists()
