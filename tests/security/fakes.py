@@ -1,0 +1,68 @@
+"""Loopback stand-ins for every external API the services call, recording each request they receive.
+
+The services' own fakes (tests/fakes) follow each API's contract; this recorder sits behind the endpoints the
+security suites do not exercise in depth, so that nothing ever leaves the machine and every outbound request
+(URL, headers, body) can be inspected for secrets and for the outbound URL policy.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.fakes import LoopbackHTTPServer
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class RequestRecorder:
+    requests: list[RecordedRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def app(self) -> Starlette:
+        async def record(request: Request) -> JSONResponse:
+            body = await request.body()
+            with self.lock:
+                self.requests.append(
+                    RecordedRequest(request.method, request.url.path, request.url.query, dict(request.headers), body)
+                )
+            return JSONResponse({"error": "recorded by the security suite's loopback fake"}, status_code=503)
+
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+        return Starlette(routes=[Route("/{path:path}", record, methods=methods)])
+
+
+class ExternalFakes:
+    """Every external base URL of the stack points here; `recorder.requests` says what reached it."""
+
+    def __init__(self) -> None:
+        self.recorder = RequestRecorder()
+        self._server = LoopbackHTTPServer(self.recorder.app())
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def service_env(self, workdir: Path) -> dict[str, str]:
+        return {"CONTENTPIPE_ALLOW_PRIVATE_URLS": "0"}
+
+    def __enter__(self) -> ExternalFakes:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop()
