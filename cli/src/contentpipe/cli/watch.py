@@ -165,7 +165,7 @@ def _line(out: TextIO, text: str) -> None:
 def print_summary(run: pb.PipelineRun, stream: TextIO | None = None) -> None:
     """Where the results are: files, posts, the next scheduled run; or why it failed."""
     out = stream or sys.stdout
-    elapsed = _seconds(run.start_time or run.create_time, run.finish_time)
+    elapsed = _seconds(run.start_time if run.HasField("start_time") else run.create_time, run.finish_time)
     took = f" in {elapsed:.1f}s" if elapsed is not None else ""
     out.write(f"\nrun {run.name} {run_state(run)}{took}\n")
     if run.state != pb.PIPELINE_RUN_STATE_SUCCEEDED and run.error.reason:
