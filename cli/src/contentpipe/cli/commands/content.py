@@ -223,16 +223,17 @@ async def create_generation(session: Session, args: argparse.Namespace) -> int:
     response = await session.call("generation", session.generations.CreateGeneration, request)
     result = response.generation
     if args.wait:
+        shown = ""
         while result.state not in _GEN_TERMINAL:
             await asyncio.sleep(0.5)
             got = await session.call(
                 "generation", session.generations.GetGeneration, gen_pb.GetGenerationRequest(name=result.name)
             )
             result = got.generation
-            print(
-                f"{result.name} {_gen_state(result)} {result.progress:.0%}",
-                file=sys.stderr,
-            )
+            line = f"{result.name} {_gen_state(result)} {result.progress:.0%}"
+            if line != shown:  # one line per change, not per poll
+                print(line, file=sys.stderr, flush=True)
+                shown = line
     print_resource(result, args.output)
     if args.wait and result.state != gen_pb.GENERATION_STATE_SUCCEEDED:
         return EXIT_FAILED
