@@ -1,33 +1,102 @@
-"""Composition root of the pipelines service: settings, engine, servicers, server."""
+"""Composition root of the pipelines service: settings, engine, peers, servicers, server, worker."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import grpc.aio
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_pb2_grpc
-from contentpipe.common.channels import create_channel
+from contentpipe.common.channels import ServiceToken, create_channel
 from contentpipe.common.database import (
     create_engine,
     database_ready,
     run_migrations,
+    session_factory,
     version_table_for,
 )
+from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration, run_server
 from contentpipe.common.telemetry import setup_telemetry
+from contentpipe.pipelines.adapters.peers import GrpcConnections, GrpcGenerations, GrpcJobs, GrpcPosts
+from contentpipe.pipelines.adapters.repository import SqlPipelineRepository, SqlRunRepository
 from contentpipe.pipelines.config import SERVICE, PipelinesConfig
 from contentpipe.pipelines.entrypoints.grpc_pipelines import PipelineServiceServicer
+from contentpipe.pipelines.service_layer.engine import EngineSettings, Worker
+from contentpipe.pipelines.service_layer.pipelines import PipelineService
+from contentpipe.pipelines.service_layer.ports import Peers
+from contentpipe.pipelines.service_layer.runs import RunService
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = version_table_for(SERVICE)
+_log = logging.getLogger(__name__)
 
 
-def registrations() -> list[ServiceRegistration]:
+@dataclass(slots=True)
+class Application:
+    """Everything wired once per process; `close()` releases channels and the database pool."""
+
+    engine: AsyncEngine
+    channels: dict[str, grpc.aio.Channel]
+    worker: Worker
+    pipelines: PipelineService
+    runs: RunService
+    page_tokens: PageTokenCodec
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close(None)
+        await self.engine.dispose()
+
+
+def engine_settings(config: PipelinesConfig) -> EngineSettings:
+    return EngineSettings(
+        worker_id=config.worker_id,
+        lease_seconds=config.lease_seconds,
+        max_in_flight=config.max_in_flight,
+        max_per_user=config.max_runs_per_user,
+        claim_interval=config.claim_interval_seconds,
+        poll_initial=config.poll_initial_seconds,
+        poll_max=config.poll_max_seconds,
+    )
+
+
+def build(config: PipelinesConfig) -> Application:
+    engine = create_engine(config.common.database_url)
+    sessions = session_factory(engine)
+    # One channel per peer for the whole process; adapters build stubs on them.
+    channels = {peer: create_channel(config.common.peers[peer]) for peer in ("generation", "oauth", "scheduler")}
+    assert config.common.jwt_secret is not None  # load_config requires it
+    token = ServiceToken(config.common.jwt_secret, SERVICE)
+    peers = Peers(
+        connections=GrpcConnections(channels["oauth"], token),
+        generations=GrpcGenerations(channels["generation"], token),
+        posts=GrpcPosts(channels["oauth"], token),
+        jobs=GrpcJobs(channels["scheduler"], token),
+    )
+    pipeline_repo = SqlPipelineRepository(sessions)
+    run_repo = SqlRunRepository(sessions)
+    settings = engine_settings(config)
+    worker = Worker(run_repo, peers, settings)
+    return Application(
+        engine=engine,
+        channels=channels,
+        worker=worker,
+        pipelines=PipelineService(pipeline_repo, run_repo, peers.connections),
+        runs=RunService(pipeline_repo, run_repo, peers, settings, on_queued=worker.wake),
+        page_tokens=PageTokenCodec(config.common.jwt_secret, purpose="pipelines-page-token"),
+    )
+
+
+def registrations(app: Application) -> list[ServiceRegistration]:
     """The gRPC services this process serves, with their servicers wired to their dependencies."""
     return [
         ServiceRegistration(
             full_name=pipeline_service_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
             add_to_server=pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server,
-            servicer=PipelineServiceServicer(),  # type: ignore[abstract]  # RPCs not yet implemented answer UNIMPLEMENTED
+            servicer=PipelineServiceServicer(app.pipelines, app.runs, app.page_tokens),
         ),
     ]
 
@@ -39,30 +108,35 @@ async def migrate(config: PipelinesConfig) -> None:
 async def serve(config: PipelinesConfig) -> int:
     """Run the server until SIGTERM; health turns SERVING once the schema is migrated and reachable."""
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
-    engine = create_engine(config.common.database_url)
-
-    # One channel per peer for the whole process; adapters build stubs on them.
-    channels = {
-        peer: create_channel(config.common.peers[peer])
-        for peer in (
-            "generation",
-            "oauth",
-            "scheduler",
-        )
-    }
+    app = build(config)
 
     async def ready() -> bool:
         if config.common.auto_migrate:
             await migrate(config)
-        return await database_ready(engine, VERSION_TABLE, MIGRATIONS)
+        return await database_ready(app.engine, VERSION_TABLE, MIGRATIONS)
 
-    async def close_channels() -> None:
-        for channel in channels.values():
-            await channel.close(None)
+    async def run_worker() -> None:
+        await app.worker.run_forever()
 
     return await run_server(
         config.common,
-        registrations(),
+        registrations(app),
         on_ready=ready,
-        on_shutdown=[close_channels, engine.dispose],
+        background=[run_worker] if config.worker_enabled else [],
+        on_shutdown=[app.close],
     )
+
+
+async def process_pending(config: PipelinesConfig) -> int:
+    """Batch mode: execute every queued or orphaned run to its end, then exit."""
+    setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
+    if config.common.auto_migrate:
+        await migrate(config)
+    app = build(config)
+    try:
+        executed = await app.worker.drain()
+    finally:
+        await app.close()
+    _log.info("process-pending finished", extra={"runs": executed})
+    print(f"processed {executed} run(s)")
+    return 0

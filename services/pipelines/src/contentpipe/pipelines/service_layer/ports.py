@@ -1,0 +1,203 @@
+"""What the use cases need from storage and from the peer services (implemented in adapters, faked in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from contentpipe.pipelines.domain.model import (
+    GenerationKind,
+    Pipeline,
+    PipelineRun,
+    PipelineState,
+    Platform,
+    PostState,
+    RunState,
+)
+
+
+class LeaseLost(Exception):
+    """The run's lease went to another worker; this worker must stop touching the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: Sequence[Any]
+    next_cursor: Mapping[str, Any] | None
+
+
+class PipelineRepository(Protocol):
+    async def add(self, pipeline: Pipeline, request_id: str) -> Pipeline:
+        """Insert; with a request id already used by this owner, return that pipeline instead."""
+
+    async def get(self, owner: str, pipeline_id: str) -> Pipeline | None: ...
+
+    async def list_page(
+        self, owner: str, state: PipelineState | None, limit: int, after: Mapping[str, Any] | None
+    ) -> Page: ...
+
+    async def replace(self, pipeline: Pipeline, expected_revision: int) -> bool:
+        """Store `pipeline` if the stored revision is still `expected_revision`."""
+
+    async def delete(self, owner: str, pipeline_id: str, expected_revision: int | None) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    owner: str
+    pipeline_id: str | None = None
+    state: RunState | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class RunRepository(Protocol):
+    async def add(self, run: PipelineRun) -> PipelineRun:
+        """Insert; if the owner already used the run's request id, return that run instead."""
+
+    async def get(self, owner: str, pipeline_id: str | None, run_id: str) -> PipelineRun | None: ...
+
+    async def find_by_request_id(self, owner: str, request_id: str) -> PipelineRun | None: ...
+
+    async def list_page(self, where: RunFilter, limit: int, after: Mapping[str, Any] | None) -> Page: ...
+
+    async def save(self, run: PipelineRun, lease_owner: str) -> None:
+        """Store the run's progress; raises LeaseLost when `lease_owner` no longer holds it."""
+
+    async def claim(
+        self,
+        lease_owner: str,
+        limit: int,
+        lease_seconds: float,
+        exclude_owners: Sequence[str] = (),
+        run_id: str | None = None,
+    ) -> list[PipelineRun]:
+        """Lease QUEUED or orphaned RUNNING runs (oldest first)."""
+
+    async def renew(self, run_ids: Sequence[str], lease_owner: str, lease_seconds: float) -> set[str]:
+        """Extend the leases still held; returns the ids still held."""
+
+    async def release(self, run_ids: Sequence[str], lease_owner: str) -> None: ...
+
+    async def request_cancel(self, owner: str, run_id: str) -> None: ...
+
+    async def cancel_requested(self, run_id: str) -> bool: ...
+
+    async def cancel_runs_of_pipeline(self, pipeline_id: str) -> list[PipelineRun]:
+        """Flag every non-terminal run of the pipeline for cancellation; returns them."""
+
+
+# ---------------------------------------------------------------- peers
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    name: str
+    platform: Platform
+    status: str
+
+
+class Connections(Protocol):
+    async def get(self, name: str, *, acting_for: str | None) -> ConnectionInfo:
+        """NotFound when it does not exist or belongs to someone else."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    kind: GenerationKind
+    prompt: str
+    options: Mapping[str, Any]
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStatus:
+    name: str
+    state: str  # QUEUED RUNNING SUCCEEDED FAILED CANCELED
+    assets: tuple[Mapping[str, Any], ...] = ()
+    text: str = ""
+    error_reason: str = ""
+    error_message: str = ""
+    error_retryable: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in ("SUCCEEDED", "FAILED", "CANCELED")
+
+
+class Generations(Protocol):
+    async def create(self, owner: str, request: GenerationRequest, request_id: str) -> GenerationStatus: ...
+
+    async def get(self, owner: str, name: str) -> GenerationStatus: ...
+
+    async def cancel(self, owner: str, name: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MediaItem:
+    uri: str
+    kind: str  # IMAGE | VIDEO
+    content_type: str = ""
+    size_bytes: int = 0
+    duration_seconds: float = 0.0
+    width: int = 0
+    height: int = 0
+    sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PostRequest:
+    connection: str
+    text: str
+    media: tuple[MediaItem, ...]
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PostStatus:
+    name: str
+    state: PostState
+    permalink: str = ""
+    error_class: str = ""  # RETRYABLE RATE_LIMITED NEEDS_REAUTH REJECTED_BY_PLATFORM
+    error_reason: str = ""
+    error_message: str = ""
+    next_attempt_time: datetime | None = None
+
+
+class Posts(Protocol):
+    async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus: ...
+
+    async def get(self, owner: str, name: str) -> PostStatus: ...
+
+    async def cancel(self, owner: str, name: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    job_id: str
+    pipeline: str
+    display_name: str
+    cron_expression: str | None = None
+    time_zone: str = ""
+    run_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    name: str
+    next_fire_time: datetime | None
+
+
+class Jobs(Protocol):
+    async def upsert(self, owner: str, spec: JobSpec) -> JobStatus: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    connections: Connections
+    generations: Generations
+    posts: Posts
+    jobs: Jobs

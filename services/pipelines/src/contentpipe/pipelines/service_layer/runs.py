@@ -1,0 +1,211 @@
+"""Use cases on runs: queue (idempotent), read, list history, cancel, resume from the failed step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from contentpipe.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from contentpipe.common.ids import new_id
+from contentpipe.common.telemetry import inject_context
+from contentpipe.pipelines.domain.model import (
+    PipelineRun,
+    PipelineState,
+    PostState,
+    RunState,
+    RunTrigger,
+    StepRun,
+    StepState,
+    TargetResult,
+    TriggerKind,
+)
+from contentpipe.pipelines.service_layer.engine import EngineSettings, RunExecutor
+from contentpipe.pipelines.service_layer.pipelines import MAX_REQUEST_ID
+from contentpipe.pipelines.service_layer.ports import (
+    LeaseLost,
+    Page,
+    Peers,
+    PipelineRepository,
+    RunFilter,
+    RunRepository,
+)
+
+_log = logging.getLogger(__name__)
+CANCEL_WAIT_SECONDS = 10.0
+
+
+class RunService:
+    def __init__(
+        self,
+        pipelines: PipelineRepository,
+        runs: RunRepository,
+        peers: Peers,
+        settings: EngineSettings,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._pipelines = pipelines
+        self._runs = runs
+        self._peers = peers
+        self._settings = settings
+        self._on_queued = on_queued
+
+    async def run(
+        self, owner: str, pipeline_id: str, request_id: str, job: str = "", nominal_time: datetime | None = None
+    ) -> PipelineRun:
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument.single("request_id", f"at most {MAX_REQUEST_ID} characters")
+        if request_id:
+            existing = await self._runs.find_by_request_id(owner, request_id)
+            if existing is not None:
+                return existing
+        pipeline = await self._pipelines.get(owner, pipeline_id)
+        if pipeline is None:
+            raise NotFound(f"pipelines/{pipeline_id} not found", reason="PIPELINE_NOT_FOUND")
+        if pipeline.state == PipelineState.PAUSED:
+            raise FailedPrecondition(
+                f"pipelines/{pipeline_id} is PAUSED; set its state to ACTIVE to run it", reason="PIPELINE_PAUSED"
+            )
+        now = datetime.now(UTC)
+        trigger = RunTrigger(
+            kind=TriggerKind.SCHEDULE if job else TriggerKind.MANUAL,
+            trigger_time=now,
+            job=job,
+            nominal_time=nominal_time,
+        )
+        run = PipelineRun(
+            id=new_id(),
+            pipeline_id=pipeline.id,
+            owner=owner,
+            pipeline_revision=pipeline.revision,
+            pipeline_display_name=pipeline.display_name,
+            state=RunState.QUEUED,
+            trigger=trigger,
+            definition=pipeline.steps,
+            steps=tuple(StepRun(step_id=step.id) for step in pipeline.steps),
+            create_time=now,
+            request_id=request_id,
+            trace_context=inject_context(),
+        )
+        stored = await self._runs.add(run)
+        self._on_queued()
+        return stored
+
+    async def get(self, owner: str, pipeline_id: str, run_id: str) -> PipelineRun:
+        run = await self._runs.get(owner, pipeline_id, run_id)
+        if run is None:
+            raise NotFound(f"pipelines/{pipeline_id}/runs/{run_id} not found", reason="RUN_NOT_FOUND")
+        return run
+
+    async def list_page(self, where: RunFilter, limit: int, after: dict[str, object] | None) -> Page:
+        if where.pipeline_id is not None and await self._pipelines.get(where.owner, where.pipeline_id) is None:
+            raise NotFound(f"pipelines/{where.pipeline_id} not found", reason="PIPELINE_NOT_FOUND")
+        if where.created_after and where.created_before and where.created_after >= where.created_before:
+            raise InvalidArgument.single("create_time_before", "must be later than create_time_after")
+        return await self._runs.list_page(where, limit, after)
+
+    async def cancel(self, owner: str, pipeline_id: str, run_id: str) -> PipelineRun:
+        run = await self.get(owner, pipeline_id, run_id)
+        if run.state.terminal:
+            return run
+        await self._runs.request_cancel(owner, run_id)
+        # Nobody holds it (queued, or its worker died): cancel it here, under a lease of our own.
+        lease_owner = f"{self._settings.worker_id}/cancel-{new_id()[:8]}"
+        claimed = await self._runs.claim(lease_owner, 1, self._settings.lease_seconds, run_id=run_id)
+        if claimed:
+            executor = RunExecutor(self._runs, self._peers, replace(self._settings, worker_id=lease_owner))
+            try:
+                return await executor.cancel(claimed[0])
+            except LeaseLost:
+                pass
+            finally:
+                await self._runs.release([run_id], lease_owner)
+        # A worker holds it: it sees the request at its next check and cancels the children.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CANCEL_WAIT_SECONDS
+        while loop.time() < deadline:
+            current = await self.get(owner, pipeline_id, run_id)
+            if current.state.terminal:
+                return current
+            await asyncio.sleep(0.1)
+        return await self.get(owner, pipeline_id, run_id)
+
+    async def cancel_children(self, run: PipelineRun) -> None:
+        """Best effort, for runs deleted with their pipeline."""
+        executor = RunExecutor(self._runs, self._peers, self._settings)
+        for step_run in run.steps:
+            if step_run.state == StepState.RUNNING:
+                await executor.cancel_children(run.owner, step_run)
+
+    async def resume(self, owner: str, pipeline_id: str, run_id: str, request_id: str) -> PipelineRun:
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument.single("request_id", f"at most {MAX_REQUEST_ID} characters")
+        if request_id:
+            existing = await self._runs.find_by_request_id(owner, request_id)
+            if existing is not None:
+                return existing
+        source = await self.get(owner, pipeline_id, run_id)
+        if source.state not in (RunState.FAILED, RunState.CANCELED):
+            raise FailedPrecondition(
+                f"{source.name} is {source.state.value}; only FAILED or CANCELED runs can be resumed",
+                reason="RUN_NOT_RESUMABLE",
+            )
+        pipeline = await self._pipelines.get(owner, pipeline_id)
+        if pipeline is None:
+            raise NotFound(f"pipelines/{pipeline_id} not found", reason="PIPELINE_NOT_FOUND")
+        if pipeline.state == PipelineState.PAUSED:
+            raise FailedPrecondition(
+                f"pipelines/{pipeline_id} is PAUSED; set its state to ACTIVE to resume its runs",
+                reason="PIPELINE_PAUSED",
+            )
+        now = datetime.now(UTC)
+        run = PipelineRun(
+            id=new_id(),
+            pipeline_id=source.pipeline_id,
+            owner=owner,
+            # The revision the failed run used: resuming continues that run, not the edited pipeline.
+            pipeline_revision=source.pipeline_revision,
+            pipeline_display_name=source.pipeline_display_name,
+            state=RunState.QUEUED,
+            trigger=RunTrigger(
+                kind=TriggerKind.RESUME,
+                trigger_time=now,
+                resumed_run=source.name,
+                job=source.trigger.job,
+                nominal_time=source.trigger.nominal_time,
+            ),
+            definition=source.definition,
+            steps=tuple(_carried_over(step_run) for step_run in source.steps),
+            create_time=now,
+            request_id=request_id,
+            trace_context=inject_context(),
+        )
+        stored = await self._runs.add(run)
+        self._on_queued()
+        return stored
+
+
+def _carried_over(step_run: StepRun) -> StepRun:
+    """A succeeded step is reused with its outputs; others start again, keeping targets already published."""
+    if step_run.state.done:
+        return StepRun(
+            step_id=step_run.step_id,
+            state=StepState.REUSED,
+            attempts=0,
+            start_time=step_run.start_time,
+            finish_time=step_run.finish_time,
+            children=step_run.children,
+            outputs=step_run.outputs,
+            targets=step_run.targets,
+        )
+    kept: list[TargetResult] = []
+    children: list[str] = []
+    for target in step_run.targets:
+        if target.published or target.post_state == PostState.UNCONFIRMED:
+            kept.append(replace(target, attempt=0, error=None))
+            children.append(target.post)
+        else:
+            kept.append(TargetResult(connection=target.connection))
+    return StepRun(step_id=step_run.step_id, targets=tuple(kept), children=tuple(children))

@@ -1,0 +1,198 @@
+"""Runs through the real pipelines server (a subprocess) against fake peers: success, retries, failures, resume."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from contentpipe.api.oauth.v1 import platform_pb2
+from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
+from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+
+from tests.pipelines.fakes import FakePeers
+from tests.pipelines.integration.support import (
+    Client,
+    create,
+    generate_step,
+    post_step,
+    run,
+    schedule_step,
+    start_pipelines,
+)
+from tests.support import ServiceProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def peers() -> Iterator[FakePeers]:
+    with FakePeers() as fakes:
+        yield fakes
+
+
+@pytest.fixture
+def user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def client(
+    start_service: Callable[..., ServiceProcess], database_url: str, peers: FakePeers, user: str
+) -> Iterator[Client]:
+    service = start_pipelines(start_service, database_url, peers)
+    client = Client(service.address, user)
+    yield client
+    client.close()
+
+
+def test_generate_post_schedule_run_succeeds_with_outputs_and_history(
+    client: Client, peers: FakePeers, user: str
+) -> None:
+    connection = peers.add_connection(user)
+    pipeline = create(client, generate_step(), post_step([connection]), schedule_step())
+    queued = run(client, pipeline, request_id="manual-1")
+    assert queued.state == pb.PIPELINE_RUN_STATE_QUEUED
+    assert queued.pipeline_revision == 1
+
+    finished = client.wait_run(queued.name)
+
+    assert finished.state == pb.PIPELINE_RUN_STATE_SUCCEEDED, finished
+    video, post, schedule = finished.steps
+    assert [s.state for s in finished.steps] == [pb.STEP_RUN_STATE_SUCCEEDED] * 3
+    assert video.outputs.generation.startswith("generations/")
+    assert video.outputs.assets[0].content_type == "video/mp4"
+    assert video.children == [video.outputs.generation]
+    assert len(post.targets) == 1 and post.targets[0].post_state == post_pb.POST_STATE_PUBLISHED
+    assert post.outputs.posts == [post.targets[0].post]
+    created = peers.state.posts[post.targets[0].post]
+    assert created.text == f"Daily video: {video.outputs.assets[0].uri}"
+    assert created.media[0].uri == video.outputs.assets[0].uri
+    assert schedule.outputs.job == f"jobs/pipeline-{pipeline.name.split('/')[1]}"
+    assert schedule.outputs.HasField("next_run_time")
+    job = peers.state.jobs[schedule.outputs.job]
+    assert (job.cron.expression, job.cron.time_zone) == ("0 9 * * *", "Europe/Berlin")
+    # The prompt template was rendered with the trigger date.
+    generation = peers.state.generations[video.outputs.generation]
+    assert generation.prompt == f"A sunrise over {finished.trigger.trigger_time.ToDatetime().date().isoformat()}"
+
+    # Same request id: the same run, not a second one.
+    assert run(client, pipeline, request_id="manual-1").name == queued.name
+    history = client.ListPipelineRuns(pb.ListPipelineRunsRequest(parent="pipelines/-")).runs
+    assert [r.name for r in history] == [queued.name]
+
+
+def test_generation_failing_twice_succeeds_on_third_attempt(client: Client, peers: FakePeers, user: str) -> None:
+    peers.behaviour.generation_failures = 2
+    connection = peers.add_connection(user)
+    pipeline = create(client, generate_step(), post_step([connection]))
+
+    finished = client.wait_run(run(client, pipeline).name)
+
+    assert finished.state == pb.PIPELINE_RUN_STATE_SUCCEEDED, finished
+    video = finished.steps[0]
+    assert video.attempts == 3
+    assert len(video.children) == 3
+    assert sum(1 for g in peers.state.generations.values() if g.owner == user) == 3
+    assert len(peers.posts_for(connection)) == 1
+
+
+def test_generation_failing_more_than_the_policy_allows_fails_the_run(
+    client: Client, peers: FakePeers, user: str
+) -> None:
+    peers.behaviour.generation_failures = 5
+    pipeline = create(client, generate_step(), post_step([peers.add_connection(user)]))
+
+    finished = client.wait_run(run(client, pipeline).name)
+
+    assert finished.state == pb.PIPELINE_RUN_STATE_FAILED
+    assert finished.steps[0].attempts == 3
+    assert finished.error.error_class == pb.STEP_ERROR_CLASS_RETRYABLE
+    assert finished.error.reason == "PROVIDER_FAILED"
+    assert "step 'video'" in finished.error.message
+    assert finished.steps[1].state == pb.STEP_RUN_STATE_PENDING
+
+
+@pytest.mark.parametrize("mode", ["reauth", "reauth_sync"])
+def test_connection_needing_reauth_fails_the_run_at_once(
+    client: Client, peers: FakePeers, user: str, mode: str
+) -> None:
+    connection = peers.add_connection(user)
+    peers.behaviour.connection_mode[connection] = mode
+    pipeline = create(client, generate_step(), post_step([connection]))
+
+    finished = client.wait_run(run(client, pipeline).name)
+
+    assert finished.state == pb.PIPELINE_RUN_STATE_FAILED
+    assert finished.error.error_class == pb.STEP_ERROR_CLASS_NEEDS_REAUTH
+    post = finished.steps[1]
+    assert post.attempts == 1  # not retried
+    assert post.targets[0].error.error_class == pb.STEP_ERROR_CLASS_NEEDS_REAUTH
+    assert "again" in finished.error.message
+
+
+def test_one_failed_target_keeps_the_other_published_and_resume_posts_only_to_it(
+    client: Client, peers: FakePeers, user: str
+) -> None:
+    good = peers.add_connection(user)
+    bad = peers.add_connection(user, platform_pb2.PLATFORM_TWITTER)
+    peers.behaviour.connection_mode[bad] = "reject"
+    pipeline = create(client, generate_step(), post_step([good, bad]))
+
+    failed = client.wait_run(run(client, pipeline).name)
+
+    assert failed.state == pb.PIPELINE_RUN_STATE_FAILED
+    assert failed.error.error_class == pb.STEP_ERROR_CLASS_PERMANENT
+    good_target, bad_target = failed.steps[1].targets
+    assert good_target.post_state == post_pb.POST_STATE_PUBLISHED and good_target.permalink
+    assert bad_target.post_state == post_pb.POST_STATE_FAILED
+    assert bad_target.error.reason == "TEXT_TOO_LONG"
+
+    peers.behaviour.connection_mode[bad] = "publish"
+    resumed = client.ResumePipelineRun(pb.ResumePipelineRunRequest(name=failed.name, request_id="resume-1")).run
+    assert resumed.trigger.kind == pb.RUN_TRIGGER_KIND_RESUME
+    assert resumed.trigger.resumed_run == failed.name
+    again = client.ResumePipelineRun(pb.ResumePipelineRunRequest(name=failed.name, request_id="resume-1")).run
+    assert again.name == resumed.name
+    finished = client.wait_run(resumed.name)
+
+    assert finished.state == pb.PIPELINE_RUN_STATE_SUCCEEDED, finished
+    assert finished.steps[0].state == pb.STEP_RUN_STATE_REUSED
+    assert finished.steps[0].outputs.generation == failed.steps[0].outputs.generation
+    assert len(peers.state.generations) == 1
+    assert len(peers.posts_for(good)) == 1  # no second post to the target that already had one
+    assert len(peers.posts_for(bad)) == 2
+    targets = finished.steps[1].targets
+    assert targets[0].post == good_target.post
+    assert [t.post_state for t in targets] == [post_pb.POST_STATE_PUBLISHED] * 2
+
+
+def test_paused_pipeline_refuses_runs(client: Client, peers: FakePeers, user: str) -> None:
+    pipeline = create(client, generate_step())
+    pipeline.state = pb.PIPELINE_STATE_PAUSED
+    client.UpdatePipeline(
+        pb.UpdatePipelineRequest(pipeline=pipeline, update_mask={"paths": ["state"]})  # type: ignore[arg-type]
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        run(client, pipeline)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_cancel_stops_the_run_and_cancels_the_generation(client: Client, peers: FakePeers, user: str) -> None:
+    peers.behaviour.generation_seconds = 60
+    pipeline = create(client, generate_step(), post_step([peers.add_connection(user)]))
+    queued = run(client, pipeline)
+    deadline = 100
+    while not peers.state.generations and deadline:
+        import time
+
+        time.sleep(0.05)
+        deadline -= 1
+
+    canceled = client.CancelPipelineRun(pb.CancelPipelineRunRequest(name=queued.name)).run
+
+    assert canceled.state == pb.PIPELINE_RUN_STATE_CANCELED
+    assert [s.state for s in canceled.steps] == [pb.STEP_RUN_STATE_CANCELED, pb.STEP_RUN_STATE_CANCELED]
+    assert peers.state.canceled == [canceled.steps[0].children[0]]
+    assert not peers.state.posts
