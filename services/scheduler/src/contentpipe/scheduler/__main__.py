@@ -1,11 +1,11 @@
-"""`contentpipe-scheduler`: serve the gRPC API or migrate the database."""
+"""`contentpipe-scheduler`: serve the gRPC API with the processing loop, run one pass (`tick`), or migrate."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
 
-from contentpipe.common.cli import Subcommand, not_implemented, service_main
+from contentpipe.common.cli import Subcommand, service_main
 from contentpipe.common.telemetry import setup_logging
 from contentpipe.scheduler import bootstrap
 from contentpipe.scheduler.config import SERVICE, load_config
@@ -22,10 +22,25 @@ async def _migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+async def _tick(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    config = load_config(environ)
+    setup_logging(SERVICE, config.common.log_level)
+    return await bootstrap.tick(config, args.limit)
+
+
+def _tick_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=None, help="due jobs to process at most (default: 500)")
+
+
 COMMANDS = [
-    Subcommand("serve", "serve the gRPC API until SIGTERM", _serve),
+    Subcommand("serve", "serve the gRPC API and process due jobs until SIGTERM", _serve),
     Subcommand("migrate", "upgrade the database schema to the latest revision", _migrate),
-    Subcommand("tick", "fire the jobs that are due once and exit (not implemented yet)", not_implemented),
+    Subcommand(
+        "tick",
+        "one pass (reconcile triggered runs, process due jobs), then exit: 0, 1 database or 3 pipelines unreachable",
+        _tick,
+        _tick_arguments,
+    ),
 ]
 
 

@@ -1,44 +1,129 @@
-"""Composition root of the scheduler service: settings, engine, servicers, server."""
+"""Composition root of the scheduler service: settings, engine, peers, use cases, servicers, loops."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+import grpc.aio
+import httpx
 from contentpipe.api.scheduler.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
     scheduler_service_pb2,
     scheduler_service_pb2_grpc,
 )
-from contentpipe.common.channels import create_channel
+from contentpipe.common.channels import ServiceToken, create_channel
 from contentpipe.common.database import (
     create_engine,
     database_ready,
     run_migrations,
     version_table_for,
 )
+from contentpipe.common.errors import ContentpipeError
+from contentpipe.common.http import create_http_client
+from contentpipe.common.ids import new_id
+from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration, run_server
 from contentpipe.common.telemetry import setup_telemetry
+from contentpipe.scheduler.adapters.pipelines_client import GrpcPipelines
+from contentpipe.scheduler.adapters.sql_store import SqlSchedulerStore
+from contentpipe.scheduler.adapters.webhook import StandardWebhookSender
 from contentpipe.scheduler.config import SERVICE, SchedulerConfig
 from contentpipe.scheduler.entrypoints.grpc_notifications import NotificationServiceServicer
 from contentpipe.scheduler.entrypoints.grpc_scheduler import SchedulerServiceServicer
+from contentpipe.scheduler.service_layer.jobs import JobService
+from contentpipe.scheduler.service_layer.notifications import NotificationService, WebhookDelivery
+from contentpipe.scheduler.service_layer.processing import ProcessingSettings, Processor
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = version_table_for(SERVICE)
+_log = logging.getLogger(__name__)
+
+EXIT_DATABASE_UNREACHABLE = 1
+EXIT_PIPELINES_UNREACHABLE = 3
 
 
-def registrations() -> list[ServiceRegistration]:
+@dataclass(slots=True)
+class Components:
+    engine: AsyncEngine
+    channel: grpc.aio.Channel
+    http: httpx.AsyncClient | None
+    store: SqlSchedulerStore
+    pipelines: GrpcPipelines
+    processor: Processor
+    jobs: JobService
+    notifications: NotificationService
+    delivery: WebhookDelivery | None
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+        if self.http is not None:
+            await self.http.aclose()
+        await self.engine.dispose()
+
+
+def build(config: SchedulerConfig) -> Components:
+    """Create every long-lived object once (engine, channel, http client) and wire the use cases."""
+    engine = create_engine(config.common.database_url, pool_size=10, max_overflow=10)
+    channel = create_channel(config.common.peers["pipelines"])
+    secret = config.common.jwt_secret
+    token = ServiceToken(secret, SERVICE) if secret else None
+    pipelines = GrpcPipelines(channel, token)
+    store = SqlSchedulerStore(engine)
+    lease_owner = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+    processor = Processor(
+        store,
+        pipelines,
+        lease_owner=lease_owner,
+        settings=ProcessingSettings(
+            batch_size=config.batch_size,
+            dispatch_concurrency=config.dispatch_concurrency,
+            poll_interval=timedelta(seconds=config.poll_interval_seconds),
+        ),
+        deliver_notifications=config.webhook_url is not None,
+    )
+    http: httpx.AsyncClient | None = None
+    delivery: WebhookDelivery | None = None
+    if config.webhook_url is not None and config.webhook_secret is not None:
+        http = create_http_client(timeout=httpx.Timeout(10.0, connect=5.0))
+        sender = StandardWebhookSender(http, config.webhook_url, config.webhook_secret)
+        delivery = WebhookDelivery(store, sender, lease_owner=lease_owner)
+    return Components(
+        engine=engine,
+        channel=channel,
+        http=http,
+        store=store,
+        pipelines=pipelines,
+        processor=processor,
+        jobs=JobService(store, pipelines, processor),
+        notifications=NotificationService(store),
+        delivery=delivery,
+    )
+
+
+def registrations(components: Components, config: SchedulerConfig) -> list[ServiceRegistration]:
     """The gRPC services this process serves, with their servicers wired to their dependencies."""
+    codec = PageTokenCodec(config.common.jwt_secret)
     return [
         ServiceRegistration(
             full_name=scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name,
             add_to_server=scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server,
-            servicer=SchedulerServiceServicer(),  # type: ignore[abstract]  # RPCs not yet implemented answer UNIMPLEMENTED
+            servicer=SchedulerServiceServicer(components.jobs, components.processor, codec),
         ),
         ServiceRegistration(
             full_name=notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
             add_to_server=notification_service_pb2_grpc.add_NotificationServiceServicer_to_server,
-            servicer=NotificationServiceServicer(),  # type: ignore[abstract]  # RPCs not yet implemented answer UNIMPLEMENTED
+            servicer=NotificationServiceServicer(components.notifications, codec),
         ),
     ]
 
@@ -47,26 +132,75 @@ async def migrate(config: SchedulerConfig) -> None:
     await run_migrations(config.common.database_url, MIGRATIONS, VERSION_TABLE)
 
 
-async def serve(config: SchedulerConfig) -> int:
-    """Run the server until SIGTERM; health turns SERVING once the schema is migrated and reachable."""
-    setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
-    engine = create_engine(config.common.database_url)
+async def _one_pass(components: Components, limit: int) -> tuple[int, dict[str, object]]:
+    result = await components.processor.process(limit)
+    delivered = await components.delivery.deliver_due() if components.delivery is not None else 0
+    summary: dict[str, object] = {
+        "claimed": result.claimed,
+        "triggered": result.triggered,
+        "reconciled": result.reconciled,
+        "not_run": result.not_run,
+        "errors": result.errors,
+        "webhooks_delivered": delivered,
+    }
+    return (EXIT_PIPELINES_UNREACHABLE if result.unreachable else 0), summary
 
-    # One channel per peer for the whole process; adapters build stubs on them.
-    channels = {peer: create_channel(config.common.peers[peer]) for peer in ("pipelines",)}
+
+async def serve(config: SchedulerConfig) -> int:
+    """Run the server and the processing loop until SIGTERM; health SERVING once the schema is ready."""
+    setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
+    components = build(config)
 
     async def ready() -> bool:
         if config.common.auto_migrate:
             await migrate(config)
-        return await database_ready(engine, VERSION_TABLE, MIGRATIONS)
+        return await database_ready(components.engine, VERSION_TABLE, MIGRATIONS)
 
-    async def close_channels() -> None:
-        for channel in channels.values():
-            await channel.close(None)
+    async def processing_loop() -> None:
+        while True:
+            full = False
+            try:
+                _, summary = await _one_pass(components, config.process_limit)
+                full = int(str(summary["claimed"])) >= config.process_limit
+                if any(summary[k] for k in ("claimed", "triggered", "reconciled", "errors")):
+                    _log.info("processing pass", extra=summary)
+            except ContentpipeError as exc:
+                _log.warning("processing pass failed", extra={"error": exc.message})
+            except Exception:
+                _log.exception("processing pass crashed")
+            if not full:
+                await asyncio.sleep(config.process_interval_seconds)
 
     return await run_server(
         config.common,
-        registrations(),
+        registrations(components, config),
         on_ready=ready,
-        on_shutdown=[close_channels, engine.dispose],
+        background=[processing_loop],
+        on_shutdown=[components.close],
     )
+
+
+async def tick(config: SchedulerConfig, limit: int | None = None) -> int:
+    """One reconcile + process pass for a Kubernetes CronJob; exit 0, or non-zero when a peer is down."""
+    components = build(config)
+    try:
+        try:
+            if config.common.auto_migrate and not await database_ready(components.engine, VERSION_TABLE, MIGRATIONS):
+                await migrate(config)
+            await components.store.ping()
+        except Exception as exc:
+            print(f"contentpipe-scheduler tick: database unreachable: {type(exc).__name__}", file=sys.stderr)
+            return EXIT_DATABASE_UNREACHABLE
+        try:
+            await components.pipelines.check_reachable()
+        except ContentpipeError as exc:
+            print(f"contentpipe-scheduler tick: {exc.message}", file=sys.stderr)
+            return EXIT_PIPELINES_UNREACHABLE
+        code, summary = await _one_pass(components, limit or config.process_limit)
+        print(json.dumps(summary, sort_keys=True))
+        if code:
+            print("contentpipe-scheduler tick: the pipelines service became unreachable", file=sys.stderr)
+        return code
+    finally:
+        with contextlib.suppress(Exception):
+            await components.close()

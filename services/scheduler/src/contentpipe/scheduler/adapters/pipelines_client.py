@@ -1,0 +1,121 @@
+"""The pipelines service through its generated stub, acting for a job's owner with a service token."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+import grpc.aio
+from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
+from contentpipe.common.channels import ServiceToken
+from contentpipe.common.errors import Unavailable
+from contentpipe.common.grpc_errors import error_from_rpc
+from contentpipe.scheduler.service_layer.ports import ErrorClass, PipelineInfo, PipelineRunInfo, PipelineRunStatus
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Per-method deadlines (seconds): triggers and polls are small; the processing loop must not hang on them.
+RUN_TIMEOUT = 10.0
+READ_TIMEOUT = 5.0
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def run_info(run: pb.PipelineRun) -> PipelineRunInfo:
+    """The parts of a PipelineRun the scheduler acts on; the connection to reconnect for NEEDS_REAUTH."""
+    connection = ""
+    for step in run.steps:
+        for target in step.targets:
+            if target.error.error_class == pb.STEP_ERROR_CLASS_NEEDS_REAUTH:
+                connection = target.connection
+                break
+        if connection:
+            break
+    try:
+        error_class = ErrorClass(run.error.error_class)
+    except ValueError:
+        error_class = ErrorClass.UNSPECIFIED
+    try:
+        status = PipelineRunStatus(run.state)
+    except ValueError:
+        status = PipelineRunStatus.UNSPECIFIED
+    return PipelineRunInfo(
+        name=run.name,
+        status=status,
+        error_class=error_class,
+        error_reason=run.error.reason,
+        error_message=run.error.message,
+        connection=connection,
+    )
+
+
+class GrpcPipelines:
+    """Implements service_layer.ports.Pipelines on one shared channel (created in bootstrap)."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: ServiceToken | None) -> None:
+        self._channel = channel
+        self._stub = pb_grpc.PipelineServiceStub(channel)
+        self._token = token
+
+    def _metadata(self, owner: str) -> tuple[tuple[str, str], ...] | None:
+        # Without a service token (JWKS-only deployments) the caller's own token is propagated by the channel.
+        return self._token.peer_call_metadata(owner) if self._token is not None else None
+
+    async def get_pipeline(self, owner: str, pipeline: str) -> PipelineInfo:
+        try:
+            response = await self._stub.GetPipeline(
+                pb.GetPipelineRequest(name=pipeline), metadata=self._metadata(owner), timeout=READ_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        p = response.pipeline
+        return PipelineInfo(name=p.name, owner=p.owner, paused=p.state == pb.PIPELINE_STATE_PAUSED)
+
+    async def run_pipeline(
+        self, owner: str, pipeline: str, *, request_id: str, job: str, nominal_time: datetime | None
+    ) -> PipelineRunInfo:
+        request = pb.RunPipelineRequest(name=pipeline, request_id=request_id, job=job)
+        if nominal_time is not None:
+            request.nominal_time.CopyFrom(_timestamp(nominal_time))
+        try:
+            response = await self._stub.RunPipeline(request, metadata=self._metadata(owner), timeout=RUN_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return run_info(response.run)
+
+    async def get_pipeline_run(self, owner: str, run: str) -> PipelineRunInfo:
+        try:
+            response = await self._stub.GetPipelineRun(
+                pb.GetPipelineRunRequest(name=run), metadata=self._metadata(owner), timeout=READ_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return run_info(response.run)
+
+    async def resume_pipeline_run(self, owner: str, run: str, *, request_id: str) -> PipelineRunInfo:
+        try:
+            response = await self._stub.ResumePipelineRun(
+                pb.ResumePipelineRunRequest(name=run, request_id=request_id),
+                metadata=self._metadata(owner),
+                timeout=RUN_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return run_info(response.run)
+
+    async def check_reachable(self) -> None:
+        """gRPC health of the pipelines service; Unavailable unless it answers SERVING."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=READ_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(
+                f"pipelines service unreachable: {exc.code().name}", reason="PIPELINES_UNREACHABLE"
+            ) from None
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise Unavailable("pipelines service is not SERVING", reason="PIPELINES_UNREACHABLE")

@@ -1,0 +1,83 @@
+"""What the service layer needs from the outside: the pipelines service and a webhook sender.
+
+Plain-Python protocols and values; the adapters implement them with gRPC stubs and httpx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import Protocol
+
+
+class PipelineRunStatus(IntEnum):
+    """Values match the API enum PipelineRunState."""
+
+    UNSPECIFIED = 0
+    QUEUED = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    CANCELED = 5
+
+
+class ErrorClass(IntEnum):
+    """Values match the API enum StepErrorClass."""
+
+    UNSPECIFIED = 0
+    RETRYABLE = 1
+    PERMANENT = 2
+    NEEDS_REAUTH = 3
+    RATE_LIMITED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRunInfo:
+    """What the scheduler needs to know about a pipeline run."""
+
+    name: str
+    status: PipelineRunStatus
+    error_class: ErrorClass = ErrorClass.UNSPECIFIED
+    error_reason: str = ""
+    error_message: str = ""
+    connection: str = ""  # the connection concerned, for NEEDS_REAUTH
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in (PipelineRunStatus.SUCCEEDED, PipelineRunStatus.FAILED, PipelineRunStatus.CANCELED)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineInfo:
+    name: str
+    owner: str
+    paused: bool
+
+
+class Pipelines(Protocol):
+    """The pipelines service, called on behalf of `owner` (NotFound for another user's pipeline)."""
+
+    async def get_pipeline(self, owner: str, pipeline: str) -> PipelineInfo: ...
+
+    async def run_pipeline(
+        self, owner: str, pipeline: str, *, request_id: str, job: str, nominal_time: datetime | None
+    ) -> PipelineRunInfo: ...
+
+    async def get_pipeline_run(self, owner: str, run: str) -> PipelineRunInfo: ...
+
+    async def resume_pipeline_run(self, owner: str, run: str, *, request_id: str) -> PipelineRunInfo: ...
+
+    async def check_reachable(self) -> None:
+        """Raise Unavailable when the pipelines service cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    delivered: bool
+    retry_after: float | None = None
+    error: str = ""
+
+
+class WebhookSender(Protocol):
+    async def send(self, message_id: str, body: bytes) -> WebhookResult: ...
