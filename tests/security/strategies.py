@@ -149,7 +149,11 @@ def string_strategy(field: FieldDescriptor) -> st.SearchStrategy[str]:
         return st.one_of(resource_names(), text)
     if name in ("pipeline_run", "media_step_id", "step_id"):
         return st.one_of(resource_names(), text)
-    if name in ("page_token", "next_page_token", "state") and field.containing_type is not None and field.containing_type.name.endswith("Request"):
+    if (
+        name in ("page_token", "next_page_token", "state")
+        and field.containing_type is not None
+        and field.containing_type.name.endswith("Request")
+    ):
         return page_tokens()
     if name.endswith(("uri", "url")):
         return urls
