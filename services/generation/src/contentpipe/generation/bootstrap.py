@@ -1,9 +1,13 @@
-"""Composition root of the generation service: settings, engine, servicers, server."""
+"""Composition root of the generation service: settings, engine, providers, storage, worker, servicers, server."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 from contentpipe.api.generation.v1 import generation_service_pb2, generation_service_pb2_grpc
 from contentpipe.common.database import (
     create_engine,
@@ -11,22 +15,149 @@ from contentpipe.common.database import (
     run_migrations,
     version_table_for,
 )
+from contentpipe.common.http import OutboundUrlPolicy, create_http_client
+from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration, run_server
 from contentpipe.common.telemetry import setup_telemetry
+from contentpipe.generation.adapters.cog import CogProvider
+from contentpipe.generation.adapters.local_provider import LocalProvider
+from contentpipe.generation.adapters.replicate import ReplicateProvider, ReplicateSettings
+from contentpipe.generation.adapters.repository import SqlGenerationRepository
+from contentpipe.generation.adapters.storage import BlobBackend, LocalBlobs, S3Blobs, S3Settings, StoredAssets
 from contentpipe.generation.config import SERVICE, GenerationConfig
+from contentpipe.generation.domain.catalogue import LOCAL_MODELS, Catalogue, cog_models, replicate_models
 from contentpipe.generation.entrypoints.grpc_generation import GenerationServiceServicer
+from contentpipe.generation.service_layer.ports import Provider, RateLimiter
+from contentpipe.generation.service_layer.runner import GenerationRunner
+from contentpipe.generation.service_layer.services import GenerationServices
+from contentpipe.generation.service_layer.worker import (
+    GenerationWorker,
+    TokenBucket,
+    WorkerCanceller,
+    WorkerSettings,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = version_table_for(SERVICE)
 
 
-def registrations() -> list[ServiceRegistration]:
+@dataclass(slots=True)
+class Application:
+    """Everything `serve` wires together, so tests and the bench can build the same graph in-process."""
+
+    services: GenerationServices
+    worker: GenerationWorker
+    replicate: ReplicateProvider
+    blobs: BlobBackend
+    clients: list[httpx.AsyncClient]
+
+
+def build_catalogue(config: GenerationConfig) -> Catalogue:
+    replicate = config.replicate
+    models = [*LOCAL_MODELS, *cog_models(config.cog_models)]
+    if replicate is not None:
+        models.extend(
+            replicate_models(
+                video_model=replicate.video_model, image_model=replicate.image_model, text_model=replicate.text_model
+            )
+        )
+    return Catalogue(models, default_provider=config.default_provider)
+
+
+def build_application(config: GenerationConfig, engine: Any) -> Application:
+    assert config.replicate is not None and config.storage is not None
+    storage = config.storage
+    repository = SqlGenerationRepository(engine)
+    catalogue = build_catalogue(config)
+    replicate_client = create_http_client(max_connections=200)
+    fetch_client = create_http_client(
+        timeout=httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=30.0), max_connections=50
+    )
+    cog_client = create_http_client(max_connections=50)
+    clients = [replicate_client, fetch_client, cog_client]
+    blobs: BlobBackend
+    if storage.backend == "s3":
+        assert storage.s3_endpoint_url and storage.s3_access_key_id and storage.s3_secret_access_key
+        blobs = S3Blobs(
+            S3Settings(
+                endpoint_url=storage.s3_endpoint_url,
+                bucket=storage.bucket,
+                region=storage.s3_region,
+                access_key_id=storage.s3_access_key_id,
+                secret_access_key=storage.s3_secret_access_key,
+                public_base_url=storage.public_base_url,
+                presign_seconds=storage.s3_presign_seconds,
+                create_bucket=storage.s3_create_bucket,
+            ),
+            fetch_client,
+        )
+    else:
+        blobs = LocalBlobs(storage.local_dir, storage.bucket, storage.public_base_url)
+    assets = StoredAssets(
+        blobs,
+        fetch_client,
+        scratch_dir=config.common.data_dir / "tmp" / "generation",
+        max_bytes=storage.max_output_bytes,
+    )
+    r = config.replicate
+    replicate = ReplicateProvider(
+        ReplicateSettings(
+            base_url=r.base_url,
+            api_token=r.api_token or "",
+            prefer_wait_seconds=r.prefer_wait_seconds,
+            poll_initial_seconds=r.poll_initial_seconds,
+            poll_max_seconds=r.poll_max_seconds,
+            send_cancel_after=r.send_cancel_after,
+            webhook_url=r.webhook_url,
+            lookup_attempts=r.lookup_attempts,
+            lookup_delay_seconds=r.lookup_delay_seconds,
+        ),
+        replicate_client,
+    )
+    providers: dict[str, Provider] = {
+        "local": LocalProvider(assets.scratch_file),
+        "replicate": replicate,
+        "cog": CogProvider(cog_client),
+    }
+    limiters: dict[str, RateLimiter] = {
+        name: TokenBucket(limit.creates_per_second)
+        for name, limit in config.limits.items()
+        if limit.creates_per_second > 0
+    }
+    runner = GenerationRunner(repository, providers, catalogue, assets, rate_limiters=limiters)
+    worker = GenerationWorker(
+        repository,
+        runner,
+        WorkerSettings(
+            worker_id=config.worker_id,
+            lease_seconds=config.lease_seconds,
+            poll_interval=config.poll_interval_seconds,
+            max_in_flight=config.max_in_flight,
+            concurrency={name: limit.concurrency for name, limit in config.limits.items()},
+        ),
+    )
+    policy = OutboundUrlPolicy(
+        allow_private=config.common.allow_private_urls, field="generation.options.input_image_uri"
+    )
+    services = GenerationServices(
+        repository=repository,
+        catalogue=catalogue,
+        assets=assets,
+        url_check=policy.check,
+        canceller=WorkerCanceller(worker, runner),
+        deadline=timedelta(seconds=config.deadline_seconds),
+        wake_worker=worker.wake if config.worker_enabled else (lambda: None),
+    )
+    return Application(services=services, worker=worker, replicate=replicate, blobs=blobs, clients=clients)
+
+
+def registrations(services: GenerationServices, page_tokens: PageTokenCodec) -> list[ServiceRegistration]:
     """The gRPC services this process serves, with their servicers wired to their dependencies."""
     return [
         ServiceRegistration(
             full_name=generation_service_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
             add_to_server=generation_service_pb2_grpc.add_GenerationServiceServicer_to_server,
-            servicer=GenerationServiceServicer(),  # type: ignore[abstract]  # RPCs not yet implemented answer UNIMPLEMENTED
+            servicer=GenerationServiceServicer(services, page_tokens),
         ),
     ]
 
@@ -36,18 +167,45 @@ async def migrate(config: GenerationConfig) -> None:
 
 
 async def serve(config: GenerationConfig) -> int:
-    """Run the server until SIGTERM; health turns SERVING once the schema is migrated and reachable."""
+    """Run the server until SIGTERM; health turns SERVING once the schema is migrated and storage reachable."""
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
     engine = create_engine(config.common.database_url)
+    app = build_application(config, engine)
+    page_tokens = PageTokenCodec(config.common.jwt_secret or config.common.jwks_url, purpose="generation-page")
 
     async def ready() -> bool:
         if config.common.auto_migrate:
             await migrate(config)
+        if isinstance(app.blobs, S3Blobs):
+            await app.blobs.ensure_bucket()
         return await database_ready(engine, VERSION_TABLE, MIGRATIONS)
+
+    background = []
+    if config.worker_enabled:
+        background.append(app.worker.run)
+    webhook_server: list[Any] = []
+    if config.webhook_port and config.replicate and config.replicate.webhook_secret:
+        from contentpipe.generation.entrypoints.webhooks import start_webhook_server
+
+        secret = config.replicate.webhook_secret
+
+        async def webhooks() -> None:
+            server = await start_webhook_server(
+                config.webhook_host, config.webhook_port, secret, app.replicate.deliver_webhook
+            )
+            webhook_server.append(server)
+            await server.serve_forever()
+
+        background.append(webhooks)
+
+    async def close_clients() -> None:
+        for client in app.clients:
+            await client.aclose()
 
     return await run_server(
         config.common,
-        registrations(),
+        registrations(app.services, page_tokens),
         on_ready=ready,
-        on_shutdown=[engine.dispose],
+        background=background,
+        on_shutdown=[close_clients, engine.dispose],
     )

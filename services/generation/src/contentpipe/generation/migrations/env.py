@@ -1,6 +1,6 @@
 """Alembic environment of the generation service; the shared body lives in contentpipe.common.database."""
 
 from contentpipe.common.database import run_env
+from contentpipe.generation.adapters.repository import metadata
 
-# Service engineers: pass the service's SQLAlchemy MetaData here to enable autogenerate.
-run_env(target_metadata=None)
+run_env(target_metadata=metadata)

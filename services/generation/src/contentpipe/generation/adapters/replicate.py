@@ -1,0 +1,370 @@
+"""The `replicate` provider: an async httpx client of Replicate's HTTP API (reference A1-A9).
+
+Never pays twice: the create marker (our `create_key` and time) is persisted before the POST; a create whose
+answer was lost (timeout, dropped connection, 5xx) is resolved by listing recent predictions and matching ours
+before anything is created again; a restarted worker does the same, or polls the stored prediction id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from contentpipe.common.http import MAX_RETRY_AFTER_SECONDS, parse_retry_after, retrying_request
+from contentpipe.generation.domain.catalogue import ModelSpec
+from contentpipe.generation.domain.model import (
+    ErrorReason,
+    GenerationFailure,
+    GenerationKind,
+    PredictionRecord,
+)
+from contentpipe.generation.service_layer.ports import Checkpoint, StepInput, StepResult
+
+_log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+_PERCENT = re.compile(r"(\d{1,3})%")
+_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateSettings:
+    base_url: str = "https://api.replicate.com"
+    api_token: str = ""
+    prefer_wait_seconds: int = 10  # sync mode: hold the create open this long (1-60; 0 = off)
+    poll_initial_seconds: float = 0.5
+    poll_max_seconds: float = 5.0
+    send_cancel_after: bool = True
+    webhook_url: str | None = None
+    lookup_attempts: int = 3  # listings to find a create whose answer was lost, before creating again
+    lookup_delay_seconds: float = 1.0
+    request_timeout_seconds: float = 30.0
+
+
+class _Ambiguous(Exception):
+    """The create may or may not have happened."""
+
+
+class ReplicateProvider:
+    name = "replicate"
+
+    def __init__(self, settings: ReplicateSettings, client: httpx.AsyncClient) -> None:
+        self._s = settings
+        self._client = client
+        self._headers = {"authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+        self._base = settings.base_url.rstrip("/")
+        self._webhook_events: dict[str, asyncio.Event] = {}
+        self._webhook_latest: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ input shaping (reference A9)
+
+    def model_input(self, step: StepInput) -> dict[str, Any]:
+        o, spec = step.options, step.spec
+        seed = {"seed": o.seed} if o.seed is not None else {}
+        body: dict[str, Any]
+        if spec.style == "svd":
+            body = {
+                "input_image": step.input_image,
+                "video_length": "14_frames_with_svd" if o.frame_count() <= 14 else "25_frames_with_svd_xt",
+                "sizing_strategy": "maintain_aspect_ratio",
+                "frames_per_second": o.fps,
+                "motion_bucket_id": o.motion_strength or 127,
+                "cond_aug": 0.02,
+                "decoding_t": 7,
+                **seed,
+            }
+        elif spec.style == "zeroscope":
+            body = {"prompt": step.prompt, "width": o.width, "height": o.height, "num_frames": o.frame_count(),
+                    "fps": o.fps, **seed}  # fmt: skip
+        elif spec.style == "flux":
+            body = {"prompt": step.prompt, "aspect_ratio": nearest_aspect_ratio(o.width, o.height), "num_outputs": 1,
+                    "output_format": "png", **seed}  # fmt: skip
+        elif spec.style == "sdxl":
+            body = {"prompt": step.prompt, "width": _clamp8(o.width, 128, 2048), "height": _clamp8(o.height, 128, 2048),
+                    "num_outputs": 1, **seed}  # fmt: skip
+            if step.input_image and step.role != "first_frame":
+                body["image"] = step.input_image
+        elif spec.style == "llama":
+            body = {"prompt": step.prompt, "max_tokens": o.max_tokens or 256}
+        else:
+            body = {"prompt": step.prompt, **seed}
+        if step.role != "first_frame":
+            body.update(o.model_input)
+        return body
+
+    def _create_call(self, step: StepInput) -> tuple[str, dict[str, Any]]:
+        spec = step.spec
+        body: dict[str, Any] = {"input": self.model_input(step)}
+        if spec.version:
+            return "/v1/predictions", {"version": f"{spec.name}:{spec.version}", **body}
+        owner, _, name = spec.name.partition("/")
+        return f"/v1/models/{owner}/{name}/predictions", body
+
+    def _webhook_for(self, step: StepInput, key: str) -> str | None:
+        if not self._s.webhook_url:
+            return None
+        query = urlencode({"generation": step.generation_id, "role": step.role, "key": key})
+        separator = "&" if "?" in self._s.webhook_url else "?"
+        return f"{self._s.webhook_url}{separator}{query}"
+
+    # ------------------------------------------------------------------ the provider port
+
+    async def run(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> StepResult:
+        prediction: dict[str, Any] | None = None
+        if not record.id and record.create_started is not None:
+            prediction = await self._find(step, record)  # a create from before a crash may exist
+        if prediction is None and not record.id:
+            prediction = await self._create(step, record, checkpoint)
+        if prediction is None:
+            prediction = await self._get(record.id)
+        await self._observe(record, prediction, checkpoint)
+        delay = self._s.poll_initial_seconds
+        while record.status not in TERMINAL:
+            await self._wait_for_update(record.id, delay)
+            delay = min(self._s.poll_max_seconds, delay * 1.5)
+            prediction = self._webhook_latest.pop(record.id, None) or await self._get(record.id)
+            await self._observe(record, prediction, checkpoint)
+        return self._result(step, record, prediction)
+
+    async def cancel(self, record: PredictionRecord, spec: ModelSpec) -> None:
+        if not record.id:
+            return
+        response = await retrying_request(
+            self._client, "POST", f"{self._base}/v1/predictions/{record.id}/cancel",
+            retry_methods={"POST"}, max_attempts=3, headers=self._headers, timeout=10.0,
+        )  # fmt: skip
+        if response.status_code >= 400 and response.status_code != 404:
+            _log.warning("replicate cancel refused", extra={"status": response.status_code, "prediction": record.id})
+
+    # ------------------------------------------------------------------ create, find, get
+
+    async def _create(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> dict[str, Any]:
+        path, body = self._create_call(step)
+        for attempt in range(1 + self._s.lookup_attempts):
+            record.create_key = secrets.token_hex(8)
+            record.create_started = datetime.now(UTC)
+            record.status = "creating"
+            webhook = self._webhook_for(step, record.create_key)
+            if webhook:
+                body["webhook"] = webhook
+                body["webhook_events_filter"] = ["start", "completed"]
+            await checkpoint(None)  # durable before the POST: a restart looks for this create first
+            try:
+                return await self._post_create(path, body, step)
+            except _Ambiguous as exc:
+                _log.warning(
+                    "replicate create answer lost; looking for it", extra={"error": str(exc), "attempt": attempt}
+                )
+                found = await self._find(step, record)
+                if found is not None:
+                    return found
+        raise GenerationFailure(
+            ErrorReason.PROVIDER_UNAVAILABLE, "Replicate did not confirm the prediction create; try again later",
+            retryable=True,
+        )  # fmt: skip
+
+    async def _post_create(self, path: str, body: dict[str, Any], step: StepInput) -> dict[str, Any]:
+        headers = dict(self._headers)
+        wait = self._s.prefer_wait_seconds
+        if wait:
+            headers["prefer"] = f"wait={wait}"
+        timeout = httpx.Timeout(
+            connect=5.0, read=wait + 5.0 if wait else self._s.request_timeout_seconds, write=30.0, pool=30.0
+        )
+        while True:
+            remaining = int((step.deadline - datetime.now(UTC)).total_seconds())
+            if remaining <= 0:
+                raise TimeoutError
+            if self._s.send_cancel_after:
+                headers["cancel-after"] = f"{remaining}s"
+            try:
+                response = await self._client.post(f"{self._base}{path}", json=body, headers=headers, timeout=timeout)
+            except httpx.ConnectError as exc:  # never reached the server: nothing was created
+                await asyncio.sleep(1.0)
+                _log.warning("replicate unreachable; retrying create", extra={"error": str(exc)})
+                continue
+            except httpx.TransportError as exc:  # sent, answer lost (timeout, reset): maybe created
+                raise _Ambiguous(type(exc).__name__) from exc
+            if response.status_code == 429:  # not accepted: safe to send again after the hinted delay
+                delay = parse_retry_after(response.headers.get("retry-after")) or 1.0
+                await asyncio.sleep(min(delay, MAX_RETRY_AFTER_SECONDS))
+                continue
+            if response.status_code >= 500:
+                raise _Ambiguous(f"HTTP {response.status_code}")
+            if response.status_code in (401, 403):
+                raise GenerationFailure(
+                    ErrorReason.PROVIDER_UNAVAILABLE,
+                    "Replicate rejected the API token (REPLICATE_API_TOKEN); ask an operator to fix it",
+                )
+            if response.status_code >= 400:
+                raise GenerationFailure(
+                    ErrorReason.PROVIDER_REJECTED_INPUT, f"Replicate refused the input: {_detail(response)}"
+                )
+            return dict(response.json())
+
+    async def _find(self, step: StepInput, record: PredictionRecord) -> dict[str, Any] | None:
+        """Our prediction among the recent ones (webhook key, else identical model and input), if it exists."""
+        started = record.create_started or datetime.now(UTC)
+        _, body = self._create_call(step)
+        for attempt in range(self._s.lookup_attempts):
+            if attempt:
+                await asyncio.sleep(self._s.lookup_delay_seconds)
+            url: str | None = f"{self._base}/v1/predictions"
+            pages = 0
+            while url and pages < 10:
+                pages += 1
+                response = await retrying_request(self._client, "GET", url, headers=self._headers, timeout=15.0)
+                if response.status_code >= 400:
+                    break
+                page = response.json()
+                older = False
+                for candidate in page.get("results", []):
+                    created = _parse_time(candidate.get("created_at"))
+                    if created is not None and created < started - timedelta(minutes=2):
+                        older = True
+                        continue
+                    if self._matches(candidate, step, record, body):
+                        _log.info("found our replicate prediction", extra={"prediction": candidate.get("id")})
+                        return dict(candidate)
+                url = None if older else page.get("next")
+        return None
+
+    def _matches(
+        self, candidate: dict[str, Any], step: StepInput, record: PredictionRecord, body: dict[str, Any]
+    ) -> bool:
+        webhook = candidate.get("webhook") or ""
+        if self._s.webhook_url:
+            return f"key={record.create_key}" in webhook
+        if candidate.get("input") != body["input"]:
+            return False
+        model = candidate.get("model")
+        return model in (None, step.spec.name) and (
+            not step.spec.version or candidate.get("version") in (None, step.spec.version)
+        )
+
+    async def _get(self, prediction_id: str) -> dict[str, Any]:
+        """GET the prediction; 5xx, 429 and dropped connections are retried (GETs are safe), and keep trying."""
+        delay = self._s.poll_initial_seconds
+        while True:
+            try:
+                response = await retrying_request(
+                    self._client, "GET", f"{self._base}/v1/predictions/{prediction_id}",
+                    headers=self._headers, timeout=self._s.request_timeout_seconds,
+                )  # fmt: skip
+                if response.status_code == 200:
+                    return dict(response.json())
+                if response.status_code == 404:
+                    raise GenerationFailure(ErrorReason.PROVIDER_FAILED, f"Replicate lost prediction {prediction_id}")
+                if response.status_code in (401, 403):
+                    raise GenerationFailure(ErrorReason.PROVIDER_UNAVAILABLE, "Replicate rejected the API token")
+                _log.warning("replicate poll failed", extra={"status": response.status_code})
+            except httpx.TransportError as exc:
+                _log.warning("replicate unreachable while polling", extra={"error": type(exc).__name__})
+            await asyncio.sleep(delay)  # the generation's deadline bounds this loop
+            delay = min(self._s.poll_max_seconds * 4, delay * 2)
+
+    # ------------------------------------------------------------------ status handling
+
+    async def _observe(self, record: PredictionRecord, prediction: dict[str, Any], checkpoint: Checkpoint) -> None:
+        status = str(prediction.get("status") or "unknown")
+        changed = record.id != prediction.get("id") or record.status != status
+        record.id = str(prediction.get("id") or record.id)
+        record.status = status
+        record.output = prediction.get("output") if status == "succeeded" else None
+        record.create_time = record.create_time or _parse_time(prediction.get("created_at")) or datetime.now(UTC)
+        if changed:
+            await checkpoint(_progress(prediction))
+
+    def _result(self, step: StepInput, record: PredictionRecord, prediction: dict[str, Any]) -> StepResult:
+        status = record.status
+        if status == "succeeded":
+            output = prediction.get("output")
+            if step.kind is GenerationKind.TEXT:
+                text = "".join(str(t) for t in output) if isinstance(output, list) else str(output or "")
+                return StepResult(text=text.strip(), raw_output=output)
+            files = [output] if isinstance(output, str) else [o for o in (output or []) if isinstance(o, str)]
+            return StepResult(files=files, raw_output=output)
+        error = str(prediction.get("error") or "no error message")
+        if status == "failed":
+            raise GenerationFailure(ErrorReason.PROVIDER_FAILED, f"the Replicate prediction failed: {error}")
+        if status == "aborted":
+            raise GenerationFailure(
+                ErrorReason.DEADLINE_EXCEEDED,
+                "Replicate aborted the prediction: its deadline passed before it started",
+                retryable=True,
+            )  # fmt: skip
+        raise GenerationFailure(ErrorReason.CANCELED_AT_PROVIDER, "the prediction was cancelled at Replicate")
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def _wait_for_update(self, prediction_id: str, delay: float) -> None:
+        if not self._s.webhook_url:
+            await asyncio.sleep(delay)
+            return
+        event = self._webhook_events.setdefault(prediction_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(delay, self._s.poll_max_seconds))
+        except TimeoutError:
+            pass
+        finally:
+            self._webhook_events.pop(prediction_id, None)
+
+    def deliver_webhook(self, prediction: dict[str, Any]) -> None:
+        """A verified webhook delivery: wake the poller of that prediction (duplicates are harmless)."""
+        prediction_id = str(prediction.get("id") or "")
+        event = self._webhook_events.get(prediction_id)
+        if event is not None:
+            self._webhook_latest[prediction_id] = prediction
+            event.set()
+
+
+def _progress(prediction: dict[str, Any]) -> float:
+    status = prediction.get("status")
+    if status in TERMINAL:
+        return 1.0
+    matches = _PERCENT.findall(str(prediction.get("logs") or ""))
+    if matches:
+        return min(0.95, int(matches[-1]) / 100)
+    return 0.3 if status == "processing" else 0.05
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    detail = str(data.get("detail") or data.get("title") or f"HTTP {response.status_code}").strip()
+    fields = [f.get("field") for f in data.get("invalid_fields") or [] if isinstance(f, dict)]
+    return f"{detail} ({', '.join(str(f) for f in fields)})" if fields else detail
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _clamp8(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value - value % 8))
+
+
+def nearest_aspect_ratio(width: int, height: int) -> str:
+    """flux-schnell takes an aspect ratio, not a size: the closest one to width:height."""
+    target = width / height if height else 1.0
+
+    def distance(ratio: str) -> float:
+        w, h = ratio.split(":")
+        return abs(int(w) / int(h) - target)
+
+    return min(_ASPECT_RATIOS, key=distance)

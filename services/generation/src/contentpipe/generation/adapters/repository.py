@@ -1,0 +1,204 @@
+"""SQLAlchemy (Core) persistence of generations: one row each, with leases for the worker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from contentpipe.common.database import claim_rows, db_now, release_rows, session_factory
+from contentpipe.generation.domain.model import (
+    TERMINAL_STATES,
+    Asset,
+    Generation,
+    GenerationError,
+    GenerationKind,
+    GenerationOptions,
+    GenerationState,
+    PredictionRecord,
+)
+from contentpipe.generation.service_layer.ports import ListQuery
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+metadata = sa.MetaData()
+
+generations = sa.Table(
+    "generations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("predictions", sa.JSON, nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("text", sa.Text, nullable=False, server_default=""),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("start_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finish_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("deadline_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("owner", "request_id", name="uq_generations_owner_request_id"),
+    sa.Index("ix_generations_owner_create_time", "owner", "create_time", "id"),
+    sa.Index("ix_generations_state_create_time", "state", "create_time"),
+)
+
+_OPEN_STATES = [GenerationState.QUEUED.value, GenerationState.RUNNING.value]
+_TERMINAL = [state.value for state in TERMINAL_STATES]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _row_values(generation: Generation, now: datetime) -> dict[str, Any]:
+    return {
+        "state": generation.state.value,
+        "progress": generation.progress,
+        "predictions": [p.to_dict() for p in generation.predictions],
+        "outputs": [a.to_dict() for a in generation.outputs],
+        "text": generation.text,
+        "error": generation.error.to_dict() if generation.error else None,
+        "start_time": generation.start_time,
+        "finish_time": generation.finish_time,
+        "update_time": now,
+    }
+
+
+def _from_row(row: Any) -> Generation:
+    return Generation(
+        id=row.id,
+        owner=row.owner,
+        kind=GenerationKind(row.kind),
+        prompt=row.prompt,
+        options=GenerationOptions.from_dict(row.options),
+        provider=row.provider,
+        model=row.model,
+        create_time=_aware(row.create_time),  # type: ignore[arg-type]
+        deadline_time=_aware(row.deadline_time),  # type: ignore[arg-type]
+        request_id=row.request_id or "",
+        state=GenerationState(row.state),
+        progress=float(row.progress),
+        predictions=[PredictionRecord.from_dict(p) for p in row.predictions or []],
+        outputs=[Asset.from_dict(a) for a in row.outputs or []],
+        text=row.text or "",
+        error=GenerationError.from_dict(row.error) if row.error else None,
+        start_time=_aware(row.start_time),
+        finish_time=_aware(row.finish_time),
+    )
+
+
+class SqlGenerationRepository:
+    """Every method is one short transaction; the worker's saves are conditional on a non-terminal row."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = session_factory(engine)
+
+    async def add(self, generation: Generation) -> Generation:
+        now = datetime.now(UTC)
+        values = {
+            "id": generation.id,
+            "owner": generation.owner,
+            "request_id": generation.request_id or None,
+            "kind": generation.kind.value,
+            "prompt": generation.prompt,
+            "provider": generation.provider,
+            "model": generation.model,
+            "options": generation.options.to_dict(),
+            "create_time": generation.create_time,
+            "deadline_time": generation.deadline_time,
+            **_row_values(generation, now),
+        }
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(sa.insert(generations).values(values))
+        except IntegrityError:
+            if not generation.request_id:
+                raise
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        sa.select(generations).where(
+                            generations.c.owner == generation.owner,
+                            generations.c.request_id == generation.request_id,
+                        )
+                    )
+                ).one()
+            return _from_row(row)
+        return generation
+
+    async def get(self, generation_id: str) -> Generation | None:
+        async with self._sessions() as session:
+            row = (await session.execute(sa.select(generations).where(generations.c.id == generation_id))).first()
+        return _from_row(row) if row is not None else None
+
+    async def page(self, query: ListQuery) -> list[Generation]:
+        c = generations.c
+        statement = sa.select(generations).where(c.owner == query.owner)
+        if query.state is not None:
+            statement = statement.where(c.state == query.state.value)
+        if query.kind is not None:
+            statement = statement.where(c.kind == query.kind.value)
+        if query.after is not None:
+            time, last_id = query.after
+            statement = statement.where(sa.or_(c.create_time < time, sa.and_(c.create_time == time, c.id < last_id)))
+        statement = statement.order_by(c.create_time.desc(), c.id.desc()).limit(query.limit)
+        async with self._sessions() as session:
+            rows = (await session.execute(statement)).all()
+        return [_from_row(row) for row in rows]
+
+    async def save(self, generation: Generation) -> bool:
+        statement = (
+            sa.update(generations)
+            .where(generations.c.id == generation.id, generations.c.state.in_(_OPEN_STATES))
+            .values(_row_values(generation, datetime.now(UTC)))
+        )
+        async with self._sessions.begin() as session:
+            result = await session.execute(statement)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:
+        async with self._sessions.begin() as session:
+            now = await db_now(session)
+            rows = await claim_rows(
+                session,
+                generations,
+                where=[generations.c.state.in_(_OPEN_STATES)],
+                order_by=[generations.c.create_time],
+                limit=limit,
+                lease_owner=worker_id,
+                lease_seconds=lease_seconds,
+                now=now,
+            )
+        return [_from_row(row) for row in rows]
+
+    async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
+        c = generations.c
+        async with self._sessions.begin() as session:
+            now = await db_now(session)
+            await session.execute(
+                sa.update(generations)
+                .where(c.id.in_(ids), c.lease_owner == worker_id)
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            )
+            finished = await session.execute(sa.select(c.id).where(c.id.in_(ids), c.state.in_(_TERMINAL)))
+        return {row[0] for row in finished}
+
+    async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
+        c = generations.c
+        async with self._sessions.begin() as session:
+            if ids is None:
+                ids = [row[0] for row in await session.execute(sa.select(c.id).where(c.lease_owner == worker_id))]
+            await release_rows(session, generations, list(ids), lease_owner=worker_id)

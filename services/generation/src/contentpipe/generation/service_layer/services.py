@@ -1,0 +1,103 @@
+"""Use cases of the generation service: create, get, list, cancel. One function each, no transport details."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from contentpipe.common.errors import FailedPrecondition, NotFound
+from contentpipe.common.ids import new_id
+from contentpipe.generation.domain.catalogue import Catalogue
+from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationState
+from contentpipe.generation.domain.validation import NewGeneration, validate_new_generation
+from contentpipe.generation.service_layer.ports import (
+    AssetStore,
+    Canceller,
+    GenerationRepository,
+    InputUrlCheck,
+    ListQuery,
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class GenerationServices:
+    """The application's entry points; servicers call exactly one method per RPC."""
+
+    repository: GenerationRepository
+    catalogue: Catalogue
+    assets: AssetStore
+    url_check: InputUrlCheck
+    canceller: Canceller
+    deadline: timedelta
+    wake_worker: Callable[[], None] = lambda: None
+    clock: Callable[[], datetime] = _utcnow
+
+    async def create(self, owner: str, request: NewGeneration, *, validate_only: bool = False) -> Generation:
+        valid = validate_new_generation(request, self.catalogue)
+        if valid.options.input_image_uri.startswith(("http://", "https://")):
+            await self.url_check(valid.options.input_image_uri)
+        elif valid.options.input_image_uri:
+            source = await self.repository.get(valid.options.input_image_uri.removeprefix("generations/"))
+            if source is None or source.owner != owner:
+                raise NotFound(f"{valid.options.input_image_uri} not found", reason="INPUT_GENERATION_NOT_FOUND")
+        now = self.clock()
+        generation = Generation(
+            id=new_id(),
+            owner=owner,
+            kind=valid.kind,
+            prompt=valid.prompt,
+            options=valid.options,
+            provider=valid.spec.provider,
+            model=valid.spec.reference if valid.spec.version and ":" in request.model else valid.spec.name,
+            create_time=now,
+            deadline_time=now + self.deadline,
+            request_id=request.request_id,
+        )
+        if validate_only:
+            return generation
+        stored = await self.repository.add(generation)
+        if stored.id == generation.id:
+            self.wake_worker()
+        return self._present(stored)
+
+    async def get(self, owner: str, generation_id: str) -> Generation:
+        generation = await self.repository.get(generation_id)
+        if generation is None or generation.owner != owner:
+            raise NotFound(f"generations/{generation_id} not found", reason="GENERATION_NOT_FOUND")
+        return self._present(generation)
+
+    async def list_page(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        state: GenerationState | None,
+        kind: GenerationKind | None,
+        after: tuple[datetime, str] | None,
+    ) -> tuple[list[Generation], bool]:
+        """A page, newest first, and whether more follow."""
+        rows = await self.repository.page(ListQuery(owner=owner, limit=limit + 1, state=state, kind=kind, after=after))
+        return [self._present(g) for g in rows[:limit]], len(rows) > limit
+
+    async def cancel(self, owner: str, generation_id: str) -> Generation:
+        generation = await self.get(owner, generation_id)
+        generation.cancel(self.clock())  # FAILED_PRECONDITION when already terminal
+        if not await self.repository.save(generation):
+            latest = await self.get(owner, generation_id)
+            raise FailedPrecondition(
+                f"generation is already {latest.state.value}; only QUEUED or RUNNING generations can be cancelled",
+                reason="GENERATION_ALREADY_FINISHED",
+            )
+        await self.canceller.cancel(generation)
+        return self._present(generation)
+
+    def _present(self, generation: Generation) -> Generation:
+        if generation.outputs:
+            now = self.clock()
+            generation.outputs = [self.assets.present(asset, now) for asset in generation.outputs]
+        return generation

@@ -1,0 +1,186 @@
+"""The background worker: leases queued/in-flight generations and runs each as an asyncio task.
+
+No thread per generation: a generation waiting on a provider is a suspended coroutine (async polling), so
+hundreds in flight cost little memory. Per-provider concurrency is a semaphore, create rate a token bucket.
+Leases are renewed by one heartbeat for all held rows; a restarted worker with the same id takes its rows back
+at once and resumes them from the stored prediction ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contentpipe.generation.domain.model import ErrorReason, Generation, GenerationError
+from contentpipe.generation.service_layer.ports import GenerationRepository
+from contentpipe.generation.service_layer.runner import GenerationRunner, GenerationStopped
+
+_log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """`rate` acquisitions per second with bursts up to `burst`; waiters queue in order and never fail."""
+
+    def __init__(self, rate: float, burst: int | None = None) -> None:
+        self._rate = rate
+        self._capacity = float(burst if burst is not None else max(1, int(rate)))
+        self._tokens = self._capacity
+        self._updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self._rate <= 0:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    worker_id: str
+    lease_seconds: float = 30.0
+    poll_interval: float = 1.0
+    max_in_flight: int = 1000
+    concurrency: Mapping[str, int] | None = None
+
+
+class GenerationWorker:
+    def __init__(self, repository: GenerationRepository, runner: GenerationRunner, settings: WorkerSettings) -> None:
+        self._repository = repository
+        self._runner = runner
+        self._settings = settings
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._semaphores = {name: asyncio.Semaphore(limit) for name, limit in (settings.concurrency or {}).items()}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def wake(self) -> None:
+        """A generation was queued: claim now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and dispatch until cancelled; on cancellation stop the tasks and give back their leases."""
+        settings = self._settings
+        await self._repository.release(settings.worker_id)  # our rows from before a restart: resume them now
+        heartbeat = asyncio.create_task(self._heartbeat(), name="generation-heartbeat")
+        try:
+            while True:
+                self._wake.clear()
+                free = settings.max_in_flight - len(self._tasks)
+                if free > 0:
+                    try:
+                        claimed = await self._repository.claim(settings.worker_id, free, settings.lease_seconds)
+                    except Exception:
+                        _log.exception("claiming generations failed; retrying")
+                        claimed = []
+                    for generation in claimed:
+                        if generation.id not in self._tasks:
+                            self._tasks[generation.id] = asyncio.create_task(
+                                self._run_one(generation), name=f"generation-{generation.id}"
+                            )
+                    if len(claimed) == free:
+                        await asyncio.sleep(0)
+                        continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=settings.poll_interval)
+        finally:
+            heartbeat.cancel()
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(heartbeat, *tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._repository.release(settings.worker_id, list(self._tasks)))
+
+    async def cancel_local(self, generation_id: str) -> None:
+        """Stop running a generation here (it was cancelled through the API)."""
+        task = self._tasks.get(generation_id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run_one(self, generation: Generation) -> None:
+        semaphore = self._semaphores.get(generation.provider)
+        try:
+            if semaphore is None:
+                await self._runner.run(generation)
+            else:
+                async with semaphore:
+                    await self._runner.run(generation)
+        except GenerationStopped:
+            _log.info("generation stopped: finished elsewhere", extra={"generation_id": generation.id})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug, not a provider answer: fail the generation instead of retrying it forever.
+            _log.exception("generation crashed", extra={"generation_id": generation.id})
+            with contextlib.suppress(Exception):
+                if not generation.state.terminal:
+                    generation.fail(
+                        datetime.now(UTC),
+                        GenerationError(
+                            ErrorReason.PROVIDER_FAILED.value,
+                            f"internal error while running the generation ({type(exc).__name__}); try again",
+                            retryable=True,
+                        ),
+                    )
+                    await self._repository.save(generation)
+        finally:
+            self._tasks.pop(generation.id, None)
+            with contextlib.suppress(Exception):
+                if not generation.state.terminal:
+                    await asyncio.shield(self._repository.release(self._settings.worker_id, [generation.id]))
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.2, self._settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._tasks)
+            if not ids:
+                continue
+            try:
+                finished = await self._repository.renew(self._settings.worker_id, ids, self._settings.lease_seconds)
+            except Exception:
+                _log.exception("renewing leases failed")
+                continue
+            for generation_id in finished:
+                task = self._tasks.get(generation_id)
+                if task is not None:
+                    task.cancel()
+
+
+class WorkerCanceller:
+    """Cancels a generation that the API just marked CANCELED: the local task, then the provider's predictions."""
+
+    def __init__(self, worker: GenerationWorker, runner: GenerationRunner) -> None:
+        self._worker = worker
+        self._runner = runner
+
+    async def cancel(self, generation: Generation) -> None:
+        await self._worker.cancel_local(generation.id)
+        for record in generation.predictions:
+            if record.terminal or not record.id:
+                continue
+            try:
+                provider = self._runner.provider_of(generation)
+                await asyncio.wait_for(provider.cancel(record, self._runner.spec_of(generation)), timeout=10)
+            except Exception as exc:
+                _log.warning(
+                    "cancel at provider failed", extra={"generation_id": generation.id, "error": type(exc).__name__}
+                )
