@@ -6,7 +6,9 @@ file. `FUZZ_EXAMPLES` (per RPC and database backend) scales the run; CI keeps th
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -59,9 +61,12 @@ class Failure:
     request: str
     size: int
 
+    cause: str = ""
+
     def __str__(self) -> str:
-        request = self.request if len(self.request) < 600 else self.request[:600] + "…"
-        return f"{self.rpc} → {self.code} {self.details!r}\n    request: {request}"
+        request = self.request if len(self.request) < 1500 else self.request[:1500] + "…"
+        cause = f"\n    server log: {self.cause}" if self.cause else ""
+        return f"{self.rpc} → {self.code} {self.details!r}\n    request: {request}{cause}"
 
 
 def _describe(request: Message | bytes) -> tuple[str, int]:
@@ -81,7 +86,24 @@ def send(stack: Stack, rpc: Rpc, request: Message | bytes, metadata: tuple[tuple
     if code in ALLOWED and details.strip():
         return None
     text, size = _describe(request)
-    return Failure(rpc.id, code.name, details, text, size)
+    return Failure(rpc.id, code.name, details, text, size, cause=_logged_cause(stack, details))
+
+
+def _logged_cause(stack: Stack, details: str) -> str:
+    """For INTERNAL answers, the last line of the traceback the service logged under the same request id."""
+    match = re.search(r"request id ([0-9a-f]+)", details)
+    if match is None:
+        return ""
+    for line in stack.logs().splitlines():
+        if match.group(1) in line and '"exc"' in line:
+            try:
+                exc = str(json.loads(line).get("exc", ""))
+            except ValueError:
+                continue
+            lines = exc.strip().splitlines()
+            frames = [ln.strip() for ln in lines if ln.strip().startswith('File "') and "/contentpipe/" in ln]
+            return " | ".join([*frames[-2:], lines[-1][:300]])
+    return ""
 
 
 def report(failures: list[Failure]) -> str:
