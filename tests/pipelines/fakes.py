@@ -258,8 +258,9 @@ class FakeScheduler(sched_grpc.SchedulerServiceServicer):
         self.s = state
 
     async def UpdateJob(self, request: Any, context: Any) -> Any:
-        from croniter import croniter  # type: ignore[import-untyped]
         from zoneinfo import ZoneInfo
+
+        from croniter import croniter  # type: ignore[import-untyped]
 
         self.s.calls["UpdateJob"] += 1
         if not request.allow_missing and request.job.name not in self.s.jobs:
@@ -307,10 +308,10 @@ class FakePeers:
 
     async def _start(self) -> None:
         server = grpc.aio.server()
-        gen_grpc.add_GenerationServiceServicer_to_server(FakeGeneration(self.state), server)
-        conn_grpc.add_ConnectionServiceServicer_to_server(FakeConnections(self.state), server)
-        post_grpc.add_PostingServiceServicer_to_server(FakePosting(self.state), server)
-        sched_grpc.add_SchedulerServiceServicer_to_server(FakeScheduler(self.state), server)
+        gen_grpc.add_GenerationServiceServicer_to_server(FakeGeneration(self.state), server)  # type: ignore[abstract]
+        conn_grpc.add_ConnectionServiceServicer_to_server(FakeConnections(self.state), server)  # type: ignore[abstract]
+        post_grpc.add_PostingServiceServicer_to_server(FakePosting(self.state), server)  # type: ignore[abstract]
+        sched_grpc.add_SchedulerServiceServicer_to_server(FakeScheduler(self.state), server)  # type: ignore[abstract]
         server.add_insecure_port(self.address)
         await server.start()
         self._server = server

@@ -49,7 +49,7 @@ class Client:
         while True:
             run = self.GetPipelineRun(pb.GetPipelineRunRequest(name=name)).run
             if run.state in TERMINAL:
-                return run
+                return run  # type: ignore[no-any-return]
             if time.monotonic() > deadline:
                 raise AssertionError(f"run not terminal after {timeout}s: {run}")
             time.sleep(0.1)
@@ -100,8 +100,8 @@ def schedule_step(step_id: str = "next", expression: str = "0 9 * * *", zone: st
 
 def create(client: Client, *steps: pb.Step, name: str = "Daily video") -> pb.Pipeline:
     pipeline = pb.Pipeline(display_name=name, steps=list(steps))
-    return client.CreatePipeline(pb.CreatePipelineRequest(pipeline=pipeline)).pipeline
+    return client.CreatePipeline(pb.CreatePipelineRequest(pipeline=pipeline)).pipeline  # type: ignore[no-any-return]
 
 
 def run(client: Client, pipeline: pb.Pipeline, request_id: str = "") -> pb.PipelineRun:
-    return client.RunPipeline(pb.RunPipelineRequest(name=pipeline.name, request_id=request_id)).run
+    return client.RunPipeline(pb.RunPipelineRequest(name=pipeline.name, request_id=request_id)).run  # type: ignore[no-any-return]

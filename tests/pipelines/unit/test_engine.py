@@ -1,0 +1,219 @@
+"""The run engine with in-memory fakes: retries by class, fail-fast, adoption of children, per-user limits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+
+import pytest
+from contentpipe.common import errors
+from contentpipe.pipelines.domain.model import (
+    ErrorClass,
+    GenerateContent,
+    GenerationKind,
+    PipelineRun,
+    PostState,
+    PostToPlatform,
+    RetryPolicy,
+    RunState,
+    RunTrigger,
+    SchedulePipeline,
+    Step,
+    StepRun,
+    StepState,
+    TriggerKind,
+)
+from contentpipe.pipelines.domain.retries import backoff_seconds, classify
+from contentpipe.pipelines.service_layer.engine import EngineSettings, RunExecutor, Worker, child_request_id
+from contentpipe.pipelines.service_layer.ports import GenerationStatus
+
+from tests.pipelines.unit.memory import FakePeerServices, MemoryRuns
+
+pytestmark = pytest.mark.unit
+
+FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, multiplier=2.0, max_backoff=0.02)
+SETTINGS = EngineSettings(worker_id="w1", lease_seconds=5, poll_initial=0.001, poll_max=0.005, claim_interval=0.01)
+
+
+def make_run(*steps: Step, owner: str = "u1", run_id: str = "r1") -> PipelineRun:
+    return PipelineRun(
+        id=run_id,
+        pipeline_id="p1",
+        owner=owner,
+        pipeline_revision=1,
+        pipeline_display_name="Morning",
+        state=RunState.QUEUED,
+        trigger=RunTrigger(kind=TriggerKind.MANUAL, trigger_time=datetime(2026, 3, 29, 9, tzinfo=UTC)),
+        definition=steps,
+        steps=tuple(StepRun(step_id=step.id) for step in steps),
+        create_time=datetime.now(UTC),
+    )
+
+
+def video(policy: RetryPolicy = FAST) -> Step:
+    return Step("video", GenerateContent(kind=GenerationKind.VIDEO, prompt="day {{ run.trigger_date }}"), policy)
+
+
+def post(*connections: str) -> Step:
+    return Step(
+        "post",
+        PostToPlatform(connections=connections, caption="{{ steps.video.assets[0].uri }}", media_step_id="video"),
+        FAST,
+    )
+
+
+async def execute(runs: MemoryRuns, peers: FakePeerServices, run: PipelineRun) -> PipelineRun:
+    await runs.add(run)
+    (claimed,) = await runs.claim("w1", 1, 5)
+    return await RunExecutor(runs, peers.peers(), SETTINGS).execute(claimed)
+
+
+def failed(retryable: bool) -> GenerationStatus:
+    return GenerationStatus(
+        name="", state="FAILED", error_reason="PROVIDER_FAILED", error_message="boom", error_retryable=retryable
+    )
+
+
+async def test_retryable_failures_are_retried_up_to_the_policy_with_new_request_ids() -> None:
+    peers = FakePeerServices(generation_outcomes=[failed(True), failed(True)])
+    runs = MemoryRuns()
+    done = await execute(runs, peers, make_run(video(), post("connections/a")))
+
+    assert done.state == RunState.SUCCEEDED
+    assert done.steps[0].attempts == 3
+    assert sorted(peers.generation_requests) == [child_request_id("r1", 0, n) for n in (1, 2, 3)]
+    assert peers.created_posts[0].text == done.steps[0].outputs.assets[0]["uri"]  # type: ignore[union-attr]
+    assert peers.created_posts[0].media[0].kind == "VIDEO"
+
+
+async def test_permanent_failure_is_not_retried() -> None:
+    peers = FakePeerServices(generation_outcomes=[failed(False)])
+    done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a")))
+
+    assert done.state == RunState.FAILED
+    assert done.steps[0].attempts == 1
+    assert done.error is not None and done.error.error_class == ErrorClass.PERMANENT
+    assert done.steps[1].state == StepState.PENDING
+    assert not peers.created_posts
+
+
+async def test_invalid_argument_from_the_peer_is_permanent_and_unavailable_is_retried() -> None:
+    peers = FakePeerServices(generation_outcomes=[errors.Unavailable("down"), errors.InvalidArgument("bad prompt")])
+    done = await execute(MemoryRuns(), peers, make_run(video()))
+
+    assert done.state == RunState.FAILED
+    assert done.steps[0].attempts == 2
+    assert done.error is not None and done.error.error_class == ErrorClass.PERMANENT
+    assert "bad prompt" in done.error.message and "'video'" in done.error.message
+
+
+async def test_needs_reauth_on_one_target_fails_at_once_and_keeps_the_other_published() -> None:
+    peers = FakePeerServices(
+        post_outcomes={"connections/b": [errors.FailedPrecondition("reauth", reason="CONNECTION_NEEDS_REAUTH")]}
+    )
+    done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a", "connections/b")))
+
+    assert done.state == RunState.FAILED
+    assert done.error is not None and done.error.error_class == ErrorClass.NEEDS_REAUTH
+    assert done.steps[1].attempts == 1
+    first, second = done.steps[1].targets
+    assert first.post_state == PostState.PUBLISHED
+    assert second.error is not None and second.error.error_class == ErrorClass.NEEDS_REAUTH
+    assert "1 of 2 target(s) published" in done.error.message
+
+
+async def test_retryable_post_failure_retries_only_the_failed_target() -> None:
+    peers = FakePeerServices(post_outcomes={"connections/b": [(PostState.FAILED, "RETRYABLE")]})
+    done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a", "connections/b")))
+
+    assert done.state == RunState.SUCCEEDED
+    assert done.steps[1].attempts == 2
+    assert [p.connection for p in peers.created_posts] == ["connections/a", "connections/b", "connections/b"]
+    assert len(done.steps[1].children) == 3
+    assert len(done.steps[1].outputs.posts) == 2  # type: ignore[union-attr]
+
+
+async def test_a_resumed_attempt_adopts_its_child_instead_of_creating_another() -> None:
+    peers = FakePeerServices()
+    runs = MemoryRuns()
+    run = make_run(video())
+    # A worker died after creating the generation and saving its name.
+    name = "generations/existing"
+    peers.generations[name] = GenerationStatus(name=name, state="SUCCEEDED", assets=({"uri": "file:///x.mp4"},))
+    run = run.with_step(
+        0, StepRun(step_id="video", state=StepState.RUNNING, attempts=1, children=(name,), current_child=name)
+    )
+    done = await execute(runs, peers, run)
+
+    assert done.state == RunState.SUCCEEDED
+    assert done.steps[0].outputs is not None and done.steps[0].outputs.generation == name
+    assert peers.generation_requests == {}
+
+
+async def test_schedule_step_upserts_the_pipelines_job() -> None:
+    peers = FakePeerServices()
+    step = Step("next", SchedulePipeline(delay_seconds=3600))
+    done = await execute(MemoryRuns(), peers, make_run(step))
+
+    assert done.state == RunState.SUCCEEDED
+    (spec,) = peers.jobs
+    assert spec.job_id == "pipeline-p1" and spec.pipeline == "pipelines/p1" and spec.run_time is not None
+    assert done.steps[0].outputs is not None and done.steps[0].outputs.job == "jobs/pipeline-p1"
+    assert done.steps[0].planned_run_time == spec.run_time
+
+
+async def test_lost_lease_stops_the_executor_without_overwriting() -> None:
+    runs = MemoryRuns()
+    run = make_run(video())
+    await runs.add(run)
+    (claimed,) = await runs.claim("w1", 1, 5)
+    await runs.release([run.id], "w1")
+    await runs.claim("w2", 1, 5)
+    from contentpipe.pipelines.service_layer.ports import LeaseLost
+
+    with pytest.raises(LeaseLost):
+        await RunExecutor(runs, FakePeerServices().peers(), SETTINGS).execute(claimed)
+    assert runs.rows[run.id].run.state == RunState.QUEUED
+
+
+async def test_per_user_limit_leaves_room_for_other_users() -> None:
+    stuck = GenerationStatus(name="", state="RUNNING")
+    peers = FakePeerServices(generation_outcomes=[stuck] * 10)
+    runs = MemoryRuns()
+    for index in range(5):
+        await runs.add(make_run(video(), owner="greedy", run_id=f"a{index}"))
+    await runs.add(make_run(video(), owner="modest", run_id="b0"))
+    worker = Worker(
+        runs,
+        peers.peers(),
+        EngineSettings(worker_id="w1", max_in_flight=10, max_per_user=2, poll_initial=0.01, poll_max=0.01),
+    )
+
+    started = await worker.claim_once()
+    started += await worker.claim_once()
+    await asyncio.sleep(0.05)
+
+    owners = sorted(worker._owners.values())
+    assert owners == ["greedy", "greedy", "modest"]
+    assert started == 3
+    # The surplus runs were given back at once, for other replicas.
+    free = [row for row in runs.rows.values() if row.lease_owner is None]
+    assert len(free) == 3
+    await worker._stop_tasks()
+
+
+def test_backoff_is_full_jitter_capped() -> None:
+    policy = RetryPolicy(max_attempts=5, initial_backoff=1.0, multiplier=2.0, max_backoff=3.0)
+    rng = random.Random(7)
+    samples = [backoff_seconds(policy, 3, rng) for _ in range(500)]
+    assert 0 <= min(samples) < 0.2 and 2.8 < max(samples) <= 3.0
+    assert max(backoff_seconds(policy, 1, rng) for _ in range(200)) <= 1.0
+
+
+def test_classification_of_peer_errors() -> None:
+    assert classify(errors.Unavailable("x")) == ErrorClass.RETRYABLE
+    assert classify(errors.ResourceExhausted("x")) == ErrorClass.RATE_LIMITED
+    assert classify(errors.InvalidArgument("x")) == ErrorClass.PERMANENT
+    assert classify(errors.NotFound("x")) == ErrorClass.PERMANENT
+    assert classify(errors.FailedPrecondition("x", reason="CONNECTION_REVOKED")) == ErrorClass.NEEDS_REAUTH
