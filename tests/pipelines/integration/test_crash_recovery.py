@@ -39,14 +39,14 @@ def _kill(service: ServiceProcess) -> None:
 
 
 def test_killed_mid_generation_and_after_post_created_every_run_finishes_once(
-    start_service: Callable[..., ServiceProcess], database_url: str, peers: FakePeers
+    start_service: Callable[..., ServiceProcess], own_database_url: str, peers: FakePeers
 ) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     peers.behaviour.generation_seconds = 1.0
     peers.behaviour.publish_seconds = 1.0
     targets = [peers.add_connection(user), peers.add_connection(user)]
 
-    service = start_pipelines(start_service, database_url, peers)
+    service = start_pipelines(start_service, own_database_url, peers)
     client = Client(service.address, user)
     pipeline = create(client, generate_step(), post_step(targets))
     names = [run(client, pipeline, request_id=f"r{i}").name for i in range(RUNS)]
@@ -57,12 +57,12 @@ def test_killed_mid_generation_and_after_post_created_every_run_finishes_once(
     _kill(service)
 
     # 2. Restart; once a post exists (created, not yet published), kill again.
-    service = start_pipelines(start_service, database_url, peers)
+    service = start_pipelines(start_service, own_database_url, peers)
     _wait(lambda: len(peers.state.posts) >= 1, timeout=30)
     _kill(service)
 
     # 3. Restart and let everything finish.
-    service = start_pipelines(start_service, database_url, peers)
+    service = start_pipelines(start_service, own_database_url, peers)
     client = Client(service.address, user)
     finished = [client.wait_run(name, timeout=60) for name in names]
     client.close()
