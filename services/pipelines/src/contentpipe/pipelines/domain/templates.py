@@ -289,7 +289,7 @@ ASSET_FIELDS = frozenset(
     }
 )
 RUN_FIELDS = frozenset({"id", "name", "trigger_time", "trigger_date", "trigger_kind", "nominal_time", "job"})
-PIPELINE_FIELDS = frozenset({"id", "name", "display_name", "description", "revision"})
+PIPELINE_FIELDS = frozenset({"id", "name", "display_name", "revision"})
 
 
 @dataclass(frozen=True, slots=True)
