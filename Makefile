@@ -5,7 +5,7 @@ UV_RUN := uv run --frozen
 BUF := ./node_modules/.bin/buf
 PYTEST_FLAGS ?= -q
 
-.PHONY: help gen lint ruff mypy imports buf drift test test-unit test-integration demo bench bench-smoke chaos
+.PHONY: help gen lint ruff mypy imports buf drift bandit audit test test-unit test-integration demo bench bench-smoke chaos
 
 help:
 	@echo "targets: gen lint test test-unit test-integration demo bench bench-smoke chaos"
@@ -33,7 +33,13 @@ drift:  ## fail when the committed generated code differs from a fresh generatio
 	diff -r -x __pycache__ "$$tmp/contentpipe/api" libs/api/src/contentpipe/api \
 	  || { echo "generated code drifted from protos/: run 'make gen' and commit"; exit 1; }
 
-lint: ruff mypy imports buf drift
+bandit:  ## security lint of our code; skips and reviewed findings are justified in .bandit
+	$(UV_RUN) bandit --ini .bandit -q --severity-level medium --confidence-level medium
+
+audit:  ## known vulnerabilities in uv.lock (pip-audit); skips with a message when the database is unreachable
+	$(UV_RUN) python -m tests.security.audit_dependencies
+
+lint: ruff mypy imports buf drift bandit audit
 
 test-unit:
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "not integration and not e2e"
