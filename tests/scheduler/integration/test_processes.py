@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from tests.scheduler.conftest import clean_database, scheduler_env
 from tests.scheduler.fake_pipelines import FakePipelines
-from tests.support import ServiceProcess, free_port, mint_token
+from tests.support import TEST_JWT_SECRET, ServiceProcess, free_port, mint_token
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ SCHEDULER = "contentpipe.api.scheduler.v1.SchedulerService"
 
 def grpcurl(address: str, method: str, body: dict[str, object], user: str = "user-1") -> dict[str, object]:
     binary = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
-    token = mint_token(user)
+    token = mint_token(TEST_JWT_SECRET, user)
     result = subprocess.run(
         [binary, "-plaintext", "-H", f"authorization: Bearer {token}", "-d", json.dumps(body), address, method],
         capture_output=True,
@@ -77,11 +77,11 @@ async def test_acceptance_every_minute_in_new_york_fires_once_per_tick(
         f"{SCHEDULER}/PreviewSchedule",
         {"cron": {"expression": "*/1 * * * *", "time_zone": "America/New_York"}, "count": 3},
     )
-    fire_times = preview["fire_times"]
+    fire_times = preview["fireTimes"]
     assert isinstance(fire_times, list) and len(fire_times) == 3
-    assert all(str(f["local_time"]).endswith(("-05:00", "-04:00")) for f in fire_times)
+    assert all(str(f["localTime"]).endswith(("-05:00", "-04:00")) for f in fire_times)
     first = datetime.fromisoformat(str(fire_times[0]["time"]).replace("Z", "+00:00"))
-    assert first == datetime.fromisoformat(str(job["next_fire_time"]).replace("Z", "+00:00"))
+    assert first == datetime.fromisoformat(str(job["nextFireTime"]).replace("Z", "+00:00"))
 
     # Bad input is refused precisely.
     for body, needle in (
@@ -105,10 +105,10 @@ async def test_acceptance_every_minute_in_new_york_fires_once_per_tick(
     assert json.loads(first_tick.stdout.strip().splitlines()[-1])["triggered"] == 1
     assert sum(fake_pipelines.state.run_calls.values()) == 1
     runs = grpcurl(address, f"{SCHEDULER}/ListJobRuns", {"parent": job["name"]})
-    job_runs = runs["job_runs"]
+    job_runs = runs["jobRuns"]
     assert isinstance(job_runs, list) and len(job_runs) == 1
     assert job_runs[0]["state"] == "JOB_RUN_STATE_TRIGGERED"
-    assert job_runs[0]["nominal_time"] == fire_times[0]["time"]
+    assert job_runs[0]["nominalTime"] == fire_times[0]["time"]
 
     second_tick = await asyncio.to_thread(tick, env)
     assert second_tick.returncode == 0
