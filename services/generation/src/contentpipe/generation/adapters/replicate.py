@@ -30,6 +30,7 @@ from contentpipe.generation.service_layer.ports import Checkpoint, StepInput, St
 _log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+CANCEL_AFTER_MARGIN_SECONDS = 5
 _PERCENT = re.compile(r"(\d{1,3})%")
 _ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 
@@ -183,7 +184,8 @@ class ReplicateProvider:
             if remaining <= 0:
                 raise TimeoutError
             if self._s.send_cancel_after:
-                headers["cancel-after"] = f"{remaining}s"
+                # A backstop for when we cannot cancel ourselves (crash); our own deadline fires first.
+                headers["cancel-after"] = f"{remaining + CANCEL_AFTER_MARGIN_SECONDS}s"
             try:
                 response = await self._client.post(f"{self._base}{path}", json=body, headers=headers, timeout=timeout)
             except httpx.ConnectError as exc:  # never reached the server: nothing was created
@@ -300,6 +302,11 @@ class ReplicateProvider:
                 "Replicate aborted the prediction: its deadline passed before it started",
                 retryable=True,
             )  # fmt: skip
+        deadline = _parse_time(prediction.get("deadline"))
+        if deadline is not None and datetime.now(UTC) >= deadline - timedelta(seconds=CANCEL_AFTER_MARGIN_SECONDS):
+            raise GenerationFailure(
+                ErrorReason.DEADLINE_EXCEEDED, "Replicate cancelled the prediction at its deadline", retryable=True
+            )
         raise GenerationFailure(ErrorReason.CANCELED_AT_PROVIDER, "the prediction was cancelled at Replicate")
 
     # ------------------------------------------------------------------ webhooks
