@@ -162,7 +162,8 @@ class FakePipelines:
 
     async def _start(self) -> None:
         self._server = grpc.aio.server()
-        pb_grpc.add_PipelineServiceServicer_to_server(_Servicer(self.state, self.lock), self._server)
+        servicer = _Servicer(self.state, self.lock)  # type: ignore[abstract]  # the RPCs the scheduler uses
+        pb_grpc.add_PipelineServiceServicer_to_server(servicer, self._server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self._server)

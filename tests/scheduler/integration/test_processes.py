@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 SCHEDULER = "contentpipe.api.scheduler.v1.SchedulerService"
 
 
-def grpcurl(address: str, method: str, body: dict[str, object], user: str = "user-1") -> dict[str, object]:
+def grpcurl(address: str, method: str, body: Mapping[str, object], user: str = "user-1") -> dict[str, object]:
     binary = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
     token = mint_token(TEST_JWT_SECRET, user)
     result = subprocess.run(

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from contentpipe.common.errors import InvalidArgument, NotFound
-from contentpipe.scheduler.domain.model import JobRunState, JobState, NotificationKind
+from contentpipe.scheduler.domain.model import JobRun, JobRunState, JobState, NotificationKind
 from contentpipe.scheduler.domain.policies import MisfirePolicy, OverlapPolicy, run_request_id
 from contentpipe.scheduler.service_layer.jobs import JobInput
 
@@ -18,7 +18,7 @@ OWNER = "user-1"
 PIPELINE = "pipelines/p1"
 
 
-async def _runs(h: Harness, job_id: str) -> list:
+async def _runs(h: Harness, job_id: str) -> list[JobRun]:
     return await h.components.store.list_runs(job_id, state=None, after=None, limit=1000)
 
 

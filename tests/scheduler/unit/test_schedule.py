@@ -11,8 +11,8 @@ from contentpipe.scheduler.domain.schedule import CronSchedule
 pytestmark = pytest.mark.unit
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def fires(expression: str, zone: str, start: datetime, count: int) -> list[tuple[str, str, bool, bool]]:
@@ -115,7 +115,7 @@ def test_never_firing_expression_says_why() -> None:
 
 def test_new_york_every_minute_and_period() -> None:
     schedule = CronSchedule("*/1 * * * *", "America/New_York")
-    first = schedule.next_after(utc(2026, 11, 29, 3, 0, 30))
+    first = schedule.next_after(datetime(2026, 11, 29, 3, 0, 30, tzinfo=UTC))
     assert first.time == utc(2026, 11, 29, 3, 1)
     assert first.local_time.isoformat() == "2026-11-28T22:01:00-05:00"
     assert schedule.period(utc(2026, 11, 29)) == timedelta(minutes=1)
