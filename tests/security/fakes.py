@@ -7,6 +7,7 @@ security suites do not exercise in depth, so that nothing ever leaves the machin
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.fakes import LoopbackHTTPServer
+
+# Secrets the stack is configured with: none may ever appear in a log line, an error message or a database.
+SECRETS = {
+    "REPLICATE_API_TOKEN": f"r8_{secrets.token_hex(16)}",
+    "REPLICATE_WEBHOOK_SECRET": f"whsec_{secrets.token_hex(16)}",
+    "NOTIFICATION_WEBHOOK_SECRET": f"notify-secret-{secrets.token_hex(12)}",
+    "S3_SECRET_ACCESS_KEY": f"s3-secret-{secrets.token_hex(12)}",
+}
 
 
 @dataclass
@@ -58,7 +67,12 @@ class ExternalFakes:
         return self._server.url
 
     def service_env(self, workdir: Path) -> dict[str, str]:
-        return {"CONTENTPIPE_ALLOW_PRIVATE_URLS": "0"}
+        return {
+            "CONTENTPIPE_ALLOW_PRIVATE_URLS": "0",
+            "GENERATION_DEFAULT_PROVIDER": "local",
+            "REPLICATE_BASE_URL": self.url,
+            **SECRETS,
+        }
 
     def __enter__(self) -> ExternalFakes:
         self._server.start()

@@ -17,6 +17,8 @@ from tests.security.catalog import SERVICE_PROCESSES
 from tests.support import TEST_JWT_SECRET, ServiceProcess, mint_token
 
 SERVING = 1
+# Every stack started in this session, for the end-of-session secrets scan.
+STACKS: list[Stack] = []
 
 
 class Stack:
@@ -42,6 +44,13 @@ class Stack:
             # Fakes listen on 127.0.0.1: the deployment switch that lets user URLs reach them stays explicit.
             proc.env.update(env or {})
         self._channels: dict[str, grpc.Channel] = {}
+        STACKS.append(self)
+        # Every error message a client saw from this stack (the secrets scan reads them).
+        self.observed_errors: list[str] = []
+
+    def observe(self, details: str | None) -> None:
+        if details:
+            self.observed_errors.append(details)
 
     def start(self, timeout: float = 60.0) -> Stack:
         for proc in self.procs.values():

@@ -152,7 +152,11 @@ def _rpc(method: str) -> Rpc:
 
 def invoke(stack: Stack, method: str, request: Message, metadata: Metadata, timeout: float = 15.0) -> Any:
     rpc = _rpc(method)
-    return rpc.callable(stack.channel(rpc.process))(request, metadata=metadata, timeout=timeout)
+    try:
+        return rpc.callable(stack.channel(rpc.process))(request, metadata=metadata, timeout=timeout)
+    except grpc.RpcError as err:
+        stack.observe(err.details())
+        raise
 
 
 def build_world(stack: Stack, user: str, metadata: Metadata) -> World:

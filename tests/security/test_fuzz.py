@@ -83,6 +83,7 @@ def send(stack: Stack, rpc: Rpc, request: Message | bytes, metadata: tuple[tuple
         return None
     except grpc.RpcError as err:
         code, details = err.code(), err.details() or ""
+        stack.observe(details)
     if code in ALLOWED and details.strip():
         return None
     text, size = _describe(request)

@@ -86,6 +86,7 @@ def check_call(
         response = rpc.callable(stack.channel(rpc.process))(request, metadata=metadata, timeout=15)
     except grpc.RpcError as err:
         code, details = err.code(), err.details() or ""
+        stack.observe(details)
         if code == grpc.StatusCode.UNIMPLEMENTED:
             return f"{label}: UNIMPLEMENTED (the matrix covers every RPC in the descriptors)"
         if found := leaks(a, details):
