@@ -27,11 +27,11 @@ class NotificationServiceServicer(notification_service_pb2_grpc.NotificationServ
         query = f"notifications|{request.unread_only}"
         after = decode_after(self._codec, request.page_token, query)
         items = await self._notifications.list(
-            current_principal().user_id, unread_only=request.unread_only, after=after, limit=limit
+            current_principal().user_id, unread_only=request.unread_only, after=after, limit=limit + 1
         )
         token = next_token(self._codec, [(n.create_time, n.id) for n in items], limit, query)
         return pb.ListNotificationsResponse(
-            notifications=[convert.notification_message(n) for n in items], next_page_token=token
+            notifications=[convert.notification_message(n) for n in items[:limit]], next_page_token=token
         )
 
     async def AcknowledgeNotification(

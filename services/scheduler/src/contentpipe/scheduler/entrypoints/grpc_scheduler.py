@@ -71,10 +71,10 @@ class SchedulerServiceServicer(scheduler_service_pb2_grpc.SchedulerServiceServic
             state=state,
             overdue_only=request.overdue_only,
             after=after,
-            limit=limit,
+            limit=limit + 1,
         )
         token = next_token(self._codec, [(j.create_time, j.id) for j in jobs], limit, query)
-        return pb.ListJobsResponse(jobs=[convert.job_message(j) for j in jobs], next_page_token=token)
+        return pb.ListJobsResponse(jobs=[convert.job_message(j) for j in jobs[:limit]], next_page_token=token)
 
     async def UpdateJob(self, request: pb.UpdateJobRequest, context: Any) -> pb.UpdateJobResponse:
         job = await self._jobs.update_job(
@@ -126,10 +126,12 @@ class SchedulerServiceServicer(scheduler_service_pb2_grpc.SchedulerServiceServic
         query = f"{request.parent}|{int(request.state)}"
         after = decode_after(self._codec, request.page_token, query)
         runs = await self._jobs.list_runs(
-            current_principal().user_id, request.parent, state=state, after=after, limit=limit
+            current_principal().user_id, request.parent, state=state, after=after, limit=limit + 1
         )
         token = next_token(self._codec, [(r.nominal_time, r.id) for r in runs], limit, query)
-        return pb.ListJobRunsResponse(job_runs=[convert.job_run_message(r) for r in runs], next_page_token=token)
+        return pb.ListJobRunsResponse(
+            job_runs=[convert.job_run_message(r) for r in runs[:limit]], next_page_token=token
+        )
 
     async def PreviewSchedule(self, request: pb.PreviewScheduleRequest, context: Any) -> pb.PreviewScheduleResponse:
         current_principal()

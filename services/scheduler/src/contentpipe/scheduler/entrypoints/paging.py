@@ -19,9 +19,10 @@ def decode_after(codec: PageTokenCodec, token: str, query: str) -> tuple[datetim
 
 
 def next_token(codec: PageTokenCodec, items: list[tuple[datetime | None, str]], limit: int, query: str) -> str:
-    """A token for the page after `items` when the page is full; '' on the last page."""
-    if len(items) < limit or not items:
+    """A token for the page after the first `limit` of `items` (callers fetch limit + 1); '' on the last page."""
+    if len(items) <= limit:
         return ""
+    items = items[:limit]
     last_time, last_id = items[-1]
     assert last_time is not None
     return codec.encode({"t": last_time.isoformat(), "id": last_id}, query=query)
