@@ -101,7 +101,7 @@ class FakeReplicate:
         image_bytes: bytes = b"",
         polls_to_finish: int = 3,
         latency: float | None = None,
-        token: str | None = "r8_test_token",
+        token: str | None = "r8_test_token",  # noqa: S107 - the fake's test token
     ) -> None:
         self.video_bytes = video_bytes
         self.image_bytes = image_bytes

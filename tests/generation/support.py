@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 import grpc
-
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
 from contentpipe.api.generation.v1 import generation_service_pb2_grpc as pb_grpc
 from contentpipe.common.grpc_errors import error_from_rpc
+
 from tests.support import bearer
 
 TERMINAL = {pb.GENERATION_STATE_SUCCEEDED, pb.GENERATION_STATE_FAILED, pb.GENERATION_STATE_CANCELED}
@@ -37,7 +37,9 @@ class GenerationClient:
         return self.stub.CreateGeneration(request, metadata=bearer(self.user), timeout=10).generation
 
     def get(self, name: str) -> pb.Generation:
-        return self.stub.GetGeneration(pb.GetGenerationRequest(name=name), metadata=bearer(self.user), timeout=10).generation
+        return self.stub.GetGeneration(
+            pb.GetGenerationRequest(name=name), metadata=bearer(self.user), timeout=10
+        ).generation
 
     def cancel(self, name: str) -> pb.Generation:
         request = pb.CancelGenerationRequest(name=name)

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 import imageio_ffmpeg  # type: ignore[import-untyped]
 import pytest
-
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
+
 from tests.generation.support import GenerationClient
 from tests.support import ServiceProcess, free_port
 from tests.support.processes import REPO_ROOT
@@ -32,7 +32,10 @@ def cog_venv() -> Path:
     """A venv with `cog` from PyPI (built once per machine, reused); skip when it cannot be installed."""
     venv = Path(os.environ.get("CONTENTPIPE_COG_VENV", Path(tempfile.gettempdir()) / f"contentpipe-cog-{COG_VERSION}"))
     python = venv / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import cog"], capture_output=True, check=False).returncode == 0:
+    if (
+        python.exists()
+        and subprocess.run([python, "-c", "import cog"], capture_output=True, check=False).returncode == 0
+    ):
         return venv
     uv = shutil.which("uv")
     if uv is None:
@@ -138,13 +141,19 @@ def test_local_acceptance_request_on_a_real_cog_server_succeeds(
     assert (prediction.provider, prediction.model, prediction.status) == ("cog", "svd-local", "succeeded")
     assert prediction.id == f"{created.name.split('/')[1]}-video"
     (asset,) = done.outputs
-    assert (asset.content_type, asset.width, asset.height, asset.frame_count, asset.fps) == ("video/mp4", 320, 192, 16, 8)
+    assert (asset.content_type, asset.width, asset.height, asset.frame_count, asset.fps) == (
+        "video/mp4",
+        320,
+        192,
+        16,
+        8,
+    )
     assert hashlib.sha256(Path(urlsplit(asset.uri).path).read_bytes()).hexdigest() == asset.sha256
     assert asset.metadata["provider"] == "cog"
     assert cog.predictions() == ["a lighthouse at dusk|320x192|8|16|7"]
 
 
-def test_kill_9_during_a_cog_prediction_attaches_to_it_after_restart(
+def test_kill_9_during_an_async_cog_prediction_attaches_to_it_after_restart(
     start_cog: Callable[..., CogServer], tmp_path: Path
 ) -> None:
     cog = start_cog(delay=6.0)
@@ -152,6 +161,7 @@ def test_kill_9_during_a_cog_prediction_attaches_to_it_after_restart(
         "GENERATION_DEFAULT_PROVIDER": "cog",
         "COG_MODELS": f"svd-local:VIDEO={cog.url}",
         "GENERATION_WORKER_ID": "worker-cog",
+        "GENERATION_WEBHOOK_PORT": str(free_port()),  # async predictions, results by webhook
     }
     first = ServiceProcess("generation", tmp_path / "svc", env=env).start()
     try:

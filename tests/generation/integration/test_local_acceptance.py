@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import grpc
 import imageio_ffmpeg  # type: ignore[import-untyped]
 import pytest
-
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
+
 from tests.generation.support import GenerationClient, rpc_error
 from tests.support import ServiceProcess, mint_token
 from tests.support.tokens import TEST_JWT_SECRET

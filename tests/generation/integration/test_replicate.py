@@ -9,8 +9,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
+
 from tests.fakes.replicate import WEBHOOK_SECRET, FakeReplicate
 from tests.generation.integration.conftest import replicate_env
 from tests.generation.support import GenerationClient
@@ -196,7 +196,7 @@ def test_signed_webhooks_are_verified_and_acknowledged(
     env = replicate_env(
         url,
         GENERATION_WEBHOOK_PORT=str(port),
-        REPLICATE_WEBHOOK_URL=f"http://127.0.0.1:{port}/hooks/replicate",
+        REPLICATE_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/replicate",
         REPLICATE_WEBHOOK_SECRET=WEBHOOK_SECRET,
     )
     service = start_service("generation", env=env)

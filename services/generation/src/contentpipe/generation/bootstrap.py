@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +49,7 @@ class Application:
     services: GenerationServices
     worker: GenerationWorker
     replicate: ReplicateProvider
+    cog: CogProvider
     blobs: BlobBackend
     clients: list[httpx.AsyncClient]
 
@@ -114,10 +116,15 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         ),
         replicate_client,
     )
+    cog = CogProvider(
+        cog_client,
+        webhook_base_url=config.webhook_base_url if config.webhook_port else None,
+        webhook_key=hashlib.sha256(f"cog-webhook:{config.webhook_secret}".encode()).digest(),
+    )
     providers: dict[str, Provider] = {
         "local": LocalProvider(assets.scratch_file),
         "replicate": replicate,
-        "cog": CogProvider(cog_client),
+        "cog": cog,
     }
     limiters: dict[str, RateLimiter] = {
         name: TokenBucket(limit.creates_per_second)
@@ -148,7 +155,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         deadline=timedelta(seconds=config.deadline_seconds),
         wake_worker=worker.wake if config.worker_enabled else (lambda: None),
     )
-    return Application(services=services, worker=worker, replicate=replicate, blobs=blobs, clients=clients)
+    return Application(services=services, worker=worker, replicate=replicate, cog=cog, blobs=blobs, clients=clients)
 
 
 def registrations(services: GenerationServices, page_tokens: PageTokenCodec) -> list[ServiceRegistration]:
@@ -183,18 +190,28 @@ async def serve(config: GenerationConfig) -> int:
     background = []
     if config.worker_enabled:
         background.append(app.worker.run)
-    webhook_server: list[Any] = []
-    if config.webhook_port and config.replicate and config.replicate.webhook_secret:
-        from contentpipe.generation.entrypoints.webhooks import start_webhook_server
+    if config.webhook_port:
+        from contentpipe.generation.entrypoints.webhooks import (
+            WebhookRoute,
+            cog_webhook_route,
+            replicate_webhook_route,
+            start_webhook_server,
+        )
 
-        secret = config.replicate.webhook_secret
+        routes: dict[str, WebhookRoute] = {
+            "/webhooks/cog": cog_webhook_route(
+                hashlib.sha256(f"cog-webhook:{config.webhook_secret}".encode()).digest(), app.cog.deliver_webhook
+            )
+        }
+        if config.replicate and config.replicate.webhook_secret:
+            routes["/webhooks/replicate"] = replicate_webhook_route(
+                config.replicate.webhook_secret, app.replicate.deliver_webhook
+            )
 
         async def webhooks() -> None:
-            server = await start_webhook_server(
-                config.webhook_host, config.webhook_port, secret, app.replicate.deliver_webhook
-            )
-            webhook_server.append(server)
-            await server.serve_forever()
+            server = await start_webhook_server(config.webhook_host, config.webhook_port, routes)
+            async with server:
+                await server.serve_forever()
 
         background.append(webhooks)
 

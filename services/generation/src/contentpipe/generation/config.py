@@ -80,6 +80,8 @@ class GenerationConfig:
     storage: StorageConfig | None = None
     webhook_port: int = 0
     webhook_host: str = "127.0.0.1"
+    webhook_base_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 def parse_cog_models(raw: str) -> dict[str, tuple[GenerationKind, str]]:
@@ -165,6 +167,18 @@ def load_config(environ: Mapping[str, str]) -> GenerationConfig:
     cog_models = parse_cog_models(environ.get("COG_MODELS", ""))
     if default_provider == "cog" and not cog_models:
         raise ConfigError("COG_MODELS: required when GENERATION_DEFAULT_PROVIDER=cog")
+    webhook_port = env_int(environ, "GENERATION_WEBHOOK_PORT", 0, minimum=0, maximum=65535)
+    webhook_host = env_str(environ, "GENERATION_WEBHOOK_HOST", "127.0.0.1")
+    webhook_base_url = env_optional(environ, "GENERATION_WEBHOOK_BASE_URL")
+    if webhook_port and webhook_base_url is None:
+        if webhook_host in ("0.0.0.0", "::"):
+            raise ConfigError(
+                "GENERATION_WEBHOOK_BASE_URL: required when GENERATION_WEBHOOK_HOST listens on all addresses"
+            )
+        webhook_base_url = f"http://{webhook_host}:{webhook_port}"
+    webhook_secret = env_optional(environ, "GENERATION_WEBHOOK_SECRET") or common.jwt_secret
+    if webhook_port and not webhook_secret:
+        raise ConfigError("GENERATION_WEBHOOK_SECRET: required with GENERATION_WEBHOOK_PORT when no JWT secret is set")
     return GenerationConfig(
         common=common,
         default_provider=default_provider,
@@ -178,6 +192,8 @@ def load_config(environ: Mapping[str, str]) -> GenerationConfig:
         replicate=replicate,
         cog_models=cog_models,
         storage=storage,
-        webhook_port=env_int(environ, "GENERATION_WEBHOOK_PORT", 0, minimum=0, maximum=65535),
-        webhook_host=env_str(environ, "GENERATION_WEBHOOK_HOST", "127.0.0.1"),
+        webhook_port=webhook_port,
+        webhook_host=webhook_host,
+        webhook_base_url=webhook_base_url,
+        webhook_secret=webhook_secret,
     )

@@ -1,12 +1,18 @@
 """The `cog` provider: self-hosted models served by Cog's HTTP server (reference A11).
 
-`PUT /predictions/{id}` with our own id is an idempotent create: a retry after a timeout or a crash attaches
-to the same prediction instead of starting a second one. The id is recorded before the first PUT.
+`PUT /predictions/{id}` with our own id is an idempotent create *while that prediction runs*: a second PUT attaches
+to it (answering its current state at once) instead of starting another; once it has finished, the same PUT runs it
+again. So, with a webhook endpoint configured (GENERATION_WEBHOOK_PORT), predictions are created asynchronously
+(`Prefer: respond-async`) and their results arrive by webhook, and a restarted worker re-PUTs only to re-attach.
+Without one, the PUT is synchronous, and a crash in the middle re-runs the prediction after it finishes.
+The id is recorded before the first PUT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +23,8 @@ from contentpipe.generation.domain.model import ErrorReason, GenerationFailure, 
 from contentpipe.generation.service_layer.ports import Checkpoint, StepInput, StepResult
 
 _log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 
 def cog_input(step: StepInput) -> dict[str, Any]:
@@ -40,9 +48,34 @@ def cog_input(step: StepInput) -> dict[str, Any]:
 class CogProvider:
     name = "cog"
 
-    def __init__(self, client: httpx.AsyncClient, *, retry_delay_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        webhook_base_url: str | None = None,
+        webhook_key: bytes = b"",
+        retry_delay_seconds: float = 1.0,
+    ) -> None:
         self._client = client
         self._retry_delay = retry_delay_seconds
+        self._webhook_base = webhook_base_url.rstrip("/") if webhook_base_url else None
+        self._webhook_key = webhook_key
+        self._events: dict[str, asyncio.Event] = {}
+        self._latest: dict[str, dict[str, Any]] = {}
+
+    def webhook_url(self, prediction_id: str) -> str:
+        sig = hmac.new(self._webhook_key, prediction_id.encode(), hashlib.sha256).hexdigest()
+        return f"{self._webhook_base}/webhooks/cog?id={prediction_id}&sig={sig}"
+
+    def deliver_webhook(self, prediction: dict[str, Any]) -> None:
+        """A verified webhook from a Cog server: keep the latest state and wake the waiting step."""
+        prediction_id = str(prediction.get("id") or "")
+        if prediction_id not in self._events:
+            return  # nobody waits (finished already, or not ours any more)
+        if self._latest.get(prediction_id, {}).get("status") in TERMINAL:
+            return
+        self._latest[prediction_id] = prediction
+        self._events[prediction_id].set()
 
     async def run(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> StepResult:
         base = step.spec.extra["base_url"].rstrip("/")
@@ -51,7 +84,41 @@ class CogProvider:
             record.create_time = datetime.now(UTC)
         record.status = "starting"
         await checkpoint(0.05)  # the id is durable before the first PUT
-        body = {"input": cog_input(step)}
+        body: dict[str, Any] = {"input": cog_input(step)}
+        if self._webhook_base:
+            prediction = await self._run_async(base, step, record, body, checkpoint)
+        else:
+            prediction = await self._put(base, step, record, body, {})
+            while str(prediction.get("status")) not in TERMINAL:
+                # Attached to a prediction still running from before a restart: there is no GET, so ask again
+                # (once it has finished, this PUT runs it again; configure webhooks to avoid that).
+                await asyncio.sleep(self._retry_delay)
+                prediction = await self._put(base, step, record, body, {})
+        return await self._finish(step, record, prediction, checkpoint)
+
+    async def _run_async(
+        self, base: str, step: StepInput, record: PredictionRecord, body: dict[str, Any], checkpoint: Checkpoint
+    ) -> dict[str, Any]:
+        event = self._events.setdefault(record.id, asyncio.Event())
+        try:
+            body = {**body, "webhook": self.webhook_url(record.id), "webhook_events_filter": ["start", "completed"]}
+            prediction = await self._put(base, step, record, body, {"prefer": "respond-async"})
+            while str(prediction.get("status")) not in TERMINAL:
+                status = str(prediction.get("status") or record.status)
+                if status != record.status:
+                    record.status = status
+                    await checkpoint(0.3 if status == "processing" else None)
+                await event.wait()  # the generation's deadline bounds the wait
+                event.clear()
+                prediction = self._latest.get(record.id, prediction)
+            return prediction
+        finally:
+            self._events.pop(record.id, None)
+            self._latest.pop(record.id, None)
+
+    async def _put(
+        self, base: str, step: StepInput, record: PredictionRecord, body: dict[str, Any], headers: dict[str, str]
+    ) -> dict[str, Any]:
         delay = self._retry_delay
         while True:
             remaining = (step.deadline - datetime.now(UTC)).total_seconds()
@@ -61,6 +128,7 @@ class CogProvider:
                 response = await self._client.put(
                     f"{base}/predictions/{record.id}",
                     json=body,
+                    headers=headers,
                     timeout=httpx.Timeout(connect=5.0, read=remaining, write=30.0, pool=30.0),
                 )
             except httpx.TransportError as exc:
@@ -87,7 +155,13 @@ class CogProvider:
             if status == "failed" and "setup has not finished" in error.lower():
                 await asyncio.sleep(delay)  # the model is still loading: wait for READY
                 continue
-            break
+            return dict(prediction)
+
+    async def _finish(
+        self, step: StepInput, record: PredictionRecord, prediction: dict[str, Any], checkpoint: Checkpoint
+    ) -> StepResult:
+        status = str(prediction.get("status") or "unknown")
+        error = str(prediction.get("error") or "")
         record.status = status
         await checkpoint(1.0 if status == "succeeded" else None)
         if status == "succeeded":

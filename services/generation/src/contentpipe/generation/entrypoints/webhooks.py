@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 _log = logging.getLogger(__name__)
 
@@ -77,10 +78,37 @@ class WebhookReceiver:
         return 200
 
 
-async def start_webhook_server(
-    host: str, port: int, secret: str, deliver: Callable[[dict[str, Any]], None]
-) -> asyncio.Server:
+WebhookRoute = Callable[[dict[str, str], dict[str, str], bytes], int]
+
+
+def cog_webhook_route(key: bytes, deliver: Callable[[dict[str, Any]], None]) -> WebhookRoute:
+    """Cog does not sign webhooks: the URL carries `sig` = HMAC(key, prediction id), checked here."""
+
+    def handle(headers: dict[str, str], query: dict[str, str], body: bytes) -> int:
+        prediction_id = query.get("id", "")
+        expected = hmac.new(key, prediction_id.encode(), hashlib.sha256).hexdigest()
+        if not prediction_id or not hmac.compare_digest(query.get("sig", ""), expected):
+            return 401
+        try:
+            prediction = json.loads(body)
+        except ValueError:
+            return 400
+        if not isinstance(prediction, dict) or str(prediction.get("id", prediction_id)) != prediction_id:
+            return 400
+        prediction.setdefault("id", prediction_id)
+        deliver(prediction)
+        return 200
+
+    return handle
+
+
+def replicate_webhook_route(secret: str, deliver: Callable[[dict[str, Any]], None]) -> WebhookRoute:
     receiver = WebhookReceiver(secret, deliver)
+    return lambda headers, query, body: receiver.handle(headers, body)
+
+
+async def start_webhook_server(host: str, port: int, routes: dict[str, WebhookRoute]) -> asyncio.Server:
+    """Serve `POST <path>` for each route; anything else is 404/405."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         status = 400
@@ -92,20 +120,23 @@ async def start_webhook_server(
                     name, _, value = line.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 length = int(headers.get("content-length", "0") or 0)
-                if len(request_line) >= 2 and request_line[0] == "POST" and 0 <= length <= MAX_BODY_BYTES:
-                    body = await reader.readexactly(length)
-                    status = receiver.handle(headers, body)
-                elif length > MAX_BODY_BYTES:
+                path, _, raw_query = (request_line[1] if len(request_line) >= 2 else "").partition("?")
+                route = routes.get(path)
+                if route is None:
+                    status = 404
+                elif request_line[0] != "POST":
+                    status = 405
+                elif not 0 <= length <= MAX_BODY_BYTES:
                     status = 413
                 else:
-                    status = 405
+                    body = await reader.readexactly(length)
+                    status = route(headers, dict(parse_qsl(raw_query)), body)
         except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
             status = 400
-        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed", 413: "Too Large"}
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
         with contextlib.suppress(ConnectionError):
-            writer.write(
-                f"HTTP/1.1 {status} {reason.get(status, '')}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
-            )
+            head = f"HTTP/1.1 {status} {reason.get(status, 'Payload Too Large')}\r\n"
+            writer.write(f"{head}content-length: 0\r\nconnection: close\r\n\r\n".encode())
             await writer.drain()
         writer.close()
 
