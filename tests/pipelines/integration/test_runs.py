@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -183,12 +184,9 @@ def test_cancel_stops_the_run_and_cancels_the_generation(client: Client, peers: 
     peers.behaviour.generation_seconds = 60
     pipeline = create(client, generate_step(), post_step([peers.add_connection(user)]))
     queued = run(client, pipeline)
-    deadline = 100
-    while not peers.state.generations and deadline:
-        import time
-
+    deadline = time.monotonic() + 10
+    while not peers.state.generations and time.monotonic() < deadline:
         time.sleep(0.05)
-        deadline -= 1
 
     canceled = client.CancelPipelineRun(pb.CancelPipelineRunRequest(name=queued.name)).run
 
@@ -196,3 +194,22 @@ def test_cancel_stops_the_run_and_cancels_the_generation(client: Client, peers: 
     assert [s.state for s in canceled.steps] == [pb.STEP_RUN_STATE_CANCELED, pb.STEP_RUN_STATE_CANCELED]
     assert peers.state.canceled == [canceled.steps[0].children[0]]
     assert not peers.state.posts
+
+
+def test_deleting_a_pipeline_cancels_its_runs_in_flight_and_their_children(
+    client: Client, peers: FakePeers, user: str
+) -> None:
+    peers.behaviour.generation_seconds = 60
+    pipeline = create(client, generate_step())
+    queued = run(client, pipeline)
+    deadline = time.monotonic() + 10
+    while not peers.state.generations and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    client.DeletePipeline(pb.DeletePipelineRequest(name=pipeline.name))
+
+    (generation,) = peers.state.generations
+    assert peers.state.canceled == [generation]
+    with pytest.raises(grpc.RpcError) as caught:
+        client.GetPipelineRun(pb.GetPipelineRunRequest(name=queued.name))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
