@@ -1,0 +1,116 @@
+"""Pure parts of the adapters: webhook signatures (reference A7 test vector), content sniffing, input shaping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from contentpipe.common.settings import ConfigError
+from contentpipe.generation.adapters.media import sniff_content_type
+from contentpipe.generation.adapters.replicate import ReplicateProvider, ReplicateSettings, nearest_aspect_ratio
+from contentpipe.generation.config import load_config, parse_cog_models
+from contentpipe.generation.domain.catalogue import replicate_models
+from contentpipe.generation.domain.model import GenerationKind, GenerationOptions
+from contentpipe.generation.entrypoints.webhooks import WebhookReceiver, WebhookRejected, verify_webhook
+from contentpipe.generation.service_layer.ports import StepInput
+from contentpipe.generation.service_layer.worker import TokenBucket
+
+pytestmark = pytest.mark.unit
+
+VECTOR = {
+    "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+    "webhook-timestamp": "1614265330",
+    "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+}
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+BODY = b'{"test": 2432232314}'
+
+
+def test_webhook_signature_test_vector_verifies() -> None:
+    verify_webhook(SECRET, VECTOR, BODY, now=1614265330)
+    several = {**VECTOR, "webhook-signature": "v1,bm90LWl0 " + VECTOR["webhook-signature"]}
+    verify_webhook(SECRET, several, BODY, now=1614265330 + 60)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "now"),
+    [
+        (VECTOR, b'{"test": 2432232315}', 1614265330),  # body changed
+        ({**VECTOR, "webhook-id": "msg_other"}, BODY, 1614265330),  # id changed
+        (VECTOR, BODY, 1614265330 + 3600),  # too old: replay
+        ({k: v for k, v in VECTOR.items() if k != "webhook-signature"}, BODY, 1614265330),
+        ({**VECTOR, "webhook-signature": "v2," + VECTOR["webhook-signature"][3:]}, BODY, 1614265330),
+    ],
+)
+def test_webhook_with_anything_changed_is_rejected(headers: dict[str, str], body: bytes, now: int) -> None:
+    with pytest.raises(WebhookRejected):
+        verify_webhook(SECRET, headers, body, now=now)
+
+
+def test_webhook_receiver_is_idempotent_per_message_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    delivered: list[dict[str, object]] = []
+    receiver = WebhookReceiver(SECRET, delivered.append)
+    monkeypatch.setattr(time, "time", lambda: 1614265330.0)
+    assert receiver.handle(VECTOR, BODY) == 200
+    assert receiver.handle(VECTOR, BODY) == 200
+    assert delivered == [{"test": 2432232314}]
+    assert receiver.handle({**VECTOR, "webhook-signature": "v1,AAAA"}, BODY) == 401
+
+
+def test_content_is_sniffed_from_bytes_not_names() -> None:
+    assert sniff_content_type(b"\x89PNG\r\n\x1a\n....") == "image/png"
+    assert sniff_content_type(b"\x00\x00\x00\x20ftypisom") == "video/mp4"
+    assert sniff_content_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
+    assert sniff_content_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert sniff_content_type(b"<html>") is None
+
+
+def _step(style_model: str, role: str = "video", **options: object) -> StepInput:
+    spec = next(s for s in replicate_models() if s.name == style_model)
+    return StepInput(
+        generation_id="g", owner="u", role=role, kind=spec.kind, prompt="a fox",
+        options=GenerationOptions(**options), spec=spec,  # type: ignore[arg-type]
+        deadline=datetime.now(UTC) + timedelta(minutes=5), input_image="https://img/x.png",
+    )  # fmt: skip
+
+
+def test_replicate_inputs_follow_each_models_schema() -> None:
+    provider = ReplicateProvider(ReplicateSettings(), client=None)  # type: ignore[arg-type]
+    svd = provider.model_input(_step("stability-ai/stable-video-diffusion", fps=10, duration_seconds=2, seed=4))
+    assert svd == {
+        "input_image": "https://img/x.png", "video_length": "25_frames_with_svd_xt",
+        "sizing_strategy": "maintain_aspect_ratio", "frames_per_second": 10, "motion_bucket_id": 127,
+        "cond_aug": 0.02, "decoding_t": 7, "seed": 4,
+    }  # fmt: skip
+    flux = provider.model_input(_step("black-forest-labs/flux-schnell", role="image", width=1024, height=576))
+    assert flux["aspect_ratio"] == "16:9" and "width" not in flux
+    llama = provider.model_input(_step("meta/meta-llama-3-8b-instruct", role="text", max_tokens=99))
+    assert llama == {"prompt": "a fox", "max_tokens": 99}
+    assert nearest_aspect_ratio(576, 1024) == "9:16"
+
+
+async def test_token_bucket_spaces_acquisitions_at_the_rate() -> None:
+    bucket = TokenBucket(rate=20, burst=1)
+    started = time.monotonic()
+    await asyncio.gather(*(bucket.acquire() for _ in range(5)))
+    assert 0.18 <= time.monotonic() - started < 0.6  # 4 waits of 50 ms after the first token
+
+
+def test_config_names_the_bad_variable() -> None:
+    base = {"CONTENTPIPE_JWT_SECRET": "x" * 32}
+    assert load_config(base).default_provider == "local"
+    for env, name in [
+        ({"GENERATION_DEFAULT_PROVIDER": "openai"}, "GENERATION_DEFAULT_PROVIDER"),
+        ({"GENERATION_STORAGE_BACKEND": "s3"}, "S3_ENDPOINT_URL"),
+        ({"COG_MODELS": "video=http://x"}, "COG_MODELS"),
+        ({"REPLICATE_WEBHOOK_URL": "https://x/hook"}, "REPLICATE_WEBHOOK_SECRET"),
+        ({"GENERATION_DEADLINE": "soon"}, "GENERATION_DEADLINE"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            load_config({**base, **env})
+    assert parse_cog_models("a:video=http://h:1, b:TEXT=https://t") == {
+        "a": (GenerationKind.VIDEO, "http://h:1"),
+        "b": (GenerationKind.TEXT, "https://t"),
+    }
