@@ -31,11 +31,20 @@ HEALTH_UNREACHABLE = "UNREACHABLE"
 
 # Embedded defaults for a laptop: everything offline and under the data dir. Only set when the environment does
 # not already say otherwise, so `GENERATION_DEFAULT_PROVIDER=replicate contentpipe up` works as expected.
+# Workers poll a little faster than in production so a laptop run feels immediate; the work itself is the same.
 EMBEDDED_DEFAULTS: Mapping[str, Mapping[str, str]] = {
-    "generation": {},
+    "generation": {
+        "GENERATION_DEFAULT_PROVIDER": "local",
+        "GENERATION_STORAGE_BACKEND": "local",
+        "GENERATION_WORKER_POLL_INTERVAL": "0.2s",
+    },
     "oauth": {},
-    "pipelines": {},
-    "scheduler": {},
+    "pipelines": {
+        "PIPELINES_CLAIM_INTERVAL_SECONDS": "0.2",
+        "PIPELINES_POLL_INITIAL_SECONDS": "0.2",
+        "PIPELINES_POLL_MAX_SECONDS": "2",
+    },
+    "scheduler": {"SCHEDULER_PROCESS_INTERVAL": "2s"},
 }
 
 
