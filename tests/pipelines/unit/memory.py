@@ -154,6 +154,9 @@ class MemoryRuns:
         row = self.rows.get(run_id)
         return row is None or row.cancel
 
+    async def cancel_requested_among(self, run_ids: Sequence[str]) -> set[str]:
+        return {run_id for run_id in run_ids if await self.cancel_requested(run_id)}
+
     async def cancel_runs_of_pipeline(self, pipeline_id: str) -> list[PipelineRun]:
         return []
 

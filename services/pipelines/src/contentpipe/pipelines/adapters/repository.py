@@ -395,6 +395,21 @@ class SqlRunRepository:
         # A deleted run (its pipeline was deleted) is as good as cancelled.
         return value is None or bool(value)
 
+    async def cancel_requested_among(self, run_ids: Sequence[str]) -> set[str]:
+        if not run_ids:
+            return set()
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(pipeline_runs.c.id, pipeline_runs.c.cancel_requested).where(
+                        pipeline_runs.c.id.in_(list(run_ids))
+                    )
+                )
+            ).all()
+        present = {row.id: bool(row.cancel_requested) for row in rows}
+        # A deleted run (its pipeline was deleted) is as good as cancelled.
+        return {run_id for run_id in run_ids if present.get(run_id, True)}
+
     async def cancel_runs_of_pipeline(self, pipeline_id: str) -> list[PipelineRun]:
         async with self._sessions.begin() as session:
             await session.execute(

@@ -70,6 +70,7 @@ class EngineSettings:
     poll_initial: float = 0.5
     poll_max: float = 10.0
     poll_multiplier: float = 1.5
+    cancel_check_interval: float = 1.0
 
 
 class _StepFailed(Exception):
@@ -159,11 +160,19 @@ def _number(value: Any, kind: type[int] | type[float]) -> Any:
 class RunExecutor:
     """Executes one leased run to a terminal state (or until its lease is lost)."""
 
-    def __init__(self, runs: RunRepository, peers: Peers, settings: EngineSettings) -> None:
+    def __init__(
+        self,
+        runs: RunRepository,
+        peers: Peers,
+        settings: EngineSettings,
+        cancel_event: asyncio.Event | None = None,
+    ) -> None:
         self._runs = runs
         self._peers = peers
         self._settings = settings
         self._lock = asyncio.Lock()
+        # Set by the worker's cancel watcher (one query for all runs); without it, ask the repository.
+        self._cancel_event = cancel_event
         self.run: PipelineRun | None = None
 
     # ------------------------------------------------------------ persistence
@@ -179,18 +188,25 @@ class RunExecutor:
 
     async def _check_cancel(self) -> None:
         assert self.run is not None
-        if await self._runs.cancel_requested(self.run.id):
+        if self._cancel_event is not None:
+            if self._cancel_event.is_set():
+                raise _CancelRequested
+        elif await self._runs.cancel_requested(self.run.id):
             raise _CancelRequested
 
     async def _sleep(self, seconds: float) -> None:
-        """Wait, looking for a cancel request at least every few seconds."""
+        """Wait, waking at once when the run is cancelled (or checking every few seconds without a watcher)."""
         deadline = asyncio.get_running_loop().time() + max(seconds, 0.0)
         while True:
             await self._check_cancel()
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return
-            await asyncio.sleep(min(remaining, 2.0))
+            if self._cancel_event is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._cancel_event.wait(), timeout=remaining)
+            else:
+                await asyncio.sleep(min(remaining, 2.0))
 
     # ------------------------------------------------------------ run
 
@@ -651,6 +667,7 @@ class Worker:
         self._settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._owners: dict[str, str] = {}
+        self._cancel_events: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
 
     @property
@@ -720,11 +737,12 @@ class Worker:
 
     def _start(self, run: PipelineRun) -> None:
         self._owners[run.id] = run.owner
+        self._cancel_events[run.id] = asyncio.Event()
         task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
         self._tasks[run.id] = task
 
     async def _execute(self, run: PipelineRun) -> None:
-        executor = RunExecutor(self._runs, self._peers, self._settings)
+        executor = RunExecutor(self._runs, self._peers, self._settings, self._cancel_events[run.id])
         try:
             await executor.execute(run)
         except LeaseLost:
@@ -747,16 +765,30 @@ class Worker:
         finally:
             self._tasks.pop(run.id, None)
             self._owners.pop(run.id, None)
+            self._cancel_events.pop(run.id, None)
             with contextlib.suppress(Exception):
                 await self._runs.release([run.id], self._settings.worker_id)
 
     async def _renew_forever(self) -> None:
+        """Renew leases every third of their length, and look for cancel requests of all runs in one query."""
         interval = max(self._settings.lease_seconds / 3, 0.05)
+        loop = asyncio.get_running_loop()
+        next_renewal = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(self._settings.cancel_check_interval, interval))
             ids = list(self._tasks)
             if not ids:
                 continue
+            try:
+                for run_id in await self._runs.cancel_requested_among(ids):
+                    event = self._cancel_events.get(run_id)
+                    if event is not None:
+                        event.set()
+            except Exception:
+                _log.exception("looking for cancel requests failed; retrying")
+            if loop.time() < next_renewal:
+                continue
+            next_renewal = loop.time() + interval
             try:
                 held = await self._runs.renew(ids, self._settings.worker_id, self._settings.lease_seconds)
             except Exception:

@@ -85,6 +85,9 @@ class RunRepository(Protocol):
 
     async def cancel_requested(self, run_id: str) -> bool: ...
 
+    async def cancel_requested_among(self, run_ids: Sequence[str]) -> set[str]:
+        """The ids (of those given) whose cancellation was requested or that no longer exist."""
+
     async def cancel_runs_of_pipeline(self, pipeline_id: str) -> list[PipelineRun]:
         """Flag every non-terminal run of the pipeline for cancellation; returns them."""
 
