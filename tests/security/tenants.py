@@ -204,20 +204,25 @@ def build_world(stack: Stack, user: str, metadata: Metadata) -> World:
     )
 
     def pipeline_request() -> Message | None:
-        if "connections" not in world.names:
-            return None
+        steps = [
+            pipe.Step(
+                id="caption",
+                generate_content=pipe.GenerateContentStep(
+                    kind=gen.GENERATION_KIND_TEXT, prompt=f"{world.marker} pipeline prompt"
+                ),
+            )
+        ]
+        if "connections" in world.names:
+            steps.append(
+                pipe.Step(
+                    id="post",
+                    post_to_platform=pipe.PostToPlatformStep(
+                        connections=[world.names["connections"]], caption=f"{world.marker} caption"
+                    ),
+                )
+            )
         return pipe.CreatePipelineRequest(
-            pipeline=pipe.Pipeline(
-                display_name=f"{world.marker} pipeline",
-                steps=[
-                    pipe.Step(
-                        id="post",
-                        post_to_platform=pipe.PostToPlatformStep(
-                            connections=[world.names["connections"]], caption=f"{world.marker} caption"
-                        ),
-                    )
-                ],
-            ),
+            pipeline=pipe.Pipeline(display_name=f"{world.marker} pipeline", steps=steps),
             request_id=str(uuid.uuid4()),
         )
 
