@@ -112,15 +112,17 @@ class MemoryRuns:
         lease_owner: str,
         limit: int,
         lease_seconds: float,
+        *,
         exclude_owners: Sequence[str] = (),
         run_id: str | None = None,
+        exclude_ids: Sequence[str] = (),
     ) -> list[PipelineRun]:
         now = datetime.now(UTC)
         claimed: list[PipelineRun] = []
         for row in sorted(self.rows.values(), key=lambda r: r.run.id):
             if len(claimed) >= limit:
                 break
-            if row.run.state.terminal or row.run.owner in exclude_owners:
+            if row.run.state.terminal or row.run.owner in exclude_owners or row.run.id in exclude_ids:
                 continue
             if run_id is not None and row.run.id != run_id:
                 continue

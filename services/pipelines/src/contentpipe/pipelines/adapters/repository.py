@@ -330,14 +330,18 @@ class SqlRunRepository:
         lease_owner: str,
         limit: int,
         lease_seconds: float,
+        *,
         exclude_owners: Sequence[str] = (),
         run_id: str | None = None,
+        exclude_ids: Sequence[str] = (),
     ) -> list[PipelineRun]:
         where: list[Any] = [pipeline_runs.c.state.in_(ACTIVE_STATES)]
         if exclude_owners:
             where.append(pipeline_runs.c.owner.not_in(list(exclude_owners)))
         if run_id is not None:
             where.append(pipeline_runs.c.id == run_id)
+        if exclude_ids:
+            where.append(pipeline_runs.c.id.not_in(list(exclude_ids)))
         async with self._sessions.begin() as session:
             now = await db_now(session)
             rows = await claim_rows(

@@ -720,7 +720,12 @@ class Worker:
         counts = Counter(self._owners.values())
         saturated = [owner for owner, count in counts.items() if count >= self._settings.max_per_user]
         claimed = await self._runs.claim(
-            self._settings.worker_id, capacity, self._settings.lease_seconds, exclude_owners=saturated
+            self._settings.worker_id,
+            capacity,
+            self._settings.lease_seconds,
+            exclude_owners=saturated,
+            # A run whose lease lapsed while its task is still here is not started twice in this process.
+            exclude_ids=list(self._tasks),
         )
         surplus: list[str] = []
         started = 0
@@ -763,11 +768,12 @@ class Worker:
                     self._settings.worker_id,
                 )
         finally:
-            self._tasks.pop(run.id, None)
-            self._owners.pop(run.id, None)
-            self._cancel_events.pop(run.id, None)
-            with contextlib.suppress(Exception):
-                await self._runs.release([run.id], self._settings.worker_id)
+            if self._tasks.get(run.id) is asyncio.current_task():
+                self._tasks.pop(run.id, None)
+                self._owners.pop(run.id, None)
+                self._cancel_events.pop(run.id, None)
+                with contextlib.suppress(Exception):
+                    await self._runs.release([run.id], self._settings.worker_id)
 
     async def _renew_forever(self) -> None:
         """Renew leases every third of their length, and look for cancel requests of all runs in one query."""

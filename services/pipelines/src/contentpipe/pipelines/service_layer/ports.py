@@ -71,8 +71,10 @@ class RunRepository(Protocol):
         lease_owner: str,
         limit: int,
         lease_seconds: float,
+        *,
         exclude_owners: Sequence[str] = (),
         run_id: str | None = None,
+        exclude_ids: Sequence[str] = (),
     ) -> list[PipelineRun]:
         """Lease QUEUED or orphaned RUNNING runs (oldest first)."""
 
