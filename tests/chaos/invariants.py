@@ -31,6 +31,7 @@ class JobRunView:
     nominal_time: datetime | None
     state: str
     pipeline_run: str
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RunView:
     targets: tuple[TargetView, ...]
     retries: int
     posts: tuple[str, ...] = ()
+    create_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -108,21 +110,29 @@ def check(observed: Observed) -> Verdict:
     for kind in ("lost", "duplicates", "stuck", "unlisted_unconfirmed", "double_generations", "unreconciled"):
         counts[kind] = 0
 
-    # 1. Every due fire time: exactly one job run, exactly one pipeline run.
-    job_runs_by_fire = Counter((jr.job, jr.nominal_time) for jr in observed.job_runs)
-    runs_by_fire = Counter((r.trigger_job, r.nominal_time) for r in observed.runs if r.trigger_job)
+    # 1. Every due fire time: exactly one job run record, and one pipeline run per attempt (a job retry policy
+    #    may run the pipeline again for the same fire time, but only after the previous attempt failed).
+    job_runs_by_fire: dict[tuple[str, datetime | None], list[JobRunView]] = {}
+    for jr in observed.job_runs:
+        job_runs_by_fire.setdefault((jr.job, jr.nominal_time), []).append(jr)
+    runs_by_fire: dict[tuple[str, datetime | None], list[RunView]] = {}
+    for run in observed.runs:
+        if run.trigger_job:
+            runs_by_fire.setdefault((run.trigger_job, run.nominal_time), []).append(run)
     for fire in observed.fires:
         key = (fire.job, fire.nominal_time)
-        n_job_runs = job_runs_by_fire.get(key, 0)
-        n_runs = runs_by_fire.get(key, 0)
-        if n_job_runs == 0 or n_runs == 0:
-            verdict.add(
-                "lost", f"{fire.job} due {fire.nominal_time:%H:%M:%S}: {n_job_runs} job runs, {n_runs} pipeline runs"
-            )
-        if n_job_runs > 1 or n_runs > 1:
-            verdict.add(
-                "duplicates", f"{fire.job} due {fire.nominal_time:%H:%M:%S}: {n_job_runs} job runs, {n_runs} runs"
-            )
+        job_runs = job_runs_by_fire.get(key, [])
+        runs = sorted(runs_by_fire.get(key, []), key=lambda r: (r.create_time is None, r.create_time, r.name))
+        detail = f"{fire.job} due {fire.nominal_time:%H:%M:%S}: {len(job_runs)} job runs, runs " + ", ".join(
+            f"{r.name.rsplit('/', 1)[-1]}={r.state}" for r in runs
+        )
+        if not job_runs or not runs:
+            verdict.add("lost", detail)
+        attempts = max([jr.attempt for jr in job_runs] + [1])
+        overlapping = [r for r in runs[:-1] if r.state not in ("FAILED", "CANCELED")]
+        succeeded = [r for r in runs if r.state == "SUCCEEDED"]
+        if len(job_runs) > 1 or len(runs) > attempts or overlapping or len(succeeded) > 1:
+            verdict.add("duplicates", detail)
     missed = [jr for jr in observed.job_runs if jr.state == "MISSED"]
     for jr in missed:
         verdict.add("lost", f"{jr.job} fire {jr.nominal_time} recorded MISSED")

@@ -62,6 +62,20 @@ def test_a_fire_time_run_twice_is_a_duplicate_and_a_fire_never_run_is_lost() -> 
     assert verdict.counts["lost"] == 1
 
 
+def test_a_retried_fire_time_is_not_a_duplicate_unless_the_earlier_attempt_had_not_failed() -> None:
+    observed = clean()
+    first = RunView(
+        **{**observed.runs[0].__dict__, "name": "pipelines/p1/runs/r0", "state": "FAILED", "create_time": T0}
+    )
+    later = RunView(**{**observed.runs[0].__dict__, "create_time": T0.replace(minute=1)})
+    observed.runs = [first, later]
+    observed.generations.append(GenerationView("u1", "generations/g0", "run-r0-s0-a1", "chaos r0"))
+    observed.job_runs = [JobRunView("jobs/j1", T0, "SUCCEEDED", later.name, attempt=2)]
+    assert check(observed).counts["duplicates"] == 0
+    observed.runs[0] = RunView(**{**first.__dict__, "state": "SUCCEEDED"})
+    assert check(observed).counts["duplicates"] == 1
+
+
 def test_a_run_left_running_is_stuck_and_unlisted_unconfirmed_posts_are_flagged() -> None:
     observed = clean()
     observed.runs[0] = RunView(

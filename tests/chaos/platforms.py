@@ -1,0 +1,62 @@
+"""The platforms chaos users post to, and how to read back what each one actually holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from contentpipe.api.oauth.v1 import connection_service_pb2 as conn
+from contentpipe.api.oauth.v1 import platform_pb2
+
+from tests.chaos.faults import FaultInjector
+from tests.chaos.invariants import DeliveredPost
+
+if TYPE_CHECKING:
+    from tests.chaos.runner import Driver
+
+
+class Platform(Protocol):
+    name: str
+    faults: FaultInjector | None
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def service_env(self) -> dict[str, str]: ...
+    def connect(self, driver: Driver, user: str) -> str: ...
+    def delivered(self) -> list[DeliveredPost]: ...
+
+
+class OutboxPlatform:
+    """The embedded outbox: posts land as files in a folder the oauth service writes."""
+
+    name = "outbox"
+    faults: FaultInjector | None = None
+
+    def __init__(self, workdir: Path) -> None:
+        self.folder = workdir / "outbox"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def stop(self) -> None:
+        return None
+
+    def service_env(self) -> dict[str, str]:
+        return {"OAUTH_OUTBOX_DIR": str(self.folder)}
+
+    def connect(self, driver: Driver, user: str) -> str:
+        request = conn.CompleteConnectionRequest(platform=platform_pb2.PLATFORM_OUTBOX)
+        return str(driver.call("CompleteConnection", request, user).connection.name)
+
+    def delivered(self) -> list[DeliveredPost]:
+        raise NotImplementedError  # replaced below once the outbox layout is known
+
+
+def chaos_platforms(workdir: Path, *, seed: int, names: list[str]) -> list[Platform]:
+    """The platforms named in PLATFORMS (`none`: pipelines only generate, nothing is posted)."""
+    known: dict[str, Platform] = {"outbox": OutboxPlatform(workdir)}
+    del seed
+    unknown = sorted(set(names) - set(known) - {"none"})
+    if unknown:
+        raise ValueError(f"PLATFORMS: unknown {unknown}; known: {sorted(known)} or none")
+    return [known[name] for name in names if name in known]
