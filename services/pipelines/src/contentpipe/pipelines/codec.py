@@ -9,6 +9,7 @@ from typing import Any
 from contentpipe.api.generation.v1 import generation_service_pb2 as gen_pb
 from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+from contentpipe.common.errors import InvalidArgument
 from contentpipe.pipelines.domain.model import (
     ErrorClass,
     GenerateContent,
@@ -52,10 +53,14 @@ def ts(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def dt(stamp: Timestamp, present: bool = True) -> datetime | None:
+def dt(stamp: Timestamp, present: bool = True, *, field: str = "") -> datetime | None:
+    """A Timestamp as an aware UTC datetime; an out-of-range one from a request is InvalidArgument on `field`."""
     if not present:
         return None
-    return stamp.ToDatetime(tzinfo=UTC)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.single(field or "timestamp", "not a valid timestamp") from None
 
 
 def _seconds(duration: Duration) -> float:
@@ -82,7 +87,7 @@ def generation_kind_pb(kind: GenerationKind) -> int:
     return _GEN_KIND_PB[kind]
 
 
-def step_from_proto(message: pb.Step) -> Step:
+def step_from_proto(message: pb.Step, index: int = 0) -> Step:
     policy: RetryPolicy | None = None
     if message.HasField("retry_policy"):
         raw = message.retry_policy
@@ -118,7 +123,9 @@ def step_from_proto(message: pb.Step) -> Step:
         action = SchedulePipeline(
             cron_expression=schedule.cron.expression if when == "cron" else None,
             time_zone=schedule.cron.time_zone if when == "cron" else "",
-            run_time=dt(schedule.run_time) if when == "run_time" else None,
+            run_time=dt(schedule.run_time, field=f"pipeline.steps[{index}].schedule_pipeline.run_time")
+            if when == "run_time"
+            else None,
             delay_seconds=_seconds(schedule.delay) if when == "delay" else None,
         )
     return Step(id=message.id, action=action, retry_policy=policy)

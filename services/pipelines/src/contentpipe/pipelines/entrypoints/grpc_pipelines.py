@@ -26,7 +26,7 @@ def _draft(message: pb.Pipeline) -> PipelineDraft:
         display_name=message.display_name,
         description=message.description,
         state=codec.PIPELINE_STATE.get(message.state),
-        steps=tuple(codec.step_from_proto(step) for step in message.steps),
+        steps=tuple(codec.step_from_proto(step, index) for index, step in enumerate(message.steps)),
         etag=message.etag,
     )
 
@@ -81,7 +81,7 @@ class PipelineServiceServicer(pipeline_service_pb2_grpc.PipelineServiceServicer)
 
     async def RunPipeline(self, request: pb.RunPipelineRequest, context: Context) -> pb.RunPipelineResponse:
         pipeline_id = parse_name(PIPELINE_PATTERN, request.name)
-        nominal = codec.dt(request.nominal_time, request.HasField("nominal_time"))
+        nominal = codec.dt(request.nominal_time, request.HasField("nominal_time"), field="nominal_time")
         run = await self._runs.run(_owner(), pipeline_id, request.request_id, request.job, nominal)
         return pb.RunPipelineResponse(run=codec.run_to_proto(run))
 
@@ -99,8 +99,10 @@ class PipelineServiceServicer(pipeline_service_pb2_grpc.PipelineServiceServicer)
         if request.state not in codec.RUN_STATE and request.state != pb.PIPELINE_RUN_STATE_UNSPECIFIED:
             raise InvalidArgument.single("state", "unknown run state")
         state: RunState | None = codec.RUN_STATE.get(request.state)
-        after = codec.dt(request.create_time_after, request.HasField("create_time_after"))
-        before = codec.dt(request.create_time_before, request.HasField("create_time_before"))
+        after = codec.dt(request.create_time_after, request.HasField("create_time_after"), field="create_time_after")
+        before = codec.dt(
+            request.create_time_before, request.HasField("create_time_before"), field="create_time_before"
+        )
         limit = page_size(request.page_size)
         query = f"parent={request.parent}&state={request.state}&after={after}&before={before}"
         cursor = self._tokens.decode(request.page_token, query=query)
