@@ -53,12 +53,11 @@ say "connecting the outbox (a local folder standing in for a social platform)"
 "${CP[@]}" connections connect outbox
 
 say "creating the pipeline from examples/local-demo.yaml"
-PIPELINE="$("${CP[@]}" pipelines create -f examples/local-demo.yaml -o json \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])')"
+PIPELINE="$("${CP[@]}" pipelines create -f examples/local-demo.yaml -o name)"
 echo "created $PIPELINE"
 
 say "running it"
-RUN="$("${CP[@]}" pipelines run "$PIPELINE" -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])')"
+RUN="$("${CP[@]}" pipelines run "$PIPELINE" -o name)"
 set +e
 "${CP[@]}" runs watch "$RUN"
 WATCH=$?

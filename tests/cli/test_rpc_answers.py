@@ -117,3 +117,12 @@ def test_watch_of_a_failed_run_exits_1_and_says_why(run_cli: RunCli, fake_server
         "step post FAILED CONNECTION_NEEDS_REAUTH: step post: connections/c1 must be connected again" in result.stdout
     )
     assert f"contentpipe runs resume {RUN_NAME}" in result.stdout
+
+
+def test_output_name_prints_only_resource_names_for_scripts(run_cli: RunCli, service, tmp_path: Path) -> None:
+    _, env = service
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    created = run_cli("pipelines", "create", "-f", str(tmp_path / "p.yaml"), "-o", "name", env=env)
+    assert created.stdout == "pipelines/p1\n"
+    ran = run_cli("pipelines", "run", "pipelines/p1", "-o", "name", env=env)
+    assert ran.stdout == f"{RUN_NAME}\n"

@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
-FORMATS = ("table", "json", "yaml")
+FORMATS = ("table", "json", "yaml", "name")
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -23,9 +23,23 @@ def to_dict(message: Message) -> dict[str, Any]:
     return result
 
 
+def names(data: Any) -> list[str]:
+    """The resource names in a response (`-o name`): its own, or those of the items it lists."""
+    if isinstance(data, dict):
+        if isinstance(data.get("name"), str):
+            return [data["name"]]
+        return [name for value in data.values() if isinstance(value, list) for name in names(value)]
+    if isinstance(data, list):
+        return [name for item in data for name in names(item)]
+    return []
+
+
 def dump(data: Any, fmt: str, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
-    if fmt == "json":
+    if fmt == "name":
+        for name in names(data):
+            out.write(name + "\n")
+    elif fmt == "json":
         out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
         out.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120))

@@ -63,7 +63,13 @@ def add_command(
         aliases=list(aliases),
     )
     if reads:
-        parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="table (default), json or yaml")
+        parser.add_argument(
+            "-o",
+            "--output",
+            choices=FORMATS,
+            default="table",
+            help="table (default), json, yaml, or name (resource names only, for scripts)",
+        )
     if handler is not None:
         parser.set_defaults(handler=handler)
     return parser
