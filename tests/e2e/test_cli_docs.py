@@ -74,3 +74,27 @@ def test_api_doc_commands_work_when_pasted(tmp_path: Path) -> None:
         assert "generate_content.prompt" in violation.stderr
     finally:
         run_cli("--data-dir", str(data), "down")
+
+
+def test_readme_cli_commands_work_when_pasted(tmp_path: Path) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## The `contentpipe` CLI", 1)[1]
+    block = bash_blocks(section)[0]
+    assert "contentpipe up --detach" in block and "contentpipe down" in block
+    # Free ports instead of 50051-50054; the data dir comes from the environment, as a user may set it.
+    script = "set -euo pipefail\n" + block.replace("contentpipe up --detach", "contentpipe up --detach --ports auto")
+    data = tmp_path / "data"
+    try:
+        result = subprocess.run(  # noqa: PLW1510 - asserted below
+            ["bash", "-c", script],
+            cwd=REPO_ROOT,
+            env=cli_environ({"CONTENTPIPE_DATA_DIR": str(data)}),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        run_cli("--data-dir", str(data), "down")
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert "SUCCEEDED" in result.stdout
+    assert "0 9 * * *" in result.stdout  # jobs list shows the schedule the run set
