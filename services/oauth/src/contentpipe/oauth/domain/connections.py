@@ -1,0 +1,204 @@
+"""Connections to social accounts: platforms, profiles, and the health state machine of their tokens."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from contentpipe.oauth.domain.tokens import TokenSet
+
+
+class Platform(StrEnum):
+    INSTAGRAM = "instagram"
+    TWITTER = "twitter"
+    LINKEDIN = "linkedin"
+    TIKTOK = "tiktok"
+    GOOGLE = "google"
+    FACEBOOK = "facebook"
+    OUTBOX = "outbox"
+
+
+class ConnectionStatus(StrEnum):
+    ACTIVE = "active"
+    REFRESH_FAILING = "refresh_failing"  # transient refresh errors: keep trying with backoff
+    NEEDS_REAUTH = "needs_reauth"  # invalid_grant / revoked at the platform: stop trying
+    REVOKED = "revoked"  # revoked through contentpipe
+
+
+class RefreshFailureKind(StrEnum):
+    TRANSIENT = "transient"  # 5xx, timeouts, 429: try again later
+    INVALID_GRANT = "invalid_grant"  # the grant is gone: the user must reconnect
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    account_id: str
+    username: str = ""
+    display_name: str = ""
+    avatar_uri: str = ""
+    profile_uri: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubAccount:
+    """A Facebook Page (with its own token) or an Instagram account linked to one."""
+
+    id: str
+    display_name: str
+    kind: str
+    access_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionError:
+    reason: str
+    message: str
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    id: str
+    owner: str
+    platform: Platform
+    profile: Profile
+    tokens: TokenSet
+    status: ConnectionStatus = ConnectionStatus.ACTIVE
+    granted_scopes: tuple[str, ...] = ()
+    sub_accounts: tuple[SubAccount, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+    last_refresh_at: datetime | None = None
+    last_error: ConnectionError | None = None
+    refresh_failures: int = 0  # consecutive transient failures
+    failing_since: datetime | None = None  # first of those failures
+    next_refresh_at: datetime | None = None  # earliest time the refresher may try again
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"connections/{self.id}"
+
+    @property
+    def usable(self) -> bool:
+        return self.status in (ConnectionStatus.ACTIVE, ConnectionStatus.REFRESH_FAILING)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshPolicy:
+    margin: timedelta = timedelta(minutes=15)
+    backoff_base: timedelta = timedelta(seconds=30)
+    backoff_max: timedelta = timedelta(hours=1)
+    # Platforms whose renewal is the access token itself (Instagram, Facebook) renew this long before expiry
+    # at the latest, because a token that has expired can no longer be exchanged.
+    give_up_after: timedelta = timedelta(days=4)  # Nango gives up after four days of failed refreshes
+
+    def refresh_due_at(self, connection: Connection) -> datetime | None:
+        """When the background refresher should renew the connection; None when it never needs to."""
+        if not connection.usable or connection.tokens.expires_at is None:
+            return None
+        due = connection.tokens.expires_at - self.margin
+        if connection.next_refresh_at is not None and connection.next_refresh_at > due:
+            return connection.next_refresh_at
+        return due
+
+    def needs_refresh(self, connection: Connection, now: datetime) -> bool:
+        """Whether the access token expires within the margin (callers then refresh before using it)."""
+        expires = connection.tokens.expires_at
+        return expires is not None and expires - self.margin <= now
+
+    def backoff(self, failures: int) -> timedelta:
+        """Full-jitter exponential backoff after `failures` consecutive transient failures."""
+        ceiling = min(self.backoff_max.total_seconds(), self.backoff_base.total_seconds() * 2 ** max(failures - 1, 0))
+        return timedelta(seconds=max(self.backoff_base.total_seconds() / 2, random.uniform(0, ceiling)))  # noqa: S311
+
+
+def refreshed(connection: Connection, tokens: TokenSet, now: datetime, **changes: object) -> Connection:
+    """The connection after a successful refresh: ACTIVE, new tokens (refresh token kept when none came back)."""
+    merged = tokens.merged_into(connection.tokens)
+    return replace(
+        connection,
+        tokens=merged,
+        granted_scopes=merged.scopes if merged.scopes is not None else connection.granted_scopes,
+        status=ConnectionStatus.ACTIVE,
+        last_refresh_at=now,
+        last_error=None,
+        refresh_failures=0,
+        failing_since=None,
+        next_refresh_at=None,
+        update_time=now,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def refresh_failed(
+    connection: Connection,
+    kind: RefreshFailureKind,
+    reason: str,
+    message: str,
+    now: datetime,
+    policy: RefreshPolicy,
+) -> Connection:
+    """The connection after a failed refresh.
+
+    invalid_grant → NEEDS_REAUTH (stop trying). Transient → REFRESH_FAILING with a backoff; after
+    `give_up_after` of failures, or once the token has expired with nothing to refresh it, NEEDS_REAUTH.
+    """
+    error = ConnectionError(reason=reason, message=message, time=now)
+    if kind is RefreshFailureKind.INVALID_GRANT:
+        return replace(
+            connection,
+            status=ConnectionStatus.NEEDS_REAUTH,
+            last_error=error,
+            next_refresh_at=None,
+            update_time=now,
+        )
+    failures = connection.refresh_failures + 1
+    failing_since = connection.failing_since or now
+    if now - failing_since >= policy.give_up_after:
+        return replace(
+            connection,
+            status=ConnectionStatus.NEEDS_REAUTH,
+            last_error=ConnectionError(reason="REFRESH_GAVE_UP", message=message, time=now),
+            refresh_failures=failures,
+            next_refresh_at=None,
+            update_time=now,
+        )
+    return replace(
+        connection,
+        status=ConnectionStatus.REFRESH_FAILING,
+        last_error=error,
+        refresh_failures=failures,
+        failing_since=failing_since,
+        next_refresh_at=now + policy.backoff(failures),
+        update_time=now,
+    )
+
+
+def needs_reauth(connection: Connection, reason: str, message: str, now: datetime) -> Connection:
+    return replace(
+        connection,
+        status=ConnectionStatus.NEEDS_REAUTH,
+        last_error=ConnectionError(reason=reason, message=message, time=now),
+        next_refresh_at=None,
+        update_time=now,
+    )
+
+
+def reconnected(existing: Connection, fresh: Connection, now: datetime) -> Connection:
+    """Reconnecting the same account updates it in place: new tokens and profile, the id and creation kept,
+    and a stored refresh token never wiped by an empty one."""
+    return replace(
+        fresh,
+        id=existing.id,
+        create_time=existing.create_time,
+        tokens=fresh.tokens.merged_into(existing.tokens),
+        status=ConnectionStatus.ACTIVE,
+        last_error=None,
+        refresh_failures=0,
+        failing_since=None,
+        next_refresh_at=None,
+        update_time=now,
+    )
