@@ -25,7 +25,7 @@ class SchedulerConfig:
     # The serve loop: one pass every interval (at once again when a pass was full).
     process_interval_seconds: float = 5.0
     process_limit: int = 500
-    batch_size: int = 256
+    batch_size: int = 500
     dispatch_concurrency: int = 64
     poll_interval_seconds: float = 10.0
     webhook_url: str | None = None
@@ -51,7 +51,7 @@ def load_config(environ: Mapping[str, str]) -> SchedulerConfig:
         common=load_common_settings(SERVICE, environ),
         process_interval_seconds=env_duration(environ, "SCHEDULER_PROCESS_INTERVAL", 5.0),
         process_limit=env_int(environ, "SCHEDULER_PROCESS_LIMIT", 500, minimum=1, maximum=10_000),
-        batch_size=env_int(environ, "SCHEDULER_BATCH_SIZE", 256, minimum=1, maximum=5_000),
+        batch_size=env_int(environ, "SCHEDULER_BATCH_SIZE", 500, minimum=1, maximum=5_000),
         dispatch_concurrency=env_int(environ, "SCHEDULER_DISPATCH_CONCURRENCY", 64, minimum=1, maximum=1_000),
         poll_interval_seconds=env_duration(environ, "SCHEDULER_POLL_INTERVAL", 10.0),
         webhook_url=webhook_url,

@@ -7,7 +7,7 @@ Every method is one short transaction; "now" always comes from the database cloc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contentpipe.common.database import claim_rows, db_now, is_postgresql, session_factory
@@ -32,10 +32,29 @@ from contentpipe.scheduler.service_layer.store import (
     NotificationDraft,
     RunChange,
 )
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+# Columns of a new job run and their PostgreSQL types, for the `unnest` insert.
+_RUN_COLUMNS = {
+    "id": "varchar",
+    "job_id": "varchar",
+    "owner": "varchar",
+    "pipeline": "varchar",
+    "nominal_time": "timestamptz",
+    "state": "integer",
+    "manual": "boolean",
+    "request_id": "varchar",
+    "trigger_time": "timestamptz",
+    "pipeline_run": "varchar",
+    "attempt": "integer",
+    "message": "text",
+    "next_check_at": "timestamptz",
+    "lease_owner": "varchar",
+    "lease_expires_at": "timestamptz",
+}
 
 
 def _seconds(value: timedelta | None) -> float | None:
@@ -302,19 +321,35 @@ class SqlSchedulerStore:
         """INSERT … ON CONFLICT (job_id, nominal_time) DO NOTHING; returns the (job_id, nominal) we own."""
         if not rows:
             return []
-        owned: list[tuple[str, datetime]] = []
-        # Bound the statement size (PostgreSQL allows 65,535 parameters; SQLite 32,766).
-        columns = max(len(rows[0]), 1)
-        chunk = max(1, 30_000 // columns)
-        for start in range(0, len(rows), chunk):
-            statement = (
-                self._insert(job_runs)
-                .values(rows[start : start + chunk])
-                .on_conflict_do_nothing(index_elements=["job_id", "nominal_time"])
-                .returning(job_runs.c.job_id, job_runs.c.nominal_time)
-            )
-            owned.extend((r[0], r[1]) for r in (await session.execute(statement)).all())
-        return owned
+        if self._pg:
+            return await self._insert_runs_unnest(session, rows)
+        # SQLite: one executemany that SQLAlchemy's "insertmanyvalues" turns into multi-row INSERT … RETURNING.
+        statement = (
+            self._insert(job_runs)
+            .on_conflict_do_nothing(index_elements=["job_id", "nominal_time"])
+            .returning(job_runs.c.job_id, job_runs.c.nominal_time)
+        )
+        connection = await session.connection()
+        result = await connection.execute(statement, rows)
+        return [(r[0], r[1]) for r in result.all()]
+
+    async def _insert_runs_unnest(
+        self, session: AsyncSession, rows: list[dict[str, Any]]
+    ) -> list[tuple[str, datetime]]:
+        """PostgreSQL: one statement of fixed text whatever the batch size (arrays, `unnest`), so neither the
+        client nor the server re-parses a new multi-row statement per batch."""
+        columns = list(_RUN_COLUMNS)
+        arrays = {name: [row.get(name) for row in rows] for name in columns}
+        for name in ("nominal_time", "trigger_time", "next_check_at", "lease_expires_at"):
+            arrays[name] = [None if v is None else v.astimezone(UTC) for v in arrays[name]]
+        selects = ", ".join(f"CAST(:{name} AS {sql_type}[])" for name, sql_type in _RUN_COLUMNS.items())
+        statement = text(
+            f"INSERT INTO scheduler_job_runs ({', '.join(columns)}) "  # noqa: S608 - fixed column list
+            f"SELECT * FROM unnest({selects}) "
+            "ON CONFLICT (job_id, nominal_time) DO NOTHING RETURNING job_id, nominal_time"
+        )
+        result = await session.execute(statement, arrays)
+        return [(r[0], r[1].astimezone(UTC)) for r in result.all()]
 
     # ------------------------------------------------------------------ due jobs
 
@@ -445,6 +480,8 @@ class SqlSchedulerStore:
                         "b_last_fire": last_fire,
                         "b_has_fire": last_fire is not None,
                         "b_outcome": last_outcome,
+                        # The trigger happens now (the record is written before the call): lag = now - nominal.
+                        "b_lag": None if last_fire is None else (now - last_fire).total_seconds(),
                     }
                 )
             if job_updates:
@@ -466,6 +503,7 @@ class SqlSchedulerStore:
                             func.nullif(bindparam("b_outcome"), 0),
                             jobs.c.last_outcome,
                         ),
+                        last_lag_s=func.coalesce(bindparam("b_lag", type_=jobs.c.last_lag_s.type), jobs.c.last_lag_s),
                         lease_owner=None,
                         lease_expires_at=None,
                     )
@@ -547,12 +585,6 @@ class SqlSchedulerStore:
             ]
             connection = await session.connection()
             await connection.execute(statement, params)
-            lags = [c for c in changes if c.lag_seconds is not None]
-            if lags:
-                await connection.execute(
-                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(last_lag_s=bindparam("b_lag")),
-                    [{"b_job": c.job_id, "b_lag": c.lag_seconds} for c in lags],
-                )
             outcomes = [c for c in changes if c.state != JobRunState.TRIGGERED]
             if outcomes:
                 await connection.execute(

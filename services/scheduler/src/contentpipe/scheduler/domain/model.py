@@ -194,8 +194,10 @@ def plan_due_job(job: Job, now: datetime, *, running: bool, buffered: bool) -> D
         next_fire: datetime | None = None
     else:
         until = now if job.end_time is None else min(now, job.end_time)
-        due, truncated = schedule.times_between(job.next_fire_time, until, limit=MAX_RECORDS_PER_PASS)
-        next_fire = schedule.next_after(max(now, due[-1]) if due else now).time
+        due, truncated, following = schedule.times_until(job.next_fire_time, until, limit=MAX_RECORDS_PER_PASS)
+        if following is None or until < now:
+            following = schedule.next_after(now).time
+        next_fire = following
         if job.end_time is not None and next_fire > job.end_time:
             next_fire = None
     window = effective_catch_up_window(job.misfire_policy, job.catch_up_window, job.period, job.max_catch_up_runs)

@@ -35,6 +35,7 @@ _TZ_PREFIX = re.compile(r"^\s*(CRON_TZ|TZ)\s*=", re.IGNORECASE)
 # A schedule that has no match in this many years is refused as never firing (29 Feb still matches).
 _MAX_YEARS_BETWEEN_MATCHES = 9
 _PERIOD_SAMPLES = 64
+_MEMO_SIZE = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class CronSchedule:
         hour_field = self.expression.split()[1]
         # Debian cron's convention: a wildcard or a step in the hour field means "keep real cadence".
         self.stepped = "*" in hour_field or "/" in hour_field
+        self._memo: dict[datetime, FireTime] = {}
         self._iter = croniter(
             self.expression,
             datetime(2000, 1, 1),
@@ -163,8 +165,21 @@ class CronSchedule:
         return [self._fire(utc0, overlap=True)]
 
     def next_after(self, after: datetime) -> FireTime:
-        """The first fire time strictly after `after` (aware)."""
+        """The first fire time strictly after `after` (aware).
+
+        Memoised: many jobs share an expression and a fire time, and croniter is the costliest step of planning.
+        """
         after = after.astimezone(UTC)
+        cached = self._memo.get(after)
+        if cached is not None:
+            return cached
+        fire = self._compute_next_after(after)
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.pop(next(iter(self._memo)))
+        self._memo[after] = fire
+        return fire
+
+    def _compute_next_after(self, after: datetime) -> FireTime:
         local = after.astimezone(self.zone)
         naive = local.replace(tzinfo=None, fold=0)
         best: FireTime | None = None
@@ -213,17 +228,24 @@ class CronSchedule:
 
     def times_between(self, first: datetime, until: datetime, *, limit: int) -> tuple[list[datetime], bool]:
         """Fire instants in [first, until], `first` included; at most `limit` (and whether more were cut)."""
+        times, truncated, _ = self.times_until(first, until, limit=limit)
+        return times, truncated
+
+    def times_until(
+        self, first: datetime, until: datetime, *, limit: int
+    ) -> tuple[list[datetime], bool, datetime | None]:
+        """Like `times_between`, plus the first fire time after `until` when it was found on the way."""
         times: list[datetime] = []
         cursor = first
         if cursor > until:
-            return times, False
+            return times, False, first
         times.append(cursor)
         while True:
             fire = self.next_after(cursor).time
             if fire > until:
-                return times, False
+                return times, False, fire
             if len(times) >= limit:
-                return times, True
+                return times, True, None
             times.append(fire)
             cursor = fire
 

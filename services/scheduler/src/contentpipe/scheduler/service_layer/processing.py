@@ -55,8 +55,10 @@ _PERMANENT = (ErrorClass.PERMANENT, ErrorClass.NEEDS_REAUTH)
 
 @dataclass(frozen=True, slots=True)
 class ProcessingSettings:
-    batch_size: int = 256
+    batch_size: int = 500
     dispatch_concurrency: int = 64
+    # Batches whose pipelines calls may be in flight while the next batch is claimed.
+    pipeline_depth: int = 3
     claim_lease_seconds: float = 60.0
     # How often a triggered pipeline run is polled for its outcome.
     poll_interval: timedelta = timedelta(seconds=10)
@@ -128,26 +130,38 @@ class Processor:
         result = PassResult()
         await self._process_active_runs(result, limit=limit, owner=owner, job_id=job_id)
         remaining = limit
-        while remaining > 0:
-            batch = min(self._settings.batch_size, remaining)
-            now, claimed, running = await self._store.claim_due_jobs(
-                limit=batch,
-                lease_owner=self._lease_owner,
-                lease_seconds=self._settings.claim_lease_seconds,
-                owner=owner,
-                job_id=job_id,
-            )
-            if not claimed:
-                break
-            result.claimed += len(claimed)
-            remaining -= len(claimed)
-            records = [self._plan(job, now, *running[job.id]) for job in claimed]
-            owned = await self._store.record_due(now, self._lease_owner, self._settings.claim_lease_seconds, records)
-            for record in records:
-                self._count_not_run(record, result)
-            await self._dispatch_new(owned, now, result)
-            if len(claimed) < batch:
-                break
+        # Batches overlap: while one batch waits on the pipelines service, the next is claimed and recorded.
+        dispatching: set[asyncio.Task[None]] = set()
+        try:
+            while remaining > 0:
+                batch = min(self._settings.batch_size, remaining)
+                now, claimed, running = await self._store.claim_due_jobs(
+                    limit=batch,
+                    lease_owner=self._lease_owner,
+                    lease_seconds=self._settings.claim_lease_seconds,
+                    owner=owner,
+                    job_id=job_id,
+                )
+                if not claimed:
+                    break
+                result.claimed += len(claimed)
+                remaining -= len(claimed)
+                records = [self._plan(job, now, *running[job.id]) for job in claimed]
+                owned = await self._store.record_due(
+                    now, self._lease_owner, self._settings.claim_lease_seconds, records
+                )
+                for record in records:
+                    self._count_not_run(record, result)
+                dispatching.add(asyncio.create_task(self._dispatch_new(owned, now, result)))
+                if len(dispatching) >= self._settings.pipeline_depth:
+                    done, dispatching = await asyncio.wait(dispatching, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+                if len(claimed) < batch:
+                    break
+        finally:
+            if dispatching:
+                await asyncio.gather(*dispatching)
         return result
 
     async def dispatch_one(self, claimed: ClaimedRun) -> PassResult:
@@ -239,7 +253,6 @@ class Processor:
                     pipeline_run=outcome.name,
                     attempt=attempt,
                     next_check_at=now + self._settings.poll_interval,
-                    lag_seconds=lag,
                 )
             )
             return

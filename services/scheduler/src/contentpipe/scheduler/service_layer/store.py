@@ -46,7 +46,6 @@ class RunChange:
     next_retry_time: datetime | None = None
     finish_time: datetime | None = None
     message: str = ""
-    lag_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
