@@ -52,10 +52,10 @@ def short_enum(value: str, prefix: str) -> str:
 
 def console(stream: TextIO | None = None) -> Console:
     out = stream or sys.stdout
-    # Wide and colourless when piped so lines are not wrapped or cut in logs and tests.
+    # Colourless and unwrapped when piped: one row per line in logs, scripts and tests.
     if out.isatty():
         return Console(file=out)
-    return Console(file=out, width=200, no_color=True, highlight=False, soft_wrap=True)
+    return Console(file=out, width=1000, no_color=True, highlight=False, soft_wrap=True)
 
 
 @dataclass(frozen=True, slots=True)

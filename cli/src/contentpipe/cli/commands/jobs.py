@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2 as pb
@@ -220,7 +221,7 @@ async def trigger_job(session: Session, args: argparse.Namespace) -> int:
     if args.output == "table":
         print_table([to_dict(response.job_run)], JOB_RUN_COLUMNS)
         if response.job_run.pipeline_run:
-            print(f"follow it: contentpipe runs watch {response.job_run.pipeline_run}")
+            print(f"follow it: contentpipe runs watch {response.job_run.pipeline_run}", file=sys.stderr)
     else:
         print_resource(response.job_run, args.output)
     return EXIT_OK
