@@ -251,3 +251,64 @@ def fill(draw: st.DrawFn, message: Message, descriptor: Descriptor, depth: int) 
             getattr(message, field.name).extend(draw(st.lists(scalar_strategy(field), min_size=size, max_size=size)))
         else:
             setattr(message, field.name, draw(scalar_strategy(field)))
+
+
+# ------------------------------------------------------------------------------------------- mutation of valid seeds
+
+# Text that is valid protobuf but that databases and parsers choke on: NUL (PostgreSQL text cannot hold it),
+# lone surrogates are impossible in proto strings, so: NUL, control characters, huge, RTL overrides.
+MUTANT_TEXT = st.one_of(
+    st.sampled_from(["\x00", "a\x00b", "\x00" * 3, "\x1b[31m", "\r\n\t", "\u202e", "x" * 100_000, ""]),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=30).map(lambda t: t + "\x00"),
+    text,
+)
+
+
+def leaf_paths(descriptor: Descriptor, prefix: tuple[str, ...] = (), depth: int = 0) -> list[tuple[str, ...]]:
+    """Every scalar or well-known-message field reachable from `descriptor` (3 levels), as attribute paths."""
+    paths: list[tuple[str, ...]] = []
+    for f in descriptor.fields:
+        path = (*prefix, f.name)
+        if f.message_type is None or f.message_type.full_name.startswith("google.protobuf."):
+            paths.append(path)
+        elif depth < 3 and not f.message_type.GetOptions().map_entry:
+            paths.extend(leaf_paths(f.message_type, path, depth + 1))
+    return paths
+
+
+def _descend(message: Message, path: tuple[str, ...]) -> tuple[Message, FieldDescriptor] | None:
+    target: Any = message
+    for part in path[:-1]:
+        child = getattr(target, part)
+        repeated = hasattr(child, "add")
+        target = (child[0] if len(child) else child.add()) if repeated else child
+    field = target.DESCRIPTOR.fields_by_name[path[-1]]
+    return target, field
+
+
+@st.composite
+def mutants(draw: st.DrawFn, seed: Message) -> Message:
+    """`seed` (a valid request) with one to three of its fields replaced by hostile values."""
+    message = type(seed)()
+    message.CopyFrom(seed)
+    paths = leaf_paths(message.DESCRIPTOR)  # type: ignore[arg-type]
+    if not paths:  # an empty request (ListPlatforms): nothing to break
+        return message
+    for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3, unique=True)):
+        found = _descend(message, path)
+        if found is None:
+            continue
+        target, field = found
+        if field.message_type is not None:  # a well-known type: hostile contents
+            if field.is_repeated:
+                fill(draw, getattr(target, field.name).add(), field.message_type, 0)
+            else:
+                fill(draw, getattr(target, field.name), field.message_type, 0)
+                getattr(target, field.name).SetInParent()
+            continue
+        values = MUTANT_TEXT if field.type == FieldDescriptor.TYPE_STRING else scalar_strategy(field)
+        if field.is_repeated:
+            getattr(target, field.name).extend(draw(st.lists(values, min_size=1, max_size=3)))
+        else:
+            setattr(target, field.name, draw(values))
+    return message
