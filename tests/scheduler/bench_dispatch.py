@@ -119,13 +119,13 @@ def _skip_locked(dsn: str, jobs: int, workers: int) -> float:
 
 
 async def _seed_scheduler(db_url: str, jobs: int) -> None:
-    from contentpipe.common.database import create_engine, db_now, session_factory
+    from contentpipe.common.database import create_engine, db_now, run_migrations, session_factory
     from contentpipe.scheduler import bootstrap
     from contentpipe.scheduler.adapters.tables import job_runs
     from contentpipe.scheduler.adapters.tables import jobs as jobs_table
     from sqlalchemy import delete, insert
 
-    await bootstrap.run_migrations(db_url, bootstrap.MIGRATIONS, bootstrap.VERSION_TABLE)
+    await run_migrations(db_url, bootstrap.MIGRATIONS, bootstrap.VERSION_TABLE)
     engine = create_engine(db_url)
     async with session_factory(engine)() as session, session.begin():
         now = await db_now(session)
@@ -212,7 +212,7 @@ def _scheduler(db_url: str, pipelines: str, jobs: int, workers: int) -> float:
     _go_and_wait(procs)
     # From the first worker's start to the last worker's end of processing (not process start-up/exit).
     reports = [json.loads(p.stdout.read().strip().splitlines()[-1]) for p in procs if p.stdout is not None]
-    elapsed = max(r["end"] for r in reports) - min(r["start"] for r in reports)
+    elapsed = float(max(r["end"] for r in reports) - min(r["start"] for r in reports))
     dispatched = asyncio.run(_count_dispatched(db_url))
     if dispatched != jobs:
         raise SystemExit(f"scheduler dispatched {dispatched} of {jobs}")

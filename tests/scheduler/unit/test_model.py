@@ -33,7 +33,12 @@ def test_one_off_fires_once_then_completes() -> None:
 
 def test_end_time_stops_the_schedule() -> None:
     end = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
-    job = cron_job("*/10 * * * *", end_time=end, next_fire_time=datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
+    job = cron_job(
+        "*/10 * * * *",
+        end_time=end,
+        next_fire_time=datetime(2026, 11, 29, 12, 0, tzinfo=UTC),
+        period=timedelta(minutes=10),
+    )
     plan = plan_due_job(job, NOW, running=False, buffered=False)
     assert [d for _, d in plan.decisions] == [Decision.RUN]
     assert plan.next_fire_time == datetime(2026, 11, 29, 12, 10, tzinfo=UTC) and not plan.complete
