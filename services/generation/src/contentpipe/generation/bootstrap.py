@@ -40,6 +40,7 @@ from contentpipe.generation.service_layer.worker import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = version_table_for(SERVICE)
+POOL_SIZE = 32
 
 
 @dataclass(slots=True)
@@ -71,12 +72,23 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
     storage = config.storage
     repository = SqlGenerationRepository(engine)
     catalogue = build_catalogue(config)
-    replicate_client = create_http_client(max_connections=200)
+    # One connection per concurrent prediction (a `Prefer: wait` create holds its connection), plus polls/cancels,
+    # spread over pools of POOL_SIZE (a large httpx pool costs CPU per request).
+    shards = -(-(config.limits["replicate"].concurrency + 20) // POOL_SIZE)
+    tls = httpx.create_ssl_context()  # loading the CA bundle costs ~50 ms: once, not per pool
+    replicate_clients = [
+        create_http_client(
+            transport=httpx.AsyncHTTPTransport(
+                verify=tls, limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+            )
+        )
+        for _ in range(shards)
+    ]
     fetch_client = create_http_client(
         timeout=httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=30.0), max_connections=50
     )
-    cog_client = create_http_client(max_connections=50)
-    clients = [replicate_client, fetch_client, cog_client]
+    cog_client = create_http_client(max_connections=config.limits["cog"].concurrency + 20)
+    clients = [*replicate_clients, fetch_client, cog_client]
     blobs: BlobBackend
     if storage.backend == "s3":
         assert storage.s3_endpoint_url and storage.s3_access_key_id and storage.s3_secret_access_key
@@ -114,7 +126,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
             lookup_attempts=r.lookup_attempts,
             lookup_delay_seconds=r.lookup_delay_seconds,
         ),
-        replicate_client,
+        replicate_clients,
     )
     cog = CogProvider(
         cog_client,

@@ -8,9 +8,11 @@ before anything is created again; a restarted worker does the same, or polls the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,13 +58,19 @@ class _Ambiguous(Exception):
 class ReplicateProvider:
     name = "replicate"
 
-    def __init__(self, settings: ReplicateSettings, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: ReplicateSettings, clients: httpx.AsyncClient | Sequence[httpx.AsyncClient]) -> None:
         self._s = settings
-        self._client = client
+        # Several small connection pools instead of one big one: httpcore scans its whole pool for every request,
+        # which costs O(connections) per request and dominated CPU with hundreds of predictions in flight.
+        self._clients = [clients] if isinstance(clients, httpx.AsyncClient) else list(clients)
+        self._next_client = itertools.cycle(range(len(self._clients)))
         self._headers = {"authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
         self._base = settings.base_url.rstrip("/")
         self._webhook_events: dict[str, asyncio.Event] = {}
         self._webhook_latest: dict[str, dict[str, Any]] = {}
+
+    def _client(self) -> httpx.AsyncClient:
+        return self._clients[next(self._next_client)]
 
     # ------------------------------------------------------------------ input shaping (reference A9)
 
@@ -138,7 +146,7 @@ class ReplicateProvider:
         if not record.id:
             return
         response = await retrying_request(
-            self._client, "POST", f"{self._base}/v1/predictions/{record.id}/cancel",
+            self._client(), "POST", f"{self._base}/v1/predictions/{record.id}/cancel",
             retry_methods={"POST"}, max_attempts=3, headers=self._headers, timeout=10.0,
         )  # fmt: skip
         if response.status_code >= 400 and response.status_code != 404:
@@ -187,7 +195,7 @@ class ReplicateProvider:
                 # A backstop for when we cannot cancel ourselves (crash); our own deadline fires first.
                 headers["cancel-after"] = f"{remaining + CANCEL_AFTER_MARGIN_SECONDS}s"
             try:
-                response = await self._client.post(f"{self._base}{path}", json=body, headers=headers, timeout=timeout)
+                response = await self._client().post(f"{self._base}{path}", json=body, headers=headers, timeout=timeout)
             except httpx.ConnectError as exc:  # never reached the server: nothing was created
                 await asyncio.sleep(1.0)
                 _log.warning("replicate unreachable; retrying create", extra={"error": str(exc)})
@@ -222,7 +230,7 @@ class ReplicateProvider:
             pages = 0
             while url and pages < 10:
                 pages += 1
-                response = await retrying_request(self._client, "GET", url, headers=self._headers, timeout=15.0)
+                response = await retrying_request(self._client(), "GET", url, headers=self._headers, timeout=15.0)
                 if response.status_code >= 400:
                     break
                 page = response.json()
@@ -257,7 +265,7 @@ class ReplicateProvider:
         while True:
             try:
                 response = await retrying_request(
-                    self._client, "GET", f"{self._base}/v1/predictions/{prediction_id}",
+                    self._client(), "GET", f"{self._base}/v1/predictions/{prediction_id}",
                     headers=self._headers, timeout=self._s.request_timeout_seconds,
                 )  # fmt: skip
                 if response.status_code == 200:

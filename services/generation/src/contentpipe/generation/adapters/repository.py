@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from contentpipe.common.database import claim_rows, db_now, release_rows, session_factory
+from contentpipe.common.database import claim_rows, db_now, is_postgresql, release_rows, session_factory
 from contentpipe.generation.domain.model import (
     TERMINAL_STATES,
     Asset,
@@ -19,8 +20,10 @@ from contentpipe.generation.domain.model import (
     PredictionRecord,
 )
 from contentpipe.generation.service_layer.ports import ListQuery
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 
@@ -100,11 +103,69 @@ def _from_row(row: Any) -> Generation:
     )
 
 
+class GroupCommit:
+    """Runs write operations of concurrent callers in shared transactions, one at a time.
+
+    Hundreds of generations finishing together then cost a few commits instead of hundreds, and SQLite sees a
+    single writer per process (no "database is locked" from racing write transactions). Each caller still awaits
+    the commit that contains its write, so nothing is acknowledged before it is durable.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_batch: int = 200) -> None:
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._pending: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def run(self, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((operation, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="generation-group-commit")
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            results: list[Any] = []
+            try:
+                async with self._sessions.begin() as session:
+                    for operation, _ in batch:
+                        results.append(await operation(session))
+            except Exception as exc:
+                if len(batch) > 1:
+                    # One bad write must not fail its neighbours: run each on its own.
+                    for operation, future in batch:
+                        await self._run_alone(operation, future)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _run_alone(
+        self, operation: Callable[[AsyncSession], Awaitable[Any]], future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                result = await operation(session)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+
 class SqlGenerationRepository:
-    """Every method is one short transaction; the worker's saves are conditional on a non-terminal row."""
+    """Writes go through one group committer; the worker's saves are conditional on a non-terminal row."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = session_factory(engine)
+        self._writes = GroupCommit(self._sessions)
 
     async def add(self, generation: Generation) -> Generation:
         now = datetime.now(UTC)
@@ -121,23 +182,23 @@ class SqlGenerationRepository:
             "deadline_time": generation.deadline_time,
             **_row_values(generation, now),
         }
-        try:
-            async with self._sessions.begin() as session:
-                await session.execute(sa.insert(generations).values(values))
-        except IntegrityError:
-            if not generation.request_id:
-                raise
-            async with self._sessions() as session:
-                row = (
-                    await session.execute(
-                        sa.select(generations).where(
-                            generations.c.owner == generation.owner,
-                            generations.c.request_id == generation.request_id,
-                        )
+
+        async def insert(session: AsyncSession) -> Generation:
+            dialect = postgresql if is_postgresql(session) else sqlite
+            result = await session.execute(dialect.insert(generations).values(values).on_conflict_do_nothing())
+            if result.rowcount:  # type: ignore[attr-defined]
+                return generation
+            # The same request_id from the same user: answer with the first generation (AIP-155).
+            row = (
+                await session.execute(
+                    sa.select(generations).where(
+                        generations.c.owner == generation.owner, generations.c.request_id == generation.request_id
                     )
-                ).one()
+                )
+            ).one()
             return _from_row(row)
-        return generation
+
+        return await self._writes.run(insert)
 
     async def get(self, generation_id: str) -> Generation | None:
         async with self._sessions() as session:
@@ -165,14 +226,16 @@ class SqlGenerationRepository:
             .where(generations.c.id == generation.id, generations.c.state.in_(_OPEN_STATES))
             .values(_row_values(generation, datetime.now(UTC)))
         )
-        async with self._sessions.begin() as session:
+
+        async def update(session: AsyncSession) -> bool:
             result = await session.execute(statement)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+        return await self._writes.run(update)
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:
-        async with self._sessions.begin() as session:
-            now = await db_now(session)
-            rows = await claim_rows(
+        async def claim(session: AsyncSession) -> list[Any]:
+            return await claim_rows(
                 session,
                 generations,
                 where=[generations.c.state.in_(_OPEN_STATES)],
@@ -180,13 +243,15 @@ class SqlGenerationRepository:
                 limit=limit,
                 lease_owner=worker_id,
                 lease_seconds=lease_seconds,
-                now=now,
+                now=await db_now(session),
             )
-        return [_from_row(row) for row in rows]
+
+        return [_from_row(row) for row in await self._writes.run(claim)]
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
         c = generations.c
-        async with self._sessions.begin() as session:
+
+        async def renew(session: AsyncSession) -> set[str]:
             now = await db_now(session)
             await session.execute(
                 sa.update(generations)
@@ -194,11 +259,17 @@ class SqlGenerationRepository:
                 .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
             )
             finished = await session.execute(sa.select(c.id).where(c.id.in_(ids), c.state.in_(_TERMINAL)))
-        return {row[0] for row in finished}
+            return {row[0] for row in finished}
+
+        return await self._writes.run(renew)
 
     async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
         c = generations.c
-        async with self._sessions.begin() as session:
-            if ids is None:
-                ids = [row[0] for row in await session.execute(sa.select(c.id).where(c.lease_owner == worker_id))]
-            await release_rows(session, generations, list(ids), lease_owner=worker_id)
+
+        async def release(session: AsyncSession) -> None:
+            chosen = ids
+            if chosen is None:
+                chosen = [row[0] for row in await session.execute(sa.select(c.id).where(c.lease_owner == worker_id))]
+            await release_rows(session, generations, list(chosen), lease_owner=worker_id)
+
+        await self._writes.run(release)

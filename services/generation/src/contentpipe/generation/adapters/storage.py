@@ -231,12 +231,14 @@ class StoredAssets:
         scratch_dir: Path,
         max_bytes: int,
         fetch_timeout: float = 300.0,
+        download_concurrency: int = 16,
     ) -> None:
         self._blobs = blobs
         self._client = client
         self._scratch = scratch_dir.resolve()
         self._max_bytes = max_bytes
         self._fetch_timeout = fetch_timeout
+        self._downloads = asyncio.Semaphore(download_concurrency)
 
     def scratch_file(self, suffix: str) -> Path:
         self._scratch.mkdir(parents=True, exist_ok=True)
@@ -340,7 +342,9 @@ class StoredAssets:
         last_error = ""
         for attempt in range(4):
             try:
-                async with asyncio.timeout(self._fetch_timeout):
+                # Few downloads at once: waiting here is cheap, while httpx's pool rescans every queued request
+                # on each event (quadratic CPU with hundreds waiting).
+                async with self._downloads, asyncio.timeout(self._fetch_timeout):
                     return await self._download_once(url, path)
             except GenerationFailure:
                 raise
