@@ -1,0 +1,197 @@
+"""Runner and worker over in-memory fakes of their ports: limits, failures, deadlines, cancellation, scale."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from contentpipe.generation.domain.catalogue import LOCAL_MODELS, Catalogue, ModelSpec
+from contentpipe.generation.domain.model import (
+    Asset,
+    ErrorReason,
+    Generation,
+    GenerationFailure,
+    GenerationKind,
+    GenerationOptions,
+    GenerationState,
+    PredictionRecord,
+)
+from contentpipe.generation.service_layer.ports import Checkpoint, ListQuery, OutputFile, StepInput, StepResult
+from contentpipe.generation.service_layer.runner import GenerationRunner
+from contentpipe.generation.service_layer.worker import GenerationWorker, WorkerSettings
+
+pytestmark = pytest.mark.unit
+
+
+class MemoryRepository:
+    def __init__(self) -> None:
+        self.rows: dict[str, Generation] = {}
+        self.leases: dict[str, str] = {}
+        self.saves = 0
+
+    async def add(self, generation: Generation) -> Generation:
+        self.rows[generation.id] = replace(generation)
+        return generation
+
+    async def get(self, generation_id: str) -> Generation | None:
+        return self.rows.get(generation_id)
+
+    async def page(self, query: ListQuery) -> list[Generation]:
+        return list(self.rows.values())[: query.limit]
+
+    async def save(self, generation: Generation) -> bool:
+        self.saves += 1
+        if self.rows[generation.id].state.terminal:
+            return False
+        self.rows[generation.id] = replace(generation, predictions=list(generation.predictions))
+        return True
+
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:
+        free = [g for g in self.rows.values() if not g.state.terminal and g.id not in self.leases][:limit]
+        for generation in free:
+            self.leases[generation.id] = worker_id
+        return [replace(g, predictions=list(g.predictions)) for g in free]
+
+    async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
+        return {i for i in ids if self.rows[i].state.terminal}
+
+    async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
+        for generation_id in list(self.leases if ids is None else ids):
+            if self.leases.get(generation_id) == worker_id:
+                del self.leases[generation_id]
+
+
+class SleepyProvider:
+    """Takes `seconds` per prediction, records peak concurrency and cancels."""
+
+    name = "local"
+
+    def __init__(self, seconds: float, fail: ErrorReason | None = None) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.running = 0
+        self.peak = 0
+        self.cancelled: list[str] = []
+
+    async def run(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> StepResult:
+        record.id = f"p-{step.generation_id}"
+        record.status = "processing"
+        await checkpoint(0.5)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running -= 1
+        if self.fail is not None:
+            record.status = "failed"
+            raise GenerationFailure(self.fail, "model crashed")
+        record.status = "succeeded"
+        return StepResult(text="done")
+
+    async def cancel(self, record: PredictionRecord, spec: ModelSpec) -> None:
+        self.cancelled.append(record.id)
+
+
+class NoAssets:
+    async def ingest(self, output: OutputFile) -> Asset:
+        raise AssertionError("TEXT has no files")
+
+    def present(self, asset: Asset, now: datetime) -> Asset:
+        return asset
+
+    async def inline_source(self, asset: Asset) -> str:
+        return asset.uri
+
+
+def _text(i: int, deadline: timedelta = timedelta(minutes=5)) -> Generation:
+    now = datetime.now(UTC)
+    return Generation(
+        id=f"g{i:04d}", owner="u", kind=GenerationKind.TEXT, prompt="p", options=GenerationOptions(max_tokens=8),
+        provider="local", model="local-text", create_time=now, deadline_time=now + deadline,
+    )  # fmt: skip
+
+
+def _worker(repo: MemoryRepository, provider: SleepyProvider, concurrency: int) -> GenerationWorker:
+    runner = GenerationRunner(repo, {"local": provider}, Catalogue(LOCAL_MODELS, "local"), NoAssets())
+    settings = WorkerSettings(worker_id="w", lease_seconds=30, poll_interval=0.02, concurrency={"local": concurrency})
+    return GenerationWorker(repo, runner, settings)
+
+
+async def _until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+
+
+async def test_500_generations_on_a_1s_provider_finish_in_about_a_second_without_threads() -> None:
+    repo, provider = MemoryRepository(), SleepyProvider(1.0)
+    for i in range(500):
+        await repo.add(_text(i))
+    worker = _worker(repo, provider, concurrency=1000)
+    threads = threading.active_count()
+    started = time.monotonic()
+    task = asyncio.create_task(worker.run())
+    await _until(lambda: all(g.state is GenerationState.SUCCEEDED for g in repo.rows.values()))
+    elapsed = time.monotonic() - started
+    assert threading.active_count() == threads  # async polling: no thread per generation
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert provider.peak == 500
+    assert elapsed < 2.0
+
+
+async def test_per_provider_concurrency_makes_generations_wait_not_fail() -> None:
+    repo, provider = MemoryRepository(), SleepyProvider(0.05)
+    for i in range(12):
+        await repo.add(_text(i))
+    task = asyncio.create_task(_worker(repo, provider, concurrency=3).run())
+    await _until(lambda: all(g.state is GenerationState.SUCCEEDED for g in repo.rows.values()))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert provider.peak == 3
+    assert all(g.text == "done" and g.progress == 1.0 for g in repo.rows.values())
+
+
+async def test_provider_failure_and_deadline_end_in_failed_with_a_reason() -> None:
+    repo = MemoryRepository()
+    failing = SleepyProvider(0.01, fail=ErrorReason.PROVIDER_FAILED)
+    await repo.add(_text(1))
+    task = asyncio.create_task(_worker(repo, failing, 2).run())
+    await _until(lambda: repo.rows["g0001"].state.terminal)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    failed = repo.rows["g0001"]
+    assert failed.state is GenerationState.FAILED and failed.error is not None
+    assert (failed.error.reason, failed.predictions[0].status) == ("PROVIDER_FAILED", "failed")
+
+    repo, slow = MemoryRepository(), SleepyProvider(30)
+    await repo.add(_text(2, deadline=timedelta(milliseconds=300)))
+    task = asyncio.create_task(_worker(repo, slow, 2).run())
+    await _until(lambda: repo.rows["g0002"].state.terminal)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    late = repo.rows["g0002"]
+    assert late.error is not None and late.error.reason == "DEADLINE_EXCEEDED" and late.error.retryable
+    assert slow.cancelled == ["p-g0002"]
+
+
+async def test_a_generation_cancelled_elsewhere_is_not_overwritten_and_its_task_stops() -> None:
+    repo, provider = MemoryRepository(), SleepyProvider(30)
+    await repo.add(_text(3))
+    worker = _worker(repo, provider, 2)
+    task = asyncio.create_task(worker.run())
+    await _until(lambda: provider.running == 1)
+    stored = repo.rows["g0003"]
+    stored.cancel(datetime.now(UTC))  # what CancelGeneration persisted
+    await worker.cancel_local("g0003")
+    await _until(lambda: worker.in_flight == 0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert repo.rows["g0003"].state is GenerationState.CANCELED
