@@ -77,7 +77,7 @@ def _step(style_model: str, role: str = "video", **options: object) -> StepInput
 
 
 def test_replicate_inputs_follow_each_models_schema() -> None:
-    provider = ReplicateProvider(ReplicateSettings(), client=None)  # type: ignore[arg-type]
+    provider = ReplicateProvider(ReplicateSettings(), clients=[])
     svd = provider.model_input(_step("stability-ai/stable-video-diffusion", fps=10, duration_seconds=2, seed=4))
     assert svd == {
         "input_image": "https://img/x.png", "video_length": "25_frames_with_svd_xt",
