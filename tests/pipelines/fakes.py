@@ -321,6 +321,10 @@ class FakePeers:
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
 
+    def run(self, coroutine: Any, timeout: float = 600) -> Any:
+        """Run a coroutine on the fakes' event loop (grpc.aio clients must share the loop with the server)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
     def stop(self) -> None:
         if self._server is not None:
             asyncio.run_coroutine_threadsafe(self._server.stop(0), self._loop).result(10)

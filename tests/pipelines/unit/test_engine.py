@@ -217,3 +217,31 @@ def test_classification_of_peer_errors() -> None:
     assert classify(errors.InvalidArgument("x")) == ErrorClass.PERMANENT
     assert classify(errors.NotFound("x")) == ErrorClass.PERMANENT
     assert classify(errors.FailedPrecondition("x", reason="CONNECTION_REVOKED")) == ErrorClass.NEEDS_REAUTH
+
+
+class FlakyRuns(MemoryRuns):
+    """The database fails one save (locked past its busy timeout, failover, ...)."""
+
+    def __init__(self, fail_on_save: int) -> None:
+        super().__init__()
+        self.fail_on_save = fail_on_save
+        self.calls = 0
+
+    async def save(self, run: PipelineRun, lease_owner: str) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on_save:
+            raise errors.Unavailable("database is locked", reason="DATABASE_UNAVAILABLE")
+        await super().save(run, lease_owner)
+
+
+async def test_a_database_hiccup_gives_the_run_back_and_it_continues_without_a_second_child() -> None:
+    peers = FakePeerServices()
+    runs = FlakyRuns(fail_on_save=3)  # after the generation was created and its name saved
+    await runs.add(make_run(video(), post("connections/a")))
+    worker = Worker(runs, peers.peers(), SETTINGS)
+
+    assert await worker.drain() == 2  # executed twice: given back once, then finished
+
+    (row,) = runs.rows.values()
+    assert row.run.state == RunState.SUCCEEDED
+    assert len(peers.generation_requests) == 1 and len(peers.created_posts) == 1

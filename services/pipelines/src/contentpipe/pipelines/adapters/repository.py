@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from contentpipe.common.database import claim_rows, db_now, release_rows
+from contentpipe.common.errors import Unavailable
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import Pipeline, PipelineRun, PipelineState, RunState
 from contentpipe.pipelines.service_layer.ports import LeaseLost, Page, RunFilter
@@ -29,8 +31,29 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _database_errors(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """A database that is down, locked past its busy timeout or restarting is transient: say so (UNAVAILABLE)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except OperationalError as exc:
+            raise Unavailable(
+                f"the pipelines database is unavailable ({type(exc.orig).__name__}); try again",
+                reason="DATABASE_UNAVAILABLE",
+                retry_after=1.0,
+            ) from exc
+
+    return wrapper
+
 
 metadata = MetaData()
 
@@ -160,6 +183,7 @@ class SqlPipelineRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
+    @_database_errors
     async def add(self, pipeline: Pipeline, request_id: str) -> Pipeline:
         values = {
             "id": pipeline.id,
@@ -190,6 +214,7 @@ class SqlPipelineRepository:
                 raise
             return _pipeline(row)
 
+    @_database_errors
     async def get(self, owner: str, pipeline_id: str) -> Pipeline | None:
         async with self._sessions() as session:
             row = (
@@ -199,6 +224,7 @@ class SqlPipelineRepository:
             ).first()
         return _pipeline(row) if row is not None else None
 
+    @_database_errors
     async def list_page(
         self, owner: str, state: PipelineState | None, limit: int, after: Mapping[str, Any] | None
     ) -> Page:
@@ -212,6 +238,7 @@ class SqlPipelineRepository:
             rows = (await session.execute(query)).all()
         return _page(rows, limit, _pipeline)
 
+    @_database_errors
     async def replace(self, pipeline: Pipeline, expected_revision: int) -> bool:
         async with self._sessions.begin() as session:
             result = await session.execute(
@@ -232,6 +259,7 @@ class SqlPipelineRepository:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    @_database_errors
     async def delete(self, owner: str, pipeline_id: str, expected_revision: int | None) -> bool:
         async with self._sessions.begin() as session:
             query = delete(pipelines).where(pipelines.c.id == pipeline_id, pipelines.c.owner == owner)
@@ -248,6 +276,7 @@ class SqlRunRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
+    @_database_errors
     async def add(self, run: PipelineRun) -> PipelineRun:
         values = {
             "id": run.id,
@@ -273,6 +302,7 @@ class SqlRunRepository:
                 raise
             return existing
 
+    @_database_errors
     async def get(self, owner: str, pipeline_id: str | None, run_id: str) -> PipelineRun | None:
         query = select(pipeline_runs).where(pipeline_runs.c.id == run_id, pipeline_runs.c.owner == owner)
         if pipeline_id is not None:
@@ -281,6 +311,7 @@ class SqlRunRepository:
             row = (await session.execute(query)).first()
         return _run(row) if row is not None else None
 
+    @_database_errors
     async def find_by_request_id(self, owner: str, request_id: str) -> PipelineRun | None:
         async with self._sessions() as session:
             row = (
@@ -292,6 +323,7 @@ class SqlRunRepository:
             ).first()
         return _run(row) if row is not None else None
 
+    @_database_errors
     async def list_page(self, where: RunFilter, limit: int, after: Mapping[str, Any] | None) -> Page:
         table = pipeline_runs
         query = select(table).where(
@@ -310,6 +342,7 @@ class SqlRunRepository:
             rows = (await session.execute(query)).all()
         return _page(rows, limit, _run)
 
+    @_database_errors
     async def save(self, run: PipelineRun, lease_owner: str) -> None:
         async with self._sessions.begin() as session:
             now = await db_now(session)
@@ -325,6 +358,7 @@ class SqlRunRepository:
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise LeaseLost(run.id)
 
+    @_database_errors
     async def claim(
         self,
         lease_owner: str,
@@ -356,6 +390,7 @@ class SqlRunRepository:
             )
         return sorted((_run(row) for row in rows), key=lambda run: (run.create_time, run.id))
 
+    @_database_errors
     async def renew(self, run_ids: Sequence[str], lease_owner: str, lease_seconds: float) -> set[str]:
         if not run_ids:
             return set()
@@ -377,12 +412,14 @@ class SqlRunRepository:
             )
             return {row.id for row in rows}
 
+    @_database_errors
     async def release(self, run_ids: Sequence[str], lease_owner: str) -> None:
         if not run_ids:
             return
         async with self._sessions.begin() as session:
             await release_rows(session, pipeline_runs, list(run_ids), lease_owner=lease_owner)
 
+    @_database_errors
     async def request_cancel(self, owner: str, run_id: str) -> None:
         async with self._sessions.begin() as session:
             await session.execute(
@@ -391,6 +428,7 @@ class SqlRunRepository:
                 .values(cancel_requested=True)
             )
 
+    @_database_errors
     async def cancel_requested(self, run_id: str) -> bool:
         async with self._sessions() as session:
             value = (
@@ -399,6 +437,7 @@ class SqlRunRepository:
         # A deleted run (its pipeline was deleted) is as good as cancelled.
         return value is None or bool(value)
 
+    @_database_errors
     async def cancel_requested_among(self, run_ids: Sequence[str]) -> set[str]:
         if not run_ids:
             return set()
@@ -414,6 +453,7 @@ class SqlRunRepository:
         # A deleted run (its pipeline was deleted) is as good as cancelled.
         return {run_id for run_id in run_ids if present.get(run_id, True)}
 
+    @_database_errors
     async def cancel_runs_of_pipeline(self, pipeline_id: str) -> list[PipelineRun]:
         async with self._sessions.begin() as session:
             await session.execute(

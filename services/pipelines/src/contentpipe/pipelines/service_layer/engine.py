@@ -221,7 +221,8 @@ class RunExecutor:
             try:
                 await self._check_cancel()
                 if run.state == RunState.QUEUED:
-                    run = await self._save(replace(run, state=RunState.RUNNING, start_time=run.start_time or now_utc()))
+                    # Persisted with the first step's start (one write fewer per run).
+                    self.run = replace(run, state=RunState.RUNNING, start_time=run.start_time or now_utc())
                 for index in range(len(run.definition)):
                     assert self.run is not None
                     if self.run.steps[index].state.done:
@@ -268,7 +269,9 @@ class RunExecutor:
         step = self.run.definition[index]
         step_run = self.run.steps[index]
         if step_run.state == StepState.PENDING:
-            await self._save_step(index, replace(step_run, state=StepState.RUNNING, start_time=now_utc()))
+            # Started and its first attempt counted in one write.
+            step_run = replace(step_run, state=StepState.RUNNING, start_time=now_utc(), attempts=step_run.attempts or 1)
+            await self._save_step(index, step_run)
         policy = step.policy()
         with _tracer.start_as_current_span("pipelines.step", attributes={"contentpipe.step": step.id}):
             while True:
@@ -752,6 +755,10 @@ class Worker:
             await executor.execute(run)
         except LeaseLost:
             _log.warning("lease lost; another worker continues the run", extra={"run": run.name})
+        except errors.Unavailable:
+            # Our own database hiccuped: the run is not at fault. Give it back; it continues from its last
+            # recorded step at the next claim.
+            _log.warning("database unavailable; the run will be picked up again", extra={"run": run.name})
         except asyncio.CancelledError:
             raise
         except Exception:
