@@ -62,6 +62,7 @@ class ProcessingSettings:
     claim_lease_seconds: float = 60.0
     # How often a triggered pipeline run is polled for its outcome.
     poll_interval: timedelta = timedelta(seconds=10)
+    max_poll_interval: timedelta = timedelta(minutes=5)
     # Wait before re-sending a trigger whose call failed transiently.
     redispatch_delay: timedelta = timedelta(seconds=5)
 
@@ -417,7 +418,7 @@ class Processor:
                     state=JobRunState.TRIGGERED,
                     pipeline_run=run.pipeline_run,
                     attempt=run.attempt,
-                    next_check_at=now + self._settings.poll_interval,
+                    next_check_at=now + self._poll_delay(run.trigger_time, now),
                 )
             )
             return
@@ -431,6 +432,11 @@ class Processor:
             batch.ended_jobs.append(run.job_id)
         else:
             batch.failures.append((claimed, outcome))
+
+    def _poll_delay(self, triggered: datetime | None, now: datetime) -> timedelta:
+        """Poll young runs often and long runs rarely: a quarter of the run's age, within [poll, max_poll]."""
+        age = now - triggered if triggered is not None else timedelta(0)
+        return min(max(age / 4, self._settings.poll_interval), self._settings.max_poll_interval)
 
     # ------------------------------------------------------------------ writing outcomes back
 
