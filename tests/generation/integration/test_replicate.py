@@ -34,8 +34,10 @@ def test_text_to_video_on_svd_is_two_predictions_and_the_mp4_is_stored(
     fake, url = replicate_fake
     service = start_service("generation", database_url=database_url, env=replicate_env(url))
     with GenerationClient(service.address) as client:
-        created = client.create(
-            kind=pb.GENERATION_KIND_VIDEO, prompt="a fox in the snow", options={"fps": 6, "duration_seconds": 2}
+        created = client.create(  # the acceptance request: 320x192, 8 fps, 2 s
+            kind=pb.GENERATION_KIND_VIDEO,
+            prompt="a fox in the snow",
+            options={"width": 320, "height": 192, "fps": 8, "duration_seconds": 2},
         )
         done = client.wait(created.name)
     assert done.state == pb.GENERATION_STATE_SUCCEEDED, done.error
@@ -46,8 +48,9 @@ def test_text_to_video_on_svd_is_two_predictions_and_the_mp4_is_stored(
     first, video = (fake.predictions[p.id] for p in done.predictions)
     assert first.input["prompt"] == "a fox in the snow"
     assert video.input["input_image"] == first.output[0]
-    assert video.input["frames_per_second"] == 6
-    assert video.input["video_length"] == "14_frames_with_svd"
+    assert video.input["frames_per_second"] == 8
+    assert video.input["video_length"] == "25_frames_with_svd_xt"  # 16 frames asked: SVD-XT makes up to 25
+    assert (first.input["width"], first.input["height"]) == (320, 192)
     (asset,) = done.outputs
     assert (asset.content_type, asset.width, asset.height, asset.frame_count) == ("video/mp4", 1024, 576, 14)
     stored = Path(urlsplit(asset.uri).path).read_bytes()
