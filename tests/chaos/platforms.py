@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,14 +43,31 @@ class OutboxPlatform:
         return None
 
     def service_env(self) -> dict[str, str]:
-        return {"OAUTH_OUTBOX_DIR": str(self.folder)}
+        return {
+            "OAUTH_OUTBOX_DIR": str(self.folder),
+            "OAUTH_POSTING_POLL_INTERVAL": "300ms",
+            "OAUTH_POSTING_LEASE": "6s",
+            "OAUTH_POSTING_BACKOFF": "1s",
+            "OAUTH_POSTING_BACKOFF_MAX": "5s",
+            "OAUTH_POSTING_RECONCILE_DELAY": "1s",
+        }
 
     def connect(self, driver: Driver, user: str) -> str:
         request = conn.CompleteConnectionRequest(platform=platform_pb2.PLATFORM_OUTBOX)
         return str(driver.call("CompleteConnection", request, user).connection.name)
 
     def delivered(self) -> list[DeliveredPost]:
-        raise NotImplementedError  # replaced below once the outbox layout is known
+        """`<outbox>/<post id>/post.json` per published post (staging folders are not posts yet)."""
+        found: list[DeliveredPost] = []
+        for document in sorted(self.folder.glob("*/post.json")):
+            if document.parent.name.startswith("."):
+                continue
+            try:
+                post = json.loads(document.read_text())
+            except (OSError, ValueError):
+                continue
+            found.append(DeliveredPost("outbox", str(post.get("id", document.parent.name)), str(post.get("text", ""))))
+        return found
 
 
 def chaos_platforms(workdir: Path, *, seed: int, names: list[str]) -> list[Platform]:

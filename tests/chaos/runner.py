@@ -86,6 +86,10 @@ class ChaosConfig:
         )
 
 
+class ChaosAborted(Exception):
+    """The system did not recover enough to check invariants (itself a failure of `make chaos`)."""
+
+
 @dataclass
 class Events:
     kills: Counter[str] = field(default_factory=Counter)
@@ -254,8 +258,11 @@ def unleash(stack: Stack, config: ChaosConfig, faults: list[FaultInjector], even
     for proc in stack.procs.values():
         if proc.process is not None and proc.process.poll() is not None:
             proc.start(wait=False)
-    for proc in stack.procs.values():
-        proc.wait_serving(timeout=60)
+    for name, proc in stack.procs.items():
+        try:
+            proc.wait_serving(timeout=90)
+        except (TimeoutError, RuntimeError) as exc:
+            raise ChaosAborted(f"{name} did not come back after the chaos: {str(exc).splitlines()[0]}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- observe
@@ -478,4 +485,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"make chaos: {exc}", file=sys.stderr)
         return 2
-    return run(config)
+    try:
+        return run(config)
+    except ChaosAborted as exc:
+        print(f"make chaos: FAILED — {exc}", file=sys.stderr)
+        return 1
