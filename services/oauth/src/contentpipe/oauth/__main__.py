@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 
-from contentpipe.common.cli import Subcommand, not_implemented, service_main
+from contentpipe.common.cli import Subcommand, service_main
 from contentpipe.common.telemetry import setup_logging
 from contentpipe.oauth import bootstrap
 from contentpipe.oauth.config import SERVICE, load_config
@@ -22,10 +22,18 @@ async def _migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+async def _rotate_keys(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    config = load_config(environ)
+    setup_logging(SERVICE, config.common.log_level)
+    rewritten = await bootstrap.rotate_keys(config)
+    print(f"re-encrypted {rewritten} row(s) under the first key of OAUTH_TOKEN_KEYS")
+    return 0
+
+
 COMMANDS = [
     Subcommand("serve", "serve the gRPC API until SIGTERM", _serve),
     Subcommand("migrate", "upgrade the database schema to the latest revision", _migrate),
-    Subcommand("rotate-keys", "rotate the token-encryption keys (not implemented yet)", not_implemented),
+    Subcommand("rotate-keys", "re-encrypt every stored token under the first key of OAUTH_TOKEN_KEYS", _rotate_keys),
 ]
 
 

@@ -1,9 +1,22 @@
-"""Composition root of the oauth service: settings, engine, servicers, server."""
+"""Composition root of the oauth service: settings, engine, HTTP client, use cases, servicers, workers.
+
+To add a service or a worker: build it in `build()` (keep it on `Components`), append its registration in
+`registrations()` and its loop in `background_tasks()`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+import httpx
 from contentpipe.api.oauth.v1 import (
     connection_service_pb2,
     connection_service_pb2_grpc,
@@ -16,49 +29,160 @@ from contentpipe.common.database import (
     run_migrations,
     version_table_for,
 )
+from contentpipe.common.http import create_http_client
+from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration, run_server
 from contentpipe.common.telemetry import setup_telemetry
+from contentpipe.oauth.adapters.connection_repository import SqlConnectionStore
+from contentpipe.oauth.adapters.crypto import TokenCipher, generate_key_entry, parse_token_keys
+from contentpipe.oauth.adapters.platforms import build_platform_clients
 from contentpipe.oauth.config import SERVICE, OauthConfig
+from contentpipe.oauth.domain.connections import RefreshPolicy
+from contentpipe.oauth.domain.connections_state import StateSigner
 from contentpipe.oauth.entrypoints.grpc_connections import ConnectionServiceServicer
-from contentpipe.oauth.entrypoints.grpc_posting import PostingServiceServicer
+from contentpipe.oauth.service_layer.connections import ConnectionService, RedirectAllowlist
+from contentpipe.oauth.service_layer.tokens import TokenProvider
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = version_table_for(SERVICE)
+_log = logging.getLogger(__name__)
+
+BackgroundTask = Callable[[], Awaitable[None]]
 
 
-def registrations() -> list[ServiceRegistration]:
+def load_token_cipher(config: OauthConfig) -> TokenCipher:
+    """OAUTH_TOKEN_KEYS, or (local use) a key generated once into the data dir with mode 0600."""
+    raw = config.token_keys
+    if raw is None:
+        path = config.token_key_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(generate_key_entry("local") + "\n")
+            _log.warning("OAUTH_TOKEN_KEYS is not set: generated a local token key", extra={"path": str(path)})
+        raw = path.read_text().strip()
+    return TokenCipher(parse_token_keys(raw))
+
+
+def state_secret(config: OauthConfig) -> bytes:
+    """OAUTH_STATE_SECRET, else derived from the first token key (stable across replicas and restarts)."""
+    if config.state_secret:
+        return config.state_secret.encode()
+    raw = config.token_keys or config.token_key_file.read_text().strip()
+    first = parse_token_keys(raw)[0]
+    return hashlib.sha256(b"contentpipe-oauth-state\x00" + first.key).digest()
+
+
+@dataclass
+class Components:
+    """Everything built once per process; closed by `close()`."""
+
+    config: OauthConfig
+    engine: AsyncEngine
+    http: httpx.AsyncClient
+    cipher: TokenCipher
+    connection_store: SqlConnectionStore
+    connections: ConnectionService
+    codec: PageTokenCodec
+    extra_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def token_provider(self) -> TokenProvider:
+        """What posting uses to get fresh credentials (see CONTRIBUTING.md "oauth: token provider")."""
+        return self.connections
+
+    async def close(self) -> None:
+        for hook in self.extra_shutdown:
+            await hook()
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def build(config: OauthConfig, cipher: TokenCipher) -> Components:
+    engine = create_engine(config.common.database_url)
+    http = create_http_client(
+        timeout=httpx.Timeout(config.http_timeout_seconds, connect=min(5.0, config.http_timeout_seconds))
+    )
+    store = SqlConnectionStore(engine, cipher, lease_seconds=config.refresh_lease_seconds)
+    connections = ConnectionService(
+        store,
+        build_platform_clients(config.platforms, http),
+        StateSigner(state_secret(config)),
+        RedirectAllowlist(config.redirect_uris, config.redirect_prefixes),
+        policy=RefreshPolicy(margin=timedelta(seconds=config.refresh_margin_seconds)),
+        outbox_dir=str(config.outbox_dir),
+    )
+    secret = config.common.jwt_secret or base64.b64encode(state_secret(config)).decode()
+    return Components(
+        config=config,
+        engine=engine,
+        http=http,
+        cipher=cipher,
+        connection_store=store,
+        connections=connections,
+        codec=PageTokenCodec(secret, purpose="oauth-page-token"),
+    )
+
+
+def registrations(components: Components) -> list[ServiceRegistration]:
     """The gRPC services this process serves, with their servicers wired to their dependencies."""
     return [
         ServiceRegistration(
             full_name=connection_service_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name,
             add_to_server=connection_service_pb2_grpc.add_ConnectionServiceServicer_to_server,
-            servicer=ConnectionServiceServicer(),  # type: ignore[abstract]  # RPCs not yet implemented answer UNIMPLEMENTED
+            servicer=ConnectionServiceServicer(components.connections, components.codec),
         ),
         ServiceRegistration(
             full_name=posting_service_pb2.DESCRIPTOR.services_by_name["PostingService"].full_name,
             add_to_server=posting_service_pb2_grpc.add_PostingServiceServicer_to_server,
-            servicer=PostingServiceServicer(),  # type: ignore[abstract]  # RPCs not yet implemented answer UNIMPLEMENTED
+            # Posting (issue 4) replaces this with its PostingServiceServicer(PostingServices(...), codec),
+            # built in build() with `tokens=components.token_provider`; until then every RPC answers UNIMPLEMENTED.
+            servicer=posting_service_pb2_grpc.PostingServiceServicer(),
         ),
     ]
+
+
+def background_tasks(components: Components) -> list[BackgroundTask]:
+    """Loops started once the service is SERVING and cancelled at shutdown."""
+    config = components.config
+
+    async def token_refresher() -> None:
+        await components.connections.run_refresher(config.refresh_interval_seconds, config.refresh_batch)
+
+    return [token_refresher]
 
 
 async def migrate(config: OauthConfig) -> None:
     await run_migrations(config.common.database_url, MIGRATIONS, VERSION_TABLE)
 
 
+async def rotate_keys(config: OauthConfig) -> int:
+    """Re-encrypt every stored token and verifier under the first key of OAUTH_TOKEN_KEYS."""
+    cipher = await asyncio.to_thread(load_token_cipher, config)
+    engine = create_engine(config.common.database_url)
+    try:
+        return await SqlConnectionStore(engine, cipher).rotate_keys()
+    finally:
+        await engine.dispose()
+
+
 async def serve(config: OauthConfig) -> int:
     """Run the server until SIGTERM; health turns SERVING once the schema is migrated and reachable."""
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
-    engine = create_engine(config.common.database_url)
+    cipher = await asyncio.to_thread(load_token_cipher, config)
+    components = build(config, cipher)
 
     async def ready() -> bool:
         if config.common.auto_migrate:
             await migrate(config)
-        return await database_ready(engine, VERSION_TABLE, MIGRATIONS)
+        return await database_ready(components.engine, VERSION_TABLE, MIGRATIONS)
 
     return await run_server(
         config.common,
-        registrations(),
+        registrations(components),
         on_ready=ready,
-        on_shutdown=[engine.dispose],
+        background=background_tasks(components),
+        on_shutdown=[components.close],
     )

@@ -3,11 +3,143 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from contentpipe.common.settings import CommonSettings, load_common_settings
+from contentpipe.common.settings import (
+    CommonSettings,
+    ConfigError,
+    env_duration,
+    env_int,
+    env_optional,
+    env_str,
+    load_common_settings,
+)
+from contentpipe.oauth.adapters.crypto import parse_token_keys
 
 SERVICE = "oauth"
+
+# The `contentpipe connections connect` listener (RFC 8252 loopback redirect); allowed when nothing else is set.
+DEFAULT_LOCAL_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformSettings:
+    """One platform's client credentials and endpoints (the real ones by default; tests point them elsewhere)."""
+
+    name: str
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
+    authorize_url: str
+    token_url: str
+    api_base_url: str
+    revoke_url: str = ""
+    userinfo_url: str = ""
+    api_version: str = ""
+    exchange_url: str = ""  # Instagram: graph host for the long-lived exchange and refresh
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.client_id and self.client_secret)
+
+
+# name → (env prefix, defaults); the defaults are the real endpoints from platform-apis.md section B.
+_PLATFORM_DEFAULTS: dict[str, dict[str, str]] = {
+    "instagram": {
+        "authorize_url": "https://www.instagram.com/oauth/authorize",
+        "token_url": "https://api.instagram.com/oauth/access_token",
+        "exchange_url": "https://graph.instagram.com",
+        "api_base_url": "https://graph.instagram.com",
+        "api_version": "v21.0",
+        "scopes": "instagram_business_basic,instagram_business_content_publish",
+    },
+    "twitter": {
+        "authorize_url": "https://x.com/i/oauth2/authorize",
+        "token_url": "https://api.x.com/2/oauth2/token",
+        "revoke_url": "https://api.x.com/2/oauth2/revoke",
+        "api_base_url": "https://api.x.com",
+        "scopes": "tweet.read tweet.write users.read offline.access media.write",
+    },
+    "linkedin": {
+        "authorize_url": "https://www.linkedin.com/oauth/v2/authorization",
+        "token_url": "https://www.linkedin.com/oauth/v2/accessToken",
+        "revoke_url": "https://www.linkedin.com/oauth/v2/revoke",
+        "userinfo_url": "https://api.linkedin.com/v2/userinfo",
+        "api_base_url": "https://api.linkedin.com",
+        "scopes": "openid profile email w_member_social",
+    },
+    "tiktok": {
+        "authorize_url": "https://www.tiktok.com/v2/auth/authorize/",
+        "token_url": "https://open.tiktokapis.com/v2/oauth/token/",
+        "revoke_url": "https://open.tiktokapis.com/v2/oauth/revoke/",
+        "userinfo_url": "https://open.tiktokapis.com/v2/user/info/",
+        "api_base_url": "https://open.tiktokapis.com",
+        "scopes": "user.info.basic,user.info.profile,video.publish,video.upload",
+    },
+    "google": {
+        "authorize_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "token_url": "https://oauth2.googleapis.com/token",
+        "revoke_url": "https://oauth2.googleapis.com/revoke",
+        "userinfo_url": "https://openidconnect.googleapis.com/v1/userinfo",
+        "api_base_url": "https://www.googleapis.com",
+        "scopes": "openid email profile https://www.googleapis.com/auth/youtube.upload",
+    },
+    "facebook": {
+        "authorize_url": "https://www.facebook.com/{version}/dialog/oauth",
+        "token_url": "https://graph.facebook.com/{version}/oauth/access_token",
+        "api_base_url": "https://graph.facebook.com",
+        "api_version": "v25.0",
+        "scopes": "pages_show_list,pages_manage_posts,pages_read_engagement",
+    },
+}
+PLATFORM_NAMES = tuple(_PLATFORM_DEFAULTS)
+
+
+def _platform_settings(environ: Mapping[str, str], name: str) -> PlatformSettings:
+    prefix = name.upper()
+    defaults = _PLATFORM_DEFAULTS[name]
+    values = {key: env_str(environ, f"{prefix}_{key.upper()}", default) for key, default in defaults.items()}
+    version = values.get("api_version", "")
+    for key in ("authorize_url", "token_url"):
+        values[key] = values[key].replace("{version}", version)
+    client_id = env_optional(environ, f"{prefix}_CLIENT_ID")
+    if name == "tiktok":
+        client_id = env_optional(environ, "TIKTOK_CLIENT_KEY") or client_id
+    for key, value in values.items():
+        if key.endswith("_url") and urlsplit(value).scheme not in ("http", "https"):
+            raise ConfigError(f"{prefix}_{key.upper()}: expected an http(s) URL, got {value!r}")
+    scopes = tuple(values.pop("scopes").replace(",", " ").split())
+    return PlatformSettings(
+        name=name,
+        client_id=client_id,
+        client_secret=env_optional(environ, f"{prefix}_CLIENT_SECRET"),
+        scopes=scopes,
+        **values,
+    )
+
+
+def _redirect_allowlist(environ: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(exact URIs, prefixes): OAUTH_REDIRECT_URIS entries are exact; CONTENTPIPE_WEBSITE_URL allows its pages."""
+    exact: list[str] = []
+    for uri in (u.strip() for u in environ.get("OAUTH_REDIRECT_URIS", "").split(",")):
+        if not uri:
+            continue
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise ConfigError(f"OAUTH_REDIRECT_URIS: expected absolute http(s) URIs without fragment, got {uri!r}")
+        exact.append(uri)
+    prefixes: list[str] = []
+    website = env_optional(environ, "CONTENTPIPE_WEBSITE_URL")
+    if website:
+        parts = urlsplit(website)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"CONTENTPIPE_WEBSITE_URL: expected an absolute http(s) URL, got {website!r}")
+        prefixes.append(f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/")
+    if not exact and not prefixes:
+        exact.append(DEFAULT_LOCAL_REDIRECT_URI)
+    return tuple(exact), tuple(prefixes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,8 +147,43 @@ class OauthConfig:
     """Everything the oauth service reads from the environment, validated once at start-up."""
 
     common: CommonSettings
+    # OAUTH_TOKEN_KEYS; None: a key generated once into `token_key_file` (local use only).
+    token_keys: str | None = field(default=None, repr=False)
+    token_key_file: Path = Path(".contentpipe/oauth-token-keys")
+    state_secret: str | None = field(default=None, repr=False)
+    redirect_uris: tuple[str, ...] = (DEFAULT_LOCAL_REDIRECT_URI,)
+    redirect_prefixes: tuple[str, ...] = ()
+    platforms: dict[str, PlatformSettings] = field(default_factory=dict)
+    refresh_margin_seconds: float = 900.0
+    refresh_interval_seconds: float = 30.0
+    refresh_lease_seconds: float = 60.0
+    refresh_batch: int = 50
+    http_timeout_seconds: float = 15.0
+    outbox_dir: Path = Path(".contentpipe/outbox")
 
 
 def load_config(environ: Mapping[str, str]) -> OauthConfig:
     """Build the config from `environ`; raises ConfigError naming the bad variable."""
-    return OauthConfig(common=load_common_settings(SERVICE, environ))
+    common = load_common_settings(SERVICE, environ)
+    token_keys = env_optional(environ, "OAUTH_TOKEN_KEYS")
+    if token_keys is not None:
+        try:
+            parse_token_keys(token_keys)
+        except ValueError as exc:
+            raise ConfigError(f"OAUTH_TOKEN_KEYS: {exc}") from None
+    exact, prefixes = _redirect_allowlist(environ)
+    return OauthConfig(
+        common=common,
+        token_keys=token_keys,
+        token_key_file=Path(common.data_dir) / "oauth-token-keys",
+        state_secret=env_optional(environ, "OAUTH_STATE_SECRET"),
+        redirect_uris=exact,
+        redirect_prefixes=prefixes,
+        platforms={name: _platform_settings(environ, name) for name in PLATFORM_NAMES},
+        refresh_margin_seconds=env_duration(environ, "OAUTH_REFRESH_MARGIN", 900.0),
+        refresh_interval_seconds=env_duration(environ, "OAUTH_REFRESH_INTERVAL", 30.0),
+        refresh_lease_seconds=env_duration(environ, "OAUTH_REFRESH_LEASE", 60.0),
+        refresh_batch=env_int(environ, "OAUTH_REFRESH_BATCH", 50, minimum=1, maximum=1000),
+        http_timeout_seconds=env_duration(environ, "OAUTH_HTTP_TIMEOUT", 15.0),
+        outbox_dir=Path(env_str(environ, "OAUTH_OUTBOX_DIR", str(Path(common.data_dir) / "outbox"))),
+    )

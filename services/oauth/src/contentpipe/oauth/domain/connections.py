@@ -112,7 +112,7 @@ class RefreshPolicy:
     def backoff(self, failures: int) -> timedelta:
         """Full-jitter exponential backoff after `failures` consecutive transient failures."""
         ceiling = min(self.backoff_max.total_seconds(), self.backoff_base.total_seconds() * 2 ** max(failures - 1, 0))
-        return timedelta(seconds=max(self.backoff_base.total_seconds() / 2, random.uniform(0, ceiling)))  # noqa: S311
+        return timedelta(seconds=max(self.backoff_base.total_seconds() / 2, random.uniform(0, ceiling)))
 
 
 def refreshed(connection: Connection, tokens: TokenSet, now: datetime, **changes: object) -> Connection:
@@ -133,7 +133,7 @@ def refreshed(connection: Connection, tokens: TokenSet, now: datetime, **changes
     )
 
 
-def refresh_failed(
+def refresh_failed(  # noqa: PLR0917
     connection: Connection,
     kind: RefreshFailureKind,
     reason: str,

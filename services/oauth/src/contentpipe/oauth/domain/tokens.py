@@ -45,8 +45,5 @@ def parse_scopes(raw: object) -> tuple[str, ...] | None:
     """A `scope` field that may be space- or comma-separated (LinkedIn and TikTok use commas), or a list."""
     if raw is None:
         return None
-    if isinstance(raw, list | tuple):
-        items = [str(s) for s in raw]
-    else:
-        items = str(raw).replace(",", " ").split()
+    items = [str(s) for s in raw] if isinstance(raw, list | tuple) else str(raw).replace(",", " ").split()
     return tuple(dict.fromkeys(s.strip() for s in items if s.strip()))

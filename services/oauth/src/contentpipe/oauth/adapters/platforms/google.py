@@ -1,0 +1,114 @@
+"""Google (OpenID Connect) for YouTube: PKCE, `access_type=offline` + `prompt=consent`, userinfo; refresh usually
+returns no new refresh token (the stored one is kept)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from contentpipe.oauth.adapters.platforms.base import PlatformAdapter
+from contentpipe.oauth.domain.connections import Connection, Platform, Profile
+from contentpipe.oauth.service_layer.connections_ports import Grant, PlatformCallError, PlatformSpec, Renewal
+
+_log = logging.getLogger(__name__)
+
+
+class GoogleAdapter(PlatformAdapter):
+    @property
+    def spec(self) -> PlatformSpec:  # type: ignore[override]
+        return PlatformSpec(Platform.GOOGLE, "YouTube (Google)", self.settings.scopes, True, True, True)
+
+    def _client(self) -> dict[str, str]:
+        return {"client_id": self.client_id, "client_secret": self.client_secret}
+
+    def authorization_url(
+        self, *, redirect_uri: str, state: str, scopes: Sequence[str], code_challenge: str | None
+    ) -> str:
+        params = {
+            "client_id": self.client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": " ".join(scopes),
+            "state": state,
+            "access_type": "offline",
+            "prompt": "consent",
+            "include_granted_scopes": "true",
+        }
+        return self._authorize(self._pkce(params, code_challenge))
+
+    async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str | None) -> Grant:
+        data = {"code": code, "grant_type": "authorization_code", "redirect_uri": redirect_uri, **self._client()}
+        if code_verifier:
+            data["code_verifier"] = code_verifier
+        body = await self.call(
+            "POST",
+            self.settings.token_url,
+            what="Google token exchange",
+            secrets=[code, code_verifier or ""],
+            grant_call=True,
+            data=data,
+        )
+        tokens = self.token_set(body, what="Google token exchange")
+        info = await self.call(
+            "GET",
+            self.settings.userinfo_url,
+            what="Google userinfo",
+            secrets=[tokens.access_token],
+            retry=True,
+            headers={"Authorization": f"Bearer {tokens.access_token}"},
+        )
+        profile = Profile(
+            account_id=str(info.get("sub", "")),
+            username=str(info.get("email", "")),
+            display_name=str(info.get("name", "")),
+            avatar_uri=str(info.get("picture", "")),
+        )
+        metadata = {"api_base_url": self.settings.api_base_url}
+        metadata.update(await self._channel(tokens.access_token))
+        return Grant(tokens=tokens, profile=profile, granted_scopes=tokens.scopes, metadata=metadata)
+
+    async def _channel(self, access_token: str) -> dict[str, str]:
+        """The YouTube channel, when the token may read it (needs a YouTube read scope); best effort."""
+        try:
+            body = await self.call(
+                "GET",
+                f"{self.settings.api_base_url}/youtube/v3/channels",
+                what="YouTube channel",
+                secrets=[access_token],
+                retry=True,
+                params={"part": "snippet", "mine": "true"},
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except PlatformCallError as exc:
+            _log.info("youtube channel not read", extra={"reason": exc.reason})
+            return {}
+        items = body.get("items") or []
+        if not items or not isinstance(items[0], dict):
+            return {}
+        channel = items[0]
+        return {
+            "youtube_channel_id": str(channel.get("id", "")),
+            "youtube_channel_title": str((channel.get("snippet") or {}).get("title", "")),
+        }
+
+    async def refresh(self, connection: Connection) -> Renewal:
+        refresh_token = self.require_refresh_token(connection)
+        body = await self.call(
+            "POST",
+            self.settings.token_url,
+            what="Google token refresh",
+            secrets=[refresh_token, connection.tokens.access_token],
+            grant_call=True,
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()},
+        )
+        return Renewal(tokens=self.token_set(body, what="Google token refresh"))
+
+    async def revoke(self, connection: Connection) -> None:
+        token = connection.tokens.refresh_token or connection.tokens.access_token
+        await self.call(
+            "POST",
+            self.settings.revoke_url,
+            what="Google revoke",
+            secrets=[connection.tokens.access_token, connection.tokens.refresh_token],
+            data={"token": token, **self._client()},
+        )
