@@ -1,0 +1,168 @@
+"""LinkedIn: image or video upload (initialize, PUT bytes; videos in parts, finalize, poll AVAILABLE), then
+`POST /rest/posts` exactly once with the versioned REST headers; the post URN is the `x-restli-id` header.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from contentpipe.oauth.adapters.publishers.base import PublisherBase
+from contentpipe.oauth.adapters.publishers.calls import PlatformCaller, poll_delay
+from contentpipe.oauth.domain.posts import Media, MediaKind, Platform
+from contentpipe.oauth.service_layer.posting_ports import (
+    PublishContext,
+    Published,
+    Reconciliation,
+    RejectedFailure,
+    Verdict,
+)
+
+_LITTLE_TEXT = re.compile(r"([\\<>#~_|\[\]*(){}@])")
+
+
+def little_text(text: str) -> str:
+    """LinkedIn's "little text" commentary: these characters are markup unless escaped."""
+    return _LITTLE_TEXT.sub(r"\\\1", text)
+
+
+def permalink(urn: str) -> str:
+    return f"https://www.linkedin.com/feed/update/{urn}"
+
+
+class LinkedInPublisher(PublisherBase):
+    platform = Platform.LINKEDIN
+
+    def _headers(self) -> dict[str, str]:
+        return {"LinkedIn-Version": self.settings.linkedin_version, "X-Restli-Protocol-Version": "2.0.0"}
+
+    @property
+    def base(self) -> str:
+        return f"{self.settings.linkedin_url}/rest"
+
+    @staticmethod
+    def author(ctx: PublishContext) -> str:
+        account = ctx.credentials.account_id or ctx.post.account_id
+        return account if account.startswith("urn:li:") else f"urn:li:person:{account}"
+
+    async def publish(self, ctx: PublishContext) -> Published:
+        call = self.caller(ctx)
+        urns: list[str] = list(ctx.post.progress.get("media_urns") or [])
+        if ctx.post.media and len(urns) != len(ctx.post.media):
+            urns = [await self._upload(call, ctx, item) for item in ctx.post.media]
+            await ctx.journal.checkpoint(media_urns=urns)
+        body: dict[str, Any] = {
+            "author": self.author(ctx),
+            "commentary": little_text(ctx.post.text),
+            "visibility": ctx.post.options.linkedin_visibility or "PUBLIC",
+            "distribution": {
+                "feedDistribution": "MAIN_FEED",
+                "targetEntities": [],
+                "thirdPartyDistributionChannels": [],
+            },
+            "lifecycleState": "PUBLISHED",
+            "isReshareDisabledByAuthor": False,
+        }
+        if len(urns) == 1:
+            body["content"] = {"media": {"id": urns[0]}}
+        elif urns:
+            body["content"] = {"multiImage": {"images": [{"id": urn} for urn in urns]}}
+        await ctx.journal.arm()
+        response = await call.send("POST", f"{self.base}/posts", json=body, headers=self._headers(), create=True)
+        urn = response.headers.get("x-restli-id", "")
+        if not urn:
+            raise RejectedFailure("NO_POST_ID", "LinkedIn created the post without an x-restli-id header")
+        await ctx.journal.created(urn, permalink(urn))
+        return Published(urn, permalink(urn))
+
+    async def _upload(self, call: PlatformCaller, ctx: PublishContext, item: Media) -> str:
+        owner = self.author(ctx)
+        async with self.media.open(item) as local:
+            if item.kind is MediaKind.IMAGE:
+                init = await call.send(
+                    "POST",
+                    f"{self.base}/images",
+                    params={"action": "initializeUpload"},
+                    headers=self._headers(),
+                    json={"initializeUploadRequest": {"owner": owner}},
+                )
+                value = init.json()["value"]
+                await call.send(
+                    "PUT",
+                    value["uploadUrl"],
+                    content=await local.read_all(),
+                    headers={**self._headers(), "Content-Type": "application/octet-stream"},
+                )
+                return str(value["image"])
+            init = await call.send(
+                "POST",
+                f"{self.base}/videos",
+                params={"action": "initializeUpload"},
+                headers=self._headers(),
+                json={
+                    "initializeUploadRequest": {
+                        "owner": owner,
+                        "fileSizeBytes": local.size,
+                        "uploadCaptions": False,
+                        "uploadThumbnail": False,
+                    }
+                },
+            )
+            value = init.json()["value"]
+            video = str(value["video"])
+            etags: list[str] = []
+            for part in value.get("uploadInstructions") or []:
+                first, last = int(part["firstByte"]), int(part["lastByte"])
+                uploaded = await call.send(
+                    "PUT",
+                    part["uploadUrl"],
+                    content=await local.read(first, last - first + 1),
+                    headers={"Content-Type": "application/octet-stream"},
+                    authorize=False,
+                )
+                etags.append(uploaded.headers.get("etag", ""))
+        await call.send(
+            "POST",
+            f"{self.base}/videos",
+            params={"action": "finalizeUpload"},
+            headers=self._headers(),
+            json={
+                "finalizeUploadRequest": {
+                    "video": video,
+                    "uploadToken": value.get("uploadToken", ""),
+                    "uploadedPartIds": etags,
+                }
+            },
+        )
+        deadline = self.deadline()
+        while True:
+            status = await call.send("GET", f"{self.base}/videos/{quote(video, safe='')}", headers=self._headers())
+            state = status.json().get("status")
+            if state == "AVAILABLE":
+                return video
+            if state == "PROCESSING_FAILED":
+                raise RejectedFailure(
+                    "MEDIA_PROCESSING_FAILED",
+                    f"LinkedIn could not process the video: {status.json().get('processingFailureReason', 'failed')}",
+                )
+            self.check_deadline(deadline, "LinkedIn video")
+            await poll_delay(None, self.settings.poll_interval, self.settings.poll_max_interval)
+
+    async def reconcile(self, ctx: PublishContext) -> Reconciliation:
+        post = ctx.post
+        if post.platform_post_id:
+            return Reconciliation(Verdict.PUBLISHED, Published(post.platform_post_id, permalink(post.platform_post_id)))
+        call = self.caller(ctx)
+        response = await call.send(
+            "GET",
+            f"{self.base}/posts",
+            headers=self._headers(),
+            params={"author": self.author(ctx), "q": "author", "count": "50", "sortBy": "CREATED"},
+        )
+        wanted = little_text(post.text)
+        for element in response.json().get("elements") or []:
+            if wanted.strip() and element.get("commentary") == wanted:
+                urn = str(element["id"])
+                return Reconciliation(Verdict.PUBLISHED, Published(urn, permalink(urn)))
+        return self.absent_or_unknown(ctx, False)

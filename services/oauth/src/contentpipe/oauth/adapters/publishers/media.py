@@ -1,0 +1,131 @@
+"""Access to a post's media: `file://` inside contentpipe's storage, or http(s) fetched to a scratch file.
+
+`MediaPolicy.check` runs at CreatePost (InvalidArgument naming the field); publishers then read the bytes in
+chunks from a local file, so a chunked upload can be resumed at any offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+from contentpipe.common.errors import InvalidArgument
+from contentpipe.common.http import OutboundUrlPolicy
+from contentpipe.oauth.domain.posts import Media
+from contentpipe.oauth.service_layer.posting_ports import RejectedFailure, RetryableFailure
+
+
+def file_path(uri: str) -> Path:
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError("file:// URI with a host")
+    return Path(unquote(parts.path))
+
+
+class MediaPolicy:
+    """What media URIs a post may name: public http(s) (the SSRF policy) or files under the storage roots."""
+
+    def __init__(self, *, allow_private: bool, file_roots: Sequence[Path]) -> None:
+        self._allow_private = allow_private
+        self._roots = [root.resolve() for root in file_roots]
+
+    def allows_file(self, uri: str) -> Path | None:
+        try:
+            path = file_path(uri).resolve()
+        except (ValueError, OSError):
+            return None
+        if not any(path.is_relative_to(root) for root in self._roots):
+            return None
+        return path if path.is_file() else None
+
+    async def check(self, uri: str, field: str) -> None:
+        scheme = urlsplit(uri).scheme
+        if scheme == "file":
+            if self.allows_file(uri) is None:
+                raise InvalidArgument.single(field, "file:// media must be an existing file in contentpipe's storage")
+            return
+        await OutboundUrlPolicy(allow_private=self._allow_private, field=field).check(uri)
+
+
+@dataclass(slots=True)
+class LocalMedia:
+    path: Path
+    size: int
+    content_type: str
+    temporary: bool = False
+
+    async def read(self, offset: int, length: int) -> bytes:
+        def _read() -> bytes:
+            with self.path.open("rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+
+        return await asyncio.to_thread(_read)
+
+    async def read_all(self) -> bytes:
+        return await asyncio.to_thread(self.path.read_bytes)
+
+    def close(self) -> None:
+        if self.temporary:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+class MediaFetcher:
+    """Opens media as local files; http(s) media is downloaded once per publish into the scratch folder."""
+
+    def __init__(self, http: httpx.AsyncClient, policy: MediaPolicy, scratch: Path, max_bytes: int) -> None:
+        self._http = http
+        self._policy = policy
+        self._scratch = scratch
+        self._max_bytes = max_bytes
+
+    @contextlib.asynccontextmanager
+    async def open(self, media: Media) -> AsyncIterator[LocalMedia]:
+        local = await self._open(media)
+        try:
+            yield local
+        finally:
+            local.close()
+
+    async def _open(self, media: Media) -> LocalMedia:
+        if urlsplit(media.uri).scheme == "file":
+            path = self._policy.allows_file(media.uri)
+            if path is None:
+                raise RejectedFailure("MEDIA_NOT_FOUND", "a file:// media item is gone from storage")
+            return LocalMedia(path, path.stat().st_size, media.mime)
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        target = self._scratch / f"media-{uuid.uuid4().hex}"
+        size = 0
+        try:
+            async with self._http.stream("GET", media.uri) as response:
+                if response.status_code >= 400:
+                    failure = (
+                        RejectedFailure
+                        if 400 <= response.status_code < 500 and response.status_code != 429
+                        else RetryableFailure
+                    )
+                    raise failure("MEDIA_FETCH_FAILED", f"fetching media answered {response.status_code}")
+                with target.open("wb") as handle:
+                    async for chunk in response.aiter_bytes(1 << 20):
+                        size += len(chunk)
+                        if size > self._max_bytes:
+                            raise RejectedFailure("MEDIA_TOO_LARGE", f"media is over {self._max_bytes} bytes")
+                        await asyncio.to_thread(handle.write, chunk)
+                content_type = response.headers.get("content-type", "").split(";")[0] or media.mime
+        except httpx.TransportError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise RetryableFailure("MEDIA_FETCH_FAILED", f"fetching media failed ({type(exc).__name__})") from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise
+        return LocalMedia(target, size, media.content_type or content_type, temporary=True)

@@ -1,0 +1,253 @@
+"""Each platform's publishing rules (platform-apis.md section C) and the validation of a new post against them.
+
+Everything that can be checked before queueing is checked here, with one field violation per problem, so a post
+the platform would refuse never waits in the queue (nor spends quota) first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from contentpipe.common.errors import FieldViolation, InvalidArgument
+from contentpipe.oauth.domain.posts import Media, MediaKind, Platform, PostOptions
+
+MB = 1024 * 1024
+GB = 1024 * MB
+
+TIKTOK_PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
+YOUTUBE_PRIVACY = ("public", "unlisted", "private")
+LINKEDIN_VISIBILITY = ("PUBLIC", "CONNECTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformRules:
+    """What one platform accepts in a single post."""
+
+    label: str
+    max_text: int
+    text_in_bytes: bool = False
+    max_images: int = 0
+    max_videos: int = 0
+    mix_allowed: bool = False  # images and a video in one post
+    media_required: bool = False
+    text_or_media_required: bool = True
+    max_image_bytes: int = 0
+    max_video_bytes: int = 0
+    min_video_seconds: float = 0.0
+    max_video_seconds: float = 0.0
+    needs_public_url: bool = False  # the platform fetches the media itself (no file://)
+    images_need_public_url: bool = False
+
+
+RULES: dict[Platform, PlatformRules] = {
+    # C1: 280 characters; 4 photos or 1 GIF or 1 video; video 512 MB, 0.5-140 s; images 5 MB.
+    Platform.TWITTER: PlatformRules(
+        "X",
+        280,
+        max_images=4,
+        max_videos=1,
+        max_image_bytes=5 * MB,
+        max_video_bytes=512 * MB,
+        min_video_seconds=0.5,
+        max_video_seconds=140.0,
+    ),
+    # C2: commentary 3,000; one video or up to 20 images (multiImage); video 3 s - 30 min, 500 MB.
+    Platform.LINKEDIN: PlatformRules(
+        "LinkedIn",
+        3000,
+        max_images=20,
+        max_videos=1,
+        max_video_bytes=500 * MB,
+        min_video_seconds=3.0,
+        max_video_seconds=1800.0,
+    ),
+    # C3: caption 2,200; media required, carousel up to 10; Reels 3 s - 15 min; Meta fetches the URL itself.
+    Platform.INSTAGRAM: PlatformRules(
+        "Instagram",
+        2200,
+        max_images=10,
+        max_videos=10,
+        mix_allowed=True,
+        media_required=True,
+        max_image_bytes=8 * MB,
+        max_video_bytes=1 * GB,
+        min_video_seconds=3.0,
+        max_video_seconds=900.0,
+        needs_public_url=True,
+    ),
+    # C4: title 2,200; one video (FILE_UPLOAD, 4 GB) or photos (PULL_FROM_URL only, up to 35).
+    Platform.TIKTOK: PlatformRules(
+        "TikTok",
+        2200,
+        max_images=35,
+        max_videos=1,
+        media_required=True,
+        max_video_bytes=4 * GB,
+        min_video_seconds=3.0,
+        max_video_seconds=600.0,
+        images_need_public_url=True,
+    ),
+    # C5: message 63,206; up to 10 photos (4 MB) or one video.
+    Platform.FACEBOOK: PlatformRules(
+        "Facebook",
+        63206,
+        max_images=10,
+        max_videos=1,
+        max_image_bytes=4 * MB,
+        max_video_bytes=10 * GB,
+        max_video_seconds=240 * 60.0,
+    ),
+    # C6: exactly one video; the text is the description, 5,000 bytes; 256 GB.
+    Platform.GOOGLE: PlatformRules(
+        "YouTube",
+        5000,
+        text_in_bytes=True,
+        max_videos=1,
+        media_required=True,
+        max_video_bytes=256 * GB,
+        text_or_media_required=False,
+    ),
+    Platform.OUTBOX: PlatformRules("the outbox", 100_000, max_images=20, max_videos=20, mix_allowed=True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewPost:
+    """What CreatePost asks for, before validation."""
+
+    connection_id: str
+    text: str
+    media: tuple[Media, ...]
+    options: PostOptions
+    publish_time: datetime | None = None
+    request_id: str = ""
+
+
+def _text_length(text: str, rules: PlatformRules) -> int:
+    return len(text.encode()) if rules.text_in_bytes else len(text)
+
+
+def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str, ...] | None = None) -> None:
+    """Raise InvalidArgument with every violation of `platform`'s rules (fields named as in the API)."""
+    rules = RULES[platform]
+    violations: list[FieldViolation] = []
+
+    def bad(field: str, description: str) -> None:
+        violations.append(FieldViolation(field, description))
+
+    if len(post.request_id) > 128:
+        bad("request_id", "at most 128 characters")
+    length = _text_length(post.text, rules)
+    if length > rules.max_text:
+        unit = "bytes" if rules.text_in_bytes else "characters"
+        bad("post.text", f"{length} {unit}; {rules.label} allows at most {rules.max_text}")
+
+    images = [m for m in post.media if m.kind is MediaKind.IMAGE]
+    videos = [m for m in post.media if m.kind is MediaKind.VIDEO]
+    if rules.media_required and not post.media:
+        bad("post.media", f"{rules.label} needs at least one image or video")
+    if rules.text_or_media_required and not post.text.strip() and not post.media:
+        bad("post.text", "a post needs text or media")
+    if platform is Platform.GOOGLE and (images or len(videos) != 1):
+        bad("post.media", "YouTube takes exactly one video")
+    else:
+        if len(images) > rules.max_images:
+            bad("post.media", f"{len(images)} images; {rules.label} allows at most {rules.max_images}")
+        if len(videos) > rules.max_videos:
+            bad("post.media", f"{len(videos)} videos; {rules.label} allows at most {rules.max_videos}")
+        if images and videos and not rules.mix_allowed:
+            bad("post.media", f"{rules.label} takes images or a video, not both")
+        if platform is Platform.INSTAGRAM and len(post.media) > 10:
+            bad("post.media", "a carousel holds at most 10 items")
+
+    for index, item in enumerate(post.media):
+        _validate_media(item, index, rules, bad)
+
+    _validate_options(post.options, platform, sub_accounts, bad)
+    if violations:
+        first = violations[0]
+        raise InvalidArgument(f"{first.field}: {first.description}", violations, reason="POST_INVALID")
+
+
+def _validate_media(item: Media, index: int, rules: PlatformRules, bad: object) -> None:
+    assert callable(bad)
+    prefix = f"post.media[{index}]"
+    scheme = urlsplit(item.uri).scheme
+    if not item.uri:
+        bad(f"{prefix}.uri", "required")
+    elif scheme not in ("http", "https", "file"):
+        bad(f"{prefix}.uri", "must be an http(s) URL or a file:// URI of contentpipe's storage")
+    elif scheme == "file" and (
+        rules.needs_public_url or (rules.images_need_public_url and item.kind is MediaKind.IMAGE)
+    ):
+        bad(f"{prefix}.uri", f"{rules.label} fetches media from a public URL; a file:// URI cannot be reached")
+    if item.content_type:
+        family = item.content_type.split("/", 1)[0]
+        expected = "video" if item.kind is MediaKind.VIDEO else "image"
+        if family != expected:
+            bad(f"{prefix}.content_type", f"{item.content_type} does not match kind {item.kind.value}")
+    if item.size_bytes < 0:
+        bad(f"{prefix}.size_bytes", "must not be negative")
+    if item.kind is MediaKind.IMAGE:
+        limit = rules.max_image_bytes
+        if limit and item.size_bytes > limit:
+            bad(f"{prefix}.size_bytes", f"{item.size_bytes} bytes; {rules.label} images are at most {limit}")
+        return
+    if rules.max_video_bytes and item.size_bytes > rules.max_video_bytes:
+        bad(
+            f"{prefix}.size_bytes", f"{item.size_bytes} bytes; {rules.label} videos are at most {rules.max_video_bytes}"
+        )
+    if item.duration_seconds < 0:
+        bad(f"{prefix}.duration_seconds", "must not be negative")
+    elif item.duration_seconds:
+        if rules.max_video_seconds and item.duration_seconds > rules.max_video_seconds:
+            bad(
+                f"{prefix}.duration_seconds",
+                f"{item.duration_seconds:g} s; {rules.label} videos are at most {rules.max_video_seconds:g} s",
+            )
+        if item.duration_seconds < rules.min_video_seconds:
+            bad(
+                f"{prefix}.duration_seconds",
+                f"{item.duration_seconds:g} s; {rules.label} videos are at least {rules.min_video_seconds:g} s",
+            )
+
+
+def _validate_options(
+    options: PostOptions, platform: Platform, sub_accounts: tuple[str, ...] | None, bad: object
+) -> None:
+    assert callable(bad)
+    if platform is Platform.TIKTOK:
+        if not options.tiktok_privacy_level:
+            bad("post.options.tiktok.privacy_level", f"required for TikTok: one of {', '.join(TIKTOK_PRIVACY_LEVELS)}")
+        elif options.tiktok_privacy_level not in TIKTOK_PRIVACY_LEVELS:
+            bad("post.options.tiktok.privacy_level", f"one of {', '.join(TIKTOK_PRIVACY_LEVELS)}")
+    elif platform is Platform.GOOGLE:
+        title = options.youtube_title
+        if not title.strip():
+            bad("post.options.youtube.title", "required for YouTube (1 to 100 characters)")
+        elif len(title) > 100:
+            bad("post.options.youtube.title", f"{len(title)} characters; at most 100")
+        elif "<" in title or ">" in title:
+            bad("post.options.youtube.title", "must not contain < or >")
+        if len(options.youtube_description.encode()) > 5000:
+            bad("post.options.youtube.description", "at most 5,000 bytes")
+        if options.youtube_privacy_status and options.youtube_privacy_status not in YOUTUBE_PRIVACY:
+            bad("post.options.youtube.privacy_status", f"one of {', '.join(YOUTUBE_PRIVACY)}")
+        if sum(len(t) for t in options.youtube_tags) > 500:
+            bad("post.options.youtube.tags", "at most 500 characters in all")
+        if options.youtube_category_id and not options.youtube_category_id.isdigit():
+            bad("post.options.youtube.category_id", "a numeric YouTube category id")
+    elif platform is Platform.FACEBOOK:
+        if not options.facebook_page_id:
+            bad("post.options.facebook.page_id", "required for Facebook: the Page to post to")
+        elif sub_accounts is not None and options.facebook_page_id not in sub_accounts:
+            bad("post.options.facebook.page_id", "not one of this connection's Pages")
+    elif platform is Platform.LINKEDIN:
+        if options.linkedin_visibility and options.linkedin_visibility not in LINKEDIN_VISIBILITY:
+            bad("post.options.linkedin.visibility", "PUBLIC or CONNECTIONS")
+    elif platform is Platform.TWITTER:
+        reply = options.twitter_reply_to_post_id
+        if reply and not reply.isdigit():
+            bad("post.options.twitter.reply_to_post_id", "a numeric post id")

@@ -1,0 +1,157 @@
+"""Use cases of PostingService: create (validate and queue), get, list, cancel, resolve. One method per RPC."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from contentpipe.common.errors import (
+    ContentpipeError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from contentpipe.common.ids import new_id
+from contentpipe.oauth.domain.posts import Platform, Post, PostState, utcnow
+from contentpipe.oauth.domain.posts_rules import NewPost, validate_post
+from contentpipe.oauth.service_layer.posting_ports import (
+    ConnectionView,
+    ListQuery,
+    PostRepository,
+    connection_view,
+)
+from contentpipe.oauth.service_layer.tokens import TokenProvider
+
+UrlCheck = Callable[[str, str], Awaitable[None]]  # (uri, field) -> raises InvalidArgument(field)
+
+
+def connection_id_from(name: str, field: str = "post.connection") -> str:
+    prefix = "connections/"
+    if not name:
+        raise InvalidArgument.single(field, "required: connections/{connection_id}")
+    if not name.startswith(prefix) or "/" in name[len(prefix) :] or len(name) == len(prefix):
+        raise InvalidArgument.single(field, f"expected connections/{{connection_id}}, got {name!r}")
+    return name[len(prefix) :]
+
+
+@dataclass(slots=True)
+class PostingServices:
+    repository: PostRepository
+    tokens: TokenProvider
+    media_check: UrlCheck
+    wake_worker: Callable[[], None] = lambda: None
+    clock: Callable[[], datetime] = utcnow
+
+    async def connection(self, owner: str, connection_id: str) -> ConnectionView:
+        """The caller's connection; another user's (or a missing) one is NOT_FOUND."""
+        try:
+            found = await self.tokens.get_connection(owner, connection_id)
+        except NotFound:
+            found = None
+        view = connection_view(found, owner, connection_id) if found is not None else None
+        if view is None or view.owner != owner:
+            raise NotFound(f"connections/{connection_id} not found", reason="CONNECTION_NOT_FOUND")
+        return view
+
+    async def create(self, owner: str, request: NewPost, *, validate_only: bool = False) -> Post:
+        if request.request_id and not validate_only:
+            existing = await self.repository.find_by_request(owner, request.request_id)
+            if existing is not None:
+                return existing
+        conn = await self.connection(owner, request.connection_id)
+        if conn.unusable:
+            raise FailedPrecondition(
+                f"{conn.name} is {conn.status}: authorize it again before posting through it",
+                reason="CONNECTION_NEEDS_REAUTH",
+                metadata={"connection": conn.name, "status": conn.status},
+            )
+        validate_post(
+            request, conn.platform, sub_accounts=conn.sub_accounts if conn.platform is Platform.FACEBOOK else None
+        )
+        for index, item in enumerate(request.media):
+            await self.media_check(item.uri, f"post.media[{index}].uri")
+        now = self.clock()
+        account = conn.account_id or conn.id
+        if conn.platform is Platform.FACEBOOK:
+            account = request.options.facebook_page_id
+        post = Post(
+            id=new_id(),
+            owner=owner,
+            connection_id=conn.id,
+            platform=conn.platform,
+            text=request.text,
+            media=request.media,
+            options=request.options,
+            create_time=now,
+            publish_time=request.publish_time,
+            request_id=request.request_id,
+            account_id=account,
+            update_time=now,
+            next_attempt_time=max(now, request.publish_time) if request.publish_time else now,
+        )
+        if validate_only:
+            return post
+        stored = await self.repository.add(post)
+        if stored.id == post.id:
+            self.wake_worker()
+        return stored
+
+    async def get(self, owner: str, post_id: str) -> Post:
+        post = await self.repository.get(post_id)
+        if post is None or post.owner != owner:
+            raise NotFound(f"posts/{post_id} not found", reason="POST_NOT_FOUND")
+        return post
+
+    async def list_page(self, query: ListQuery) -> tuple[list[Post], bool]:
+        wanted = query.limit
+        rows = await self.repository.page(
+            ListQuery(
+                owner=query.owner,
+                limit=wanted + 1,
+                state=query.state,
+                platform=query.platform,
+                connection_id=query.connection_id,
+                after=query.after,
+            )
+        )
+        return rows[:wanted], len(rows) > wanted
+
+    async def cancel(self, owner: str, post_id: str) -> Post:
+        post = await self.get(owner, post_id)
+        if post.state is PostState.CANCELED:
+            return post
+        if post.state is not PostState.QUEUED:
+            raise FailedPrecondition(
+                f"{post.name} is {post.state.value}; only a QUEUED post can be cancelled", reason="POST_NOT_QUEUED"
+            )
+        post.cancel(self.clock())
+        if not await self.repository.update_unleased(post, PostState.QUEUED):
+            raise FailedPrecondition(
+                f"{post.name} is being published; it can no longer be cancelled", reason="POST_NOT_QUEUED"
+            )
+        return post
+
+    async def resolve(
+        self, owner: str, post_id: str, *, published: bool, platform_post_id: str, permalink: str
+    ) -> Post:
+        post = await self.get(owner, post_id)
+        if post.state is not PostState.UNCONFIRMED:
+            raise FailedPrecondition(
+                f"{post.name} is {post.state.value}; only an UNCONFIRMED post can be resolved",
+                reason="POST_NOT_UNCONFIRMED",
+            )
+        if published and not platform_post_id:
+            raise InvalidArgument.single("platform_post_id", "required when published is true")
+        if permalink and urlsplit(permalink).scheme not in ("http", "https", "file"):
+            raise InvalidArgument.single("permalink", "must be an http(s) or file:// URL")
+        post.resolve(published=published, platform_post_id=platform_post_id, permalink=permalink, now=self.clock())
+        if not await self.repository.update_unleased(post, PostState.UNCONFIRMED):
+            raise FailedPrecondition(f"{post.name} changed meanwhile; read it again", reason="POST_CHANGED")
+        if not published:
+            self.wake_worker()
+        return post
+
+
+__all__ = ["ContentpipeError", "PostingServices", "connection_id_from"]

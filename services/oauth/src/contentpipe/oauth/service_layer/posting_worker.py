@@ -1,0 +1,426 @@
+"""The posting queue's worker: leases due posts, publishes each through its platform's publisher, never twice.
+
+Per post: rate-limit blocks and daily caps are checked first (a blocked account's post is deferred, state QUEUED with
+`next_attempt_time`, and other accounts keep flowing); then the publisher runs with a journal that commits the
+in-flight mark before the irreversible create call and the platform's id the moment it returns. A post whose create
+was sent is only ever reconciled with the platform afterwards (PUBLISHED, safely re-queued, or UNCONFIRMED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from contentpipe.common.errors import ContentpipeError, NotFound
+from contentpipe.oauth.domain.posts import ErrorClass, Platform, Post, PostError, PostState, utcnow
+from contentpipe.oauth.service_layer.posting_ports import (
+    Credentials,
+    LeaseLost,
+    OutcomeUnknown,
+    PostRepository,
+    PublishContext,
+    Publisher,
+    PublishFailure,
+    RateLimitedFailure,
+    RateLimitStore,
+    ReauthFailure,
+    Reconciliation,
+    RejectedFailure,
+    RetryableFailure,
+    Verdict,
+    account_limit_key,
+    app_limit_key,
+    credentials_view,
+)
+from contentpipe.oauth.service_layer.tokens import TokenProvider
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PostingWorkerSettings:
+    worker_id: str
+    lease_seconds: float = 30.0
+    poll_interval: float = 1.0
+    concurrency: int = 8
+    max_attempts: int = 5
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 600.0
+    reconcile_delay_seconds: float = 5.0
+    max_reconcile_attempts: int = 10
+    daily_caps: Mapping[Platform, int] = field(default_factory=dict)
+
+
+class _Journal:
+    """PublishJournal backed by the repository; every note is a fenced, committed save."""
+
+    def __init__(self, worker: PostingWorker, post: Post) -> None:
+        self._worker = worker
+        self._post = post
+
+    async def checkpoint(self, **progress: Any) -> None:
+        self._post.progress.update(progress)
+        await self._worker.save(self._post)
+
+    async def arm(self) -> None:
+        self._post.arm_create(self._worker.clock())
+        await self._worker.save(self._post)
+
+    async def disarm(self) -> None:
+        # Only called when the platform answered the create call with a definite refusal: nothing was created.
+        self._post.create_sent_time = None
+        await self._worker.save(self._post)
+
+    async def created(self, platform_post_id: str, permalink: str = "") -> None:
+        self._post.record_platform_id(platform_post_id, permalink, self._worker.clock())
+        await self._worker.save(self._post)
+
+
+class PostingWorker:
+    def __init__(
+        self,
+        repository: PostRepository,
+        tokens: TokenProvider,
+        publishers: Mapping[Platform, Publisher],
+        limits: RateLimitStore,
+        settings: PostingWorkerSettings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._repository = repository
+        self._tokens = tokens
+        self._publishers = publishers
+        self._limits = limits
+        self.settings = settings
+        self.clock = clock
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def run(self) -> None:
+        """Claim and dispatch until cancelled; on cancellation stop the tasks and give back their leases."""
+        s = self.settings
+        await self._repository.release(s.worker_id)  # ours from before a restart: take them up again now
+        heartbeat = asyncio.create_task(self._heartbeat(), name="posting-heartbeat")
+        try:
+            while True:
+                self._wake.clear()
+                free = s.concurrency - len(self._tasks)
+                claimed: list[Post] = []
+                if free > 0:
+                    try:
+                        claimed = await self._repository.claim(s.worker_id, free, s.lease_seconds)
+                    except Exception:
+                        _log.exception("claiming posts failed; retrying")
+                    for post in claimed:
+                        if post.id not in self._tasks:
+                            self._tasks[post.id] = asyncio.create_task(self._run_one(post), name=f"post-{post.id}")
+                if claimed and len(claimed) == free:
+                    await asyncio.sleep(0)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=s.poll_interval)
+        finally:
+            heartbeat.cancel()
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(heartbeat, *tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._repository.release(s.worker_id, list(self._tasks)))
+
+    async def run_once(self) -> int:
+        """Claim what is due now and process it to the end (tests, `process-pending`)."""
+        claimed = await self._repository.claim(
+            self.settings.worker_id, self.settings.concurrency, self.settings.lease_seconds
+        )
+        await asyncio.gather(*(self._run_one(post) for post in claimed))
+        return len(claimed)
+
+    async def save(self, post: Post, *, release: bool = False) -> None:
+        if not await self._repository.save(post, self.settings.worker_id, release=release):
+            raise LeaseLost(post.id)
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.2, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._tasks)
+            if not ids:
+                continue
+            try:
+                await self._repository.renew(self.settings.worker_id, ids, self.settings.lease_seconds)
+            except Exception:
+                _log.exception("renewing post leases failed")
+
+    async def _run_one(self, post: Post) -> None:
+        try:
+            await self.process(post)
+        except LeaseLost:
+            _log.warning("lease on post lost; another worker has it", extra={"post_id": post.id})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log.exception("posting crashed", extra={"post_id": post.id})
+            with contextlib.suppress(Exception):
+                await self._after_bug(post, exc)
+        finally:
+            self._tasks.pop(post.id, None)
+
+    # ------------------------------------------------------------------ one post
+
+    async def process(self, post: Post) -> None:
+        now = self.clock()
+        post.start_attempt(now)
+        await self.save(post)
+        publisher = self._publishers.get(post.platform)
+        if publisher is None:
+            post.fail(
+                PostError(
+                    ErrorClass.REJECTED_BY_PLATFORM,
+                    "PLATFORM_NOT_CONFIGURED",
+                    f"publishing to {post.platform.value} is not configured",
+                    now,
+                )
+            )
+            await self.save(post, release=True)
+            return
+        if post.create_sent_time is not None or post.platform_post_id:
+            await self._reconcile(post, publisher)
+            return
+        if await self._deferred_by_limits(post):
+            return
+        credentials = await self._credentials(post)
+        if credentials is None:
+            return
+        ctx = self._context(post, credentials)
+        try:
+            result = await publisher.publish(ctx)
+        except PublishFailure as failure:
+            await self._on_failure(post, publisher, failure)
+            return
+        post.mark_published(result.platform_post_id, result.permalink, self.clock())
+        post.last_error = None
+        await self.save(post, release=True)
+        _log.info("post published", extra={"post_id": post.id, "platform": post.platform.value})
+
+    def _context(self, post: Post, credentials: Credentials) -> PublishContext:
+        owner, connection_id = post.owner, post.connection_id
+
+        async def refresh() -> Credentials:
+            try:
+                fresh = await self._tokens.force_refresh(owner, connection_id)
+                if fresh is None or not getattr(fresh, "access_token", None):
+                    fresh = await self._tokens.fresh_credentials(owner, connection_id)
+            except ContentpipeError as exc:
+                raise _token_failure(exc) from None
+            return credentials_view(fresh)
+
+        async def report_limit(key: str, until: datetime, reason: str) -> None:
+            await self._limits.block(key, until, reason)
+
+        return PublishContext(post, credentials, _Journal(self, post), refresh, report_limit, self.clock)
+
+    async def _credentials(self, post: Post) -> Credentials | None:
+        try:
+            raw = await self._tokens.fresh_credentials(post.owner, post.connection_id)
+        except ContentpipeError as exc:
+            await self._on_failure(post, None, _token_failure(exc))
+            return None
+        return credentials_view(raw)
+
+    async def _deferred_by_limits(self, post: Post) -> bool:
+        now = self.clock()
+        keys = [app_limit_key(post.platform), account_limit_key(post.platform, post.account_id)]
+        blocked = await self._limits.blocked(keys, now)
+        if blocked is not None:
+            key, until, reason = blocked
+            self._defer(
+                post,
+                until,
+                PostError(
+                    ErrorClass.RATE_LIMITED,
+                    "RATE_LIMITED",
+                    f"{reason or 'rate limit'} ({key}) until {until.isoformat()}",
+                    now,
+                ),
+            )
+            await self.save(post, release=True)
+            return True
+        cap = self.settings.daily_caps.get(post.platform, 0)
+        if cap > 0:
+            count, oldest = await self._repository.count_recent(
+                post.platform, post.account_id, now - timedelta(hours=24), post.id
+            )
+            if count >= cap:
+                until = (oldest or now) + timedelta(hours=24)
+                self._defer(
+                    post,
+                    until,
+                    PostError(
+                        ErrorClass.RATE_LIMITED,
+                        "DAILY_CAP_REACHED",
+                        f"{count} posts in 24 h reach the {post.platform.value} daily cap of {cap}",
+                        now,
+                    ),
+                )
+                await self.save(post, release=True)
+                return True
+        return False
+
+    def _defer(self, post: Post, until: datetime, error: PostError) -> None:
+        post.defer(until, error, self.clock())
+        if error.error_class is ErrorClass.RATE_LIMITED and post.attempts > 0:
+            post.attempts -= 1  # waiting for a reset is not a failed attempt
+
+    async def _on_failure(self, post: Post, publisher: Publisher | None, failure: PublishFailure) -> None:
+        now = self.clock()
+        if isinstance(failure, RateLimitedFailure):
+            await self._limits.block(failure.scope_key, failure.until, failure.reason)
+        if post.create_sent_time is not None and not isinstance(failure, RejectedFailure | ReauthFailure):
+            # The create call left and nobody proved it failed: ask the platform, never just send it again.
+            await self._unconfirmed(post, publisher, failure.reason, failure.message)
+            return
+        if isinstance(failure, RateLimitedFailure):
+            post.create_sent_time = None
+            self._defer(
+                post, max(failure.until, now), PostError(ErrorClass.RATE_LIMITED, failure.reason, failure.message, now)
+            )
+        elif isinstance(failure, ReauthFailure):
+            with contextlib.suppress(Exception):
+                await self._tokens.mark_needs_reauth(post.owner, post.connection_id, failure.reason)
+            post.fail(
+                PostError(
+                    ErrorClass.NEEDS_REAUTH,
+                    "CONNECTION_NEEDS_REAUTH",
+                    f"{post.connection} must be authorized again: {failure.message}",
+                    now,
+                )
+            )
+        elif isinstance(failure, RejectedFailure):
+            post.fail(PostError(ErrorClass.REJECTED_BY_PLATFORM, failure.reason, failure.message, now))
+        else:
+            retry_after = failure.retry_after if isinstance(failure, RetryableFailure) else None
+            self._retry_or_fail(post, failure.reason, failure.message, retry_after)
+        await self.save(post, release=True)
+
+    def _retry_or_fail(self, post: Post, reason: str, message: str, retry_after: float | None) -> None:
+        now = self.clock()
+        error = PostError(ErrorClass.RETRYABLE, reason, message, now)
+        if post.attempts >= self.settings.max_attempts:
+            post.fail(
+                PostError(ErrorClass.RETRYABLE, reason, f"gave up after {post.attempts} attempts: {message}", now)
+            )
+            return
+        s = self.settings
+        delay = random.uniform(
+            s.backoff_base_seconds / 2,
+            min(s.backoff_max_seconds, s.backoff_base_seconds * 2 ** max(0, post.attempts - 1)),
+        )
+        post.defer(now + timedelta(seconds=max(delay, retry_after or 0.0)), error, now)
+
+    async def _unconfirmed(self, post: Post, publisher: Publisher | None, reason: str, message: str) -> None:
+        now = self.clock()
+        can_ask = publisher is not None and post.reconcile_attempts < self.settings.max_reconcile_attempts
+        retry_at = now + timedelta(seconds=self.settings.reconcile_delay_seconds) if can_ask else None
+        post.mark_unconfirmed(
+            PostError(
+                ErrorClass.RETRYABLE,
+                reason or "OUTCOME_UNKNOWN",
+                f"the create call's outcome is unknown: {message}",
+                now,
+            ),
+            retry_at,
+        )
+        await self.save(post, release=True)
+        _log.warning("post unconfirmed", extra={"post_id": post.id, "reason": reason})
+
+    async def _reconcile(self, post: Post, publisher: Publisher) -> None:
+        credentials = await self._credentials(post)
+        if credentials is None:
+            return
+        try:
+            result = await publisher.reconcile(self._context(post, credentials))
+        except PublishFailure as failure:
+            if isinstance(failure, RateLimitedFailure):
+                await self._limits.block(failure.scope_key, failure.until, failure.reason)
+            result = Reconciliation(
+                Verdict.UNKNOWN, reason=failure.reason, retry_after=self.settings.reconcile_delay_seconds
+            )
+        await self._apply(post, result)
+
+    async def _apply(self, post: Post, result: Reconciliation) -> None:
+        now = self.clock()
+        if result.verdict is Verdict.PUBLISHED and result.published is not None:
+            post.mark_published(result.published.platform_post_id, result.published.permalink, now)
+            await self.save(post, release=True)
+            _log.info("post reconciled: published", extra={"post_id": post.id})
+            return
+        if result.verdict is Verdict.NOT_PUBLISHED:
+            post.requeue_not_published(now, keep_progress=result.keep_progress)
+            await self.save(post, release=True)
+            _log.info("post reconciled: not published, queued again", extra={"post_id": post.id})
+            self.wake()
+            return
+        if result.verdict is Verdict.PENDING:
+            post.next_attempt_time = now + timedelta(
+                seconds=result.retry_after or self.settings.reconcile_delay_seconds
+            )
+            post.update_time = now
+            await self.save(post, release=True)
+            return
+        if result.retry_after is None or post.reconcile_attempts + 1 >= self.settings.max_reconcile_attempts:
+            retry_at = None
+        else:
+            retry_at = now + timedelta(seconds=result.retry_after)
+        post.mark_unconfirmed(
+            PostError(
+                ErrorClass.RETRYABLE,
+                result.reason or "OUTCOME_UNKNOWN",
+                "the platform cannot tell yet whether the post went out; "
+                + ("asking again later" if retry_at else "resolve it by hand (ResolvePost)"),
+                now,
+            ),
+            retry_at,
+        )
+        await self.save(post, release=True)
+
+    async def _after_bug(self, post: Post, exc: Exception) -> None:
+        current = await self._repository.get(post.id)
+        if current is None or current.state.terminal or current.state is PostState.UNCONFIRMED:
+            return
+        if post.create_sent_time is not None:
+            await self._unconfirmed(post, None, "INTERNAL", f"internal error ({type(exc).__name__})")
+            return
+        if post.state is PostState.PUBLISHING:
+            self._retry_or_fail(post, "INTERNAL", f"internal error ({type(exc).__name__})", None)
+            await self.save(post, release=True)
+
+
+def _token_failure(exc: ContentpipeError) -> PublishFailure:
+    """Map the token provider's errors: a dead grant is NEEDS_REAUTH, a missing connection a refusal."""
+    name = type(exc).__name__
+    if (
+        name in ("FailedPrecondition", "PermissionDenied", "Unauthenticated")
+        or "REAUTH" in exc.reason
+        or ("INVALID_GRANT" in exc.reason or "REVOKED" in exc.reason)
+    ):
+        return ReauthFailure(exc.reason, exc.message)
+    if isinstance(exc, NotFound):
+        return RejectedFailure("CONNECTION_NOT_FOUND", exc.message)
+    return RetryableFailure("TOKEN_UNAVAILABLE", exc.message, getattr(exc, "retry_after", None))
+
+
+__all__ = ["OutcomeUnknown", "PostingWorker", "PostingWorkerSettings", "Sequence"]
