@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from contentpipe.common.database import claim_rows, db_now, release_rows
+from contentpipe.common.database import claim_rows, db_now, is_postgresql, release_rows
 from contentpipe.common.errors import Unavailable
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import Pipeline, PipelineRun, PipelineState, RunState
@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     delete,
+    func,
     or_,
     select,
     update,
@@ -345,7 +346,8 @@ class SqlRunRepository:
     @_database_errors
     async def save(self, run: PipelineRun, lease_owner: str) -> None:
         async with self._sessions.begin() as session:
-            now = await db_now(session)
+            # The database's clock on PostgreSQL without a round trip of its own; SQLite shares ours.
+            now: Any = func.now() if is_postgresql(session) else datetime.now(UTC)
             result = await session.execute(
                 update(pipeline_runs)
                 .where(

@@ -482,8 +482,9 @@ class RunExecutor:
             if not keep and (target.attempt != attempt or target.error is not None):
                 targets[position] = TargetResult(connection=target.connection, attempt=attempt)
         if tuple(targets) != step_run.targets:
+            # Not written yet: the same reset is derived again after a crash; the first post created saves it.
             step_run = replace(step_run, targets=tuple(targets))
-            await self._save_step(index, step_run)
+            self.run = self.run.with_step(index, step_run)
         pending = [pos for pos, target in enumerate(targets) if not target.post and target.error is None]
         if pending:
             context = template_context(self.run)
