@@ -10,8 +10,8 @@ from contentpipe.common.telemetry import get_meter
 class ScheduleMetrics:
     """Instruments created once; each call records with the job as an attribute (per-schedule, rule 15)."""
 
-    def __init__(self) -> None:
-        meter = get_meter("contentpipe.scheduler")
+    def __init__(self, meter: Any = None) -> None:
+        meter = meter if meter is not None else get_meter("contentpipe.scheduler")
         self._lag = meter.create_histogram(
             "scheduler.job.lag", unit="s", description="Actual trigger time minus nominal fire time"
         )

@@ -59,7 +59,10 @@ class ProcessingSettings:
     dispatch_concurrency: int = 64
     # Batches whose pipelines calls may be in flight while the next batch is claimed.
     pipeline_depth: int = 3
-    claim_lease_seconds: float = 60.0
+    # A crashed worker's claim on due jobs expires after this (their fire times then run a little late).
+    claim_lease_seconds: float = 30.0
+    # Run records being triggered are leased this long, so nobody re-sends them meanwhile.
+    dispatch_lease_seconds: float = 60.0
     # How often a triggered pipeline run is polled for its outcome.
     poll_interval: timedelta = timedelta(seconds=10)
     max_poll_interval: timedelta = timedelta(minutes=5)
@@ -149,7 +152,7 @@ class Processor:
                 remaining -= len(claimed)
                 records = [self._plan(job, now, *running[job.id]) for job in claimed]
                 owned = await self._store.record_due(
-                    now, self._lease_owner, self._settings.claim_lease_seconds, records
+                    now, self._lease_owner, self._settings.dispatch_lease_seconds, records
                 )
                 for record in records:
                     self._count_not_run(record, result)
@@ -338,7 +341,7 @@ class Processor:
             now, claimed = await self._store.claim_active_runs(
                 limit=batch_size,
                 lease_owner=self._lease_owner,
-                lease_seconds=self._settings.claim_lease_seconds,
+                lease_seconds=self._settings.dispatch_lease_seconds,
                 owner=owner,
                 job_id=job_id,
             )
