@@ -184,3 +184,31 @@ def test_kill_9_during_an_async_cog_prediction_attaches_to_it_after_restart(
         second.terminate()
     assert done.state == pb.GENERATION_STATE_SUCCEEDED, (done.error, second.logs())
     assert len(cog.predictions()) == 1  # the second PUT with the same id attached; nothing ran twice
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cancel_stops_the_cog_prediction_and_stays_cancelled(
+    mode: str, start_cog: Callable[..., CogServer], start_service: Callable[..., ServiceProcess]
+) -> None:
+    cog = start_cog(delay=4.0)
+    env = {"GENERATION_DEFAULT_PROVIDER": "cog", "COG_MODELS": f"svd-local:VIDEO={cog.url}"}
+    if mode == "async":
+        env["GENERATION_WEBHOOK_PORT"] = str(free_port())
+    service = start_service("generation", env=env)
+    with GenerationClient(service.address) as client:
+        created = client.create(kind=pb.GENERATION_KIND_VIDEO, prompt="stop me", options={"width": 320, "height": 192})
+        deadline = time.monotonic() + 20
+        while not cog.predictions():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        cancelled = client.cancel(created.name)
+        assert cancelled.state == pb.GENERATION_STATE_CANCELED
+        assert time.monotonic() - started < 3  # did not wait for the 4 s prediction
+        # A sync Python predictor keeps its slot until predict() returns; Cog then reports the prediction
+        # (and its webhook arrives): the generation must stay CANCELED without outputs.
+        time.sleep(5)
+        final = client.get(created.name)
+    assert final.state == pb.GENERATION_STATE_CANCELED
+    assert not final.outputs
+    assert len(cog.predictions()) == 1
