@@ -219,3 +219,17 @@ def test_process_pending_once_drains_queued_runs_and_exits(
     states = {client.GetPipelineRun(pb.GetPipelineRunRequest(name=n)).run.state for n in names}
     assert states == {pb.PIPELINE_RUN_STATE_SUCCEEDED}
     client.close()
+
+
+def test_create_is_idempotent_per_request_id_and_validate_only_creates_nothing(client: Client) -> None:
+    pipeline = pb.Pipeline(display_name="once", steps=[generate_step()])
+    checked = client.CreatePipeline(pb.CreatePipelineRequest(pipeline=pipeline, validate_only=True)).pipeline
+    assert checked.display_name == "once"
+    assert not client.ListPipelines(pb.ListPipelinesRequest()).pipelines
+
+    first = client.CreatePipeline(pb.CreatePipelineRequest(pipeline=pipeline, request_id="create-1")).pipeline
+    again = client.CreatePipeline(pb.CreatePipelineRequest(pipeline=pipeline, request_id="create-1")).pipeline
+    assert again.name == first.name
+    listed = client.ListPipelines(pb.ListPipelinesRequest()).pipelines
+    assert [p.name for p in listed] == [first.name]
+    assert listed[0].state == pb.PIPELINE_STATE_ACTIVE and listed[0].owner == client.user
