@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
 
@@ -215,3 +217,49 @@ def test_signed_webhooks_are_verified_and_acknowledged(
     with GenerationClient(service.address) as client:
         client.wait(client.create(kind=pb.GENERATION_KIND_TEXT, prompt="forged").name)
     _wait_for(lambda: ("completed", 401) in fake.webhook_deliveries)
+
+
+def test_outputs_are_size_capped_and_content_checked(
+    replicate_fake: Fake, start_service: Callable[..., ServiceProcess]
+) -> None:
+    fake, url = replicate_fake
+    fake.polls_to_finish = 1
+    assert len(fake.image_bytes) > 4096
+    service = start_service("generation", env=replicate_env(url, GENERATION_MAX_OUTPUT_BYTES="4096"))
+    with GenerationClient(service.address) as client:
+        big = client.wait(client.create(kind=pb.GENERATION_KIND_IMAGE, prompt="too big").name)
+        assert big.state == pb.GENERATION_STATE_FAILED
+        assert big.error.reason == "OUTPUT_TOO_LARGE"
+        fake.image_bytes = b"<html><body>not an image</body></html>"
+        wrong = client.wait(client.create(kind=pb.GENERATION_KIND_IMAGE, prompt="not media").name)
+    assert wrong.state == pb.GENERATION_STATE_FAILED
+    assert wrong.error.reason == "OUTPUT_UNREADABLE"
+    assert not list((service.workdir / "data" / "generated-content").rglob("*.png"))
+
+
+def test_an_earlier_generations_image_is_the_input_of_image_to_video(
+    replicate_fake: Fake, start_service: Callable[..., ServiceProcess]
+) -> None:
+    fake, url = replicate_fake
+    fake.polls_to_finish = 1
+    service = start_service("generation", env=replicate_env(url))
+    with GenerationClient(service.address, "alice") as alice, GenerationClient(service.address, "bob") as bob:
+        image = alice.wait(
+            alice.create(
+                kind=pb.GENERATION_KIND_IMAGE, prompt="a still", provider="local", options={"width": 64, "height": 64}
+            ).name
+        )
+        assert image.state == pb.GENERATION_STATE_SUCCEEDED
+        video = alice.wait(
+            alice.create(
+                kind=pb.GENERATION_KIND_VIDEO, prompt="animate it", options={"input_image_uri": image.name}
+            ).name
+        )
+        with pytest.raises(grpc.RpcError) as caught:  # somebody else's generation is not an input
+            bob.create(kind=pb.GENERATION_KIND_VIDEO, prompt="steal", options={"input_image_uri": image.name})
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert video.state == pb.GENERATION_STATE_SUCCEEDED, video.error
+    assert [p.role for p in video.predictions] == ["video"]  # no first frame needed
+    (prediction,) = fake.predictions.values()
+    png = Path(urlsplit(image.outputs[0].uri).path).read_bytes()
+    assert prediction.input["input_image"] == "data:image/png;base64," + base64.b64encode(png).decode()
