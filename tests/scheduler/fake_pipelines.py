@@ -43,6 +43,7 @@ class FakeState:
     resume_calls: Counter[str] = field(default_factory=Counter)
     outcome: Callable[[pb.PipelineRun], Outcome] = lambda run: RUNNING
     unavailable: bool = False
+    run_delay: float = 0.0  # seconds RunPipeline takes (a slow pipelines service)
     acting_users: list[str] = field(default_factory=list)
 
 
@@ -80,6 +81,8 @@ class _Servicer(pb_grpc.PipelineServiceServicer):
         owner, state = await self._owned(context, request.name)
         if state == pb.PIPELINE_STATE_PAUSED:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "pipeline is paused")
+        if self.state.run_delay:
+            await asyncio.sleep(self.state.run_delay)
         with self.lock:
             self.state.run_calls[request.request_id] += 1
             nominal = request.nominal_time.ToDatetime().isoformat() if request.HasField("nominal_time") else ""

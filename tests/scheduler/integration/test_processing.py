@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -9,6 +11,7 @@ from contentpipe.common.errors import InvalidArgument, NotFound
 from contentpipe.scheduler.domain.model import JobRun, JobRunState, JobState, NotificationKind
 from contentpipe.scheduler.domain.policies import MisfirePolicy, OverlapPolicy, run_request_id
 from contentpipe.scheduler.service_layer.jobs import JobInput
+from contentpipe.scheduler.service_layer.processing import Processor
 
 from tests.scheduler.conftest import Harness
 from tests.scheduler.fake_pipelines import SUCCEED, fail
@@ -252,3 +255,28 @@ async def test_upsert_with_allow_missing_is_idempotent_and_reactivates_a_fired_o
     later = JobInput(pipeline=PIPELINE, run_time=run_at + timedelta(hours=1))
     again = await h.components.jobs.update_job(OWNER, "jobs/pipeline-p1", later, ["run_time"], allow_missing=True)
     assert again.state is JobState.ACTIVE and again.next_fire_time == run_at + timedelta(hours=1)
+
+
+async def test_shutdown_mid_dispatch_releases_leases_and_another_worker_resends_the_same_request(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.fake.add_pipeline(PIPELINE, OWNER)
+    job = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *"))
+    nominal = (await h.now()).replace(second=0, microsecond=0)
+    await h.set_next_fire(job.id, nominal)
+    h.fake.state.run_delay = 5.0
+    first = Processor(h.components.store, h.components.pipelines, lease_owner="worker-a")
+    task = asyncio.create_task(first.process(10))
+    await asyncio.sleep(1.0)  # the record is written and its RunPipeline call is in flight
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert await first.release_held() == 1
+    h.fake.state.run_delay = 0.0
+    second = Processor(h.components.store, h.components.pipelines, lease_owner="worker-b")
+    result = await second.process(10)
+    assert result.triggered == 1 and result.claimed == 0  # the fire time was recorded once, by worker a
+    [run] = await _runs(h, job.id)
+    assert run.state is JobRunState.TRIGGERED and run.pipeline_run
+    assert set(h.fake.state.by_request) == {run_request_id(job.id, nominal, 1)}

@@ -171,12 +171,18 @@ async def serve(config: SchedulerConfig) -> int:
             if not full:
                 await asyncio.sleep(config.process_interval_seconds)
 
+    async def release_leases() -> None:
+        # The loop was cancelled mid-pass: let another replica continue at once instead of after the lease.
+        released = await components.processor.release_held()
+        if released:
+            _log.info("released leases at shutdown", extra={"released": released})
+
     return await run_server(
         config.common,
         registrations(components, config),
         on_ready=ready,
         background=[processing_loop],
-        on_shutdown=[components.close],
+        on_shutdown=[release_leases, components.close],
     )
 
 

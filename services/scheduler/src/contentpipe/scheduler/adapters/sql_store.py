@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contentpipe.common.database import claim_rows, db_now, is_postgresql, session_factory
+from contentpipe.common.database import claim_rows, db_now, is_postgresql, release_rows, session_factory
 from contentpipe.common.errors import Aborted, AlreadyExists, NotFound
 from contentpipe.common.ids import new_id
 from contentpipe.scheduler.adapters.tables import job_runs, jobs, notifications
@@ -511,6 +511,13 @@ class SqlSchedulerStore:
                 connection = await session.connection()
                 await connection.execute(statement, job_updates)
             return to_dispatch
+
+    async def release(self, lease_owner: str, *, job_ids: Sequence[str], run_ids: Sequence[str]) -> int:
+        """Give back leases still held (graceful shutdown), so another worker continues at once."""
+        async with self._sessions() as session, session.begin():
+            released = await release_rows(session, jobs, list(job_ids), lease_owner=lease_owner)
+            released += await release_rows(session, job_runs, list(run_ids), lease_owner=lease_owner)
+            return released
 
     # ------------------------------------------------------------------ active runs
 

@@ -124,6 +124,9 @@ class Processor:
         self._metrics = metrics or ScheduleMetrics()
         self._deliver = deliver_notifications
         self._semaphore = asyncio.Semaphore(self._settings.dispatch_concurrency)
+        # Leases this worker holds right now, given back on graceful shutdown.
+        self._held_jobs: set[str] = set()
+        self._held_runs: set[str] = set()
 
     @property
     def lease_owner(self) -> str:
@@ -148,12 +151,14 @@ class Processor:
                 )
                 if not claimed:
                     break
+                self._held_jobs.update(job.id for job in claimed)
                 result.claimed += len(claimed)
                 remaining -= len(claimed)
                 records = [self._plan(job, now, *running[job.id]) for job in claimed]
                 owned = await self._store.record_due(
                     now, self._lease_owner, self._settings.dispatch_lease_seconds, records
                 )
+                self._held_jobs.difference_update(job.id for job in claimed)
                 for record in records:
                     self._count_not_run(record, result)
                 dispatching.add(asyncio.create_task(self._dispatch_new(owned, now, result)))
@@ -167,6 +172,17 @@ class Processor:
             if dispatching:
                 await asyncio.gather(*dispatching)
         return result
+
+    async def release_held(self) -> int:
+        """On graceful shutdown: release the jobs and run records this worker still leases."""
+        if not self._held_jobs and not self._held_runs:
+            return 0
+        released = await self._store.release(
+            self._lease_owner, job_ids=sorted(self._held_jobs), run_ids=sorted(self._held_runs)
+        )
+        self._held_jobs.clear()
+        self._held_runs.clear()
+        return released
 
     async def dispatch_one(self, claimed: ClaimedRun) -> PassResult:
         """Trigger one record we just created (TriggerJob)."""
@@ -213,6 +229,7 @@ class Processor:
         """Create the pipeline runs of records we own (concurrently, bounded) and record the outcomes."""
         if not runs:
             return
+        self._held_runs.update(c.run.id for c in runs)
         batch = _Batch()
         outcomes = await asyncio.gather(
             *(self._bounded(partial(self._run_pipeline, claimed)) for claimed in runs), return_exceptions=True
@@ -347,6 +364,7 @@ class Processor:
             )
             if not claimed:
                 return
+            self._held_runs.update(c.run.id for c in claimed)
             remaining -= len(claimed)
             batch = _Batch()
             outcomes = await asyncio.gather(
@@ -452,6 +470,7 @@ class Processor:
             if change.state is not JobRunState.RETRY_SCHEDULED:
                 batch.ended_jobs.append(claimed.run.job_id)
         await self._store.apply_run_changes(self._lease_owner, batch.changes)
+        self._held_runs.difference_update(change.run_id for change in batch.changes)
         for claimed, code, reason in batch.pauses:
             if await self._store.pause_for_pipeline(claimed.run.job_id, code=code, reason=reason):
                 drafts.append(

@@ -108,6 +108,8 @@ class SchedulerStore(Protocol):
         self, now: datetime, lease_owner: str, dispatch_lease_seconds: float, records: Sequence[DueRecord]
     ) -> list[ClaimedRun]: ...
 
+    async def release(self, lease_owner: str, *, job_ids: Sequence[str], run_ids: Sequence[str]) -> int: ...
+
     async def claim_active_runs(
         self,
         *,
