@@ -1,0 +1,1 @@
+"""Tests of the posting half of the oauth service (issue 4)."""
