@@ -102,7 +102,7 @@ async def read_form(request: Request) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True) or b""
+            payload: Any = part.get_payload(decode=True) or b""
             fields[str(name)] = payload if part.get_filename() else payload.decode()
         return fields
     return {k: v[-1] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}

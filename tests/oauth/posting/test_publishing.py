@@ -58,9 +58,9 @@ def connection(
             platform=platform,
             account_id=account,
             token=f"tok-{platform}-{account}",
-            **kwargs,
+            **kwargs,  # type: ignore[arg-type]
         )
-    )  # type: ignore[arg-type]
+    )
     return f"connections/{c.id}"
 
 
