@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contentpipe.common import errors
-from contentpipe.common.telemetry import get_tracer, span_link_from
+from contentpipe.common.telemetry import extract_context, get_tracer, span_link_from
 from contentpipe.pipelines.domain import retries, templates
 from contentpipe.pipelines.domain.model import (
     ErrorClass,
@@ -213,8 +213,11 @@ class RunExecutor:
     async def execute(self, run: PipelineRun) -> PipelineRun:
         self.run = run
         link = span_link_from(run.trace_context) if run.trace_context else None
+        # Parented by the call that queued the run (scheduler pass → RunPipeline), so one scheduled run is one
+        # trace across the four services although it executes later, on any worker; the link says so explicitly.
         with _tracer.start_as_current_span(
             "pipelines.run",
+            context=extract_context(run.trace_context) if run.trace_context else None,
             links=[link] if link else None,
             attributes={"contentpipe.run": run.name, "contentpipe.user": run.owner},
         ):
