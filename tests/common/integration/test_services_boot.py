@@ -57,9 +57,12 @@ def test_service_serves_health_reflection_and_guards_rpcs(
     unauthenticated = grpcurl("-plaintext", "-d", "{}", proc.address, method)
     assert "Code: Unauthenticated" in unauthenticated.stderr
     header = f"authorization: {dict(bearer())['authorization']}"
-    unimplemented = grpcurl("-plaintext", "-H", header, "-d", "{}", proc.address, method)
-    assert "Unknown" not in unimplemented.stderr
-    assert "Code: Unimplemented" in unimplemented.stderr or unimplemented.returncode == 0, unimplemented.stderr
+    answer = grpcurl("-plaintext", "-H", header, "-d", "{}", proc.address, method)
+    # An empty request with a valid token is a real answer: refused for its missing name, or not implemented yet.
+    assert "Code: Unknown" not in answer.stderr and "Code: Internal" not in answer.stderr
+    assert any(f"Code: {code}" in answer.stderr for code in ("InvalidArgument", "NotFound", "Unimplemented")), (
+        answer.stderr
+    )
     assert proc.terminate() == 0
 
 
