@@ -180,6 +180,11 @@ def print_summary(run: pb.PipelineRun, stream: TextIO | None = None) -> None:
         if step.outputs.text:
             out.write(f"  {step.step_id}: text: {step.outputs.text.strip()}\n")
         for target in step.targets:
+            if target.error.reason and not target.permalink:
+                out.write(f"  {step.step_id}: not posted via {target.connection}: {target.error.reason}\n")
+                continue
+            if not target.post:
+                continue
             where = _path(target.permalink) if target.permalink else target.post
             out.write(f"  {step.step_id}: posted {target.post} via {target.connection} -> {where}\n")
         if step.outputs.job:
