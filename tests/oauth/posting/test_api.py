@@ -1,0 +1,185 @@
+"""PostingService over gRPC: validation with field violations, ownership, idempotency, cancel, list, resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from contentpipe.api.oauth.v1 import platform_pb2
+from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
+from tests.oauth.posting.harness import Stack, posting_stack
+from tests.support import bearer
+
+pytestmark = pytest.mark.integration
+
+
+def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    out: dict[str, str] = {}
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.update({v.field: v.description for v in bad.field_violations})
+    return out
+
+
+def reason(err: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+def tokens_for_all() -> FakeTokens:
+    tokens = FakeTokens()
+    for platform in ("twitter", "linkedin", "instagram", "tiktok", "google", "facebook", "outbox"):
+        tokens.add(FakeConnection(id=platform, owner="user-1", platform=platform, account_id="42", token="t",
+                                  pages={"42": "p"} if platform == "facebook" else {}))
+    tokens.add(FakeConnection(id="dead", owner="user-1", platform="twitter", account_id="9", token="t",
+                              status="needs_reauth"))
+    tokens.add(FakeConnection(id="revoked", owner="user-1", platform="linkedin", account_id="9", token="t",
+                              status="revoked"))
+    tokens.add(FakeConnection(id="other", owner="user-2", platform="outbox", account_id="user-2", token=""))
+    return tokens
+
+
+async def refused(stack: Stack, code: grpc.StatusCode, user: str = "user-1", **post: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stack.create(user=user, **post)
+    assert info.value.code() == code, info.value.details()
+    return info.value
+
+
+@pytest.mark.parametrize(("platform", "limit"), [("twitter", 280), ("linkedin", 3000), ("instagram", 2200),
+                                                 ("tiktok", 2200), ("facebook", 63206), ("outbox", 100_000)])
+async def test_text_over_the_platform_limit_is_invalid_argument_naming_post_text(
+    platform: str, limit: int, database_url: str, tmp_path: Path
+) -> None:
+    options = pb.PlatformOptions(tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY"),
+                                 facebook=pb.FacebookOptions(page_id="42"))
+    media = [pb.Media(uri="https://cdn.example.com/a.jpg", kind=pb.MEDIA_KIND_IMAGE)]
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection=f"connections/{platform}",
+                            text="x" * (limit + 1), options=options,
+                            media=media if platform in ("instagram", "tiktok") else [])
+        assert "post.text" in violations(err), violations(err)
+        assert str(limit) in violations(err)["post.text"]
+        valid = pb.Post(connection=f"connections/{platform}", text="x" * limit, options=options,
+                        media=media if platform in ("instagram", "tiktok") else [])
+        ok = await stack.stub.CreatePost(pb.CreatePostRequest(post=valid, validate_only=True), metadata=bearer())
+        assert ok.post.state == pb.POST_STATE_QUEUED
+
+
+async def test_platform_rules_are_field_violations(database_url: str, tmp_path: Path) -> None:
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        clip = pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO, duration_seconds=200,
+                        size_bytes=600 * 1024 * 1024)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/twitter",
+                            text="t", media=[clip, clip])
+        found = violations(err)
+        assert {"post.media", "post.media[0].size_bytes", "post.media[0].duration_seconds"} <= set(found), found
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/tiktok", text="t",
+                            media=[pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO)])
+        assert "post.options.tiktok.privacy_level" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/google", text="t",
+                            media=[pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO)])
+        assert "post.options.youtube.title" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/facebook", text="t")
+        assert "post.options.facebook.page_id" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/facebook", text="t",
+                            options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="not-mine")))
+        assert "not one of this connection's Pages" in violations(err)["post.options.facebook.page_id"]
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/instagram", text="t")
+        assert "post.media" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/instagram", text="t",
+                            media=[pb.Media(uri="file:///etc/hosts", kind=pb.MEDIA_KIND_IMAGE)])
+        assert "post.media[0].uri" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
+                            media=[pb.Media(uri="file:///etc/passwd", kind=pb.MEDIA_KIND_IMAGE)])
+        assert "post.media[0].uri" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
+                            media=[pb.Media(uri="https://x.test/a.png")])
+        assert "post.media[0].kind" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="bad-name", text="t")
+        assert "post.connection" in violations(err)
+
+
+async def test_unusable_or_foreign_connections(database_url: str, tmp_path: Path) -> None:
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        for name in ("connections/dead", "connections/revoked"):
+            err = await refused(stack, grpc.StatusCode.FAILED_PRECONDITION, connection=name, text="t")
+            assert name in (err.details() or "") and reason(err) == "CONNECTION_NEEDS_REAUTH"
+        err = await refused(stack, grpc.StatusCode.NOT_FOUND, connection="connections/other", text="t")
+        assert reason(err) == "CONNECTION_NOT_FOUND"
+
+
+async def test_another_users_post_is_not_found(database_url: str, tmp_path: Path) -> None:
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        post = await stack.create(connection="connections/outbox", text="mine")
+        for call in (
+            stack.stub.GetPost(pb.GetPostRequest(name=post.name), metadata=bearer("user-2")),
+            stack.stub.CancelPost(pb.CancelPostRequest(name=post.name), metadata=bearer("user-2")),
+            stack.stub.ResolvePost(pb.ResolvePostRequest(name=post.name), metadata=bearer("user-2")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        listed = await stack.stub.ListPosts(pb.ListPostsRequest(), metadata=bearer("user-2"))
+        assert list(listed.posts) == []
+
+
+async def test_request_id_makes_create_idempotent(database_url: str, tmp_path: Path) -> None:
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        first = await stack.create(connection="connections/outbox", text="once", request_id="req-1")
+        again = await stack.create(connection="connections/outbox", text="once", request_id="req-1")
+        other_user = await stack.create(user="user-2", connection="connections/other", text="once",
+                                        request_id="req-1")
+        assert again.name == first.name and again.request_id == "req-1"
+        assert other_user.name != first.name
+        listed = await stack.stub.ListPosts(pb.ListPostsRequest(), metadata=bearer())
+        assert [p.name for p in listed.posts] == [first.name]
+
+
+async def test_cancel_list_and_resolve(database_url: str, tmp_path: Path) -> None:
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        later = Timestamp()
+        later.FromSeconds(4_000_000_000)
+        names = [(await stack.create(connection="connections/outbox", text=f"p{n}", publish_time=later)).name
+                 for n in range(5)]
+        x_post = await stack.create(connection="connections/twitter", text="x post")
+        canceled = await stack.stub.CancelPost(pb.CancelPostRequest(name=names[0]), metadata=bearer())
+        assert canceled.post.state == pb.POST_STATE_CANCELED
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stack.stub.ResolvePost(pb.ResolvePostRequest(name=names[1], published=True,
+                                                               platform_post_id="1"), metadata=bearer())
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        pages, token = [], ""
+        while True:
+            page = await stack.stub.ListPosts(pb.ListPostsRequest(page_size=2, page_token=token), metadata=bearer())
+            pages.append([p.name for p in page.posts])
+            token = page.next_page_token
+            if not token:
+                break
+        assert [n for p in pages for n in p] == [x_post.name, *reversed(names)]
+        assert all(len(p) <= 2 for p in pages)
+        queued = await stack.stub.ListPosts(pb.ListPostsRequest(state=pb.POST_STATE_QUEUED,
+                                                                platform=platform_pb2.PLATFORM_OUTBOX),
+                                            metadata=bearer())
+        assert [p.name for p in queued.posts] == list(reversed(names[1:]))
+        by_connection = await stack.stub.ListPosts(pb.ListPostsRequest(connection="connections/twitter"),
+                                                   metadata=bearer())
+        assert [p.name for p in by_connection.posts] == [x_post.name]
+        assert queued.posts[0].next_attempt_time.seconds == 4_000_000_000
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stack.stub.ListPosts(pb.ListPostsRequest(page_token="forged"), metadata=bearer())
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
