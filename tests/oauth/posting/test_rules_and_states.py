@@ -97,7 +97,7 @@ def test_a_post_whose_create_was_sent_is_never_requeued_blindly() -> None:
     with pytest.raises(IllegalTransition):
         post.cancel(NOW)
     post.resolve(published=False, platform_post_id="", permalink="", now=NOW)
-    assert post.state is PostState.QUEUED and post.create_sent_time is None
+    assert post.state.value == "QUEUED" and post.create_sent_time is None
 
 
 def test_published_needs_an_id_and_is_terminal() -> None:
