@@ -7,6 +7,7 @@ security suites do not exercise in depth, so that nothing ever leaves the machin
 
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +19,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.fakes import LoopbackHTTPServer
+from tests.fakes.oauth_platforms import CLIENTS, FakePlatforms
+
+# Where the platforms send the user back (on the oauth service's allowlist in the stacks).
+REDIRECT_URI = "https://app.contentpipe.test/oauth/callback"
+TOKEN_KEYS = f"sec1:{base64.b64encode(secrets.token_bytes(32)).decode()}"
 
 # Secrets the stack is configured with: none may ever appear in a log line, an error message or a database.
 SECRETS = {
@@ -25,6 +31,9 @@ SECRETS = {
     "REPLICATE_WEBHOOK_SECRET": f"whsec_{secrets.token_hex(16)}",
     "NOTIFICATION_WEBHOOK_SECRET": f"notify-secret-{secrets.token_hex(12)}",
     "S3_SECRET_ACCESS_KEY": f"s3-secret-{secrets.token_hex(12)}",
+    "OAUTH_STATE_SECRET": f"state-secret-{secrets.token_hex(16)}",
+    "OAUTH_TOKEN_KEYS": TOKEN_KEYS,
+    **{f"{name.upper()}_CLIENT_SECRET": secret for name, (_, secret) in CLIENTS.items()},
 }
 
 
@@ -61,6 +70,9 @@ class ExternalFakes:
     def __init__(self) -> None:
         self.recorder = RequestRecorder()
         self._server = LoopbackHTTPServer(self.recorder.app())
+        # The platforms' OAuth endpoints (tests/fakes): `platforms.issued` holds every token they handed out.
+        self.platforms = FakePlatforms()
+        self._platform_server = LoopbackHTTPServer(self.platforms.app())
 
     @property
     def url(self) -> str:
@@ -71,12 +83,16 @@ class ExternalFakes:
             "CONTENTPIPE_ALLOW_PRIVATE_URLS": "0",
             "GENERATION_DEFAULT_PROVIDER": "local",
             "REPLICATE_BASE_URL": self.url,
+            **FakePlatforms.env(self._platform_server.url),
+            "OAUTH_REDIRECT_URIS": REDIRECT_URI,
             **SECRETS,
         }
 
     def __enter__(self) -> ExternalFakes:
         self._server.start()
+        self._platform_server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._platform_server.stop()
         self._server.stop()

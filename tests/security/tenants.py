@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import grpc
+import httpx
 from contentpipe.api.generation.v1 import generation_service_pb2 as gen
 from contentpipe.api.oauth.v1 import connection_service_pb2 as conn
 from contentpipe.api.oauth.v1 import platform_pb2, posting_service_pb2
@@ -21,6 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tests.security.catalog import Rpc, all_rpcs
+from tests.security.fakes import REDIRECT_URI
 from tests.security.stack import Stack
 
 Metadata = tuple[tuple[str, str], ...]
@@ -159,6 +162,33 @@ def invoke(stack: Stack, method: str, request: Message, metadata: Metadata, time
         raise
 
 
+def consent(authorization_uri: str) -> tuple[str, str]:
+    """Play the user at the platform's (fake) consent screen: follow redirects back to the app; (code, state)."""
+    with httpx.Client(follow_redirects=False, timeout=10) as browser:
+        url = authorization_uri
+        for _ in range(10):
+            if url.startswith(REDIRECT_URI):
+                query = parse_qs(urlsplit(url).query)
+                assert "error" not in query, query
+                return query["code"][0], query["state"][0]
+            response = browser.get(url)
+            assert response.status_code in (302, 303), (response.status_code, response.text[:300])
+            url = urljoin(url, response.headers["location"])
+    raise AssertionError("the platform never redirected back to the app")
+
+
+def connect_platform(stack: Stack, metadata: Metadata, platform: platform_pb2.Platform.ValueType) -> str:
+    """A real OAuth connection: StartConnection, consent at the loopback platform, CompleteConnection."""
+    started = invoke(
+        stack, "StartConnection", conn.StartConnectionRequest(platform=platform, redirect_uri=REDIRECT_URI), metadata
+    )
+    code, state = consent(started.authorization_uri)
+    done = invoke(
+        stack, "CompleteConnection", conn.CompleteConnectionRequest(platform=platform, code=code, state=state), metadata
+    )
+    return str(done.connection.name)
+
+
 def build_world(stack: Stack, user: str, metadata: Metadata) -> World:
     """Create one of every resource as `user`; what could not be created is in `errors` with the status."""
     world = World(user=user, marker=f"marker-{uuid.uuid4().hex[:12]}")
@@ -180,6 +210,10 @@ def build_world(stack: Stack, user: str, metadata: Metadata) -> World:
         lambda: conn.CompleteConnectionRequest(platform=platform_pb2.PLATFORM_OUTBOX),
         lambda r: r.connection.name,
     )
+    try:
+        world.names["connections:twitter"] = connect_platform(stack, metadata, platform_pb2.PLATFORM_TWITTER)
+    except (grpc.RpcError, AssertionError, httpx.HTTPError) as err:
+        world.errors["connections:twitter"] = f"OAuth connection to X: {err}"
     step(
         "posts",
         "CreatePost",
@@ -310,12 +344,12 @@ CANCELED_STATES = {
 def snapshot(stack: Stack, world: World, metadata: Metadata) -> dict[str, Message]:
     result: dict[str, Message] = {}
     for kind, name in world.names.items():
-        if kind not in GETTERS:
+        if kind.split(":")[0] not in GETTERS:
             continue
-        method, make, attr = GETTERS[kind]
+        method, make, attr = GETTERS[kind.split(":")[0]]
         result[kind] = getattr(invoke(stack, method, make(name), metadata), attr)
     return result
 
 
 def stable_view(kind: str, message: Message) -> dict[str, Any]:
-    return {f: getattr(message, f) for f in STABLE_FIELDS[kind] if hasattr(message, f)}
+    return {f: getattr(message, f) for f in STABLE_FIELDS[kind.split(":", maxsplit=1)[0]] if hasattr(message, f)}

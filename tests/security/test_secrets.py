@@ -47,30 +47,37 @@ def known_secrets() -> dict[str, str]:
     return {**SECRETS, "CONTENTPIPE_JWT_SECRET": TEST_JWT_SECRET}
 
 
-def findings_in(text: str, where: str) -> Iterator[str]:
+def findings_in(text: str, where: str, issued: set[str] = frozenset()) -> Iterator[str]:  # type: ignore[assignment]
     for label, value in known_secrets().items():
         if value in text:
             yield f"{where}: the value of {label}"
+    for token in issued:
+        if token in text:
+            yield f"{where}: a platform token {token[:16]}…"
     for label, pattern in PATTERNS.items():
         for match in pattern.finditer(text):
             yield f"{where}: {label} {match.group(0)[:40]}…"
 
 
-def looks_encrypted(value: object) -> bool:
-    """Ciphertext (bytes, or ≥32 bytes of base64) as opposed to a token in clear."""
+def looks_encrypted(value: object, issued: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
+    """Ciphertext (bytes, or an envelope like `v1:kid:<base64 of ≥ 28 bytes>`) as opposed to a token in clear."""
     if value is None or value == "":
         return True
     if isinstance(value, bytes | memoryview):
-        return True
+        return not any(token.encode() in bytes(value) for token in issued)
     text = str(value)
-    if any(secret in text for secret in known_secrets().values()) or PATTERNS["JWT"].search(text):
+    if any(token in text for token in issued) or any(secret in text for secret in known_secrets().values()):
         return False
-    core = text.rsplit(":", maxsplit=1)[-1].rsplit(".", maxsplit=1)[-1] if len(text) < 40 else text
-    try:
-        decoded = base64.urlsafe_b64decode(core + "=" * (-len(core) % 4))
-    except (binascii.Error, ValueError):
+    if PATTERNS["JWT"].search(text):
         return False
-    return len(decoded) >= 32
+    core = text.rsplit(":", 1)[-1]
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            if len(decode(core + "=" * (-len(core) % 4))) >= 28:
+                return True
+        except (binascii.Error, ValueError):
+            continue
+    return False
 
 
 def sqlite_token_values(path: Path) -> Iterator[tuple[str, object]]:
@@ -122,28 +129,43 @@ def exercised_stacks(tmp_path: Path, external_fakes: ExternalFakes) -> Iterator[
 
 
 def test_no_secret_in_any_log_line_or_error_message(
-    exercised_stacks: list[Stack], tmp_path_factory: pytest.TempPathFactory
+    exercised_stacks: list[Stack], tmp_path_factory: pytest.TempPathFactory, external_fakes: ExternalFakes
 ) -> None:
     base = tmp_path_factory.getbasetemp()
     logs = sorted(base.rglob("*.log"))
     assert logs, f"no service logs under {base}: nothing was scanned"
-    found = [f for log in logs for f in findings_in(log.read_text(errors="replace"), str(log.relative_to(base)))]
+    issued = set(external_fakes.platforms.issued)
+    found = [
+        f for log in logs for f in findings_in(log.read_text(errors="replace"), str(log.relative_to(base)), issued)
+    ]
     for stack in exercised_stacks:
         for message in stack.observed_errors:
-            found += list(findings_in(message, "error message"))
+            found += list(findings_in(message, "error message", issued))
     assert not found, "secrets leaked:\n" + "\n".join(sorted(set(found))[:50])
 
 
 def test_no_token_column_holds_a_clear_value(
-    exercised_stacks: list[Stack], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    exercised_stacks: list[Stack],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    external_fakes: ExternalFakes,
 ) -> None:
     base = tmp_path_factory.getbasetemp()
     values: list[tuple[str, object]] = [v for db in sorted(base.rglob("*.db")) for v in sqlite_token_values(db)]
     postgres = request.getfixturevalue("postgres_databases") if STACKS else {}
     for url in postgres.values():
         values += list(postgres_token_values(url))
-    clear = [f"{where} = {str(value)[:24]}…" for where, value in values if not looks_encrypted(value)]
+    issued = set(external_fakes.platforms.issued)
+    assert issued, "no platform handed out a token: the scan would prove nothing"
+    encrypted = [where for where, value in values if value and looks_encrypted(value, issued)]
+    assert any("token" in where for where in encrypted), f"no token column found holding a token: {values[:5]}"
+    clear = [f"{where} = {str(value)[:24]}…" for where, value in values if not looks_encrypted(value, issued)]
     assert not clear, "token columns holding clear values:\n" + "\n".join(clear[:50])
+    # Nowhere else either: no issued token in any byte of any SQLite file (other columns, WAL, free pages).
+    for db in sorted(base.rglob("*.db*")):
+        raw = db.read_bytes()
+        leaked = [token for token in issued if token.encode() in raw]
+        assert not leaked, f"{db.relative_to(base)} holds platform tokens in clear: {[t[:16] for t in leaked]}"
 
 
 def test_the_scan_recognises_what_it_looks_for() -> None:
@@ -157,3 +179,8 @@ def test_the_scan_recognises_what_it_looks_for() -> None:
     assert not looks_encrypted("access-token-1234")
     assert not looks_encrypted(jwt_like)
     assert looks_encrypted(base64.urlsafe_b64encode(bytes(range(48))).decode())
+    assert looks_encrypted("v1:k1:" + base64.b64encode(bytes(range(200, 248))).decode())
+    assert not looks_encrypted(
+        "v1:k1:" + base64.b64encode(bytes(range(48))).decode() + "twitter-at-1", {"twitter-at-1"}
+    )
+    assert list(findings_in("refreshing with twitter-rt-abc", "x", {"twitter-rt-abc"}))
