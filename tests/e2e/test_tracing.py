@@ -120,8 +120,13 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path)
                 (r.service, r.name) for r in roots
             ], "spans whose parent never arrived"
             assert {r.service for r in roots} == {"contentpipe-scheduler"}, roots
-            # Metrics arrive over OTLP too (RPC latency per method from the gRPC instrumentation, at least).
-            otlp.wait_for(lambda r: len(r.metric_names()) > 0, timeout=10)
+
+            # Metrics arrive over OTLP too: RPC latency and codes per method from every service, at least.
+            def rpc_metrics_from_all(receiver: OtlpReceiver) -> bool:
+                services = receiver.metric_names().get("rpc.server.duration", set())
+                return {s.removeprefix("contentpipe-") for s in services} >= set(SERVICES)
+
+            assert otlp.wait_for(rpc_metrics_from_all, timeout=15), otlp.metric_names()
             print(f"trace {trace_id}: {len(spans)} spans; metrics: {sorted(otlp.metric_names())}")
         finally:
             for proc in reversed(started):

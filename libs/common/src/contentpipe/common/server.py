@@ -40,6 +40,10 @@ SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.max_connection_idle_ms", 300_000),
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# RPC latency and status code per method (OpenTelemetry RPC semantic conventions); exported over OTLP when set.
+_rpc_duration = telemetry.get_meter("contentpipe.server").create_histogram(
+    "rpc.server.duration", unit="ms", description="Duration of inbound RPCs by method and status code"
+)
 
 Readiness = Callable[[], Awaitable[bool]]
 BackgroundTask = Callable[[], Awaitable[None]]
@@ -100,6 +104,16 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await abort_with_error(context, exc, domain=domain)
             finally:
                 duration_ms = round((time.perf_counter() - started) * 1000, 2)
+                service_name, _, method_name = method.lstrip("/").rpartition("/")
+                _rpc_duration.record(
+                    duration_ms,
+                    {
+                        "rpc.system": "grpc",
+                        "rpc.service": service_name,
+                        "rpc.method": method_name,
+                        "rpc.grpc.status_code": code.value[0],
+                    },
+                )
                 level = logging.DEBUG if quiet else logging.INFO
                 _access_log.log(
                     level,
