@@ -122,9 +122,10 @@ def error_reason(error: grpc.aio.AioRpcError) -> str:
     return ""
 
 
-def database_dump(database_url: str) -> str:
-    """Every byte the database holds for oauth's tables, as text (SQLite file + WAL, or PostgreSQL rows)."""
-    if database_url.startswith("sqlite"):
+def database_dump(database_url: str, *, raw: bool = True) -> str:
+    """What the database holds for oauth's tables, as text: with `raw` on SQLite every byte of the file and its
+    WAL (stale pages included), else the rows as SELECT returns them."""
+    if raw and database_url.startswith("sqlite"):
         path = Path(database_url.split("///", 1)[1])
         return "".join(p.read_bytes().decode("latin-1") for p in path.parent.glob(path.name + "*"))
     script = (

@@ -91,9 +91,14 @@ class RefreshPolicy:
     margin: timedelta = timedelta(minutes=15)
     backoff_base: timedelta = timedelta(seconds=30)
     backoff_max: timedelta = timedelta(hours=1)
-    # Platforms whose renewal is the access token itself (Instagram, Facebook) renew this long before expiry
-    # at the latest, because a token that has expired can no longer be exchanged.
     give_up_after: timedelta = timedelta(days=4)  # Nango gives up after four days of failed refreshes
+    # Refresh-now requests arriving together (two replicas, a retried call) share one refresh: a rotating refresh
+    # token must be spent once.
+    min_interval: timedelta = timedelta(seconds=2)
+
+    def just_refreshed(self, connection: Connection, now: datetime) -> bool:
+        last = connection.last_refresh_at
+        return last is not None and now - last < self.min_interval
 
     def refresh_due_at(self, connection: Connection) -> datetime | None:
         """When the background refresher should renew the connection; None when it never needs to."""

@@ -151,7 +151,7 @@ class ConnectionService:
             if not scope or any(c.isspace() or c == "," for c in scope) or len(scope) > 200:
                 violations.append(FieldViolation(f"extra_scopes[{i}]", "a scope is one token without spaces or commas"))
         if violations:
-            raise InvalidArgument("invalid StartConnection request", violations)
+            raise _invalid(violations)
         assert platform is not None
         client = self._client(platform)
         scopes = tuple(dict.fromkeys([*client.spec.required_scopes, *extra_scopes]))
@@ -211,7 +211,7 @@ class ConnectionService:
             return await self._connect_outbox(owner)
         violations = [FieldViolation(f, "required") for f, v in (("code", code), ("state", state)) if not v]
         if violations:
-            raise InvalidArgument("invalid CompleteConnection request", violations)
+            raise _invalid(violations)
         client = self._client(platform)
         pending = await self._check_state(owner, platform, state)
         try:
@@ -241,7 +241,6 @@ class ConnectionService:
             granted_scopes=tuple(sorted(granted)),
             sub_accounts=grant.sub_accounts,
             metadata=dict(grant.metadata),
-            last_refresh_at=now,
             create_time=now,
             update_time=now,
         )
@@ -345,8 +344,8 @@ class ConnectionService:
             if not current.usable:
                 return None
             if force:
-                if current.last_refresh_at != seen.last_refresh_at:
-                    return None  # another refresh landed while we waited
+                if current.last_refresh_at != seen.last_refresh_at or self._policy.just_refreshed(current, now):
+                    return None  # another refresh landed while we waited, or a moment ago: use its tokens
             elif not self._policy.needs_refresh(current, now):
                 return None  # renewed by someone else meanwhile
             elif _backing_off(current, now):
@@ -492,6 +491,11 @@ def _credentials(c: Connection) -> ConnectionCredentials:
         sub_accounts=tuple(SubAccountCredentials(s.id, s.display_name, s.kind, s.access_token) for s in c.sub_accounts),
         metadata=dict(c.metadata),
     )
+
+
+def _invalid(violations: list[FieldViolation]) -> InvalidArgument:
+    """One message naming every bad field, so logs and CLIs are readable."""
+    return InvalidArgument("; ".join(f"{v.field}: {v.description}" for v in violations), violations)
 
 
 def _reauth_error(connection: Connection) -> FailedPrecondition:
