@@ -22,7 +22,7 @@ else
   if command -v uv >/dev/null 2>&1; then UV=(uv); else UV=(python3 -m uv); fi
 fi
 say "installing dependencies (uv sync)"
-"${UV[@]}" sync --frozen --quiet
+"${UV[@]}" sync --frozen --quiet --compile-bytecode  # compiled once: every service start is faster
 INSTALLED=$SECONDS
 
 CP=("${UV[@]}" run --frozen --no-sync contentpipe --data-dir "$DATA_DIR")
