@@ -275,7 +275,12 @@ class FakePlatforms:
                 return code
             body = self._grant("tiktok", code.scopes)
             return JSONResponse(
-                {**body, "open_id": self.accounts["tiktok"].id, "scope": ",".join(code.scopes), "refresh_expires_in": 15552000}
+                {
+                    **body,
+                    "open_id": self.accounts["tiktok"].id,
+                    "scope": ",".join(code.scopes),
+                    "refresh_expires_in": 15552000,
+                }
             )
         if form.get("grant_type") == "refresh_token":
             if status := self.fail_refresh_with.get("tiktok"):
@@ -285,7 +290,12 @@ class FakePlatforms:
                 return error
             body = self._grant("tiktok", scopes)
             return JSONResponse(
-                {**body, "open_id": self.accounts["tiktok"].id, "scope": ",".join(scopes), "refresh_expires_in": 15552000}
+                {
+                    **body,
+                    "open_id": self.accounts["tiktok"].id,
+                    "scope": ",".join(scopes),
+                    "refresh_expires_in": 15552000,
+                }
             )
         return self._oauth_error("unsupported_grant_type", "grant_type")
 
@@ -375,7 +385,15 @@ class FakePlatforms:
         body = self._grant("instagram", code.scopes, with_refresh=False)
         # The documented shape wraps it in data[] (platform-apis.md B6): the adapter must accept it.
         return JSONResponse(
-            {"data": [{"access_token": body["access_token"], "user_id": self.accounts["instagram"].id, "permissions": ",".join(code.scopes)}]}
+            {
+                "data": [
+                    {
+                        "access_token": body["access_token"],
+                        "user_id": self.accounts["instagram"].id,
+                        "permissions": ",".join(code.scopes),
+                    }
+                ]
+            }
         )
 
     async def instagram_exchange(self, request: Request) -> Response:
@@ -405,7 +423,14 @@ class FakePlatforms:
             return self._graph_error("Error validating access token")
         a = self.accounts["instagram"]
         return JSONResponse(
-            {"id": "app-scoped-1", "user_id": a.id, "username": a.username, "name": a.name, "account_type": "BUSINESS", "profile_picture_url": "https://ig/p.png"}
+            {
+                "id": "app-scoped-1",
+                "user_id": a.id,
+                "username": a.username,
+                "name": a.name,
+                "account_type": "BUSINESS",
+                "profile_picture_url": "https://ig/p.png",
+            }
         )
 
     # ------------------------------------------------------------------ wiring

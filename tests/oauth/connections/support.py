@@ -47,7 +47,7 @@ class Stack:
     database_url: str
     env: dict[str, str]
 
-    def stub(self) -> tuple[grpc.aio.Channel, connection_service_pb2_grpc.ConnectionServiceStub]:
+    def stub(self) -> tuple[grpc.aio.Channel, Any]:
         channel = grpc.aio.insecure_channel(self.service.address)
         return channel, connection_service_pb2_grpc.ConnectionServiceStub(channel)
 
@@ -94,9 +94,7 @@ def query_of(uri: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(uri).query).items()}
 
 
-async def connect(
-    stub: connection_service_pb2_grpc.ConnectionServiceStub, platform: str, user: str = "user-1"
-) -> pb.Connection:
+async def connect(stub: Any, platform: str, user: str = "user-1") -> pb.Connection:
     started = await stub.StartConnection(
         pb.StartConnectionRequest(platform=PLATFORMS[platform], redirect_uri=REDIRECT_URI), metadata=bearer(user)
     )
@@ -104,12 +102,13 @@ async def connect(
     done = await stub.CompleteConnection(
         pb.CompleteConnectionRequest(platform=PLATFORMS[platform], code=code, state=state), metadata=bearer(user)
     )
-    return done.connection
+    connection: pb.Connection = done.connection
+    return connection
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:
-    from grpc_status import rpc_status
     from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
 
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     if status is None:
@@ -118,7 +117,7 @@ def error_reason(error: grpc.aio.AioRpcError) -> str:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
+            return str(info.reason)
     return ""
 
 
@@ -156,5 +155,3 @@ def require_postgres(request: pytest.FixtureRequest, backend: str, tmp: Path) ->
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp / 'oauth.db'}"
     return str(request.getfixturevalue("postgres_url"))
-
-

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from contentpipe.api.oauth.v1 import connection_service_pb2 as pb
-from contentpipe.api.oauth.v1 import connection_service_pb2_grpc, platform_pb2
+from contentpipe.api.oauth.v1 import platform_pb2
 
 from tests.fakes.oauth_platforms import CLIENTS
 from tests.oauth.connections.support import (
@@ -43,10 +43,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture
-async def stub(stack: Stack) -> AsyncIterator[connection_service_pb2_grpc.ConnectionServiceStub]:
+async def stub(stack: Stack) -> AsyncIterator[Any]:
     channel, stub = stack.stub()
     yield stub
-    await channel.close()
+    await channel.close(None)
 
 
 def _check_authorization_parameters(platform: str, uri: str, state: str) -> None:
@@ -57,7 +57,13 @@ def _check_authorization_parameters(platform: str, uri: str, state: str) -> None
     if platform == "twitter":
         assert q["client_id"] == "x-client-id"
         assert q["code_challenge_method"] == "S256" and len(q["code_challenge"]) == 43
-        assert set(q["scope"].split(" ")) >= {"tweet.read", "tweet.write", "users.read", "offline.access", "media.write"}
+        assert set(q["scope"].split(" ")) >= {
+            "tweet.read",
+            "tweet.write",
+            "users.read",
+            "offline.access",
+            "media.write",
+        }
     elif platform == "linkedin":
         assert "code_challenge" not in q
         assert set(q["scope"].split(" ")) >= {"openid", "profile", "w_member_social"}
@@ -76,7 +82,7 @@ def _check_authorization_parameters(platform: str, uri: str, state: str) -> None
 
 
 async def test_list_platforms_shows_configured_platforms_and_outbox(
-    stub: connection_service_pb2_grpc.ConnectionServiceStub,
+    stub: Any,
 ) -> None:
     reply = await stub.ListPlatforms(pb.ListPlatformsRequest(), metadata=bearer(USER))
     by_platform = {p.platform: p for p in reply.platforms}
@@ -87,9 +93,7 @@ async def test_list_platforms_shows_configured_platforms_and_outbox(
 
 
 @pytest.mark.parametrize("platform", list(PLATFORMS))
-async def test_connect_list_refresh_delete(
-    platform: str, stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub
-) -> None:
+async def test_connect_list_refresh_delete(platform: str, stack: Stack, stub: Any) -> None:
     enum = PLATFORMS[platform]
     started = await stub.StartConnection(
         pb.StartConnectionRequest(platform=enum, redirect_uri=REDIRECT_URI), metadata=bearer(USER)
@@ -121,7 +125,7 @@ async def test_connect_list_refresh_delete(
         (stub.DeleteConnection, pb.DeleteConnectionRequest(name=connection.name)),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call(request, metadata=bearer(OTHER))  # type: ignore[operator]
+            await call(request, metadata=bearer(OTHER))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert not (await stub.ListConnections(pb.ListConnectionsRequest(), metadata=bearer(OTHER))).connections
 
@@ -154,9 +158,7 @@ async def test_connect_list_refresh_delete(
     assert error_reason(caught.value) == "CONNECTION_NOT_FOUND"
 
 
-async def test_google_refresh_token_is_dead_after_revocation_at_the_provider(
-    stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub
-) -> None:
+async def test_google_refresh_token_is_dead_after_revocation_at_the_provider(stack: Stack, stub: Any) -> None:
     connection = await connect(stub, "google", USER)
     await stub.DeleteConnection(pb.DeleteConnectionRequest(name=connection.name), metadata=bearer(USER))
     again = await connect(stub, "google", USER)
@@ -165,7 +167,7 @@ async def test_google_refresh_token_is_dead_after_revocation_at_the_provider(
 
 
 async def test_outbox_connection_needs_no_authorization_and_is_idempotent(
-    stub: connection_service_pb2_grpc.ConnectionServiceStub,
+    stub: Any,
 ) -> None:
     request = pb.CompleteConnectionRequest(platform=platform_pb2.PLATFORM_OUTBOX)
     first = (await stub.CompleteConnection(request, metadata=bearer(USER))).connection
@@ -181,14 +183,16 @@ async def test_outbox_connection_needs_no_authorization_and_is_idempotent(
 
 
 async def test_list_is_paginated_newest_first_and_filtered(
-    stub: connection_service_pb2_grpc.ConnectionServiceStub,
+    stub: Any,
 ) -> None:
     user = f"pager-{uuid.uuid4().hex[:6]}"
     names = [(await connect(stub, p, user)).name for p in ("twitter", "tiktok", "linkedin")]
     seen: list[str] = []
     token = ""
     while True:
-        page = await stub.ListConnections(pb.ListConnectionsRequest(page_size=2, page_token=token), metadata=bearer(user))
+        page = await stub.ListConnections(
+            pb.ListConnectionsRequest(page_size=2, page_token=token), metadata=bearer(user)
+        )
         seen += [c.name for c in page.connections]
         token = page.next_page_token
         if not token:
@@ -199,9 +203,7 @@ async def test_list_is_paginated_newest_first_and_filtered(
     )
     assert not only.connections
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListConnections(
-            pb.ListConnectionsRequest(page_size=2, page_token="garbage"), metadata=bearer(user)
-        )
+        await stub.ListConnections(pb.ListConnectionsRequest(page_size=2, page_token="garbage"), metadata=bearer(user))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -46,10 +47,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture
-async def stub(stack: Stack) -> AsyncIterator[connection_service_pb2_grpc.ConnectionServiceStub]:
+async def stub(stack: Stack) -> AsyncIterator[Any]:
     channel, stub = stack.stub()
     yield stub
-    await channel.close()
+    await channel.close(None)
 
 
 @pytest.fixture
@@ -64,16 +65,14 @@ async def _refused(call: object, request: object, user: str) -> grpc.aio.AioRpcE
     return caught.value
 
 
-async def _start(stub: connection_service_pb2_grpc.ConnectionServiceStub, platform: str, user: str) -> tuple[str, str]:
+async def _start(stub: Any, platform: str, user: str) -> tuple[str, str]:
     started = await stub.StartConnection(
         pb.StartConnectionRequest(platform=PLATFORMS[platform], redirect_uri=REDIRECT_URI), metadata=bearer(user)
     )
     return consent(started.authorization_uri)
 
 
-async def test_tampered_replayed_cross_user_and_cross_platform_state_is_refused(
-    stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str
-) -> None:
+async def test_tampered_replayed_cross_user_and_cross_platform_state_is_refused(stub: Any, user: str) -> None:
     code, state = await _start(stub, "twitter", user)
     ident, expiry, mac = state.split(".")
     tampered = [
@@ -84,7 +83,9 @@ async def test_tampered_replayed_cross_user_and_cross_platform_state_is_refused(
     ]
     twitter = platform_pb2.PLATFORM_TWITTER
     for bad in tampered:
-        error = await _refused(stub.CompleteConnection, pb.CompleteConnectionRequest(platform=twitter, code=code, state=bad), user)
+        error = await _refused(
+            stub.CompleteConnection, pb.CompleteConnectionRequest(platform=twitter, code=code, state=bad), user
+        )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_reason(error) == "STATE_INVALID", bad
     other = await _refused(
         stub.CompleteConnection, pb.CompleteConnectionRequest(platform=twitter, code=code, state=state), "someone-else"
@@ -101,13 +102,13 @@ async def test_tampered_replayed_cross_user_and_cross_platform_state_is_refused(
         pb.CompleteConnectionRequest(platform=twitter, code=code, state=state), metadata=bearer(user)
     )
     assert done.connection.status == pb.CONNECTION_STATUS_ACTIVE
-    replay = await _refused(stub.CompleteConnection, pb.CompleteConnectionRequest(platform=twitter, code=code, state=state), user)
+    replay = await _refused(
+        stub.CompleteConnection, pb.CompleteConnectionRequest(platform=twitter, code=code, state=state), user
+    )
     assert replay.code() == grpc.StatusCode.FAILED_PRECONDITION and error_reason(replay) == "STATE_ALREADY_USED"
 
 
-async def test_redirect_uri_must_be_on_the_allowlist(
-    stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str
-) -> None:
+async def test_redirect_uri_must_be_on_the_allowlist(stub: Any, user: str) -> None:
     for uri in ("https://evil.example/callback", "https://app.contentpipe.test/oauth/callback#x", ""):
         error = await _refused(
             stub.StartConnection,
@@ -120,9 +121,12 @@ async def test_redirect_uri_must_be_on_the_allowlist(
     assert unspecified.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize(("platform", "unticked"), [("twitter", "tweet.write"), ("facebook", "pages_manage_posts"), ("tiktok", "video.publish")])
+@pytest.mark.parametrize(
+    ("platform", "unticked"),
+    [("twitter", "tweet.write"), ("facebook", "pages_manage_posts"), ("tiktok", "video.publish")],
+)
 async def test_partially_granted_scopes_are_refused_with_the_missing_ones(
-    platform: str, unticked: str, stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str
+    platform: str, unticked: str, stack: Stack, stub: Any, user: str
 ) -> None:
     stack.fakes.untick[platform] = {unticked}
     try:
@@ -140,7 +144,7 @@ async def test_partially_granted_scopes_are_refused_with_the_missing_ones(
 
 
 async def test_reconnecting_updates_in_place_and_keeps_the_stored_refresh_token(
-    stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str
+    stack: Stack, stub: Any, user: str
 ) -> None:
     first = await connect(stub, "linkedin", user)
     assert first.has_refresh_token
@@ -157,9 +161,7 @@ async def test_reconnecting_updates_in_place_and_keeps_the_stored_refresh_token(
     assert len(listed.connections) == 1
 
 
-async def test_invalid_grant_turns_the_connection_needs_reauth(
-    stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str
-) -> None:
+async def test_invalid_grant_turns_the_connection_needs_reauth(stack: Stack, stub: Any, user: str) -> None:
     connection = await connect(stub, "twitter", user)
     stack.fakes.refresh.clear()  # the refresh token died at X (revoked by the user, or spent elsewhere)
     error = await _refused(stub.RefreshConnection, pb.RefreshConnectionRequest(name=connection.name), user)
@@ -172,9 +174,7 @@ async def test_invalid_grant_turns_the_connection_needs_reauth(
     assert again.code() == grpc.StatusCode.FAILED_PRECONDITION  # stops trying
 
 
-async def test_transient_refresh_failure_keeps_the_connection_and_recovers(
-    stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str
-) -> None:
+async def test_transient_refresh_failure_keeps_the_connection_and_recovers(stack: Stack, stub: Any, user: str) -> None:
     connection = await connect(stub, "tiktok", user)
     stack.fakes.fail_refresh_with["tiktok"] = 503
     try:
@@ -182,7 +182,9 @@ async def test_transient_refresh_failure_keeps_the_connection_and_recovers(
     finally:
         stack.fakes.fail_refresh_with.clear()
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    failing = (await stub.GetConnection(pb.GetConnectionRequest(name=connection.name), metadata=bearer(user))).connection
+    failing = (
+        await stub.GetConnection(pb.GetConnectionRequest(name=connection.name), metadata=bearer(user))
+    ).connection
     assert failing.status == pb.CONNECTION_STATUS_REFRESH_FAILING
     assert failing.last_error.reason == "PLATFORM_UNAVAILABLE" and failing.has_refresh_token
     ok = await stub.RefreshConnection(pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(user))
@@ -190,7 +192,7 @@ async def test_transient_refresh_failure_keeps_the_connection_and_recovers(
 
 
 async def test_two_replicas_racing_on_a_rotating_refresh_token_refresh_once(
-    stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str, tmp_path: Path
+    stack: Stack, stub: Any, user: str, tmp_path: Path
 ) -> None:
     connection = await connect(stub, "twitter", user)
     replica = ServiceProcess("oauth", tmp_path / "replica", database_url=stack.database_url, env=stack.env).start()
@@ -202,7 +204,7 @@ async def test_two_replicas_racing_on_a_rotating_refresh_token_refresh_once(
         replies = await asyncio.gather(
             *(s.RefreshConnection(request, metadata=bearer(user)) for s in (stub, other, stub, other))
         )
-        await channel.close()
+        await channel.close(None)
     finally:
         replica.terminate()
     assert stack.fakes.calls["twitter.refresh"] - before == 1
@@ -216,7 +218,7 @@ async def test_two_replicas_racing_on_a_rotating_refresh_token_refresh_once(
 
 
 async def test_rotate_keys_re_encrypts_every_row_under_the_first_key(
-    stack: Stack, stub: connection_service_pb2_grpc.ConnectionServiceStub, user: str, tmp_path: Path
+    stack: Stack, stub: Any, user: str, tmp_path: Path
 ) -> None:
     connection = await connect(stub, "facebook", user)
     assert "v1:k1:" in database_dump(stack.database_url, raw=False)
@@ -229,7 +231,12 @@ async def test_rotate_keys_re_encrypts_every_row_under_the_first_key(
     }
     result = subprocess.run(
         [sys.executable, "-m", "contentpipe.oauth", "rotate-keys"],
-        capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO_ROOT, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     dump = database_dump(stack.database_url, raw=False)
@@ -240,10 +247,12 @@ async def test_rotate_keys_re_encrypts_every_row_under_the_first_key(
     try:
         channel = grpc.aio.insecure_channel(only_new.address)
         fresh = connection_service_pb2_grpc.ConnectionServiceStub(channel)
-        refreshed = await fresh.RefreshConnection(pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(user))
+        refreshed = await fresh.RefreshConnection(
+            pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(user)
+        )
         assert refreshed.connection.status == pb.CONNECTION_STATUS_ACTIVE
         assert [s.id for s in refreshed.connection.sub_accounts] == ["page-1"]
-        await channel.close()
+        await channel.close(None)
     finally:
         only_new.terminate()
 

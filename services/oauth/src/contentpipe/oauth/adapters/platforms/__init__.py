@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 import httpx
-from contentpipe.oauth.adapters.platforms.base import PlatformAdapter
+from contentpipe.oauth.adapters.platforms.base import PlatformAdapter, now_utc
 from contentpipe.oauth.adapters.platforms.facebook import FacebookAdapter
 from contentpipe.oauth.adapters.platforms.google import GoogleAdapter
 from contentpipe.oauth.adapters.platforms.instagram import InstagramAdapter
@@ -25,12 +28,15 @@ ADAPTERS: dict[Platform, type[PlatformAdapter]] = {
 
 
 def build_platform_clients(
-    settings: dict[str, PlatformSettings], http: httpx.AsyncClient
+    settings: dict[str, PlatformSettings],
+    http: httpx.AsyncClient,
+    *,
+    clock: Callable[[], datetime] = now_utc,
 ) -> dict[Platform, PlatformClient]:
     """Adapters for the platforms this deployment has client credentials for."""
     clients: dict[Platform, PlatformClient] = {}
     for platform, adapter in ADAPTERS.items():
         platform_settings = settings.get(platform.value)
         if platform_settings is not None and platform_settings.configured:
-            clients[platform] = adapter(platform_settings, http)  # type: ignore[assignment]
+            clients[platform] = adapter(platform_settings, http, clock=clock)  # type: ignore[assignment]
     return clients

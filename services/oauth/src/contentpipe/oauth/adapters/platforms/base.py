@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -45,9 +45,12 @@ class PlatformAdapter:
 
     spec: PlatformSpec
 
-    def __init__(self, settings: PlatformSettings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: PlatformSettings, http: httpx.AsyncClient, *, clock: Callable[[], datetime] = now_utc
+    ) -> None:
         self.settings = settings
         self.http = http
+        self.clock = clock  # the use cases' clock: expiries are computed on it
         self.client_id = settings.client_id or ""
         self.client_secret = settings.client_secret or ""
 
@@ -153,7 +156,7 @@ class PlatformAdapter:
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
             raise PlatformCallError(RefreshFailureKind.TRANSIENT, "PLATFORM_BAD_RESPONSE", f"{what}: no access_token")
-        now = now_utc()
+        now = self.clock()
         refresh = body.get("refresh_token")
         return TokenSet(
             access_token=access,
