@@ -82,7 +82,7 @@ class ChaosConfig:
             seed=env_int(environ, "SEED", int(time.time()) % 100_000),
             pg_restart=environ.get("PG_RESTART", "1") not in ("0", "false", "no"),
             keep_workdir=environ.get("KEEP_WORKDIR", "0") not in ("0", "false", "no", ""),
-            platforms=[p.strip() for p in environ.get("PLATFORMS", "outbox").split(",") if p.strip()],
+            platforms=[p.strip() for p in environ.get("PLATFORMS", "outbox,twitter").split(",") if p.strip()],
         )
 
 
