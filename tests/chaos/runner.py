@@ -128,7 +128,7 @@ class Driver:
                 return invoke(self.stack, method, request, user_metadata(user), timeout=10)
             except grpc.RpcError as err:
                 if err.code() not in RETRYABLE or attempt == attempts - 1:
-                    raise
+                    raise ChaosAborted(f"{method} as {user}: {err.code().name} {err.details()!r}") from None
                 self.events.driver_retries += 1
                 time.sleep(delay)
                 delay = min(delay * 1.5, 2.0)
@@ -467,16 +467,19 @@ def run(config: ChaosConfig) -> int:
             stack.stop()
         for platform in platforms:
             platform.stop()
-        if failed:
-            log(f"kept {workdir} (service logs, outbox) and databases {sorted(n for n, _ in databases.values())}")
+        keep_databases = config.keep_workdir
+        for name, _ in databases.values():
+            if keep_databases:
+                continue
+            try:
+                drop_database(name)
+            except Exception as exc:  # cleanup must not hide the verdict
+                log(f"could not drop {name}: {exc}")
+        if failed or config.keep_workdir:
+            kept = f" and databases {sorted(n for n, _ in databases.values())}" if keep_databases else ""
+            log(f"kept {workdir} (service logs, outbox){kept}")
         else:
-            for name, _ in databases.values():
-                try:
-                    drop_database(name)
-                except Exception as exc:  # cleanup must not hide the verdict
-                    log(f"could not drop {name}: {exc}")
-            if not config.keep_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> int:
