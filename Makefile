@@ -5,10 +5,10 @@ UV_RUN := uv run --frozen
 BUF := ./node_modules/.bin/buf
 PYTEST_FLAGS ?= -q
 
-.PHONY: help gen lint ruff mypy imports buf drift bandit audit test test-unit test-integration demo bench bench-smoke chaos
+.PHONY: help gen lint ruff mypy imports buf drift bandit audit test test-unit test-integration demo bench bench-smoke chaos images
 
 help:
-	@echo "targets: gen lint test test-unit test-integration demo bench bench-smoke chaos"
+	@echo "targets: gen lint test test-unit test-integration demo bench bench-smoke chaos images"
 
 gen:  ## regenerate libs/api from protos/
 	$(UV_RUN) bash scripts/gen_protos.sh libs/api/src
@@ -67,3 +67,16 @@ bench-smoke:
 DURATION ?= 120s
 chaos:
 	DURATION=$(DURATION) $(UV_RUN) python -m tests.chaos
+
+# Container images: contentpipe/<service>:$(IMAGE_TAG) per service and contentpipe/cli (the CLI + migrations).
+# Needs a container engine (CONTAINER_ENGINE=podman works too); without one the Dockerfiles are still checked by
+# tests/deploy/test_dockerfiles.py. Push: make images IMAGE_REPO=registry.example.com/contentpipe, then docker push.
+IMAGE_TAG ?= dev
+IMAGE_REPO ?= contentpipe
+CONTAINER_ENGINE ?= docker
+images:
+	@command -v $(CONTAINER_ENGINE) >/dev/null || { echo "make images: $(CONTAINER_ENGINE) not found (set CONTAINER_ENGINE)"; exit 1; }
+	for svc in generation oauth pipelines scheduler; do \
+	  $(CONTAINER_ENGINE) build -f services/$$svc/Dockerfile -t $(IMAGE_REPO)/$$svc:$(IMAGE_TAG) . ; \
+	done
+	$(CONTAINER_ENGINE) build -f cli/Dockerfile -t $(IMAGE_REPO)/cli:$(IMAGE_TAG) .
