@@ -3,6 +3,8 @@ and the post all share one trace id across the four service processes, exported 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -38,7 +40,8 @@ def _services_in(spans: list[ReceivedSpan]) -> set[str]:
     return {s.service.removeprefix("contentpipe-") for s in spans}
 
 
-def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tick", ["process_due_jobs_rpc", "cronjob_tick_command"])
+def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path, tick: str) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     with OtlpReceiver() as otlp:
         processes = {name: ServiceProcess(name, tmp_path / name) for name in SERVICES}
@@ -73,7 +76,7 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path)
                 name="Traced",
             )
 
-            # A one-off job due now, then one scheduler pass (what the CronJob's `tick` does), via its API.
+            # A one-off job due now, then one scheduler pass: through the API, or as the CronJob runs it.
             due = Timestamp()
             due.FromDatetime(datetime.now(UTC) + timedelta(seconds=1))
             with grpc.insecure_channel(processes["scheduler"].address) as channel:
@@ -84,10 +87,21 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path)
                     timeout=10,
                 ).job
                 time.sleep(1.5)
-                processed = scheduler.ProcessDueJobs(
-                    sched_pb.ProcessDueJobsRequest(job=job.name), metadata=bearer(user), timeout=30
-                )
-            assert processed.claimed == 1, processed
+                if tick == "process_due_jobs_rpc":
+                    processed = scheduler.ProcessDueJobs(
+                        sched_pb.ProcessDueJobsRequest(job=job.name), metadata=bearer(user), timeout=30
+                    )
+                    assert processed.claimed == 1, processed
+                else:
+                    pass_ = subprocess.run(
+                        [sys.executable, "-m", "contentpipe.scheduler", "tick"],
+                        env=processes["scheduler"].env,
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                        check=False,
+                    )
+                    assert pass_.returncode == 0, pass_.stderr
 
             (run,) = client.ListPipelineRuns(pb.ListPipelineRunsRequest(parent=pipeline.name)).runs
             run = client.wait_run(run.name, timeout=120)
@@ -109,7 +123,8 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path)
             by_service = {svc: [s.name for s in spans if s.service == f"contentpipe-{svc}"] for svc in SERVICES}
             assert all(by_service.values()), f"services missing from trace {trace_id}: {by_service}"
             # The trace starts at the scheduler's pass and reaches the provider and platform work.
-            assert any("ProcessDueJobs" in name for name in by_service["scheduler"]), by_service["scheduler"]
+            first_hop = "ProcessDueJobs" if tick == "process_due_jobs_rpc" else "PipelineService/RunPipeline"
+            assert any(first_hop in name for name in by_service["scheduler"]), by_service["scheduler"]
             assert any("RunPipeline" in name for name in by_service["pipelines"]), by_service["pipelines"]
             assert any("CreateGeneration" in name for name in by_service["generation"]), by_service["generation"]
             assert any("CreatePost" in name for name in by_service["oauth"]), by_service["oauth"]

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 
 from contentpipe.common.cli import Subcommand, service_main
-from contentpipe.common.telemetry import setup_logging
+from contentpipe.common.telemetry import setup_logging, setup_telemetry
 from contentpipe.scheduler import bootstrap
 from contentpipe.scheduler.config import SERVICE, load_config
 
@@ -24,7 +24,8 @@ async def _migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 async def _tick(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = load_config(environ)
-    setup_logging(SERVICE, config.common.log_level)
+    # Traced like `serve`: each run the CronJob's pass triggers starts its trace here (exported at exit).
+    setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
     return await bootstrap.tick(config, args.limit)
 
 
