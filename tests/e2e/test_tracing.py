@@ -40,6 +40,12 @@ def _services_in(spans: list[ReceivedSpan]) -> set[str]:
     return {s.service.removeprefix("contentpipe-") for s in spans}
 
 
+def _parentless(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    """Spans without a parent in `spans`: the root, plus any whose parent was not (yet) exported."""
+    ids = {s.span_id for s in spans}
+    return [s for s in spans if not s.parent_span_id or s.parent_span_id not in ids]
+
+
 @pytest.mark.parametrize("tick", ["process_due_jobs_rpc", "cronjob_tick_command"])
 def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path, tick: str) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
@@ -110,8 +116,12 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path,
             client.close()
 
             def run_traced(receiver: OtlpReceiver) -> bool:
-                roots = [s for s in receiver.spans() if s.attributes.get("contentpipe.run") == run.name]
-                return bool(roots) and _services_in(receiver.trace(roots[0].trace_id)) >= set(SERVICES)
+                """The run's trace has all four services and every span's parent (spans end, so export, late)."""
+                runs = [s for s in receiver.spans() if s.attributes.get("contentpipe.run") == run.name]
+                if not runs:
+                    return False
+                trace = receiver.trace(runs[0].trace_id)
+                return _services_in(trace) >= set(SERVICES) and len(_parentless(trace)) == 1
 
             otlp.wait_for(run_traced, timeout=30)
             run_spans = [s for s in otlp.spans() if s.attributes.get("contentpipe.run") == run.name]
@@ -129,12 +139,9 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path,
             assert any("CreateGeneration" in name for name in by_service["generation"]), by_service["generation"]
             assert any("CreatePost" in name for name in by_service["oauth"]), by_service["oauth"]
             # One trace: a single root span (the scheduler's), every other span has its parent in the trace.
-            ids = {s.span_id for s in spans}
-            roots = [s for s in spans if not s.parent_span_id or s.parent_span_id not in ids]
-            assert [(r.service, r.name) for r in roots if not r.parent_span_id] == [
-                (r.service, r.name) for r in roots
-            ], "spans whose parent never arrived"
-            assert {r.service for r in roots} == {"contentpipe-scheduler"}, roots
+            roots = _parentless(spans)
+            assert len(roots) == 1, f"several roots (or parents never exported): {roots}"
+            assert roots[0].service == "contentpipe-scheduler" and not roots[0].parent_span_id, roots
 
             # Metrics arrive over OTLP too: RPC latency and codes per method from every service, at least.
             def rpc_metrics_from_all(receiver: OtlpReceiver) -> bool:
