@@ -3,6 +3,8 @@ size and length, the outbox post exists, and nothing is left running."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -58,10 +60,13 @@ def test_demo_script_produces_a_playable_video_and_an_outbox_post(tmp_path: Path
     post_path = Path(post.group(1))
     assert post_path.exists(), post_path
     assert str(post_path.resolve()).startswith(str(demo_dir.resolve()))
-    outbox_files = (
-        [p for p in post_path.parent.rglob("*") if p.is_file()] if post_path.is_file() else list(post_path.rglob("*"))
-    )
-    assert any(p.suffix == ".mp4" for p in outbox_files), outbox_files
+    document = json.loads(post_path.read_text())
+    assert document["text"].strip(), "the caption step's text is the post text"
+    [media] = document["media"]
+    assert media["content_type"] == "video/mp4"
+    copied = post_path.parent / media["file"]
+    assert hashlib.sha256(copied.read_bytes()).hexdigest() == media["sha256"]
+    assert copied.read_bytes() == Path(video.group(4)).read_bytes()
     assert re.search(r"schedule: next scheduled run \S+T09:00:00Z \(jobs/\S+\)", result.stdout), output
 
     assert not (demo_dir / "stack.json").exists()
