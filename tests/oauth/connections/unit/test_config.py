@@ -52,6 +52,8 @@ def test_redirect_allowlist_from_website_and_explicit_uris() -> None:
     assert not allow.allows("https://app.example.com.evil.net/cb")
     assert not allow.allows("https://app.example.com/cb#frag")
     assert not allow.allows("javascript:alert(1)")
+    assert not allow.allows("http://[not-an-ip]/")
+    assert not allow.allows("http://127.0.0.1:99999/cb")
     local = load_config(BASE)
     assert local.redirect_uris == (DEFAULT_LOCAL_REDIRECT_URI,)
     with pytest.raises(ConfigError, match="OAUTH_REDIRECT_URIS"):

@@ -84,7 +84,11 @@ class RedirectAllowlist:
     prefixes: tuple[str, ...]
 
     def allows(self, uri: str) -> bool:
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018  # raises ValueError for a malformed port
+        except ValueError:  # e.g. "http://[not-an-ip]/"
+            return False
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
             return False
         return uri in self.exact or any(uri.startswith(prefix) for prefix in self.prefixes)
