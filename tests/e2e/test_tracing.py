@@ -3,6 +3,7 @@ and the post all share one trace id across the four service processes, exported 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from contentpipe.api.scheduler.v1 import scheduler_service_pb2_grpc as sched_grp
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.pipelines.integration.support import FAST_ENGINE, Client, create, generate_step, post_step
-from tests.support import ServiceProcess, bearer
+from tests.support import TEST_JWT_SECRET, ServiceProcess, bearer
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
@@ -142,6 +143,16 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path,
             roots = _parentless(spans)
             assert len(roots) == 1, f"several roots (or parents never exported): {roots}"
             assert roots[0].service == "contentpipe-scheduler" and not roots[0].parent_span_id, roots
+
+            # Logs: JSON lines carrying the same trace id in every service, and never the credentials.
+            # (The tick command's few lines are outside its RunPipeline call; the others log inside their spans.)
+            for name in SERVICES if tick == "process_due_jobs_rpc" else ("generation", "oauth", "pipelines"):
+                lines = [json.loads(line) for line in processes[name].logs().splitlines() if line.startswith("{")]
+                in_trace = [entry for entry in lines if entry.get("trace_id") == trace_id]
+                assert in_trace, f"{name} logged nothing with trace id {trace_id}"
+                assert all(len(entry["span_id"]) == 16 for entry in in_trace)
+                assert any(entry.get("user_id") == user for entry in in_trace), name
+                assert TEST_JWT_SECRET not in processes[name].logs()
 
             # Metrics arrive over OTLP too: RPC latency and codes per method from every service, at least.
             def rpc_metrics_from_all(receiver: OtlpReceiver) -> bool:
