@@ -5,6 +5,7 @@ no token in clear in the database, the logs or any error."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -158,12 +159,22 @@ async def test_connect_list_refresh_delete(platform: str, stack: Stack, stub: An
     assert error_reason(caught.value) == "CONNECTION_NOT_FOUND"
 
 
-async def test_google_refresh_token_is_dead_after_revocation_at_the_provider(stack: Stack, stub: Any) -> None:
+async def test_google_rotated_refresh_tokens_are_stored_so_refreshes_keep_working(stack: Stack, stub: Any) -> None:
+    """The OIDC provider rotates refresh tokens and refuses a spent one: refreshing twice only works when the
+    rotated token was stored; reconnecting the same Google account updates the connection in place."""
     connection = await connect(stub, "google", USER)
-    await stub.DeleteConnection(pb.DeleteConnectionRequest(name=connection.name), metadata=bearer(USER))
+    before = stack.oidc.stats()["refresh"]
+    for _ in range(2):
+        refreshed = await stub.RefreshConnection(
+            pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(USER)
+        )
+        assert refreshed.connection.status == pb.CONNECTION_STATUS_ACTIVE
+        await asyncio.sleep(2.1)  # past the window in which refresh-now requests share one refresh
+    assert stack.oidc.stats()["refresh"] == before + 2
     again = await connect(stub, "google", USER)
-    assert again.name != connection.name  # deleted means gone: a new connection
-    await stub.DeleteConnection(pb.DeleteConnectionRequest(name=again.name), metadata=bearer(USER))
+    assert again.name == connection.name and again.has_refresh_token
+    deleted = await stub.DeleteConnection(pb.DeleteConnectionRequest(name=again.name), metadata=bearer(USER))
+    assert deleted.revoked_at_platform
 
 
 async def test_outbox_connection_needs_no_authorization_and_is_idempotent(

@@ -40,6 +40,7 @@ from contentpipe.oauth.config import SERVICE, OauthConfig
 from contentpipe.oauth.domain.connections import RefreshPolicy
 from contentpipe.oauth.domain.connections_state import StateSigner
 from contentpipe.oauth.entrypoints.grpc_connections import ConnectionServiceServicer
+from contentpipe.oauth.posting_bootstrap import PostingApplication, build_posting
 from contentpipe.oauth.service_layer.connections import ConnectionService, RedirectAllowlist
 from contentpipe.oauth.service_layer.tokens import TokenProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -93,6 +94,7 @@ class Components:
     connection_store: SqlConnectionStore
     connections: ConnectionService
     codec: PageTokenCodec
+    posting: PostingApplication | None = None
     extra_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
@@ -122,6 +124,7 @@ def build(config: OauthConfig, cipher: TokenCipher) -> Components:
         outbox_dir=str(config.outbox_dir),
     )
     secret = config.common.jwt_secret or base64.b64encode(state_secret(config)).decode()
+    posting = build_posting(config.common, config.posting, engine, connections) if config.posting else None
     return Components(
         config=config,
         engine=engine,
@@ -130,6 +133,8 @@ def build(config: OauthConfig, cipher: TokenCipher) -> Components:
         connection_store=store,
         connections=connections,
         codec=PageTokenCodec(secret, purpose="oauth-page-token"),
+        posting=posting,
+        extra_shutdown=[posting.close] if posting else [],
     )
 
 
@@ -141,11 +146,11 @@ def registrations(components: Components) -> list[ServiceRegistration]:
             add_to_server=connection_service_pb2_grpc.add_ConnectionServiceServicer_to_server,
             servicer=ConnectionServiceServicer(components.connections, components.codec),
         ),
-        ServiceRegistration(
+        components.posting.registration
+        if components.posting
+        else ServiceRegistration(
             full_name=posting_service_pb2.DESCRIPTOR.services_by_name["PostingService"].full_name,
             add_to_server=posting_service_pb2_grpc.add_PostingServiceServicer_to_server,
-            # Posting (issue 4) replaces this with its PostingServiceServicer(PostingServices(...), codec),
-            # built in build() with `tokens=components.token_provider`; until then every RPC answers UNIMPLEMENTED.
             servicer=posting_service_pb2_grpc.PostingServiceServicer(),
         ),
     ]
@@ -158,7 +163,10 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
     async def token_refresher() -> None:
         await components.connections.run_refresher(config.refresh_interval_seconds, config.refresh_batch)
 
-    return [token_refresher]
+    tasks: list[BackgroundTask] = [token_refresher]
+    if components.posting is not None and components.posting.worker_enabled:
+        tasks.append(components.posting.worker.run)  # the posting queue (issue 4)
+    return tasks
 
 
 async def migrate(config: OauthConfig) -> None:

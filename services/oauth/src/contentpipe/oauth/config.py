@@ -17,6 +17,7 @@ from contentpipe.common.settings import (
     load_common_settings,
 )
 from contentpipe.oauth.adapters.crypto import parse_token_keys
+from contentpipe.oauth.adapters.publishers.settings import PostingConfig, load_posting_config
 
 SERVICE = "oauth"
 
@@ -160,6 +161,8 @@ class OauthConfig:
     refresh_batch: int = 50
     http_timeout_seconds: float = 15.0
     outbox_dir: Path = Path(".contentpipe/outbox")
+    # Posting (issue 4): OAUTH_POSTING_*, OAUTH_PUBLISH_<PLATFORM>_URL, OAUTH_MEDIA_FILE_ROOTS (publishers/settings.py).
+    posting: PostingConfig | None = None
 
 
 def load_config(environ: Mapping[str, str]) -> OauthConfig:
@@ -186,4 +189,5 @@ def load_config(environ: Mapping[str, str]) -> OauthConfig:
         refresh_batch=env_int(environ, "OAUTH_REFRESH_BATCH", 50, minimum=1, maximum=1000),
         http_timeout_seconds=env_duration(environ, "OAUTH_HTTP_TIMEOUT", 15.0),
         outbox_dir=Path(env_str(environ, "OAUTH_OUTBOX_DIR", str(Path(common.data_dir) / "outbox"))),
+        posting=load_posting_config(environ, Path(common.data_dir), common.grpc_port),
     )

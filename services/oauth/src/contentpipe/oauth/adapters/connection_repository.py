@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -415,7 +415,9 @@ class SqlConnectionStore:
                 "refresh lease lost before saving; the connection will be refreshed again", reason="REFRESH_LEASE_LOST"
             )
 
-    async def due_for_refresh(self, now: datetime, margin_until: datetime, limit: int) -> list[tuple[str, str]]:
+    async def due_for_refresh(
+        self, now: datetime, margin_until: datetime, limit: int, platforms: Sequence[Platform]
+    ) -> list[tuple[str, str]]:
         """(owner, id) of usable connections whose token expires before `margin_until`, retry time reached and
         not leased right now; soonest expiry first. The caller takes each one's lease before refreshing."""
         c = connections.c
@@ -423,6 +425,7 @@ class SqlConnectionStore:
             sa.select(c.owner, c.id)
             .where(
                 c.status.in_(_USABLE),
+                c.platform.in_([p.value for p in platforms]),
                 c.access_expires_at.is_not(None),
                 c.access_expires_at <= margin_until,
                 sa.or_(c.next_refresh_at.is_(None), c.next_refresh_at <= now),

@@ -413,12 +413,12 @@ class ConnectionService:
     async def refresh_due(self, limit: int = 50) -> int:
         """One pass of the background refresher; returns how many connections it renewed or tried."""
         now = self._now()
-        due = await self._store.due_for_refresh(now, now + self._policy.margin, limit)
+        due = await self._store.due_for_refresh(now, now + self._policy.margin, limit, tuple(self._clients))
         done = 0
         for owner, connection_id in due:
             try:
                 connection = await self._store.find(owner, connection_id)
-                if connection is None or connection.platform not in self._clients:
+                if connection is None:
                     continue
                 await self._renew(connection, force=False, raise_errors=False, wait=False)
                 done += 1
@@ -430,8 +430,9 @@ class ConnectionService:
         """The background loop bootstrap starts; cancelled at shutdown."""
         while True:
             try:
-                while await self.refresh_due(batch) >= batch:
-                    pass
+                for _ in range(10):  # a backlog drains in full batches, bounded per pass
+                    if await self.refresh_due(batch) < batch:
+                        break
             except Exception:
                 _log.exception("refresher pass failed")
             await asyncio.sleep(interval_seconds)

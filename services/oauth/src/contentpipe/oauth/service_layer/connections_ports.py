@@ -131,6 +131,9 @@ class ConnectionStore(Protocol):
         retry, or with `wait=False` skip `work`. Returns the row as it then is; None when not found."""
         ...
 
-    async def due_for_refresh(self, now: datetime, margin_until: datetime, limit: int) -> list[tuple[str, str]]:
-        """(owner, id) of usable connections expiring before `margin_until` whose retry time has come."""
+    async def due_for_refresh(
+        self, now: datetime, margin_until: datetime, limit: int, platforms: Sequence[Platform]
+    ) -> list[tuple[str, str]]:
+        """(owner, id) of usable connections on `platforms` expiring before `margin_until` whose retry time has
+        come and that nobody is refreshing right now."""
         ...
