@@ -58,3 +58,22 @@ def test_redirect_allowlist_from_website_and_explicit_uris() -> None:
     assert local.redirect_uris == (DEFAULT_LOCAL_REDIRECT_URI,)
     with pytest.raises(ConfigError, match="OAUTH_REDIRECT_URIS"):
         load_config({**BASE, "OAUTH_REDIRECT_URIS": "not a uri"})
+
+
+async def test_google_long_scope_names_count_as_the_requested_openid_scopes() -> None:
+    import httpx
+    from contentpipe.oauth.adapters.platforms.google import GoogleAdapter
+
+    config = load_config({**BASE, "GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "s"})
+    async with httpx.AsyncClient() as http:
+        adapter = GoogleAdapter(config.platforms["google"], http)
+        tokens = adapter.token_set(
+            {
+                "access_token": "a",
+                "expires_in": 3599,
+                "scope": "https://www.googleapis.com/auth/userinfo.email openid "
+                "https://www.googleapis.com/auth/youtube.upload https://www.googleapis.com/auth/userinfo.profile",
+            },
+            what="t",
+        )
+    assert set(tokens.scopes or ()) >= set(adapter.spec.required_scopes)

@@ -447,13 +447,6 @@ class SqlConnectionStore:
             )
             await session.commit()
 
-    async def owner_of(self, connection_id: str) -> str | None:
-        async with self._sessions() as session:
-            row = (
-                await session.execute(sa.select(connections.c.owner).where(connections.c.id == connection_id))
-            ).first()
-        return row[0] if row else None
-
     # ------------------------------------------------------------------ key rotation
 
     async def rotate_keys(self, batch: int = 200) -> int:

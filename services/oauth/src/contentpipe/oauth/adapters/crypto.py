@@ -34,11 +34,8 @@ def parse_token_keys(raw: str) -> list[TokenKey]:
         if not sep or not kid or ":" in kid:
             raise ValueError("each entry must be kid:base64key")
         try:
-            key = base64.b64decode(
-                encoded + "=" * (-len(encoded) % 4),
-                altchars=b"-_" if "-" in encoded or "_" in encoded else None,
-                validate=True,
-            )
+            padded = encoded + "=" * (-len(encoded) % 4)
+            key = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
         except (binascii.Error, ValueError):
             raise ValueError(f"key {kid!r} is not valid base64") from None
         if len(key) not in (16, 24, 32):

@@ -119,7 +119,6 @@ class ConnectionServiceServicer(connection_service_pb2_grpc.ConnectionServiceSer
         self._codec = codec
 
     async def ListPlatforms(self, request: pb.ListPlatformsRequest, context: Any) -> pb.ListPlatformsResponse:
-        current_principal()
         return pb.ListPlatformsResponse(platforms=[platform_message(s) for s in self._connections.platforms()])
 
     async def StartConnection(self, request: pb.StartConnectionRequest, context: Any) -> pb.StartConnectionResponse:

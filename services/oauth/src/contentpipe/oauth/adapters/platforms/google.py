@@ -4,13 +4,22 @@ returns no new refresh token (the stored one is kept)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from contentpipe.oauth.adapters.platforms.base import PlatformAdapter
 from contentpipe.oauth.domain.connections import Connection, Platform, Profile
+from contentpipe.oauth.domain.tokens import TokenSet
 from contentpipe.oauth.service_layer.connections_ports import Grant, PlatformCallError, PlatformSpec, Renewal
 
 _log = logging.getLogger(__name__)
+
+# Google answers the OpenID scopes it was asked for as `email`/`profile` with their long names.
+_SCOPE_ALIASES = {
+    "https://www.googleapis.com/auth/userinfo.email": "email",
+    "https://www.googleapis.com/auth/userinfo.profile": "profile",
+}
 
 
 class GoogleAdapter(PlatformAdapter):
@@ -20,6 +29,13 @@ class GoogleAdapter(PlatformAdapter):
 
     def _client(self) -> dict[str, str]:
         return {"client_id": self.client_id, "client_secret": self.client_secret}
+
+    def token_set(self, body: Mapping[str, Any], *, what: str) -> TokenSet:
+        tokens = super().token_set(body, what=what)
+        if tokens.scopes is None:
+            return tokens
+        scopes = tuple(dict.fromkeys(_SCOPE_ALIASES.get(s, s) for s in tokens.scopes))
+        return replace(tokens, scopes=scopes)
 
     def authorization_url(
         self, *, redirect_uri: str, state: str, scopes: Sequence[str], code_challenge: str | None
