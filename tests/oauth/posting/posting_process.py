@@ -34,8 +34,9 @@ async def main() -> int:
         await run_migrations(common.database_url, MIGRATIONS, VERSION_TABLE)
         return await database_ready(engine, VERSION_TABLE, MIGRATIONS)
 
-    return await run_server(common, [app.registration], on_ready=ready, background=[app.worker.run],
-                            on_shutdown=[app.close, engine.dispose])
+    return await run_server(
+        common, [app.registration], on_ready=ready, background=[app.worker.run], on_shutdown=[app.close, engine.dispose]
+    )
 
 
 if __name__ == "__main__":

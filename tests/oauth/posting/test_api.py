@@ -43,12 +43,22 @@ def reason(err: grpc.aio.AioRpcError) -> str:
 def tokens_for_all() -> FakeTokens:
     tokens = FakeTokens()
     for platform in ("twitter", "linkedin", "instagram", "tiktok", "google", "facebook", "outbox"):
-        tokens.add(FakeConnection(id=platform, owner="user-1", platform=platform, account_id="42", token="t",
-                                  pages={"42": "p"} if platform == "facebook" else {}))
-    tokens.add(FakeConnection(id="dead", owner="user-1", platform="twitter", account_id="9", token="t",
-                              status="needs_reauth"))
-    tokens.add(FakeConnection(id="revoked", owner="user-1", platform="linkedin", account_id="9", token="t",
-                              status="revoked"))
+        tokens.add(
+            FakeConnection(
+                id=platform,
+                owner="user-1",
+                platform=platform,
+                account_id="42",
+                token="t",
+                pages={"42": "p"} if platform == "facebook" else {},
+            )
+        )
+    tokens.add(
+        FakeConnection(id="dead", owner="user-1", platform="twitter", account_id="9", token="t", status="needs_reauth")
+    )
+    tokens.add(
+        FakeConnection(id="revoked", owner="user-1", platform="linkedin", account_id="9", token="t", status="revoked")
+    )
     tokens.add(FakeConnection(id="other", owner="user-2", platform="outbox", account_id="user-2", token=""))
     return tokens
 
@@ -60,55 +70,109 @@ async def refused(stack: Stack, code: grpc.StatusCode, user: str = "user-1", **p
     return info.value
 
 
-@pytest.mark.parametrize(("platform", "limit"), [("twitter", 280), ("linkedin", 3000), ("instagram", 2200),
-                                                 ("tiktok", 2200), ("facebook", 63206), ("outbox", 100_000)])
+@pytest.mark.parametrize(
+    ("platform", "limit"),
+    [
+        ("twitter", 280),
+        ("linkedin", 3000),
+        ("instagram", 2200),
+        ("tiktok", 2200),
+        ("facebook", 63206),
+        ("outbox", 100_000),
+    ],
+)
 async def test_text_over_the_platform_limit_is_invalid_argument_naming_post_text(
     platform: str, limit: int, database_url: str, tmp_path: Path
 ) -> None:
-    options = pb.PlatformOptions(tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY"),
-                                 facebook=pb.FacebookOptions(page_id="42"))
+    options = pb.PlatformOptions(
+        tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY"), facebook=pb.FacebookOptions(page_id="42")
+    )
     media = [pb.Media(uri="https://cdn.example.com/a.jpg", kind=pb.MEDIA_KIND_IMAGE)]
     async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection=f"connections/{platform}",
-                            text="x" * (limit + 1), options=options,
-                            media=media if platform in ("instagram", "tiktok") else [])
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection=f"connections/{platform}",
+            text="x" * (limit + 1),
+            options=options,
+            media=media if platform in ("instagram", "tiktok") else [],
+        )
         assert "post.text" in violations(err), violations(err)
         assert str(limit) in violations(err)["post.text"]
-        valid = pb.Post(connection=f"connections/{platform}", text="x" * limit, options=options,
-                        media=media if platform in ("instagram", "tiktok") else [])
+        valid = pb.Post(
+            connection=f"connections/{platform}",
+            text="x" * limit,
+            options=options,
+            media=media if platform in ("instagram", "tiktok") else [],
+        )
         ok = await stack.stub.CreatePost(pb.CreatePostRequest(post=valid, validate_only=True), metadata=bearer())
         assert ok.post.state == pb.POST_STATE_QUEUED
 
 
 async def test_platform_rules_are_field_violations(database_url: str, tmp_path: Path) -> None:
     async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
-        clip = pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO, duration_seconds=200,
-                        size_bytes=600 * 1024 * 1024)
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/twitter",
-                            text="t", media=[clip, clip])
+        clip = pb.Media(
+            uri="https://cdn.example.com/a.mp4",
+            kind=pb.MEDIA_KIND_VIDEO,
+            duration_seconds=200,
+            size_bytes=600 * 1024 * 1024,
+        )
+        err = await refused(
+            stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/twitter", text="t", media=[clip, clip]
+        )
         found = violations(err)
         assert {"post.media", "post.media[0].size_bytes", "post.media[0].duration_seconds"} <= set(found), found
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/tiktok", text="t",
-                            media=[pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO)])
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection="connections/tiktok",
+            text="t",
+            media=[pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO)],
+        )
         assert "post.options.tiktok.privacy_level" in violations(err)
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/google", text="t",
-                            media=[pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO)])
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection="connections/google",
+            text="t",
+            media=[pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO)],
+        )
         assert "post.options.youtube.title" in violations(err)
         err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/facebook", text="t")
         assert "post.options.facebook.page_id" in violations(err)
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/facebook", text="t",
-                            options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="not-mine")))
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection="connections/facebook",
+            text="t",
+            options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="not-mine")),
+        )
         assert "not one of this connection's Pages" in violations(err)["post.options.facebook.page_id"]
         err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/instagram", text="t")
         assert "post.media" in violations(err)
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/instagram", text="t",
-                            media=[pb.Media(uri="file:///etc/hosts", kind=pb.MEDIA_KIND_IMAGE)])
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection="connections/instagram",
+            text="t",
+            media=[pb.Media(uri="file:///etc/hosts", kind=pb.MEDIA_KIND_IMAGE)],
+        )
         assert "post.media[0].uri" in violations(err)
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
-                            media=[pb.Media(uri="file:///etc/passwd", kind=pb.MEDIA_KIND_IMAGE)])
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection="connections/outbox",
+            text="t",
+            media=[pb.Media(uri="file:///etc/passwd", kind=pb.MEDIA_KIND_IMAGE)],
+        )
         assert "post.media[0].uri" in violations(err)
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
-                            media=[pb.Media(uri="https://x.test/a.png")])
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection="connections/outbox",
+            text="t",
+            media=[pb.Media(uri="https://x.test/a.png")],
+        )
         assert "post.media[0].kind" in violations(err)
         err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="bad-name", text="t")
         assert "post.connection" in violations(err)
@@ -142,8 +206,7 @@ async def test_request_id_makes_create_idempotent(database_url: str, tmp_path: P
     async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
         first = await stack.create(connection="connections/outbox", text="once", request_id="req-1")
         again = await stack.create(connection="connections/outbox", text="once", request_id="req-1")
-        other_user = await stack.create(user="user-2", connection="connections/other", text="once",
-                                        request_id="req-1")
+        other_user = await stack.create(user="user-2", connection="connections/other", text="once", request_id="req-1")
         assert again.name == first.name and again.request_id == "req-1"
         assert other_user.name != first.name
         listed = await stack.stub.ListPosts(pb.ListPostsRequest(), metadata=bearer())
@@ -154,14 +217,17 @@ async def test_cancel_list_and_resolve(database_url: str, tmp_path: Path) -> Non
     async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
         later = Timestamp()
         later.FromSeconds(4_000_000_000)
-        names = [(await stack.create(connection="connections/outbox", text=f"p{n}", publish_time=later)).name
-                 for n in range(5)]
+        names = [
+            (await stack.create(connection="connections/outbox", text=f"p{n}", publish_time=later)).name
+            for n in range(5)
+        ]
         x_post = await stack.create(connection="connections/twitter", text="x post")
         canceled = await stack.stub.CancelPost(pb.CancelPostRequest(name=names[0]), metadata=bearer())
         assert canceled.post.state == pb.POST_STATE_CANCELED
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stack.stub.ResolvePost(pb.ResolvePostRequest(name=names[1], published=True,
-                                                               platform_post_id="1"), metadata=bearer())
+            await stack.stub.ResolvePost(
+                pb.ResolvePostRequest(name=names[1], published=True, platform_post_id="1"), metadata=bearer()
+            )
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         pages, token = [], ""
         while True:
@@ -172,12 +238,13 @@ async def test_cancel_list_and_resolve(database_url: str, tmp_path: Path) -> Non
                 break
         assert [n for p in pages for n in p] == [x_post.name, *reversed(names)]
         assert all(len(p) <= 2 for p in pages)
-        queued = await stack.stub.ListPosts(pb.ListPostsRequest(state=pb.POST_STATE_QUEUED,
-                                                                platform=platform_pb2.PLATFORM_OUTBOX),
-                                            metadata=bearer())
+        queued = await stack.stub.ListPosts(
+            pb.ListPostsRequest(state=pb.POST_STATE_QUEUED, platform=platform_pb2.PLATFORM_OUTBOX), metadata=bearer()
+        )
         assert [p.name for p in queued.posts] == list(reversed(names[1:]))
-        by_connection = await stack.stub.ListPosts(pb.ListPostsRequest(connection="connections/twitter"),
-                                                   metadata=bearer())
+        by_connection = await stack.stub.ListPosts(
+            pb.ListPostsRequest(connection="connections/twitter"), metadata=bearer()
+        )
         assert [p.name for p in by_connection.posts] == [x_post.name]
         assert queued.posts[0].next_attempt_time.seconds == 4_000_000_000
         with pytest.raises(grpc.aio.AioRpcError) as info:

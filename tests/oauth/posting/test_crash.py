@@ -47,8 +47,9 @@ def test_sigkill_during_100_posts_loses_none_and_duplicates_none(database_url: s
     fake.processing_polls = 0
     tokens = FakeTokens()
     for n in range(ACCOUNTS):
-        c = tokens.add(FakeConnection(id=f"x{n}", owner="user-1", platform="twitter", account_id=str(100 + n),
-                                      token=f"tok{n}"))
+        c = tokens.add(
+            FakeConnection(id=f"x{n}", owner="user-1", platform="twitter", account_id=str(100 + n), token=f"tok{n}")
+        )
         fake.tokens[c.token] = c.account_id
     connections_file = tmp_path / "connections.json"
     tokens.save(connections_file)
@@ -84,8 +85,13 @@ def test_sigkill_during_100_posts_loses_none_and_duplicates_none(database_url: s
             "OAUTH_PUBLISH_X_CHUNK_BYTES": "4096",
             "LOG_LEVEL": "WARNING",
         }
-        proc = ServiceProcess("oauth", tmp_path / "oauth", database_url=database_url, env=env,
-                              module="tests.oauth.posting.posting_process")
+        proc = ServiceProcess(
+            "oauth",
+            tmp_path / "oauth",
+            database_url=database_url,
+            env=env,
+            module="tests.oauth.posting.posting_process",
+        )
         proc_box["proc"] = proc
         proc.start()
 
@@ -106,8 +112,9 @@ def test_sigkill_during_100_posts_loses_none_and_duplicates_none(database_url: s
         while n < POSTS:
             assert time.monotonic() < deadline, "could not create the posts"
             ensure_running()
-            media = [pb.Media(uri=image.as_uri(), kind=pb.MEDIA_KIND_IMAGE, content_type="image/png")] \
-                if n % 3 == 0 else []
+            media = (
+                [pb.Media(uri=image.as_uri(), kind=pb.MEDIA_KIND_IMAGE, content_type="image/png")] if n % 3 == 0 else []
+            )
             request = pb.CreatePostRequest(
                 post=pb.Post(connection=f"connections/x{n % ACCOUNTS}", text=f"crash post {n}", media=media),
                 request_id=f"crash-{n}",
@@ -129,14 +136,19 @@ def test_sigkill_during_100_posts_loses_none_and_duplicates_none(database_url: s
         while time.monotonic() < deadline:
             ensure_running()
             try:
-                final = {i: stub().GetPost(pb.GetPostRequest(name=name), metadata=bearer(), timeout=5).post
-                         for i, name in names.items()}
+                final = {
+                    i: stub().GetPost(pb.GetPostRequest(name=name), metadata=bearer(), timeout=5).post
+                    for i, name in names.items()
+                }
             except grpc.RpcError:
                 time.sleep(0.2)
                 continue
-            pending = [p for p in final.values() if p.state not in (pb.POST_STATE_PUBLISHED,
-                                                                     pb.POST_STATE_UNCONFIRMED)
-                       or (p.state == pb.POST_STATE_UNCONFIRMED and p.HasField("next_attempt_time"))]
+            pending = [
+                p
+                for p in final.values()
+                if p.state not in (pb.POST_STATE_PUBLISHED, pb.POST_STATE_UNCONFIRMED)
+                or (p.state == pb.POST_STATE_UNCONFIRMED and p.HasField("next_attempt_time"))
+            ]
             if not pending:
                 break
             time.sleep(0.3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -32,10 +33,13 @@ VIDEO = Media("file:///data/a.mp4", MediaKind.VIDEO, "video/mp4", 1000, 10.0)
 IMAGE = Media("https://cdn.example.com/a.png", MediaKind.IMAGE, "image/png", 1000)
 
 
-def fields(platform: Platform, **kwargs: object) -> set[str]:
-    post = NewPost(connection_id="c", text=str(kwargs.pop("text", "hello")),
-                   media=tuple(kwargs.pop("media", ())),  # type: ignore[arg-type]
-                   options=PostOptions(**kwargs))  # type: ignore[arg-type]
+def fields(platform: Platform, **kwargs: Any) -> set[str]:
+    post = NewPost(
+        connection_id="c",
+        text=str(kwargs.pop("text", "hello")),
+        media=tuple(kwargs.pop("media", ())),  # type: ignore[arg-type]
+        options=PostOptions(**kwargs),
+    )  # type: ignore[arg-type]
     try:
         validate_post(post, platform)
     except InvalidArgument as err:
@@ -43,8 +47,9 @@ def fields(platform: Platform, **kwargs: object) -> set[str]:
     return set()
 
 
-@pytest.mark.parametrize(("platform", "limit"), [(Platform.TWITTER, 280), (Platform.LINKEDIN, 3000),
-                                                 (Platform.FACEBOOK, 63206)])
+@pytest.mark.parametrize(
+    ("platform", "limit"), [(Platform.TWITTER, 280), (Platform.LINKEDIN, 3000), (Platform.FACEBOOK, 63206)]
+)
 def test_text_limits(platform: Platform, limit: int) -> None:
     page = {"facebook_page_id": "1"} if platform is Platform.FACEBOOK else {}
     assert fields(platform, text="é" * limit, **page) == set()
@@ -72,14 +77,24 @@ def test_media_count_kind_and_video_limits() -> None:
     assert fields(Platform.OUTBOX, media=[wrong]) == {"post.media[0].content_type"}
     assert fields(Platform.TIKTOK, media=[VIDEO]) == {"post.options.tiktok.privacy_level"}
     assert fields(Platform.TIKTOK, media=[VIDEO], tiktok_privacy_level="EVERYONE") == {
-        "post.options.tiktok.privacy_level"}
+        "post.options.tiktok.privacy_level"
+    }
     assert fields(Platform.FACEBOOK) == {"post.options.facebook.page_id"}
     assert fields(Platform.TWITTER, text="") == {"post.text"}
 
 
 def new_post() -> Post:
-    return Post(id="p1", owner="u", connection_id="c", platform=Platform.TWITTER, text="hi", media=(),
-                options=PostOptions(), create_time=NOW, next_attempt_time=NOW)
+    return Post(
+        id="p1",
+        owner="u",
+        connection_id="c",
+        platform=Platform.TWITTER,
+        text="hi",
+        media=(),
+        options=PostOptions(),
+        create_time=NOW,
+        next_attempt_time=NOW,
+    )
 
 
 def test_a_post_whose_create_was_sent_is_never_requeued_blindly() -> None:
@@ -134,10 +149,13 @@ def test_x_headers_block_the_account_until_the_reset() -> None:
 def test_meta_usage_headers_and_error_codes() -> None:
     app_busy = response(200, {"x-app-usage": '{"call_count": 95, "total_cputime": 10, "total_time": 10}'})
     assert [b.key for b in observed_blocks(Platform.FACEBOOK, "p", app_busy, NOW, LimitPolicy())] == ["facebook:app"]
-    buc = '{"p": [{"type": "pages", "call_count": 50, "total_cputime": 5, "total_time": 5, ' \
-          '"estimated_time_to_regain_access": 12}]}'
-    blocks = observed_blocks(Platform.INSTAGRAM, "p", response(200, {"x-business-use-case-usage": buc}), NOW,
-                             LimitPolicy())
+    buc = (
+        '{"p": [{"type": "pages", "call_count": 50, "total_cputime": 5, "total_time": 5, '
+        '"estimated_time_to_regain_access": 12}]}'
+    )
+    blocks = observed_blocks(
+        Platform.INSTAGRAM, "p", response(200, {"x-business-use-case-usage": buc}), NOW, LimitPolicy()
+    )
     assert [(b.key, b.until) for b in blocks] == [("instagram:account:p", NOW + timedelta(minutes=12))]
     app_limit = response(400, {}, {"error": {"code": 4, "message": "Application request limit reached"}})
     refusal = limit_refusal(Platform.INSTAGRAM, "p", app_limit, NOW, LimitPolicy())

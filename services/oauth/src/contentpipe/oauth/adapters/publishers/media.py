@@ -29,8 +29,27 @@ def file_path(uri: str) -> Path:
     return Path(unquote(parts.path))
 
 
+def looks_like_media(path: Path) -> bool:
+    """Image or video by its first bytes: a `file://` URI can never post a database, a key file or /etc/passwd."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return False
+    return (
+        head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"\x1a\x45\xdf\xa3"))
+        or (head[:4] == b"RIFF" and head[8:12] in (b"WEBP", b"AVI "))
+        or head[4:8] == b"ftyp"
+    )
+
+
 class MediaPolicy:
-    """What media URIs a post may name: public http(s) (the SSRF policy) or files under the storage roots."""
+    """What media URIs a post may name: public http(s) (the SSRF policy) or image/video files in storage.
+
+    `file://` must lie under one of the storage roots (OAUTH_MEDIA_FILE_ROOTS, default the data dir); with
+    CONTENTPIPE_ALLOW_PRIVATE_URLS (local demos, where each service may have its own data dir) anywhere. Either
+    way the file must be an image or a video by its content.
+    """
 
     def __init__(self, *, allow_private: bool, file_roots: Sequence[Path]) -> None:
         self._allow_private = allow_private
@@ -41,15 +60,17 @@ class MediaPolicy:
             path = file_path(uri).resolve()
         except (ValueError, OSError):
             return None
-        if not any(path.is_relative_to(root) for root in self._roots):
+        if not self._allow_private and not any(path.is_relative_to(root) for root in self._roots):
             return None
-        return path if path.is_file() else None
+        return path if path.is_file() and looks_like_media(path) else None
 
     async def check(self, uri: str, field: str) -> None:
         scheme = urlsplit(uri).scheme
         if scheme == "file":
             if self.allows_file(uri) is None:
-                raise InvalidArgument.single(field, "file:// media must be an existing file in contentpipe's storage")
+                raise InvalidArgument.single(
+                    field, "file:// media must be an existing image or video file in contentpipe's storage"
+                )
             return
         await OutboundUrlPolicy(allow_private=self._allow_private, field=field).check(uri)
 

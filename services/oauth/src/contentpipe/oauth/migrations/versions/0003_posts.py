@@ -6,16 +6,12 @@ Create Date: 2026-11-29
 """
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_posts"
-# Follows the connections revision; while that file is not in the tree yet, the initial one (never two heads).
-down_revision: str | None = (
-    "0002_connections" if (Path(__file__).parent / "0002_connections.py").exists() else "oauth_0001"
-)
+down_revision: str | None = "0002_connections"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
