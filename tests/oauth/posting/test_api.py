@@ -174,6 +174,10 @@ async def test_platform_rules_are_field_violations(database_url: str, tmp_path: 
             media=[pb.Media(uri="https://x.test/a.png")],
         )
         assert "post.media[0].kind" in violations(err)
+        for bad_url in ("http://[not-an-ip]/a.png", "https://host:99999/a.png"):
+            err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
+                                media=[pb.Media(uri=bad_url, kind=pb.MEDIA_KIND_IMAGE)])
+            assert "post.media[0].uri" in violations(err)
         err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="bad-name", text="t")
         assert "post.connection" in violations(err)
 

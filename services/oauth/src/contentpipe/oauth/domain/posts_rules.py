@@ -174,7 +174,13 @@ def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str,
 def _validate_media(item: Media, index: int, rules: PlatformRules, bad: object) -> None:
     assert callable(bad)
     prefix = f"post.media[{index}]"
-    scheme = urlsplit(item.uri).scheme
+    try:
+        parts = urlsplit(item.uri)
+        scheme = parts.scheme
+        _ = parts.port  # raises for a port out of range
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address
+        bad(f"{prefix}.uri", "not a valid URL")
+        return
     if not item.uri:
         bad(f"{prefix}.uri", "required")
     elif scheme not in ("http", "https", "file"):

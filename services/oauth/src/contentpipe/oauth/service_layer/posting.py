@@ -144,7 +144,11 @@ class PostingServices:
             )
         if published and not platform_post_id:
             raise InvalidArgument.single("platform_post_id", "required when published is true")
-        if permalink and urlsplit(permalink).scheme not in ("http", "https", "file"):
+        try:
+            scheme = urlsplit(permalink).scheme if permalink else "https"
+        except ValueError:
+            scheme = ""
+        if scheme not in ("http", "https", "file"):
             raise InvalidArgument.single("permalink", "must be an http(s) or file:// URL")
         post.resolve(published=published, platform_post_id=platform_post_id, permalink=permalink, now=self.clock())
         if not await self.repository.update_unleased(post, PostState.UNCONFIRMED):

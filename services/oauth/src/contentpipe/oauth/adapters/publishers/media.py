@@ -65,14 +65,20 @@ class MediaPolicy:
         return path if path.is_file() and looks_like_media(path) else None
 
     async def check(self, uri: str, field: str) -> None:
-        scheme = urlsplit(uri).scheme
+        try:
+            scheme = urlsplit(uri).scheme
+        except ValueError:
+            raise InvalidArgument.single(field, "not a valid URL") from None
         if scheme == "file":
             if self.allows_file(uri) is None:
                 raise InvalidArgument.single(
                     field, "file:// media must be an existing image or video file in contentpipe's storage"
                 )
             return
-        await OutboundUrlPolicy(allow_private=self._allow_private, field=field).check(uri)
+        try:
+            await OutboundUrlPolicy(allow_private=self._allow_private, field=field).check(uri)
+        except ValueError:  # e.g. a port out of range
+            raise InvalidArgument.single(field, "not a valid URL") from None
 
 
 @dataclass(slots=True)
