@@ -163,6 +163,7 @@ class FakePlatforms:
         with self.lock:
             live = self.refresh.pop(token, None)
             if live is None or live[0] != platform:
+                self.calls[f"{platform}.refresh_refused"] += 1
                 if platform == "twitter":
                     return [], self._oauth_error("invalid_request", "Value passed for the token was invalid.")
                 return [], self._oauth_error("invalid_grant", "Refresh token is invalid or expired.")
