@@ -178,6 +178,9 @@ async def test_platform_rules_are_field_violations(database_url: str, tmp_path: 
             err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
                                 media=[pb.Media(uri=bad_url, kind=pb.MEDIA_KIND_IMAGE)])
             assert "post.media[0].uri" in violations(err)
+        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
+                            publish_time=Timestamp(seconds=-(2**63)))
+        assert "post.publish_time" in violations(err)
         err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="bad-name", text="t")
         assert "post.connection" in violations(err)
 

@@ -98,7 +98,12 @@ def new_post_from(request: pb.CreatePostRequest) -> NewPost:
         youtube_made_for_kids=o.youtube.made_for_kids,
         facebook_page_id=o.facebook.page_id,
     )
-    publish_time = p.publish_time.ToDatetime(tzinfo=UTC) if p.HasField("publish_time") else None
+    publish_time = None
+    if p.HasField("publish_time"):
+        try:
+            publish_time = p.publish_time.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            raise InvalidArgument.single("post.publish_time", "not a valid timestamp") from None
     return NewPost(
         connection_id=connection_id_from(p.connection),
         text=p.text,
