@@ -38,7 +38,7 @@ EMBEDDED_DEFAULTS: Mapping[str, Mapping[str, str]] = {
         "GENERATION_STORAGE_BACKEND": "local",
         "GENERATION_WORKER_POLL_INTERVAL": "0.2s",
     },
-    "oauth": {},
+    "oauth": {"OAUTH_POSTING_POLL_INTERVAL": "0.2s"},
     "pipelines": {
         "PIPELINES_CLAIM_INTERVAL_SECONDS": "0.2",
         "PIPELINES_POLL_INITIAL_SECONDS": "0.2",
