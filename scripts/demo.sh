@@ -68,5 +68,6 @@ if [[ $WATCH -ne 0 ]]; then
 fi
 
 say "done in $((SECONDS - INSTALLED)) s (plus $((INSTALLED - STARTED)) s checking dependencies)"
-echo "  the run's files, post and next scheduled time are listed above; look again with:"
-echo "  uv run contentpipe --data-dir $DATA_DIR runs get $RUN   (while the services run: CONTENTPIPE_DEMO_KEEP=1 make demo)"
+if [[ "${CONTENTPIPE_DEMO_KEEP:-0}" != "1" ]]; then
+  echo "  to explore afterwards: CONTENTPIPE_DEMO_KEEP=1 make demo, then uv run contentpipe --data-dir $DATA_DIR runs list"
+fi
