@@ -95,6 +95,21 @@ def test_cli_drives_the_local_stack(tmp_path: Path) -> None:
         posts = json.loads(_ok(run_cli(*cp, "posts", "list", "-o", "json"), "posts list"))
         assert [p["state"] for p in posts["posts"]] == ["POST_STATE_PUBLISHED"]
 
+        # The server's own validation: its BadRequest violations are shown with their field paths, exit code 3.
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(
+            "display_name: broken\nsteps:\n"
+            "  - id: post\n    post_to_platform:\n      connections: ['@outbox']\n"
+            "      caption: '{{ steps.later.text }}'\n"
+            "  - id: later\n    generate_content: {kind: TEXT, prompt: hi}\n"
+        )
+        refused = run_cli(*cp, "pipelines", "create", "-f", str(broken))
+        assert refused.returncode == 3, refused.stderr
+        assert "INVALID_ARGUMENT" in refused.stderr
+        assert re.search(r"^  pipeline\.steps\[0\]\.post_to_platform\.caption: .*later", refused.stderr, re.M), (
+            refused.stderr
+        )
+
         missing = run_cli(*cp, "pipelines", "get", "pipelines/0000000000000000000000000000dead")
         assert missing.returncode == 4, missing.stderr
         assert "NOT_FOUND" in missing.stderr
