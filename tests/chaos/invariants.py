@@ -204,6 +204,13 @@ def check(observed: Observed) -> Verdict:
     counts["posts_published"] = sum(p.state == "PUBLISHED" for p in observed.posts)
     counts["posts_unconfirmed"] = sum(p.state == "UNCONFIRMED" for p in observed.posts)
     counts["delivered"] = len(observed.delivered)
+    delivered_ids = {(d.platform, d.platform_post_id) for d in observed.delivered}
+    delivered_texts = {(d.platform, d.text) for d in observed.delivered}
+    counts["unconfirmed_but_delivered"] = sum(
+        p.state == "UNCONFIRMED"
+        and ((p.platform, p.platform_post_id) in delivered_ids or (p.platform, p.text) in delivered_texts)
+        for p in observed.posts
+    )
     counts["generations"] = len(observed.generations)
     counts["predictions"] = len(observed.prediction_prompts)
     return verdict

@@ -377,6 +377,7 @@ def summary(verdict: Verdict, events: Events, faults: list[FaultInjector], elaps
         ("generations / predictions", f"{c['generations']} / {c['predictions']}"),
         ("posts / published / unconfirmed", f"{c['posts']} / {c['posts_published']} / {c['posts_unconfirmed']}"),
         ("delivered at platforms", c["delivered"]),
+        ("  of them UNCONFIRMED (for review)", c["unconfirmed_but_delivered"]),
         ("SIGKILLs", f"{sum(events.kills.values())} {dict(events.kills)}"),
         ("unplanned exits (restarted)", f"{sum(events.crash_restarts.values())} {dict(events.crash_restarts)}"),
         ("PostgreSQL restarts", events.pg_restarts),
