@@ -214,8 +214,9 @@ class SqlPostRepository:
         """Fenced: only while `worker_id` still holds a live lease (a stalled worker cannot overwrite a taker)."""
         c = posts.c
         async with self._sessions.begin() as session:
-            now = await db_now(session)
-            values = _mutable(post, now)
+            # PostgreSQL compares with its own clock inside the statement: one round trip per fenced save.
+            now: Any = sa.func.now() if is_postgresql(session) else datetime.now(UTC)
+            values = _mutable(post, datetime.now(UTC))
             if release:
                 values.update(lease_owner=None, lease_expires_at=None)
             result = await session.execute(
