@@ -1,19 +1,23 @@
 """End to end through the CLI: up --detach, connect the outbox, create the demo pipeline, run --wait, runs watch
-(non-TTY), jobs preview, down; the four services run as real processes on free ports with SQLite."""
+(non-TTY), jobs preview, down; the four services run as real processes on free ports, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli.harness import REPO_ROOT, pid_alive, processes_using, run_cli
+from tests.support.postgres import create_database, drop_database, postgres_available
 
 pytestmark = pytest.mark.e2e
 
 ANSI = re.compile(r"\x1b\[")
+DATABASE_SERVICES = ("generation", "oauth", "pipelines", "scheduler")
 
 
 def _ok(result, what: str) -> str:
@@ -22,12 +26,34 @@ def _ok(result, what: str) -> str:
     return str(result.stdout)
 
 
-def test_cli_drives_the_local_stack(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Nothing (the embedded SQLite files), or one fresh PostgreSQL database per service passed through `up`."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    reason = postgres_available()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    created = {svc: create_database() for svc in ("generation", "oauth", "pipelines", "scheduler")}
+    try:
+        yield {f"{svc.upper()}_DATABASE_URL": url for svc, (_, url) in created.items()}
+    finally:
+        for name, _ in created.values():
+            drop_database(name)
+
+
+def test_cli_drives_the_local_stack(tmp_path: Path, database_env: dict[str, str]) -> None:
     data = tmp_path / "data"
     cp = ("--data-dir", str(data))
-    _ok(run_cli(*cp, "up", "--detach", "--ports", "auto"), "up --detach")
+    _ok(run_cli(*cp, "up", "--detach", "--ports", "auto", env=database_env), "up --detach")
     status = json.loads(_ok(run_cli(*cp, "status", "-o", "json"), "status"))
     pids = [row["pid"] for row in status["services"]]
+    expected_urls = {svc: database_env.get(f"{svc.upper()}_DATABASE_URL", "sqlite") for svc in DATABASE_SERVICES}
+    for row in status["services"]:
+        assert row["database_url"].startswith(expected_urls[row["service"]].split("://")[0]), row
     try:
         connection = json.loads(_ok(run_cli(*cp, "connections", "connect", "outbox", "-o", "json"), "connect"))
         assert connection["platform"] == "PLATFORM_OUTBOX"
