@@ -80,7 +80,7 @@ def test_without_a_token_nothing_is_sent_and_exit_is_2(run_cli: RunCli, service,
     assert servicer.authorizations == []
 
 
-def test_yaml_output_round_trips_into_create(run_cli: RunCli, service, tmp_path: Path) -> None:
+def test_yaml_and_json_output_round_trip_into_create(run_cli: RunCli, service, tmp_path: Path) -> None:
     _, env = service
     (tmp_path / "p.yaml").write_text(PIPELINE)
     created = run_cli("pipelines", "create", "-f", str(tmp_path / "p.yaml"), "-o", "json", env=env)
@@ -90,6 +90,11 @@ def test_yaml_output_round_trips_into_create(run_cli: RunCli, service, tmp_path:
     again = run_cli("pipelines", "create", "-f", "-", env=env, stdin=exported.stdout)
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("created pipelines/p2")
+    as_json = tmp_path / "p.json"
+    as_json.write_text(run_cli("pipelines", "get", "p1", "-o", "json", env=env).stdout)
+    from_json = run_cli("pipelines", "create", "-f", str(as_json), env=env)
+    assert from_json.returncode == 0, from_json.stderr
+    assert from_json.stdout.startswith("created pipelines/p3")
 
 
 def test_run_wait_prints_each_change_and_where_results_are(run_cli: RunCli, service, tmp_path: Path) -> None:
