@@ -16,6 +16,7 @@ from tests.fakes.publishing_platforms import FakePlatform
 from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
 from tests.oauth.posting.conftest import fake_env
 from tests.oauth.posting.harness import posting_stack
+from tests.support import bearer
 
 pytestmark = pytest.mark.integration
 
@@ -314,3 +315,54 @@ async def test_invalid_grant_marks_the_connection_and_fails_the_post_needs_reaut
     assert post.last_error.reason == "CONNECTION_NEEDS_REAUTH"
     assert tokens.connections[name.removeprefix("connections/")].status == "needs_reauth"
     assert fakes["twitter"].posts == []
+
+
+async def test_daily_cap_defers_the_account_instead_of_failing(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform]
+) -> None:
+    tokens = FakeTokens()
+    capped = connection(tokens, "twitter", account="1")
+    other = connection(tokens, "twitter", account="2")
+    accept(fakes["twitter"], tokens)
+    env = {**fake_env(fakes), "OAUTH_POSTING_DAILY_CAP_TWITTER": "2"}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+        first = [await stack.create(connection=capped, text=f"capped {n}") for n in range(2)]
+        for post in first:
+            assert (await stack.wait(post.name, DONE)).state == pb.POST_STATE_PUBLISHED
+        third = await stack.create(connection=capped, text="capped 2")
+        elsewhere = await stack.create(connection=other, text="other account")
+        deferred = await stack.wait(third.name, {pb.POST_STATE_QUEUED},
+                                    check=lambda p: p.last_error.reason == "DAILY_CAP_REACHED")
+        assert (await stack.wait(elsewhere.name, DONE)).state == pb.POST_STATE_PUBLISHED
+    assert deferred.last_error.error_class == pb.POST_ERROR_CLASS_RATE_LIMITED
+    assert deferred.next_attempt_time.seconds >= int(time.time()) + 23 * 3600
+    assert [p.text for p in fakes["twitter"].posts] == ["capped 0", "capped 1", "other account"]
+
+
+async def test_grant_lost_while_the_outcome_is_unknown_leaves_it_unconfirmed_for_a_person(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "twitter")
+    fake = fakes["twitter"]
+    fake.create_delay = 2.5
+    accept(fake, tokens)
+
+    def revoke(_post: object) -> None:  # the grant dies while X is still answering the create call
+        tokens.connections[name.removeprefix("connections/")].status = "needs_reauth"
+
+    fake.on_create = revoke
+    env = {**fake_env(fakes), "OAUTH_PUBLISH_REQUEST_TIMEOUT": "1"}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+        created = await stack.create(connection=name, text="may be live")
+        post = await stack.wait(created.name, {pb.POST_STATE_UNCONFIRMED},
+                                check=lambda p: not p.HasField("next_attempt_time"))
+        time.sleep(1.0)
+        again = await stack.get(created.name)
+        resolved = await stack.stub.ResolvePost(
+            pb.ResolvePostRequest(name=created.name, published=True, platform_post_id=fake.posts[0].id),
+            metadata=bearer(),
+        )
+    assert again.state == pb.POST_STATE_UNCONFIRMED and post.last_error.reason == "CONNECTION_NEEDS_REAUTH"
+    assert len(fake.posts) == 1 and fake.calls.count("POST /2/tweets") == 1
+    assert resolved.post.state == pb.POST_STATE_PUBLISHED and resolved.post.platform_post_id == fake.posts[0].id

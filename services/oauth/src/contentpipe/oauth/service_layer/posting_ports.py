@@ -134,7 +134,15 @@ class RateLimitedFailure(PublishFailure):
 
 
 class RejectedFailure(PublishFailure):
-    """The platform refused the content or the request; retrying will not help."""
+    """The platform refused the content or the request; retrying will not help.
+
+    After the create call was sent, only a refusal with `unpublished=True` (the platform said the post failed, e.g.
+    TikTok's FAILED status) may fail the post; any other leaves it UNCONFIRMED.
+    """
+
+    def __init__(self, reason: str, message: str, *, unpublished: bool = False) -> None:
+        super().__init__(reason, message)
+        self.unpublished = unpublished
 
 
 class ReauthFailure(PublishFailure):

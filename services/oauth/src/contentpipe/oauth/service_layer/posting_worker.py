@@ -289,9 +289,19 @@ class PostingWorker:
         now = self.clock()
         if isinstance(failure, RateLimitedFailure):
             await self._limits.block(failure.scope_key, failure.until, failure.reason)
-        if post.create_sent_time is not None and not isinstance(failure, RejectedFailure | ReauthFailure):
+        if post.platform_post_id and post.state is PostState.PUBLISHING:
+            # The platform returned its id before something later (a permalink lookup, a status) failed: it is live.
+            post.mark_published(post.platform_post_id, post.permalink, now)
+            await self.save(post, release=True)
+            return
+        proven_unpublished = isinstance(failure, RejectedFailure) and failure.unpublished
+        if post.create_sent_time is not None and not proven_unpublished:
             # The create call left and nobody proved it failed: ask the platform, never just send it again.
-            await self._unconfirmed(post, publisher, failure.reason, failure.message)
+            if isinstance(failure, ReauthFailure):
+                with contextlib.suppress(Exception):
+                    await self._tokens.mark_needs_reauth(post.owner, post.connection_id, failure.reason)
+            retryable = not isinstance(failure, RejectedFailure | ReauthFailure)
+            await self._unconfirmed(post, publisher if retryable else None, failure.reason, failure.message)
             return
         if isinstance(failure, RateLimitedFailure):
             post.create_sent_time = None
@@ -348,8 +358,15 @@ class PostingWorker:
         _log.warning("post unconfirmed", extra={"post_id": post.id, "reason": reason})
 
     async def _reconcile(self, post: Post, publisher: Publisher) -> None:
-        credentials = await self._credentials(post)
-        if credentials is None:
+        try:
+            credentials = credentials_view(await self._tokens.fresh_credentials(post.owner, post.connection_id))
+        except ContentpipeError as exc:
+            # It may be live already: without a token nobody can ask the platform, so a person decides
+            # (or, for a transient token error, the worker asks again later). Never FAILED, never re-sent.
+            failure = _token_failure(exc)
+            await self._unconfirmed(
+                post, publisher if isinstance(failure, RetryableFailure) else None, failure.reason, failure.message
+            )
             return
         try:
             result = await publisher.reconcile(self._context(post, credentials))

@@ -316,7 +316,12 @@ class PlatformCaller:
             if _is_auth_error(self.platform, response):
                 if not refreshed:
                     refreshed = True
-                    self.ctx.credentials = await self.ctx.refresh()
+                    try:
+                        self.ctx.credentials = await self.ctx.refresh()
+                    except Exception:
+                        if create:  # the 401 proves the create did not happen
+                            await self.ctx.journal.disarm()
+                        raise
                     attempt -= 1
                     continue
                 if create:

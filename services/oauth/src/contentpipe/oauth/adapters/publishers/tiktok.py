@@ -175,6 +175,7 @@ class TikTokPublisher(PublisherBase):
                 raise RejectedFailure(
                     str(data.get("fail_reason") or "failed").upper()[:80],
                     f"TikTok could not publish: {data.get('fail_reason', 'failed')}",
+                    unpublished=True,
                 )
             self.check_deadline(deadline, "TikTok post", after_create=True)
             await poll_delay(None, self.settings.poll_interval, self.settings.poll_max_interval)
