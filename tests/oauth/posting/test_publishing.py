@@ -366,3 +366,26 @@ async def test_grant_lost_while_the_outcome_is_unknown_leaves_it_unconfirmed_for
     assert again.state == pb.POST_STATE_UNCONFIRMED and post.last_error.reason == "CONNECTION_NEEDS_REAUTH"
     assert len(fake.posts) == 1 and fake.calls.count("POST /2/tweets") == 1
     assert resolved.post.state == pb.POST_STATE_PUBLISHED and resolved.post.platform_post_id == fake.posts[0].id
+
+
+async def test_meta_business_use_case_limit_defers_that_page_only(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform]
+) -> None:
+    tokens = FakeTokens()
+    busy = connection(tokens, "facebook", account="u1", pages={"p1": "page-token-1"})
+    calm = connection(tokens, "facebook", account="u2", pages={"p2": "page-token-2"})
+    fake = fakes["facebook"]
+    fake.limited_accounts["p1"] = time.time() + 30 * 60  # Graph (#80001), regain access in 30 minutes
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        limited = await stack.create(connection=busy, text="page one",
+                                     options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="p1")))
+        flowing = await stack.create(connection=calm, text="page two",
+                                     options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="p2")))
+        deferred = await stack.wait(limited.name, {pb.POST_STATE_QUEUED},
+                                    check=lambda p: p.last_error.error_class == pb.POST_ERROR_CLASS_RATE_LIMITED)
+        published = await stack.wait(flowing.name, DONE)
+    assert published.state == pb.POST_STATE_PUBLISHED
+    assert published.permalink.startswith("https://www.facebook.com/p2_")
+    assert 29 * 60 <= deferred.next_attempt_time.seconds - time.time() <= 31 * 60
+    assert [p.text for p in fake.posts] == ["page two"]
