@@ -144,3 +144,45 @@ def test_cli_drives_the_local_stack(tmp_path: Path, database_env: dict[str, str]
     assert down.returncode == 0, down.stderr
     assert not any(pid_alive(pid) for pid in pids)
     assert processes_using(data) == []
+
+
+def test_cli_generations_posts_and_notifications(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cp = ("--data-dir", str(data))
+    _ok(run_cli(*cp, "up", "--detach", "--ports", "auto"), "up --detach")
+    try:
+        _ok(run_cli(*cp, "connections", "connect", "outbox"), "connect")
+        generation = json.loads(
+            _ok(
+                run_cli(*cp, "generations", "create", "--kind", "video", "--prompt", "waves", "--width", "160",
+                        "--height", "96", "--duration", "1", "--fps", "8", "--wait", "-o", "json"),
+                "generations create --wait",
+            )
+        )  # fmt: skip
+        assert generation["state"] == "GENERATION_STATE_SUCCEEDED"
+        [asset] = generation["outputs"]
+        assert (asset["width"], asset["height"], asset["content_type"]) == (160, 96, "video/mp4")
+        listed = _ok(run_cli(*cp, "generations", "list", "--kind", "video", "-o", "name"), "generations list")
+        assert listed.split() == [generation["name"]]
+
+        post = json.loads(
+            _ok(
+                run_cli(*cp, "posts", "create", "--connection", "@outbox", "--text", "hello from the CLI",
+                        "--media", asset["uri"], "-o", "json"),
+                "posts create",
+            )
+        )  # fmt: skip
+        assert post["state"] in {"POST_STATE_QUEUED", "POST_STATE_PUBLISHING", "POST_STATE_PUBLISHED"}
+        for _ in range(100):
+            got = json.loads(_ok(run_cli(*cp, "posts", "get", post["name"], "-o", "json"), "posts get"))
+            if got["state"] == "POST_STATE_PUBLISHED":
+                break
+        assert got["state"] == "POST_STATE_PUBLISHED"
+        assert Path(got["permalink"].removeprefix("file://")).exists()
+
+        assert "no notifications" in _ok(run_cli(*cp, "notifications", "list"), "notifications list")
+        cancel_done = run_cli(*cp, "posts", "cancel", post["name"])
+        assert cancel_done.returncode == 6, cancel_done.stderr  # only QUEUED posts can be cancelled
+        assert "FAILED_PRECONDITION" in cancel_done.stderr
+    finally:
+        run_cli(*cp, "down")
