@@ -389,3 +389,21 @@ async def test_meta_business_use_case_limit_defers_that_page_only(
     assert published.permalink.startswith("https://www.facebook.com/p2_")
     assert 29 * 60 <= deferred.next_attempt_time.seconds - time.time() <= 31 * 60
     assert [p.text for p in fake.posts] == ["page two"]
+
+
+async def test_youtube_last_chunk_timeout_is_settled_by_probing_the_session(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "google")
+    fake = fakes["google"]
+    fake.create_delay = 2.5  # the video exists at YouTube; the answer to the last byte comes too late
+    accept(fake, tokens)
+    env = {**fake_env(fakes), "OAUTH_PUBLISH_REQUEST_TIMEOUT": "1"}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+        created = await stack.create(connection=name, text="probe me", media=[video(local_media[0])],
+                                     options=pb.PlatformOptions(youtube=pb.YouTubeOptions(title="Probed")))
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED and post.platform_post_id == fake.posts[0].id
+    assert len(fake.posts) == 1 and "PUT {session} probe" in fake.calls
+    assert fake.calls.count("POST /upload/youtube/v3/videos?uploadType=resumable") == 1
