@@ -138,12 +138,24 @@ def check(observed: Observed) -> Verdict:
         verdict.add("lost", f"{jr.job} fire {jr.nominal_time} recorded MISSED")
 
     # 2. Every run terminal, or its UNCONFIRMED posts listed for review.
+    # A post the run saw UNCONFIRMED may since have been reconciled (PUBLISHED or FAILED) by oauth: its current
+    # state counts; one still UNCONFIRMED must be in the review list.
+    post_state = {p.name: p.state for p in observed.posts}
+    counts["stale_run_targets"] = 0
     for run in observed.runs:
         if run.state not in TERMINAL_RUN_STATES:
             verdict.add("stuck", f"{run.name} still {run.state}")
         for target in run.targets:
-            if target.post_state == "UNCONFIRMED" and target.post not in observed.unconfirmed_listed:
+            if target.post_state != "UNCONFIRMED":
+                continue
+            current = post_state.get(target.post, "UNCONFIRMED")
+            if current != "UNCONFIRMED":
+                counts["stale_run_targets"] += 1
+            elif target.post not in observed.unconfirmed_listed:
                 verdict.add("unlisted_unconfirmed", f"{target.post} of {run.name}")
+    for post in observed.posts:
+        if post.state == "UNCONFIRMED" and post.name not in observed.unconfirmed_listed:
+            verdict.add("unlisted_unconfirmed", f"{post.name} is UNCONFIRMED but not in ListPosts(state=UNCONFIRMED)")
     for job_run in observed.job_runs:
         if job_run.state not in TERMINAL_JOB_RUN_STATES | {"MISSED"}:
             verdict.add("stuck", f"job run of {job_run.job} at {job_run.nominal_time} still {job_run.state}")
@@ -153,7 +165,7 @@ def check(observed: Observed) -> Verdict:
     delivered_by_text = Counter((d.platform, d.text) for d in observed.delivered)
     for (platform, text), n in delivered_by_text.items():
         if n > 1:
-            verdict.add("duplicates", f"{n} copies at {platform} of {text[:60]!r}")
+            verdict.add("duplicates", f"{n} copies at {platform} of {text!r}")
     for post in observed.posts:
         if post.state == "PUBLISHED":
             n = delivered_by_id.get((post.platform, post.platform_post_id), 0)

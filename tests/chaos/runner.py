@@ -55,6 +55,9 @@ from tests.support.postgres import create_database, drop_database, postgres_avai
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 SERVICES = ("generation", "oauth", "pipelines", "scheduler")
 REPLICATE_TOKEN = "r8_chaos_token_0123456789abcdef"
+# One intended post per fire time and platform: a second copy at a platform is a duplicate, whichever run
+# (a step retry inside one run, or a job retry's new run) sent it.
+CAPTION = "chaos post for {{ run.job }} due {{ run.nominal_time }}"
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def create_world(driver: Driver, config: ChaosConfig, platforms: list[Platform],
                                     pipe.Step(
                                         id="post",
                                         post_to_platform=pipe.PostToPlatformStep(
-                                            connections=connections, caption="chaos post {{ run.name }}"
+                                            connections=connections, caption=CAPTION
                                         ),
                                     )
                                 ]
@@ -378,6 +381,7 @@ def summary(verdict: Verdict, events: Events, faults: list[FaultInjector], elaps
         ("posts / published / unconfirmed", f"{c['posts']} / {c['posts_published']} / {c['posts_unconfirmed']}"),
         ("delivered at platforms", c["delivered"]),
         ("  of them UNCONFIRMED (for review)", c["unconfirmed_but_delivered"]),
+        ("run targets UNCONFIRMED, since reconciled", c["stale_run_targets"]),
         ("SIGKILLs", f"{sum(events.kills.values())} {dict(events.kills)}"),
         ("unplanned exits (restarted)", f"{sum(events.crash_restarts.values())} {dict(events.crash_restarts)}"),
         ("PostgreSQL restarts", events.pg_restarts),

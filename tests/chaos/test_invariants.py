@@ -81,11 +81,18 @@ def test_a_run_left_running_is_stuck_and_unlisted_unconfirmed_posts_are_flagged(
     observed.runs[0] = RunView(
         **{**observed.runs[0].__dict__, "state": "RUNNING", "targets": (TargetView("c", "posts/x1", "UNCONFIRMED"),)}
     )
+    observed.posts[0] = PostView("u1", "posts/x1", "UNCONFIRMED", "twitter", "", "hello r1")
+    observed.delivered = []
     verdict = check(observed)
     assert verdict.counts["stuck"] == 1
-    assert verdict.counts["unlisted_unconfirmed"] == 1
+    assert verdict.counts["unlisted_unconfirmed"] == 2  # by the run's target, and by the post itself
     observed.unconfirmed_listed.add("posts/x1")
     assert check(observed).counts["unlisted_unconfirmed"] == 0
+    observed.unconfirmed_listed.clear()
+    observed.posts[0] = PostView("u1", "posts/x1", "PUBLISHED", "twitter", "tw-1", "hello r1")  # reconciled since
+    verdict = check(observed)
+    assert verdict.counts["unlisted_unconfirmed"] == 0
+    assert verdict.counts["stale_run_targets"] == 1
 
 
 def test_a_post_delivered_twice_or_a_published_post_missing_at_the_platform_is_flagged() -> None:
