@@ -74,7 +74,7 @@ def register(sub: SubParsers) -> None:
     )
     listing.add_argument("--platform", choices=PLATFORM_CHOICES, help="only this platform")
 
-    platforms = add_command(
+    add_command(
         group,
         "platforms",
         help="list the platforms this deployment can connect",
@@ -82,7 +82,6 @@ def register(sub: SubParsers) -> None:
         reads=True,
         examples=["contentpipe connections platforms"],
     )
-    del platforms
 
     for name, handler, help_text in (
         ("get", get_connection, "show one connection"),

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
-from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK, Violation
+from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK
 from contentpipe.cli.manifests import parse_message, read_document
-from contentpipe.cli.output import col, print_list, print_resource, to_dict
+from contentpipe.cli.output import col, print_list, print_resource
 from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging, resource_name
 from contentpipe.cli.platforms import resolve_connection_references
 from contentpipe.cli.session import Session
@@ -418,6 +418,3 @@ def _print_pipeline_state(pipeline: pb.Pipeline, fmt: str) -> None:
         print(f"{pipeline.name} {pb.PipelineState.Name(pipeline.state).removeprefix('PIPELINE_STATE_')}")
     else:
         print_resource(pipeline, fmt)
-
-
-__all__ = ["Violation", "register", "to_dict"]
