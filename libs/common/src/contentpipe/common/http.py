@@ -115,7 +115,9 @@ class OutboundUrlPolicy:
         ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        return not (
+        # `is_global` also excludes shared address space (100.64.0.0/10, carrier-grade NAT) and other
+        # special-purpose ranges that `is_private` leaves out.
+        return ip.is_global and not (
             ip.is_private
             or ip.is_loopback
             or ip.is_link_local
@@ -127,12 +129,15 @@ class OutboundUrlPolicy:
 
     async def check(self, url: str) -> None:
         """Raise InvalidArgument(field) unless `url` is http(s) and every resolved address is public."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:  # a bad IPv6 literal or a port outside 0-65535
+            raise InvalidArgument.single(self._field, f"is not a valid URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidArgument.single(self._field, "must be an http or https URL with a host")
         if self._allow_private:
             return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
