@@ -12,6 +12,7 @@ Every token handed out is recorded in `issued` so tests can look for it where it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -72,6 +73,7 @@ class FakePlatforms:
     untick: dict[str, set[str]] = field(default_factory=dict)  # scopes the user unticks at consent
     fail_refresh_with: dict[str, int] = field(default_factory=dict)  # platform → HTTP status for refreshes
     linkedin_refresh_tokens: bool = True  # programmatic refresh approved for the app
+    refresh_delay: float = 0.0  # seconds X waits before answering a refresh it has already performed
     access_ttl: int = 7200
     issued: set[str] = field(default_factory=set)
     codes: dict[str, IssuedCode] = field(default_factory=dict)
@@ -197,7 +199,9 @@ class FakePlatforms:
             scopes, error = self._rotate("twitter", str(form.get("refresh_token", "")))
             if error:
                 return error
-            return JSONResponse({**self._grant("twitter", scopes), "scope": " ".join(scopes)})
+            grant = {**self._grant("twitter", scopes), "scope": " ".join(scopes)}
+            await asyncio.sleep(self.refresh_delay)  # the old refresh token is already spent
+            return JSONResponse(grant)
         return self._oauth_error("unsupported_grant_type", "grant_type")
 
     async def twitter_revoke(self, request: Request) -> Response:

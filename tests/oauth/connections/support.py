@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import grpc
 import httpx
-import pytest
 from contentpipe.api.oauth.v1 import connection_service_pb2 as pb
 from contentpipe.api.oauth.v1 import connection_service_pb2_grpc, platform_pb2
 
@@ -149,9 +148,3 @@ def database_dump(database_url: str, *, raw: bool = True) -> str:
 def assert_no_tokens(text: str, tokens: set[str], where: str) -> None:
     leaked = [t for t in tokens if t in text]
     assert not leaked, f"{len(leaked)} token(s) in clear in {where}, e.g. {leaked[0][:12]}…"
-
-
-def require_postgres(request: pytest.FixtureRequest, backend: str, tmp: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp / 'oauth.db'}"
-    return str(request.getfixturevalue("postgres_url"))

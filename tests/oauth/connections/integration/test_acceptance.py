@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -26,8 +25,6 @@ from tests.oauth.connections.support import (
     database_dump,
     error_reason,
     query_of,
-    require_postgres,
-    start_stack,
 )
 from tests.support import bearer
 
@@ -35,19 +32,6 @@ pytestmark = pytest.mark.integration
 
 USER = f"user-{uuid.uuid4().hex[:8]}"
 OTHER = f"other-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp(f"oauth-{request.param}")
-    yield from start_stack(tmp, require_postgres(request, request.param, tmp))
-
-
-@pytest.fixture
-async def stub(stack: Stack) -> AsyncIterator[Any]:
-    channel, stub = stack.stub()
-    yield stub
-    await channel.close(None)
 
 
 def _check_authorization_parameters(platform: str, uri: str, state: str) -> None:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,6 @@ from tests.oauth.connections.support import (
     consent,
     database_dump,
     error_reason,
-    require_postgres,
-    start_stack,
 )
 from tests.support import TEST_JWT_SECRET, ServiceProcess, bearer
 from tests.support.processes import REPO_ROOT
@@ -38,19 +35,6 @@ from tests.support.processes import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 ERRORS: list[str] = []  # every error message seen in this module, checked for tokens at the end
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp(f"oauth-rules-{request.param}")
-    yield from start_stack(tmp, require_postgres(request, request.param, tmp))
-
-
-@pytest.fixture
-async def stub(stack: Stack) -> AsyncIterator[Any]:
-    channel, stub = stack.stub()
-    yield stub
-    await channel.close(None)
 
 
 @pytest.fixture
@@ -215,6 +199,38 @@ async def test_two_replicas_racing_on_a_rotating_refresh_token_refresh_once(
     nxt = await stub.RefreshConnection(request, metadata=bearer(user))
     assert nxt.connection.status == pb.CONNECTION_STATUS_ACTIVE
     assert stack.fakes.calls["twitter.refresh"] - before == 2
+
+
+async def test_a_refresh_in_flight_at_shutdown_is_still_saved(
+    stack: Stack, stub: Any, user: str, tmp_path: Path
+) -> None:
+    """SIGTERM while X is answering a refresh (the old refresh token already spent): the replica stops only after
+    storing the rotated token, so the connection keeps working elsewhere."""
+    connection = await connect(stub, "twitter", user)
+    env = {**stack.env, "CONTENTPIPE_SHUTDOWN_GRACE_SECONDS": "1"}
+    replica = ServiceProcess("oauth", tmp_path / "replica", database_url=stack.database_url, env=env).start()
+    channel = grpc.aio.insecure_channel(replica.address)
+    before = stack.fakes.calls["twitter.refresh"]
+    refused = stack.fakes.calls["twitter.refresh_refused"]
+    stack.fakes.refresh_delay = 2.5  # longer than the replica's shutdown grace: the RPC gets cancelled
+    try:
+        call = connection_service_pb2_grpc.ConnectionServiceStub(channel).RefreshConnection(
+            pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(user)
+        )
+        pending = asyncio.ensure_future(call)
+        while stack.fakes.calls["twitter.refresh"] == before:
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(replica.terminate) == 0
+        with pytest.raises(grpc.aio.AioRpcError):
+            await pending
+    finally:
+        stack.fakes.refresh_delay = 0.0
+        await channel.close(None)
+        replica.terminate()
+    await asyncio.sleep(2.1)
+    again = await stub.RefreshConnection(pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(user))
+    assert again.connection.status == pb.CONNECTION_STATUS_ACTIVE
+    assert stack.fakes.calls["twitter.refresh_refused"] == refused
 
 
 async def test_rotate_keys_re_encrypts_every_row_under_the_first_key(

@@ -6,26 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from contentpipe.api.oauth.v1 import connection_service_pb2 as pb
 
-from tests.oauth.connections.support import Stack, connect, require_postgres, start_stack
+from tests.oauth.connections.support import Stack, connect
 from tests.support import ServiceProcess, bearer
 
 pytestmark = pytest.mark.integration
 
 # Every token the fakes issue lives 2 h; a margin above that keeps every connection due, so both replicas'
 # refreshers compete for the same rows on every pass.
-FAST = {"OAUTH_REFRESH_MARGIN": "3h", "OAUTH_REFRESH_INTERVAL": "200ms"}
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp(f"oauth-refresher-{request.param}")
-    yield from start_stack(tmp, require_postgres(request, request.param, tmp), FAST)
+STACK_ENV = {"OAUTH_REFRESH_MARGIN": "3h", "OAUTH_REFRESH_INTERVAL": "200ms"}
 
 
 async def test_two_replicas_refreshers_never_spend_a_refresh_token_twice(stack: Stack, tmp_path: Path) -> None:

@@ -105,6 +105,7 @@ class Components:
     async def close(self) -> None:
         for hook in self.extra_shutdown:
             await hook()
+        await self.connection_store.drain()  # a refresh the platform already performed must be saved
         await self.http.aclose()
         await self.engine.dispose()
 

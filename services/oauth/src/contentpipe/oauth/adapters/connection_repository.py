@@ -107,6 +107,12 @@ class SqlConnectionStore:
         self._cipher = cipher
         self._lease_seconds = lease_seconds
         self._lock_wait_seconds = lock_wait_seconds
+        self._in_flight: set[asyncio.Future[None]] = set()
+
+    async def drain(self) -> None:
+        """Wait for refreshes in flight (shutdown calls this before closing the HTTP client and the engine)."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
 
     # ------------------------------------------------------------------ mapping
 
@@ -257,7 +263,7 @@ class SqlConnectionStore:
                 sa.update(table).where(table.c.id == pending_id, table.c.used_at.is_(None)).values(used_at=now)
             )
             await session.commit()
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ connections
 
@@ -383,12 +389,16 @@ class SqlConnectionStore:
                 return None
             if leased is not False:
                 assert isinstance(leased, Connection)
+                # A refresh that reached the platform must be saved even if we are cancelled (shutdown, a client
+                # gone): a rotated refresh token lost here would leave the spent one in the row.
+                held = asyncio.ensure_future(self._work_and_release(leased, holder, work))
+                self._in_flight.add(held)
+                held.add_done_callback(self._in_flight.discard)
                 try:
-                    changed = await work(leased)
-                    if changed is not None:
-                        await self._save_fenced(changed, holder)
-                finally:
-                    await self.release(connection_id, holder)
+                    await asyncio.shield(held)
+                except asyncio.CancelledError:
+                    await asyncio.wait([held])
+                    raise
                 return await self.find(owner, connection_id)
             if not wait:
                 return await self.find(owner, connection_id)
@@ -398,6 +408,16 @@ class SqlConnectionStore:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    async def _work_and_release(
+        self, leased: Connection, holder: str, work: Callable[[Connection], Awaitable[Connection | None]]
+    ) -> None:
+        try:
+            changed = await work(leased)
+            if changed is not None:
+                await self._save_fenced(changed, holder)
+        finally:
+            await self.release(leased.id, holder)
 
     async def _save_fenced(self, connection: Connection, holder: str) -> None:
         async with self._sessions() as session:
