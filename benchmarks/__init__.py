@@ -1,0 +1,1 @@
+"""`make bench`: one harness, one table (see docs/performance.md)."""
