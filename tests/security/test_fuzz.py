@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tests.security.catalog import Rpc, all_rpcs
 from tests.security.stack import Stack, service_metadata, user_metadata
-from tests.security.strategies import messages, mutants
+from tests.security.strategies import _descend, leaf_paths, messages, mutants
 from tests.security.tenants import World, build_world, collection_of, slots
 
 pytestmark = pytest.mark.integration
@@ -230,5 +230,30 @@ def test_malformed_wire_bytes_are_invalid_argument_not_unknown(stack: Stack) -> 
         for payload in malformed_payloads(rpc)
         if (failure := send(stack, rpc, payload, user_metadata("fuzz-user"))) is not None
     ]
+    assert_healthy(stack)
+    assert not failures, f"{len(failures)} undocumented answers; smallest per code:\n{report(failures)}"
+
+
+def test_nul_in_any_text_field_of_a_valid_request_is_a_documented_answer(stack: Stack, fuzz_world: World) -> None:
+    """Deterministic sweep: every string field of every seed request, set to "a\\x00b" (PostgreSQL text cannot hold
+    NUL; a service must refuse it as INVALID_ARGUMENT, not crash on the insert)."""
+    failures: list[Failure] = []
+    user = user_metadata(fuzz_world.user)
+    for rpc in RPCS:
+        for seed in seeds_for(rpc, fuzz_world):
+            for path in leaf_paths(seed.DESCRIPTOR):  # type: ignore[arg-type]
+                request = type(seed)()
+                request.CopyFrom(seed)
+                target, field = _descend(request, path)  # type: ignore[misc]
+                if field.type != FieldDescriptor.TYPE_STRING:
+                    continue
+                if field.is_repeated:
+                    getattr(target, field.name)[:] = ["a\x00b"]
+                else:
+                    setattr(target, field.name, "a\x00b")
+                if "request_id" in rpc.input.fields_by_name and path != ("request_id",):
+                    request.request_id = str(uuid.uuid4())  # type: ignore[attr-defined]
+                if (failure := send(stack, rpc, request, user)) is not None:
+                    failures.append(failure)
     assert_healthy(stack)
     assert not failures, f"{len(failures)} undocumented answers; smallest per code:\n{report(failures)}"
