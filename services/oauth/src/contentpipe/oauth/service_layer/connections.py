@@ -152,7 +152,7 @@ class ConnectionService:
         if len(extra_scopes) > MAX_EXTRA_SCOPES:
             violations.append(FieldViolation("extra_scopes", f"at most {MAX_EXTRA_SCOPES}"))
         for i, scope in enumerate(extra_scopes):
-            if not scope or any(c.isspace() or c == "," for c in scope) or len(scope) > 200:
+            if not scope or not scope.isprintable() or any(c.isspace() or c == "," for c in scope) or len(scope) > 200:
                 violations.append(FieldViolation(f"extra_scopes[{i}]", "a scope is one token without spaces or commas"))
         if violations:
             raise _invalid(violations)
