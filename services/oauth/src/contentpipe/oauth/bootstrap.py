@@ -52,13 +52,6 @@ _log = logging.getLogger(__name__)
 BackgroundTask = Callable[[], Awaitable[None]]
 
 
-def quiet_http_client_logs() -> None:
-    """httpx logs every request URL at INFO; Graph and Instagram URLs carry tokens, codes and client secrets
-    in the query, so those loggers only speak from WARNING up (their warnings carry no URL)."""
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def load_token_cipher(config: OauthConfig) -> TokenCipher:
     """OAUTH_TOKEN_KEYS, or (local use) a key generated once into the data dir with mode 0600."""
     raw = config.token_keys
@@ -187,7 +180,6 @@ async def rotate_keys(config: OauthConfig) -> int:
 async def serve(config: OauthConfig) -> int:
     """Run the server until SIGTERM; health turns SERVING once the schema is migrated and reachable."""
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
-    quiet_http_client_logs()
     cipher = await asyncio.to_thread(load_token_cipher, config)
     components = build(config, cipher)
 
