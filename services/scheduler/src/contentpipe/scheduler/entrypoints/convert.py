@@ -23,7 +23,10 @@ def to_datetime(stamp: timestamp_pb2.Timestamp, field: str) -> datetime:
 def to_timedelta(value: duration_pb2.Duration, field: str) -> timedelta:
     if value.seconds < 0 or value.nanos < 0:
         raise InvalidArgument.single(field, "must not be negative")
-    return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+    try:
+        return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+    except OverflowError:  # beyond timedelta's ~2.7 million years; every bound we check is far smaller
+        raise InvalidArgument.single(field, "duration out of range") from None
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
