@@ -85,3 +85,27 @@ def test_foreground_up_stops_every_service_on_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, process.stderr.read() if process.stderr else ""
     assert processes_using(data) == []
     assert not (data / "stack.json").exists()
+
+
+def test_ctrl_c_while_starting_stops_what_was_started(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "contentpipe.cli", "--data-dir", str(data), "up", "--ports", "auto"],
+        cwd=REPO_ROOT,
+        env=cli_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith("starting 4 services"), first
+        process.send_signal(signal.SIGINT)  # the services are spawned but not healthy yet
+        code = process.wait(timeout=40)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 130
+    assert processes_using(data) == []
+    assert not (data / "stack.json").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -131,11 +130,3 @@ def resolve_config(
         timeout=timeout,
         local_addresses=local,
     )
-
-
-def env_flag(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def current_environ() -> Mapping[str, str]:
-    return dict(os.environ)

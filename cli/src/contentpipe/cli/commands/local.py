@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from contentpipe.cli import stack
-from contentpipe.cli.config import SERVICES, env_flag
-from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_PRECONDITION, EXIT_UNAVAILABLE, EXIT_USAGE, CliError
+from contentpipe.cli.config import SERVICES
+from contentpipe.cli.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PRECONDITION,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliError,
+)
 from contentpipe.cli.output import Column, col, dump, print_table
 from contentpipe.cli.parsing import SubParsers, add_command
 from contentpipe.cli.session import Session, read_secret
@@ -127,6 +135,28 @@ async def up_command(session: Session, args: argparse.Namespace) -> int:
             EXIT_PRECONDITION,
             hint="another contentpipe may be running (`contentpipe status`); or use --ports auto",
         )
+    # From the first spawn on, Ctrl-C/SIGTERM must stop what was started, whatever the phase (the services run in
+    # their own sessions, so the terminal's signal reaches only this process).
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        return await _start(data_dir, args, stop, secret=secret, ports=ports, environ=environ)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _start(
+    data_dir: Path,
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+    *,
+    secret: str,
+    ports: dict[str, int],
+    environ: dict[str, str],
+) -> int:
     processes: dict[str, Any] = {}
     infos: dict[str, stack.ServiceInfo] = {}
     for svc in SERVICES:
@@ -149,11 +179,14 @@ async def up_command(session: Session, args: argparse.Namespace) -> int:
     )
     stack.write_state(data_dir / "stack.json", state)
     _say(f"starting 4 services in {data_dir} (logs in {data_dir / 'logs'}) ...")
-    problem = await _wait_healthy(infos, processes, args.wait_timeout)
-    if problem is not None:
+    problem = await _wait_healthy(infos, processes, args.wait_timeout, stop)
+    if stop.is_set() or problem is not None:
         await stack.stop_pids([info.pid for info in infos.values()], grace=STOP_GRACE_SECONDS)
         with contextlib.suppress(FileNotFoundError):
             (data_dir / "stack.json").unlink()
+        if problem is None:
+            _say("interrupted; stopped the services")
+            return EXIT_INTERRUPTED
         svc, why = problem
         log_tail = stack.tail(Path(infos[svc].log))
         raise CliError(
@@ -165,7 +198,7 @@ async def up_command(session: Session, args: argparse.Namespace) -> int:
         _say("services running in the background; stop them with `contentpipe down`")
         return EXIT_OK
     _say("services running; press Ctrl-C to stop")
-    return await _supervise(data_dir, infos, processes)
+    return await _supervise(data_dir, infos, processes, stop)
 
 
 def _port_free(port: int) -> bool:
@@ -181,12 +214,13 @@ def _port_free(port: int) -> bool:
 
 
 async def _wait_healthy(
-    infos: dict[str, stack.ServiceInfo], processes: dict[str, Any], wait_seconds: float
+    infos: dict[str, stack.ServiceInfo], processes: dict[str, Any], wait_seconds: float, stop: asyncio.Event
 ) -> tuple[str, str] | None:
+    """None once every service is SERVING (or when `stop` is set); else the first service that failed, and why."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     pending = set(infos)
-    while pending:
+    while pending and not stop.is_set():
         for svc in sorted(pending):
             code = processes[svc].poll()
             if code is not None:
@@ -204,12 +238,10 @@ async def _wait_healthy(
     return None
 
 
-async def _supervise(data_dir: Path, infos: dict[str, stack.ServiceInfo], processes: dict[str, Any]) -> int:
+async def _supervise(
+    data_dir: Path, infos: dict[str, stack.ServiceInfo], processes: dict[str, Any], stop: asyncio.Event
+) -> int:
     """Wait for Ctrl-C/SIGTERM (or a service dying), then stop every service in order."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     died: str | None = None
     while not stop.is_set():
         for svc, process in processes.items():
@@ -310,6 +342,4 @@ async def _print_status(state: stack.StackState, fmt: str, addresses: Any = None
 
 def _say(message: str) -> None:
     # Progress goes to stderr so stdout stays parseable (`-o json`).
-    quiet = env_flag(os.environ, "CONTENTPIPE_QUIET")
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
+    print(message, file=sys.stderr, flush=True)
