@@ -5,7 +5,7 @@ UV_RUN := uv run --frozen
 BUF := ./node_modules/.bin/buf
 PYTEST_FLAGS ?= -q
 
-.PHONY: help gen lint ruff mypy imports buf drift bandit audit test test-unit test-integration demo bench bench-smoke chaos images
+.PHONY: help gen lint ruff mypy imports buf drift bandit audit test test-unit test-integration test-e2e demo bench bench-smoke chaos images
 
 help:
 	@echo "targets: gen lint test test-unit test-integration demo bench bench-smoke chaos images"
@@ -47,9 +47,13 @@ test-unit:
 test-integration:
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "integration"
 
-# Unit and integration tests; every database-backed test runs on SQLite and on PostgreSQL.
+# Unit, integration and end-to-end tests (the four services as processes, the CLI, `make demo`'s script, one trace
+# per scheduled run); every database-backed test runs on SQLite and on PostgreSQL.
 test: lint
-	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "not e2e" -p no:cacheprovider
+	$(UV_RUN) pytest $(PYTEST_FLAGS) -p no:cacheprovider
+
+test-e2e:
+	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "e2e"
 
 # The whole system on one machine: installs uv and the workspace if needed, starts the four services on free ports,
 # runs examples/local-demo.yaml with live progress, prints where the results are, stops everything (scripts/demo.sh).
