@@ -422,6 +422,8 @@ def run(config: ChaosConfig) -> int:
             replicate.base_url = replicate_server.url
             for platform in platforms:
                 platform.start()
+            # uvicorn configures its loggers when a server starts: silence the injected client give-ups after that.
+            logging.getLogger("uvicorn.error").disabled = True
             env = {
                 "CONTENTPIPE_ALLOW_PRIVATE_URLS": "1",  # every fake listens on loopback
                 "CONTENTPIPE_SHUTDOWN_GRACE_SECONDS": "2",
@@ -490,8 +492,6 @@ def run(config: ChaosConfig) -> int:
 
 
 def main() -> int:
-    # The fakes' ASGI server reports every client that gave up on a slow answer (injected on purpose).
-    logging.getLogger("uvicorn.error").disabled = True
     try:
         config = ChaosConfig.from_env(dict(os.environ))
     except ConfigError as exc:
