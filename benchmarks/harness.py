@@ -45,7 +45,7 @@ class Sizes:
 
     @staticmethod
     def full() -> Sizes:
-        return Sizes(False, 3, 3000, 15000, 2000, 5.0, 20, 256, 200, 2000, 500, 1.0, 2000, 3.0, 5.0)
+        return Sizes(False, 3, 3000, 15000, 2000, 5.0, 20, 256, 200, 2000, 500, 1.0, 1000, 3.0, 5.0)
 
     @staticmethod
     def tiny() -> Sizes:
