@@ -163,13 +163,21 @@ class MemoryRuns:
         return []
 
 
+@dataclass(frozen=True)
+class LostReply:
+    """The peer creates the child (it then ends in `state`), but the caller gets `error` instead of the reply."""
+
+    error: errors.ContentpipeError
+    state: PostState = PostState.PUBLISHED
+
+
 @dataclass
 class FakePeerServices:
     """Scripted peers: each list of outcomes is consumed one per created child."""
 
     connections: dict[str, tuple[str, Platform]] = field(default_factory=dict)
-    generation_outcomes: list[GenerationStatus | errors.ContentpipeError] = field(default_factory=list)
-    post_outcomes: dict[str, list[PostState | errors.ContentpipeError | tuple[PostState, str]]] = field(
+    generation_outcomes: list[GenerationStatus | errors.ContentpipeError | LostReply] = field(default_factory=list)
+    post_outcomes: dict[str, list[PostState | errors.ContentpipeError | tuple[PostState, str] | LostReply]] = field(
         default_factory=dict
     )
     generations: dict[str, GenerationStatus] = field(default_factory=dict)
@@ -204,6 +212,9 @@ class _Generations:
         outcome = self.fake.generation_outcomes.pop(0) if self.fake.generation_outcomes else None
         if isinstance(outcome, errors.ContentpipeError):
             raise outcome
+        lost = outcome.error if isinstance(outcome, LostReply) else None
+        if isinstance(outcome, LostReply):
+            outcome = None
         name = f"generations/g{next(self.fake.ids)}"
         final = (
             replace(outcome, name=name)
@@ -214,6 +225,8 @@ class _Generations:
         )
         self.fake.generations[name] = final
         self.fake.generation_requests[request_id] = name
+        if lost is not None:
+            raise lost
         return GenerationStatus(name=name, state="QUEUED")
 
     async def get(self, owner: str, name: str) -> GenerationStatus:
@@ -234,6 +247,9 @@ class _Posts:
         outcome = script.pop(0) if script else PostState.PUBLISHED
         if isinstance(outcome, errors.ContentpipeError):
             raise outcome
+        lost = outcome.error if isinstance(outcome, LostReply) else None
+        if isinstance(outcome, LostReply):
+            outcome = outcome.state
         error_class = ""
         if isinstance(outcome, tuple):
             outcome, error_class = outcome
@@ -243,6 +259,8 @@ class _Posts:
             name=name, state=outcome, error_class=error_class, error_reason="X" if error_class else ""
         )
         self.fake.post_requests[request_id] = name
+        if lost is not None:
+            raise lost
         return PostStatus(name=name, state=PostState.QUEUED)
 
     async def get(self, owner: str, name: str) -> PostStatus:

@@ -28,7 +28,7 @@ from contentpipe.pipelines.domain.retries import backoff_seconds, classify
 from contentpipe.pipelines.service_layer.engine import EngineSettings, RunExecutor, Worker, child_request_id
 from contentpipe.pipelines.service_layer.ports import GenerationStatus
 
-from tests.pipelines.unit.memory import FakePeerServices, MemoryRuns
+from tests.pipelines.unit.memory import FakePeerServices, LostReply, MemoryRuns
 
 pytestmark = pytest.mark.unit
 
@@ -132,6 +132,44 @@ async def test_retryable_post_failure_retries_only_the_failed_target() -> None:
     assert [p.connection for p in peers.created_posts] == ["connections/a", "connections/b", "connections/b"]
     assert len(done.steps[1].children) == 3
     assert len(done.steps[1].outputs.posts) == 2  # type: ignore[union-attr]
+
+
+async def test_a_post_created_before_unavailable_is_adopted_by_the_retry_not_posted_again() -> None:
+    # Target b's post is created and published, but attempt 1 only sees UNAVAILABLE.
+    peers = FakePeerServices(post_outcomes={"connections/b": [LostReply(errors.Unavailable("reply lost"))]})
+    done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a", "connections/b")))
+
+    assert done.state == RunState.SUCCEEDED
+    assert done.steps[1].attempts == 2
+    assert [p.connection for p in peers.created_posts] == ["connections/a", "connections/b"]
+    assert sorted(peers.post_requests) == [child_request_id("r1", 1, 1, 0), child_request_id("r1", 1, 1, 1)]
+    assert sorted(done.steps[1].children) == sorted(peers.posts)
+    assert all(target.published for target in done.steps[1].targets)
+
+
+async def test_a_post_that_failed_retryably_then_lost_the_next_reply_keeps_one_post_per_key() -> None:
+    peers = FakePeerServices(
+        post_outcomes={"connections/a": [(PostState.FAILED, "RETRYABLE"), LostReply(errors.DeadlineExceeded("slow"))]}
+    )
+    done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a")))
+
+    assert done.state == RunState.SUCCEEDED
+    assert done.steps[1].attempts == 3
+    # One new post after the retryable failure (key a2), adopted by attempt 3 instead of a third post.
+    assert sorted(peers.post_requests) == [child_request_id("r1", 1, 1, 0), child_request_id("r1", 1, 2, 0)]
+    assert len(peers.created_posts) == 2
+    assert sorted(done.steps[1].children) == sorted(peers.posts)
+
+
+async def test_a_generation_created_before_unavailable_is_adopted_by_the_retry() -> None:
+    peers = FakePeerServices(generation_outcomes=[LostReply(errors.Unavailable("reply lost"))])
+    done = await execute(MemoryRuns(), peers, make_run(video()))
+
+    assert done.state == RunState.SUCCEEDED
+    assert done.steps[0].attempts == 2
+    assert list(peers.generation_requests) == [child_request_id("r1", 0, 1)]
+    assert done.steps[0].outputs is not None and done.steps[0].outputs.generation in peers.generations
+    assert len(peers.generations) == 1
 
 
 async def test_a_resumed_attempt_adopts_its_child_instead_of_creating_another() -> None:

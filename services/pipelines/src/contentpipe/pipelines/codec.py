@@ -362,6 +362,7 @@ def step_runs_to_json(steps: tuple[StepRun, ...]) -> list[dict[str, Any]]:
                     for target in step.targets
                 ],
                 "current_child": step.current_child,
+                "child_attempt": step.child_attempt,
                 "planned_run_time": _iso(step.planned_run_time),
             }
         )
@@ -404,6 +405,7 @@ def step_runs_from_json(data: list[dict[str, Any]]) -> tuple[StepRun, ...]:
                     for target in item.get("targets", ())
                 ),
                 current_child=item.get("current_child", ""),
+                child_attempt=int(item.get("child_attempt", 0)),
                 planned_run_time=_from_iso(item.get("planned_run_time")),
             )
         )

@@ -219,7 +219,8 @@ class TargetResult:
     post_state: PostState = PostState.UNSPECIFIED
     permalink: str = ""
     error: StepError | None = None
-    # The step attempt whose request id created (or will create) `post`.
+    # The step attempt whose request id created (or will create) `post`. Kept across step attempts until that post
+    # ends FAILED/CANCELED with a retryable class: only then does a later attempt create a new post with a new key.
     attempt: int = 0
 
     @property
@@ -239,8 +240,12 @@ class StepRun:
     outputs: StepOutputs | None = None
     error: StepError | None = None
     targets: tuple[TargetResult, ...] = ()
-    # The child being awaited for the current attempt (generation name), saved as soon as it is known.
+    # The child being awaited (generation name), saved as soon as it is known; kept across retries until that
+    # child itself fails, so a retry after a lost reply or a crash adopts it instead of creating another.
     current_child: str = ""
+    # The step attempt whose request id names the generation being created (0: none yet). A retry after an error
+    # that is not the generation's own failure reuses it, so the peer's idempotency returns the same generation.
+    child_attempt: int = 0
     # schedule_pipeline with a delay: the instant computed on the first attempt (kept so a retry is idempotent).
     planned_run_time: datetime | None = None
 

@@ -282,9 +282,8 @@ class RunExecutor:
                 step_run = self.run.steps[index]
                 if step_run.next_attempt_time is not None:
                     await self._sleep((step_run.next_attempt_time - now_utc()).total_seconds())
-                    step_run = replace(
-                        step_run, attempts=step_run.attempts + 1, next_attempt_time=None, current_child=""
-                    )
+                    # current_child stays: only the child's own failure clears it (see _generate).
+                    step_run = replace(step_run, attempts=step_run.attempts + 1, next_attempt_time=None)
                     await self._save_step(index, step_run)
                 elif step_run.attempts == 0:
                     await self._save_step(index, replace(step_run, attempts=1))
@@ -380,9 +379,14 @@ class RunExecutor:
             request = GenerationRequest(
                 kind=action.kind, prompt=prompt, options=action.options, provider=action.provider, model=action.model
             )
+            # The key survives a failed create (lost reply, UNAVAILABLE, crash): the retry gets the same generation.
+            key_attempt = step_run.child_attempt or step_run.attempts
+            if step_run.child_attempt != key_attempt:
+                step_run = replace(step_run, child_attempt=key_attempt)
+                await self._save_step(index, step_run)
             try:
                 status = await self._peers.generations.create(
-                    run.owner, request, child_request_id(run.id, index, step_run.attempts)
+                    run.owner, request, child_request_id(run.id, index, key_attempt)
                 )
             except errors.ContentpipeError as exc:
                 raise _StepFailed(
@@ -394,9 +398,15 @@ class RunExecutor:
         status = await self._await_generation(index, step_run.current_child)
         if status.state == "SUCCEEDED":
             await self._succeed(
-                index, StepOutputs(generation=status.name, assets=status.assets, text=status.text), current_child=""
+                index,
+                StepOutputs(generation=status.name, assets=status.assets, text=status.text),
+                current_child="",
+                child_attempt=0,
             )
             return
+        # The generation itself ended badly: a retry (if any) creates a new one under its own attempt's key.
+        assert self.run is not None
+        self.run = self.run.with_step(index, replace(self.run.steps[index], current_child="", child_attempt=0))
         if status.state == "CANCELED":
             raise _StepFailed(
                 StepError(ErrorClass.PERMANENT, "GENERATION_CANCELED", f"step {step_id!r}: {status.name} was cancelled")
@@ -477,13 +487,7 @@ class RunExecutor:
         attempt = step_run.attempts
         targets = list(step_run.targets) or [TargetResult(connection=name) for name in action.connections]
         for position, target in enumerate(targets):
-            keep = (
-                target.published
-                or target.post_state == PostState.UNCONFIRMED
-                or (target.post and target.attempt == attempt)
-            )
-            if not keep and (target.attempt != attempt or target.error is not None):
-                targets[position] = TargetResult(connection=target.connection, attempt=attempt)
+            targets[position] = _target_for_attempt(target, attempt)
         if tuple(targets) != step_run.targets:
             # Not written yet: the same reset is derived again after a crash; the first post created saves it.
             step_run = replace(step_run, targets=tuple(targets))
@@ -544,7 +548,7 @@ class RunExecutor:
         target = step_run.targets[position]
         try:
             status = await self._peers.posts.create(
-                run.owner, request, child_request_id(run.id, index, step_run.attempts, position)
+                run.owner, request, child_request_id(run.id, index, target.attempt, position)
             )
         except errors.ContentpipeError as exc:
             error = retries.step_error(
@@ -555,7 +559,7 @@ class RunExecutor:
         await self._update_target(
             index,
             position,
-            replace(target, post=status.name, post_state=status.state, attempt=step_run.attempts),
+            replace(target, post=status.name, post_state=status.state),
             child=status.name,
         )
 
@@ -663,6 +667,25 @@ class RunExecutor:
             children=step_run.children,
             current_child="",
         )
+
+
+def _target_for_attempt(target: TargetResult, attempt: int) -> TargetResult:
+    """What step attempt `attempt` does with a target: adopt its post, create it again under the same key, or
+    (only after the post itself failed retryably) create a new post under this attempt's key.
+
+    "Never publish twice": a post created by an earlier attempt (even one whose reply was lost, whose key is still
+    recorded) is found again through the same request id rather than created anew.
+    """
+    if not target.post:
+        # Never created, or its create failed with no name known (lost reply, UNAVAILABLE, crash): same key.
+        return replace(target, error=None, attempt=target.attempt or attempt)
+    if target.post_state in (PostState.FAILED, PostState.CANCELED):
+        if target.error is None or target.error.error_class.retryable:
+            return TargetResult(connection=target.connection, attempt=attempt)
+        return target
+    if target.post_state.terminal:
+        return target  # PUBLISHED, or UNCONFIRMED for a person to resolve
+    return replace(target, error=None)  # still in flight (or reading it failed): poll it
 
 
 class Worker:
