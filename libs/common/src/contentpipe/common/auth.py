@@ -108,8 +108,14 @@ class TokenVerifier:
             raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted", reason="TOKEN_ALGORITHM_REJECTED")
         key: Any
         algorithm = str(algorithm)
+        issuer, audience = self._issuer, self._audience
         if algorithm == "HS256":
             key = self._secret
+            if _claims_service_role(token):
+                # Peers mint service tokens with the shared service secret (channels.ServiceToken); that secret
+                # is what authenticates them. The configured issuer/audience describe the identity provider's
+                # user tokens, which service tokens are not, so they are not asked of them.
+                issuer, audience = None, None
         else:
             assert self._jwks is not None
             try:
@@ -122,10 +128,10 @@ class TokenVerifier:
                 token,
                 key,
                 algorithms=[algorithm],
-                audience=self._audience,
-                issuer=self._issuer,
+                audience=audience,
+                issuer=issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                options={"require": ["exp", "sub"], "verify_aud": audience is not None},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
@@ -133,6 +139,12 @@ class TokenVerifier:
             raise Unauthenticated("token signature is invalid", reason="TOKEN_SIGNATURE_INVALID") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"token rejected: {exc}", reason="TOKEN_INVALID") from None
+        if claims.get("role") == SERVICE_ROLE and algorithm != "HS256":
+            # Only the service secret grants the service role (act for any user, see every user's jobs); an
+            # identity provider's token claiming it is refused rather than trusted or silently downgraded.
+            raise PermissionDenied(
+                "the service role is only granted to service tokens", reason="SERVICE_ROLE_FORBIDDEN"
+            )
         return claims
 
     async def principal_for(self, metadata: Sequence[tuple[str, str | bytes]]) -> tuple[Principal, str]:
@@ -155,6 +167,14 @@ class TokenVerifier:
                 )
             return Principal(user_id=acting_for, role=role, on_behalf_of_service=True), header
         return Principal(user_id=subject, role=role), header
+
+
+def _claims_service_role(token: str) -> bool:
+    """Whether the (not yet verified) payload claims the service role; only picks the checks to apply."""
+    try:
+        return jwt.decode(token, options={"verify_signature": False}).get("role") == SERVICE_ROLE
+    except jwt.PyJWTError:
+        return False  # the verifying decode reports what is wrong with the token
 
 
 def is_exempt(method: str) -> bool:
