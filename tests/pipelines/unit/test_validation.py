@@ -139,3 +139,11 @@ async def test_unknown_connection_and_incompatible_media_are_violations() -> Non
     # Looked up with the caller's own identity (no acting-for), once each.
     assert sorted(peers.lookups) == [("connections/ig", None), ("connections/missing", None), ("connections/tt", None)]
     assert caught.value.reason == "INVALID_PIPELINE"
+
+
+@pytest.mark.parametrize("zone", ["a" * 300, "Europe/" + "a" * 300, "Europe", "Europe/", "a\x00", "__init__.py"])
+def test_hostile_time_zone_names_are_a_violation_not_a_crash(zone: str) -> None:
+    """ZoneInfo raises OSError (name too long), IsADirectoryError or ValueError for these (fuzz suite)."""
+    (violation,) = cron_violations("pipeline.steps[0].schedule_pipeline.cron", "0 9 * * *", zone)
+    assert violation.field == "pipeline.steps[0].schedule_pipeline.cron.time_zone"
+    assert "unknown IANA time zone" in violation.description

@@ -98,6 +98,11 @@ def test_next_after_from_inside_the_repeated_hour() -> None:
         ("", "UTC", "cron.expression"),
         ("0 9 * * *", "Mars/Olympus", "cron.time_zone"),
         ("0 9 * * *", "../etc/passwd", "cron.time_zone"),
+        # ZoneInfo raises OSError / IsADirectoryError / ValueError for these, not ZoneInfoNotFoundError (fuzz).
+        ("0 9 * * *", "a" * 300, "cron.time_zone"),
+        ("0 9 * * *", "Europe/" + "a" * 300, "cron.time_zone"),
+        ("0 9 * * *", "Europe", "cron.time_zone"),
+        ("0 9 * * *", "a\x00", "cron.time_zone"),
     ],
 )
 def test_invalid_schedules_are_refused_naming_the_field(expression: str, zone: str, field: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contentpipe.common.errors import FieldViolation
+from contentpipe.common.timezones import find_time_zone
 from contentpipe.pipelines.domain import templates
 from contentpipe.pipelines.domain.model import (
     GenerateContent,
@@ -251,11 +251,8 @@ def cron_violations(path: str, expression: str, time_zone: str) -> list[FieldVio
             croniter(text, datetime(2026, 1, 1, tzinfo=UTC), max_years_between_matches=8).get_next(datetime)
         except Exception:
             violations.append(FieldViolation(f"{path}.expression", f"{text!r} never fires"))
-    if time_zone:
-        try:
-            ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            violations.append(FieldViolation(f"{path}.time_zone", f"unknown IANA time zone {time_zone!r}"))
+    if time_zone and find_time_zone(time_zone) is None:
+        violations.append(FieldViolation(f"{path}.time_zone", f"unknown IANA time zone {time_zone!r}"))
     return violations
 
 

@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from contentpipe.common.errors import FieldViolation, InvalidArgument
+from contentpipe.common.timezones import find_time_zone
 from croniter import (  # type: ignore[import-untyped]  # croniter ships no type information
     CroniterBadCronError,
     CroniterBadDateError,
@@ -54,12 +55,12 @@ def validate_time_zone(name: str, *, field: str = "cron.time_zone") -> ZoneInfo:
         return ZoneInfo("UTC")
     if name != name.strip() or ".." in name or name.startswith("/"):
         raise InvalidArgument.single(field, f"unknown time zone {name!r}; use an IANA name like Europe/Berlin")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    zone = find_time_zone(name)
+    if zone is None:
         raise InvalidArgument.single(
             field, f"unknown time zone {name!r}; use an IANA name like Europe/Berlin", reason="UNKNOWN_TIME_ZONE"
-        ) from None
+        )
+    return zone
 
 
 def _expression_problem(expression: str) -> str | None:
