@@ -48,9 +48,11 @@ test-integration:
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "integration"
 
 # Unit, integration and end-to-end tests (the four services as processes, the CLI, `make demo`'s script, one trace
-# per scheduled run); every database-backed test runs on SQLite and on PostgreSQL.
+# per scheduled run); every database-backed test runs on SQLite and on PostgreSQL. Then the benchmark harness at tiny
+# sizes (bench-smoke, ~40-60 s: fails only if the harness breaks).
 test: lint
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -p no:cacheprovider
+	$(MAKE) --no-print-directory bench-smoke
 
 test-e2e:
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "e2e"

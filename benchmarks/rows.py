@@ -47,6 +47,13 @@ def private_database() -> Iterator[str]:
         drop_database(name)
 
 
+def cpu_seconds(proc: ServiceProcess) -> float:
+    """User + system CPU seconds the service process has used so far (/proc/<pid>/stat)."""
+    assert proc.process is not None
+    fields = Path(f"/proc/{proc.process.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class BenchService(ServiceProcess):
     """A ServiceProcess that, with BENCH_PROFILE_DIR set, runs under `py-spy record` (raw collapsed stacks in
     `$BENCH_PROFILE_DIR/<service>-<port>.txt`; summarise with `python -m benchmarks.profile FILE`). RSS numbers of
@@ -249,13 +256,18 @@ def pipelines(sizes: Sizes) -> list[Row]:
                 post_step([connection], media="", caption="{{ steps.text.text }}"),
             ]
 
+            cpu: dict[str, list[float]] = {n: [] for n in procs}
+
             async def measure() -> None:
                 pipeline = await _create_pipeline(procs["pipelines"].address, user, steps)
                 await _runs(procs["pipelines"].address, user, pipeline, 2, 2)  # warm-up
                 for _ in range(sizes.repeat):
                     _, lat1 = await _runs(procs["pipelines"].address, user, pipeline, sizes.runs_c1, 1)
                     c1.samples.append(statistics.median(lat1) * 1000)
+                    before = {n: cpu_seconds(p) for n, p in procs.items()}
                     rate, lat64 = await _runs(procs["pipelines"].address, user, pipeline, sizes.runs_c64, 64)
+                    for n, p in procs.items():
+                        cpu[n].append((cpu_seconds(p) - before[n]) * 1000 / sizes.runs_c64)
                     c64.samples.append(rate)
                     p99.samples.append(percentile(lat64, 0.99) * 1000)
                     bench_runs.CONCURRENCY = 1
@@ -267,7 +279,12 @@ def pipelines(sizes: Sizes) -> list[Row]:
                     p99.baseline_samples.append(percentile(chain64, 0.99) * 1000)
 
             asyncio.run(measure())
-    c64.note = "chain = tests/pipelines/bench_runs.bench_chain (three grpc.aio servers in the harness process)"
+    c64.extra["cpu_ms_per_run"] = {n: statistics.median(v) for n, v in cpu.items() if v}
+    c64.note = (
+        "CPU per run at c=64: "
+        + ", ".join(f"{n} {statistics.median(v):.0f} ms" for n, v in cpu.items() if v)
+        + "; chain = tests/pipelines/bench_runs.bench_chain (three grpc.aio servers in the harness process)"
+    )
     return [c1, c64, p99]
 
 
