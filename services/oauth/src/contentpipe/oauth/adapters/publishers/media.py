@@ -1,7 +1,9 @@
 """Access to a post's media: `file://` inside contentpipe's storage, or http(s) fetched to a scratch file.
 
-`MediaPolicy.check` runs at CreatePost (InvalidArgument naming the field); publishers then read the bytes in
-chunks from a local file, so a chunked upload can be resumed at any offset.
+`MediaPolicy.check` runs at CreatePost (InvalidArgument naming the field) and again when the media is fetched at
+publish time, on every redirect hop (DNS answers change between the two; a redirect can point anywhere): the fetch
+client never follows redirects by itself. Publishers then read the bytes in chunks from a local file, so a chunked
+upload can be resumed at any offset.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.http import OutboundUrlPolicy
 from contentpipe.oauth.domain.posts import Media
 from contentpipe.oauth.service_layer.posting_ports import RejectedFailure, RetryableFailure
+
+MAX_MEDIA_REDIRECTS = 5
 
 
 def file_path(uri: str) -> Path:
@@ -131,22 +135,33 @@ class MediaFetcher:
         self._scratch.mkdir(parents=True, exist_ok=True)
         target = self._scratch / f"media-{uuid.uuid4().hex}"
         size = 0
+        url = media.uri
         try:
-            async with self._http.stream("GET", media.uri) as response:
-                if response.status_code >= 400:
-                    failure = (
-                        RejectedFailure
-                        if 400 <= response.status_code < 500 and response.status_code != 429
-                        else RetryableFailure
-                    )
-                    raise failure("MEDIA_FETCH_FAILED", f"fetching media answered {response.status_code}")
-                with target.open("wb") as handle:
-                    async for chunk in response.aiter_bytes(1 << 20):
-                        size += len(chunk)
-                        if size > self._max_bytes:
-                            raise RejectedFailure("MEDIA_TOO_LARGE", f"media is over {self._max_bytes} bytes")
-                        await asyncio.to_thread(handle.write, chunk)
-                content_type = response.headers.get("content-type", "").split(";")[0] or media.mime
+            for _hop in range(MAX_MEDIA_REDIRECTS + 1):
+                await self._check_url(url)
+                async with self._http.stream("GET", url, follow_redirects=False) as response:
+                    location = response.headers.get("location", "")
+                    if 300 <= response.status_code < 400 and location:
+                        try:
+                            url = urljoin(url, location)
+                        except ValueError:
+                            raise RejectedFailure("MEDIA_FETCH_FAILED", "media redirect to an invalid URL") from None
+                        continue
+                    if not 200 <= response.status_code < 300:
+                        # Anything but a 2xx is not the media body (a 3xx with no Location included).
+                        transient = response.status_code >= 500 or response.status_code in (408, 429)
+                        failure = RetryableFailure if transient else RejectedFailure
+                        raise failure("MEDIA_FETCH_FAILED", f"fetching media answered {response.status_code}")
+                    with target.open("wb") as handle:
+                        async for chunk in response.aiter_bytes(1 << 20):
+                            size += len(chunk)
+                            if size > self._max_bytes:
+                                raise RejectedFailure("MEDIA_TOO_LARGE", f"media is over {self._max_bytes} bytes")
+                            await asyncio.to_thread(handle.write, chunk)
+                    content_type = response.headers.get("content-type", "").split(";")[0] or media.mime
+                    break
+            else:
+                raise RejectedFailure("MEDIA_FETCH_FAILED", f"media redirected more than {MAX_MEDIA_REDIRECTS} times")
         except httpx.TransportError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(target)
@@ -156,3 +171,15 @@ class MediaFetcher:
                 os.unlink(target)
             raise
         return LocalMedia(target, size, media.content_type or content_type, temporary=True)
+
+    async def _check_url(self, url: str) -> None:
+        """The outbound URL policy at fetch time: the host may resolve elsewhere now, or a redirect lead inside."""
+        if urlsplit(url).scheme not in ("http", "https"):  # a redirect never leads to a file:// in storage
+            raise RejectedFailure("MEDIA_URL_REFUSED", "media URL refused at fetch time: not http(s)")
+        try:
+            await self._policy.check(url, "media.uri")
+        except InvalidArgument as exc:
+            detail = "; ".join(violation.description for violation in exc.violations) or str(exc)
+            if "does not resolve" in detail:  # DNS may be back on the next try
+                raise RetryableFailure("MEDIA_FETCH_FAILED", f"media host does not resolve ({detail})") from None
+            raise RejectedFailure("MEDIA_URL_REFUSED", f"media URL refused at fetch time: {detail}") from None
