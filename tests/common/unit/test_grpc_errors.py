@@ -6,7 +6,8 @@ import grpc
 import grpc.aio
 import pytest
 from contentpipe.common import errors
-from contentpipe.common.grpc_errors import error_from_rpc, status_for_exception, to_rpc_status
+from contentpipe.common.grpc_errors import error_from_rpc, status_for_exception, to_rpc_status, translate_exception
+from sqlalchemy import exc as sa_exc
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +71,28 @@ def test_unmapped_exception_becomes_bland_internal() -> None:
 
 def test_not_implemented_error_becomes_unimplemented() -> None:
     assert status_for_exception(NotImplementedError(), domain="oauth").code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_database_outage_is_unavailable_with_a_retry_hint_and_refused_value_is_invalid_argument() -> None:
+    """PostgreSQL restarting or unreachable is transient (UNAVAILABLE), not a bug (INTERNAL); a value the database
+    refuses (out of range) is the request's fault (INVALID_ARGUMENT)."""
+    outage = sa_exc.OperationalError("SELECT 1", {}, Exception("FATAL: the database system is shutting down"))
+    status = status_for_exception(outage, domain="oauth")
+    assert status.code == grpc.StatusCode.UNAVAILABLE
+    back = error_from_rpc(_as_rpc_error(status))
+    assert isinstance(back, errors.Unavailable)
+    assert back.reason == "DATABASE_UNAVAILABLE"
+    assert back.retry_after is not None and back.retry_after > 0
+    assert "shutting down" not in back.message  # database internals stay in the log
+    pool = sa_exc.TimeoutError("QueuePool limit reached")
+    assert status_for_exception(pool, domain="oauth").code == grpc.StatusCode.UNAVAILABLE
+
+    refused = sa_exc.DataError("INSERT", {}, Exception("value out of range for type integer"))
+    status = status_for_exception(refused, domain="scheduler")
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_from_rpc(_as_rpc_error(status)).reason == "VALUE_NOT_STORABLE"
+
+    # A constraint the code should have handled is still a bug.
+    integrity = sa_exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+    assert status_for_exception(integrity, domain="scheduler").code == grpc.StatusCode.INTERNAL
+    assert translate_exception(ValueError("x")).__class__ is ValueError

@@ -13,8 +13,11 @@ from contentpipe.common.context import request_id_var
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy import exc as sa_exc
 
 _log = logging.getLogger(__name__)
+# How long a caller should wait before retrying when the database is unreachable (restart, failover).
+DATABASE_RETRY_AFTER_SECONDS = 1.0
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -84,8 +87,39 @@ def internal_status(*, domain: str) -> grpc.Status:
     return result
 
 
+def translate_exception(exc: BaseException) -> BaseException:
+    """The application error an infrastructure exception stands for, or `exc` itself.
+
+    Database failures every service shares are decided here, once, instead of in each repository:
+    - the database cannot be reached or is restarting (OperationalError, invalidated connection, pool
+      timeout): transient, UNAVAILABLE with a retry hint;
+    - the database refuses a value (DataError: out of range, too long, not representable): the request
+      is wrong whatever the state, INVALID_ARGUMENT. It is still logged with its trace, because it means
+      a field reached storage without the edge validation that would have named it.
+    """
+    if isinstance(exc, errors.ContentpipeError):
+        return exc
+    if isinstance(exc, sa_exc.DataError):
+        _log.warning("the database refused a request value (missing validation)", exc_info=exc)
+        return errors.InvalidArgument(
+            "a value in the request is out of range or cannot be stored", reason="VALUE_NOT_STORABLE"
+        )
+    unreachable = isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError | sa_exc.DisconnectionError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    )
+    if unreachable:
+        _log.warning("database unavailable", exc_info=exc)
+        return errors.Unavailable(
+            "the database is temporarily unavailable; retry",
+            retry_after=DATABASE_RETRY_AFTER_SECONDS,
+            reason="DATABASE_UNAVAILABLE",
+        )
+    return exc
+
+
 def status_for_exception(exc: BaseException, *, domain: str) -> grpc.Status:
     """Map any exception: application errors keep their meaning; anything else is logged and INTERNAL."""
+    exc = translate_exception(exc)
     if isinstance(exc, errors.ContentpipeError):
         return to_rpc_status(exc, domain=domain)
     if isinstance(exc, NotImplementedError):

@@ -19,7 +19,7 @@ from contentpipe.common._handlers import wrap_handler
 from contentpipe.common.auth import AuthInterceptor, TokenVerifier, is_exempt
 from contentpipe.common.context import deadline_var, request_id_var, user_id_var
 from contentpipe.common.errors import ContentpipeError
-from contentpipe.common.grpc_errors import abort_with_error, status_code_for
+from contentpipe.common.grpc_errors import abort_with_error, status_code_for, translate_exception
 from contentpipe.common.ids import new_id
 from contentpipe.common.reflection import enable_reflection
 from contentpipe.common.settings import CommonSettings
@@ -100,8 +100,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 code = grpc.StatusCode.UNIMPLEMENTED
                 await abort_with_error(context, exc, domain=domain)
             except Exception as exc:
-                code = grpc.StatusCode.INTERNAL
-                await abort_with_error(context, exc, domain=domain)
+                mapped = translate_exception(exc)  # database outages and refused values have a meaning
+                code = status_code_for(mapped) if isinstance(mapped, ContentpipeError) else grpc.StatusCode.INTERNAL
+                await abort_with_error(context, mapped, domain=domain)
             finally:
                 duration_ms = round((time.perf_counter() - started) * 1000, 2)
                 service_name, _, method_name = method.lstrip("/").rpartition("/")
