@@ -18,13 +18,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
+
+import psycopg
 
 from benchmarks.harness import REPO, SEED, STATE_DIR, Row, render_table, write_json
 from benchmarks.rows import ROWS
 from tests.support.postgres import create_database, drop_database
+
+T = TypeVar("T")
 
 # Upper bounds per row process (seconds): full, smoke.
 TIMEOUTS = {
@@ -39,32 +45,49 @@ TIMEOUTS = {
 
 def run_row(name: str, smoke: bool, repeat: int) -> tuple[list[Row], str]:
     """The row in its own process group on a private database; the group is killed on timeout (no stray service
-    processes) and the database is dropped whatever happens."""
-    db_name, db_url = create_database()
+    processes) and the database is dropped whatever happens. Never raises: a broken row is reported as one."""
+    try:
+        db_name, db_url = _with_retries(create_database)
+    except Exception as exc:
+        return [], f"could not create its database: {exc}"
+    try:
+        return _run_row_process(name, db_url, smoke, repeat)
+    except Exception as exc:
+        return [], f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            _with_retries(lambda: drop_database(db_name))
+        except Exception as exc:
+            print(f"[bench] could not drop database {db_name}: {exc}", file=sys.stderr, flush=True)
+
+
+def _with_retries(action: Callable[[], T], attempts: int = 15) -> T:
+    """PostgreSQL may be restarting (another suite's chaos test): retry for ~30 s."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except psycopg.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2)  # noqa: TID251 - the runner is sync, no event loop
+    raise AssertionError("unreachable")
+
+
+def _run_row_process(name: str, db_url: str, smoke: bool, repeat: int) -> tuple[list[Row], str]:
     command = [sys.executable, "-m", "benchmarks.rows", name, "--database-url", db_url]
     command += [*(["--smoke"] if smoke else []), *(["--repeat", str(repeat)] if repeat else [])]
     timeout = TIMEOUTS[name][1 if smoke else 0]
     env = {**os.environ, "PYTHONHASHSEED": str(SEED)}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
     try:
-        proc = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            stdout, stderr = proc.communicate()
-            return [], f"timed out after {timeout} s; stderr tail: {_tail(stderr)}"
-        finally:
-            _kill_group(proc)  # whatever the row left behind
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        stdout, stderr = proc.communicate()
+        return [], f"timed out after {timeout} s; stderr tail: {_tail(stderr)}"
     finally:
-        drop_database(db_name)
+        _kill_group(proc)  # whatever the row left behind
     for line in reversed(stdout.splitlines()):
         if line.startswith("ROWS "):
             return [Row.from_json(data) for data in json.loads(line[5:])], ""
