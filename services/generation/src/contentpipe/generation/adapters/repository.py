@@ -185,8 +185,12 @@ class SqlGenerationRepository:
 
         async def insert(session: AsyncSession) -> Generation:
             dialect = postgresql if is_postgresql(session) else sqlite
-            result = await session.execute(dialect.insert(generations).values(values).on_conflict_do_nothing())
-            if result.rowcount:  # type: ignore[attr-defined]
+            # RETURNING, not rowcount: psycopg reports rowcount -1 (truthy) for INSERT … ON CONFLICT DO NOTHING, so
+            # a replayed request_id used to be answered with a new generation that was never stored.
+            inserted = await session.execute(
+                dialect.insert(generations).values(values).on_conflict_do_nothing().returning(generations.c.id)
+            )
+            if inserted.first() is not None:
                 return generation
             # The same request_id from the same user: answer with the first generation (AIP-155).
             row = (

@@ -1,0 +1,51 @@
+"""The generation repository on SQLite and PostgreSQL: idempotent creates answer with the stored generation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from contentpipe.common.database import create_engine, run_migrations
+from contentpipe.common.ids import new_id
+from contentpipe.generation.adapters.repository import SqlGenerationRepository
+from contentpipe.generation.bootstrap import MIGRATIONS, VERSION_TABLE
+from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationOptions
+
+pytestmark = pytest.mark.integration
+
+
+def generation(owner: str, request_id: str) -> Generation:
+    now = datetime.now(UTC)
+    return Generation(
+        id=new_id(),
+        owner=owner,
+        kind=GenerationKind.TEXT,
+        prompt="hello",
+        options=GenerationOptions(),
+        provider="local",
+        model="echo",
+        create_time=now,
+        deadline_time=now + timedelta(hours=1),
+        request_id=request_id,
+    )
+
+
+async def test_a_replayed_request_id_answers_with_the_stored_generation_not_a_new_unsaved_one(
+    database_url: str,
+) -> None:
+    # The replay a caller makes after a lost reply: psycopg's rowcount for INSERT … ON CONFLICT DO NOTHING is -1,
+    # which once made the service answer with a new generation that was never stored.
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        repository = SqlGenerationRepository(engine)
+        first = await repository.add(generation("u1", "run-r-s0-a1"))
+        replay = await repository.add(generation("u1", "run-r-s0-a1"))
+        other_user = await repository.add(generation("u2", "run-r-s0-a1"))
+
+        assert replay.id == first.id
+        assert other_user.id != first.id
+        assert await repository.get(other_user.id) is not None
+        assert await repository.get(first.id) is not None
+    finally:
+        await engine.dispose()
