@@ -18,6 +18,7 @@ from contentpipe.generation.domain.model import (
     GenerationKind,
     PredictionRecord,
 )
+from contentpipe.generation.service_layer.metrics import GenerationMetrics
 from contentpipe.generation.service_layer.ports import (
     AssetStore,
     GenerationRepository,
@@ -53,8 +54,10 @@ class GenerationRunner:
         *,
         rate_limiters: Mapping[str, RateLimiter] | None = None,
         clock: Clock = _utcnow,
+        metrics: GenerationMetrics | None = None,
     ) -> None:
         self._repository = repository
+        self._metrics = metrics if metrics is not None else GenerationMetrics()
         self._providers = providers
         self._catalogue = catalogue
         self._assets = assets
@@ -108,6 +111,7 @@ class GenerationRunner:
     async def _save(self, generation: Generation) -> None:
         if not await self._repository.save(generation):
             raise GenerationStopped(generation.id)
+        self._metrics.finished(generation)
 
     async def _run_steps(self, generation: Generation) -> None:
         spec = self.spec_of(generation)
