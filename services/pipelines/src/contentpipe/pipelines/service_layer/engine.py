@@ -35,6 +35,7 @@ from contentpipe.pipelines.domain.model import (
     StepState,
     TargetResult,
 )
+from contentpipe.pipelines.service_layer.metrics import PipelineMetrics, default_metrics
 from contentpipe.pipelines.service_layer.ports import (
     GenerationRequest,
     GenerationStatus,
@@ -166,10 +167,12 @@ class RunExecutor:
         peers: Peers,
         settings: EngineSettings,
         cancel_event: asyncio.Event | None = None,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self._runs = runs
         self._peers = peers
         self._settings = settings
+        self._metrics = metrics if metrics is not None else default_metrics()
         self._lock = asyncio.Lock()
         # Set by the worker's cancel watcher (one query for all runs); without it, ask the repository.
         self._cancel_event = cancel_event
@@ -179,7 +182,8 @@ class RunExecutor:
 
     async def _save(self, run: PipelineRun) -> PipelineRun:
         await self._runs.save(run, self._settings.worker_id)
-        self.run = run
+        before, self.run = self.run, run
+        self._metrics.transition(before, run)
         return run
 
     async def _save_step(self, index: int, step_run: StepRun) -> PipelineRun:
@@ -226,6 +230,7 @@ class RunExecutor:
                 if run.state == RunState.QUEUED:
                     # Persisted with the first step's start (one write fewer per run).
                     self.run = replace(run, state=RunState.RUNNING, start_time=run.start_time or now_utc())
+                    self._metrics.run_started(run)
                 for index in range(len(run.definition)):
                     assert self.run is not None
                     if self.run.steps[index].state.done:
@@ -691,10 +696,13 @@ def _target_for_attempt(target: TargetResult, attempt: int) -> TargetResult:
 class Worker:
     """Claims runs and executes them concurrently, within per-replica and per-user limits."""
 
-    def __init__(self, runs: RunRepository, peers: Peers, settings: EngineSettings) -> None:
+    def __init__(
+        self, runs: RunRepository, peers: Peers, settings: EngineSettings, metrics: PipelineMetrics | None = None
+    ) -> None:
         self._runs = runs
         self._peers = peers
         self._settings = settings
+        self._metrics = metrics if metrics is not None else default_metrics()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._owners: dict[str, str] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
@@ -777,7 +785,9 @@ class Worker:
         self._tasks[run.id] = task
 
     async def _execute(self, run: PipelineRun) -> None:
-        executor = RunExecutor(self._runs, self._peers, self._settings, self._cancel_events[run.id])
+        executor = RunExecutor(
+            self._runs, self._peers, self._settings, self._cancel_events[run.id], metrics=self._metrics
+        )
         try:
             await executor.execute(run)
         except LeaseLost:
@@ -797,10 +807,9 @@ class Worker:
                 "the pipelines engine hit an internal error; resume the run to try again",
             )
             with contextlib.suppress(Exception):
-                await self._runs.save(
-                    replace(current, state=RunState.FAILED, error=error, finish_time=now_utc()),
-                    self._settings.worker_id,
-                )
+                crashed = replace(current, state=RunState.FAILED, error=error, finish_time=now_utc())
+                await self._runs.save(crashed, self._settings.worker_id)
+                self._metrics.transition(current, crashed)
         finally:
             if self._tasks.get(run.id) is asyncio.current_task():
                 self._tasks.pop(run.id, None)
