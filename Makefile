@@ -49,7 +49,7 @@ test-integration:
 
 # Unit, integration and end-to-end tests (the four services as processes, the CLI, `make demo`'s script, one trace
 # per scheduled run); every database-backed test runs on SQLite and on PostgreSQL. Then the benchmark harness at tiny
-# sizes (bench-smoke, ~40-60 s: fails only if the harness breaks).
+# sizes (bench-smoke, ~40-70 s on a shared 2-core machine: fails only if the harness breaks).
 test: lint
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -p no:cacheprovider
 	$(MAKE) --no-print-directory bench-smoke
