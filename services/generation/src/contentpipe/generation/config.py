@@ -171,7 +171,7 @@ def load_config(environ: Mapping[str, str]) -> GenerationConfig:
     webhook_host = env_str(environ, "GENERATION_WEBHOOK_HOST", "127.0.0.1")
     webhook_base_url = env_optional(environ, "GENERATION_WEBHOOK_BASE_URL")
     if webhook_port and webhook_base_url is None:
-        if webhook_host in ("0.0.0.0", "::"):
+        if webhook_host in ("0.0.0.0", "::"):  # nosec B104 - a comparison, not a bind
             raise ConfigError(
                 "GENERATION_WEBHOOK_BASE_URL: required when GENERATION_WEBHOOK_HOST listens on all addresses"
             )
