@@ -40,6 +40,7 @@ from contentpipe.oauth.service_layer.connections_ports import (
     PlatformClient,
     PlatformSpec,
 )
+from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metrics
 from contentpipe.oauth.service_layer.tokens import (
     CONNECTION_NEEDS_REAUTH,
     CONNECTION_NOT_FOUND,
@@ -107,7 +108,9 @@ class ConnectionService:
         policy: RefreshPolicy | None = None,
         outbox_dir: str = "",
         clock: Callable[[], datetime] = _utcnow,
+        metrics: OAuthMetrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else default_metrics()
         self._store = store
         self._clients = dict(clients)
         self._signer = signer
@@ -359,7 +362,11 @@ class ConnectionService:
                 renewal = await client.refresh(current)
             except PlatformCallError as exc:
                 failure.append(exc)
-                return self._after_failure(current, exc, now)
+                updated = self._after_failure(current, exc, now)
+                reauth = updated is not None and updated.status is ConnectionStatus.NEEDS_REAUTH
+                self._metrics.token_refresh(current.platform.value, "needs_reauth" if reauth else "error", exc.reason)
+                return updated
+            self._metrics.token_refresh(current.platform.value, "success")
             changes: dict[str, object] = {}
             if renewal.sub_accounts is not None:
                 changes["sub_accounts"] = renewal.sub_accounts

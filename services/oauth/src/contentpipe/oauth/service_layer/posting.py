@@ -16,6 +16,7 @@ from contentpipe.common.errors import (
 from contentpipe.common.ids import new_id
 from contentpipe.oauth.domain.posts import Platform, Post, PostState, utcnow
 from contentpipe.oauth.domain.posts_rules import NewPost, validate_post
+from contentpipe.oauth.service_layer.metrics import default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
     ConnectionView,
     ListQuery,
@@ -131,6 +132,7 @@ class PostingServices:
             raise FailedPrecondition(
                 f"{post.name} is being published; it can no longer be cancelled", reason="POST_NOT_QUEUED"
             )
+        default_metrics().post_finished(post.platform.value, post.state.value)
         return post
 
     async def resolve(

@@ -19,6 +19,7 @@ from typing import Any
 
 from contentpipe.common.errors import ContentpipeError, NotFound
 from contentpipe.oauth.domain.posts import ErrorClass, Platform, Post, PostError, PostState, utcnow
+from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
     Credentials,
     LeaseLost,
@@ -92,8 +93,10 @@ class PostingWorker:
         settings: PostingWorkerSettings,
         *,
         clock: Callable[[], datetime] = utcnow,
+        metrics: OAuthMetrics | None = None,
     ) -> None:
         self._repository = repository
+        self.metrics = metrics if metrics is not None else default_metrics()
         self._tokens = tokens
         self._publishers = publishers
         self._limits = limits
@@ -152,6 +155,8 @@ class PostingWorker:
     async def save(self, post: Post, *, release: bool = False) -> None:
         if not await self._repository.save(post, self.settings.worker_id, release=release):
             raise LeaseLost(post.id)
+        if release and (post.state.terminal or post.state is PostState.UNCONFIRMED):
+            self.metrics.post_finished(post.platform.value, post.state.value)
 
     async def _heartbeat(self) -> None:
         interval = max(0.2, self.settings.lease_seconds / 3)

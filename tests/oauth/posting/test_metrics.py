@@ -1,0 +1,40 @@
+"""Posts finished (OpenTelemetry) by platform and state, after a real publish through the worker to the outbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
+from contentpipe.oauth.service_layer.metrics import OAuthMetrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from tests.fakes.publishing_tokens import FakeTokens
+from tests.oauth.posting.harness import posting_stack
+from tests.oauth.posting.test_publishing import DONE, connection
+
+pytestmark = pytest.mark.integration
+
+
+async def test_published_post_is_counted_by_platform_and_state(database_url: str, tmp_path: Path) -> None:
+    reader = InMemoryMetricReader()
+    tokens = FakeTokens()
+    name = connection(tokens, "outbox", account="user-1")
+    async with posting_stack(database_url, tmp_path, tokens=tokens) as stack:
+        stack.app.worker.metrics = OAuthMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+        created = await stack.create(connection=name, text="counted")
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED
+
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = [
+        ({str(k): str(v) for k, v in (point.attributes or {}).items()}, point.value)  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "contentpipe.oauth.posts.finished"
+        for point in metric.data.data_points
+    ]
+    assert points == [({"platform": "outbox", "state": "PUBLISHED"}, 1)]
