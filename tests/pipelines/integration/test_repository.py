@@ -98,3 +98,20 @@ async def test_request_id_is_idempotent_per_owner_and_history_filters(own_databa
         assert (await repo.list_page(RunFilter(owner="alice", state=RunState.FAILED), 10, None)).items == []
     finally:
         await engine.dispose()
+
+
+async def test_queue_stats_count_queued_runs_and_the_oldest_create_time(own_database_url: str) -> None:
+    await run_migrations(own_database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(own_database_url)
+    repo = SqlRunRepository(session_factory(engine))
+    try:
+        before, _ = await repo.queue_stats()
+        owner = f"u-{uuid.uuid4().hex[:6]}"
+        oldest = replace(make_run(owner), create_time=datetime(2020, 1, 1, tzinfo=UTC))
+        await repo.add(oldest)
+        await repo.add(make_run(owner))
+        depth, first = await repo.queue_stats()
+        assert depth == before + 2
+        assert first == datetime(2020, 1, 1, tzinfo=UTC)
+    finally:
+        await engine.dispose()

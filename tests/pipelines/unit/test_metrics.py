@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from contentpipe.pipelines.domain.model import PipelineRun, RunState
 from contentpipe.pipelines.service_layer.engine import RunExecutor
@@ -62,3 +64,17 @@ async def test_runs_record_started_finished_by_state_and_step_durations_by_kind(
     }
     histogram = steps[("generate_content", "SUCCEEDED")]
     assert isinstance(histogram, tuple) and histogram[0] == 1 and histogram[1] >= 0
+
+
+async def test_queue_gauges_report_the_last_sample() -> None:
+    reader = InMemoryMetricReader()
+    metrics = PipelineMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    now = datetime.now(UTC)
+    metrics.queue_sample(3, now - timedelta(seconds=90), now)
+    points = _points(reader)
+    assert points["contentpipe.pipelines.runs.queued"] == [({}, 3)]
+    assert points["contentpipe.pipelines.runs.queued.oldest_age"] == [({}, 90.0)]
+    metrics.queue_sample(0, None, now)
+    points = _points(reader)
+    assert points["contentpipe.pipelines.runs.queued"] == [({}, 0)]
+    assert points["contentpipe.pipelines.runs.queued.oldest_age"] == [({}, 0.0)]

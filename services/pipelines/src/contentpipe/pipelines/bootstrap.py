@@ -24,6 +24,7 @@ from contentpipe.pipelines.adapters.repository import SqlPipelineRepository, Sql
 from contentpipe.pipelines.config import SERVICE, PipelinesConfig
 from contentpipe.pipelines.entrypoints.grpc_pipelines import PipelineServiceServicer
 from contentpipe.pipelines.service_layer.engine import EngineSettings, Worker
+from contentpipe.pipelines.service_layer.metrics import default_metrics, sample_queue_forever
 from contentpipe.pipelines.service_layer.pipelines import PipelineService
 from contentpipe.pipelines.service_layer.ports import Peers
 from contentpipe.pipelines.service_layer.runs import RunService
@@ -44,6 +45,7 @@ class Application:
     pipelines: PipelineService
     runs: RunService
     page_tokens: PageTokenCodec
+    run_repo: SqlRunRepository | None = None  # the queue gauges sample it
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -87,6 +89,7 @@ def build(config: PipelinesConfig) -> Application:
         pipelines=PipelineService(pipeline_repo, run_repo, peers.connections),
         runs=RunService(pipeline_repo, run_repo, peers, settings, on_queued=worker.wake),
         page_tokens=PageTokenCodec(config.common.jwt_secret, purpose="pipelines-page-token"),
+        run_repo=run_repo,
     )
 
 
@@ -118,11 +121,15 @@ async def serve(config: PipelinesConfig) -> int:
     async def run_worker() -> None:
         await app.worker.run_forever()
 
+    async def sample_queue() -> None:
+        if app.run_repo is not None:
+            await sample_queue_forever(app.run_repo, default_metrics())
+
     return await run_server(
         config.common,
         registrations(app),
         on_ready=ready,
-        background=[run_worker] if config.worker_enabled else [],
+        background=[run_worker, sample_queue] if config.worker_enabled else [],
         on_shutdown=[app.close],
     )
 

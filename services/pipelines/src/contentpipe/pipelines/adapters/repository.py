@@ -361,6 +361,17 @@ class SqlRunRepository:
                 raise LeaseLost(run.id)
 
     @_database_errors
+    async def queue_stats(self) -> tuple[int, datetime | None]:
+        """QUEUED runs and the oldest one's create time, in one aggregate query (for the queue gauges)."""
+        c = pipeline_runs.c
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(func.count(), func.min(c.create_time)).where(c.state == RunState.QUEUED.value)
+                )
+            ).one()
+        return int(row[0]), _aware(row[1])
+
     async def claim(
         self,
         lease_owner: str,
