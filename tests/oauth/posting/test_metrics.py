@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,27 @@ async def test_published_post_is_counted_by_platform_and_state(database_url: str
         for point in metric.data.data_points
     ]
     assert points == [({"platform": "outbox", "state": "PUBLISHED"}, 1)]
+
+
+async def test_queue_stats_feed_the_queue_gauges(database_url: str, tmp_path: Path) -> None:
+    reader = InMemoryMetricReader()
+    metrics = OAuthMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    tokens = FakeTokens()
+    name = connection(tokens, "outbox", account="user-1")
+    async with posting_stack(database_url, tmp_path, tokens=tokens, worker=False) as stack:
+        before = datetime.now(UTC)
+        await stack.create(connection=name, text="waiting 1")
+        await stack.create(connection=name, text="waiting 2")
+        depth, oldest = await stack.app.services.repository.queue_stats()
+        assert depth == 2 and oldest is not None and oldest >= before.replace(microsecond=0)
+        metrics.queue_sample(depth, oldest, oldest + timedelta(seconds=30))
+    data = reader.get_metrics_data()
+    assert data is not None
+    values = {
+        metric.name: [point.value for point in metric.data.data_points]  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert values["contentpipe.oauth.posts.queued"] == [2]
+    assert values["contentpipe.oauth.posts.queued.oldest_age"] == [30.0]

@@ -42,6 +42,7 @@ from contentpipe.oauth.domain.connections_state import StateSigner
 from contentpipe.oauth.entrypoints.grpc_connections import ConnectionServiceServicer
 from contentpipe.oauth.posting_bootstrap import PostingApplication, build_posting
 from contentpipe.oauth.service_layer.connections import ConnectionService, RedirectAllowlist
+from contentpipe.oauth.service_layer.metrics import default_metrics, sample_queue_forever
 from contentpipe.oauth.service_layer.tokens import TokenProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -160,6 +161,12 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
     tasks: list[BackgroundTask] = [token_refresher]
     if components.posting is not None and components.posting.worker_enabled:
         tasks.append(components.posting.worker.run)  # the posting queue (issue 4)
+        repository = components.posting.services.repository
+
+        async def sample_posting_queue() -> None:
+            await sample_queue_forever(repository, default_metrics())
+
+        tasks.append(sample_posting_queue)
     return tasks
 
 

@@ -154,6 +154,16 @@ class SqlPostRepository:
             row = (await session.execute(sa.select(posts).where(posts.c.id == post_id))).first()
         return _from_row(row) if row is not None else None
 
+    async def queue_stats(self) -> tuple[int, datetime | None]:
+        c = posts.c
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    sa.select(sa.func.count(), sa.func.min(c.create_time)).where(c.state == PostState.QUEUED.value)
+                )
+            ).one()
+        return int(row[0]), _aware(row[1])
+
     async def find_by_request(self, owner: str, request_id: str) -> Post | None:
         async with self._sessions() as session:
             row = (

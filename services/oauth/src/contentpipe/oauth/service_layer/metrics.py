@@ -1,11 +1,22 @@
-"""oauth metrics (OpenTelemetry): posts finished by platform and state, token refresh outcomes by platform."""
+"""oauth metrics (OpenTelemetry): posts finished by platform and state, token refresh outcomes by platform, posting
+queue depth and oldest age (observable gauges over a sample the process refreshes periodically)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from typing import Any
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from contentpipe.common.telemetry import get_meter
+
+_log = logging.getLogger(__name__)
+
+
+class QueueStats(Protocol):
+    async def queue_stats(self) -> tuple[int, datetime | None]: ...
 
 
 class OAuthMetrics:
@@ -21,6 +32,33 @@ class OAuthMetrics:
             "contentpipe.oauth.token.refreshes",
             description="Token refresh attempts at the platform, by platform and result (success, error, needs_reauth)",
         )
+        self._queued = 0
+        self._oldest_age = 0.0
+        meter.create_observable_gauge(
+            "contentpipe.oauth.posts.queued",
+            callbacks=[self._observe_queued],
+            description="Posts waiting in QUEUED (last sample)",
+        )
+        meter.create_observable_gauge(
+            "contentpipe.oauth.posts.queued.oldest_age",
+            callbacks=[self._observe_oldest_age],
+            unit="s",
+            description="Age of the oldest QUEUED post (0 when none is waiting; last sample)",
+        )
+
+    def _observe_queued(self, _options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(self._queued)]
+
+    def _observe_oldest_age(self, _options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(self._oldest_age)]
+
+    def queue_sample(self, depth: int, oldest: datetime | None, now: datetime) -> None:
+        self._queued = depth
+        self._oldest_age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
 
     def post_finished(self, platform: str, state: str) -> None:
         self._posts.add(1, {"platform": platform, "state": state})
@@ -30,6 +68,17 @@ class OAuthMetrics:
         if reason:
             attributes["reason"] = reason
         self._refreshes.add(1, attributes)
+
+
+async def sample_queue_forever(source: QueueStats, metrics: OAuthMetrics, interval_seconds: float = 15.0) -> None:
+    """One cheap aggregate query per interval (not per claim) feeds the queue gauges."""
+    while True:
+        try:
+            depth, oldest = await source.queue_stats()
+            metrics.queue_sample(depth, oldest, datetime.now(UTC))
+        except Exception:
+            _log.warning("sampling the posting queue failed", exc_info=True)
+        await asyncio.sleep(interval_seconds)
 
 
 @functools.cache
