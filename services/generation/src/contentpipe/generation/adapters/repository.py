@@ -33,6 +33,7 @@ generations = sa.Table(
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("owner", sa.String(128), nullable=False),
     sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("trace_context", sa.JSON, nullable=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("prompt", sa.Text, nullable=False),
@@ -92,6 +93,7 @@ def _from_row(row: Any) -> Generation:
         create_time=_aware(row.create_time),  # type: ignore[arg-type]
         deadline_time=_aware(row.deadline_time),  # type: ignore[arg-type]
         request_id=row.request_id or "",
+        trace_context=dict(row.trace_context or {}),
         state=GenerationState(row.state),
         progress=float(row.progress),
         predictions=[PredictionRecord.from_dict(p) for p in row.predictions or []],
@@ -173,6 +175,7 @@ class SqlGenerationRepository:
             "id": generation.id,
             "owner": generation.owner,
             "request_id": generation.request_id or None,
+            "trace_context": generation.trace_context or None,
             "kind": generation.kind.value,
             "prompt": generation.prompt,
             "provider": generation.provider,

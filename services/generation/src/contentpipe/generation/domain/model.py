@@ -238,6 +238,8 @@ class Generation:
     error: GenerationError | None = None
     start_time: datetime | None = None
     finish_time: datetime | None = None
+    # W3C trace context of the call that created it: the worker's span continues that trace (opaque here).
+    trace_context: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

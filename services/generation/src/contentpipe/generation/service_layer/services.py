@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from contentpipe.common.errors import FailedPrecondition, NotFound
 from contentpipe.common.ids import new_id
+from contentpipe.common.telemetry import inject_context
 from contentpipe.generation.domain.catalogue import Catalogue
 from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationState
 from contentpipe.generation.domain.validation import NewGeneration, validate_new_generation
@@ -57,6 +58,7 @@ class GenerationServices:
             create_time=now,
             deadline_time=now + self.deadline,
             request_id=request.request_id,
+            trace_context=inject_context(),
         )
         if validate_only:
             return generation

@@ -16,11 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from contentpipe.common.telemetry import extract_context, get_tracer
 from contentpipe.generation.domain.model import ErrorReason, Generation, GenerationError
 from contentpipe.generation.service_layer.ports import GenerationRepository
 from contentpipe.generation.service_layer.runner import GenerationRunner, GenerationStopped
 
 _log = logging.getLogger(__name__)
+_tracer = get_tracer(__name__)
 
 
 class TokenBucket:
@@ -117,12 +119,19 @@ class GenerationWorker:
 
     async def _run_one(self, generation: Generation) -> None:
         semaphore = self._semaphores.get(generation.provider)
+        # Parented by the call that created the generation: the provider's HTTP calls land in the caller's trace.
+        span = _tracer.start_as_current_span(
+            "generation.run",
+            context=extract_context(generation.trace_context) if generation.trace_context else None,
+            attributes={"contentpipe.generation": generation.name, "contentpipe.provider": generation.provider},
+        )
         try:
-            if semaphore is None:
-                await self._runner.run(generation)
-            else:
-                async with semaphore:
+            with span:
+                if semaphore is None:
                     await self._runner.run(generation)
+                else:
+                    async with semaphore:
+                        await self._runner.run(generation)
         except GenerationStopped:
             _log.info("generation stopped: finished elsewhere", extra={"generation_id": generation.id})
         except asyncio.CancelledError:
