@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
+from contentpipe.oauth.domain.posts import PostOptions
+from contentpipe.oauth.domain.posts_rules import NewPost
 from contentpipe.oauth.service_layer.metrics import OAuthMetrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
 
 from tests.fakes.publishing_tokens import FakeTokens
 from tests.oauth.posting.harness import posting_stack
@@ -63,3 +66,15 @@ async def test_queue_stats_feed_the_queue_gauges(database_url: str, tmp_path: Pa
     }
     assert values["contentpipe.oauth.posts.queued"] == [2]
     assert values["contentpipe.oauth.posts.queued.oldest_age"] == [30.0]
+
+
+async def test_create_stores_the_callers_trace_context(database_url: str, tmp_path: Path) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "outbox", account="user-1")
+    request = NewPost(connection_id=name.removeprefix("connections/"), text="traced", media=(), options=PostOptions())
+    async with posting_stack(database_url, tmp_path, tokens=tokens, worker=False) as stack:
+        with TracerProvider().get_tracer("test").start_as_current_span("caller") as span:
+            created = await stack.app.services.create("user-1", request)
+        stored = await stack.app.services.repository.get(created.id)
+    assert stored is not None
+    assert format(span.get_span_context().trace_id, "032x") in stored.trace_context["traceparent"]

@@ -28,6 +28,7 @@ posts = sa.Table(
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("owner", sa.String(128), nullable=False),
     sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("trace_context", sa.JSON, nullable=True),
     sa.Column("connection_id", sa.String(128), nullable=False),
     sa.Column("platform", sa.String(16), nullable=False),
     sa.Column("account_id", sa.String(256), nullable=False, server_default=""),
@@ -101,6 +102,7 @@ def _from_row(row: Any) -> Post:
         create_time=_aware(row.create_time),  # type: ignore[arg-type]
         publish_time=_aware(row.publish_time),
         request_id=row.request_id or "",
+        trace_context=dict(row.trace_context or {}),
         account_id=row.account_id or "",
         state=PostState(row.state),
         platform_post_id=row.platform_post_id or "",
@@ -127,6 +129,7 @@ class SqlPostRepository:
             "id": post.id,
             "owner": post.owner,
             "request_id": post.request_id or None,
+            "trace_context": post.trace_context or None,
             "connection_id": post.connection_id,
             "platform": post.platform.value,
             "account_id": post.account_id,

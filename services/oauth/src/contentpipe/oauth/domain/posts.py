@@ -204,6 +204,8 @@ class Post:
     # Platform-specific checkpoints (media ids, container id, upload session URI, publish id, ...).
     progress: dict[str, Any] = field(default_factory=dict)
     reconcile_attempts: int = 0
+    # W3C trace context of the call that created it: the worker's span continues that trace (opaque here).
+    trace_context: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -14,6 +14,7 @@ from contentpipe.common.errors import (
     NotFound,
 )
 from contentpipe.common.ids import new_id
+from contentpipe.common.telemetry import inject_context
 from contentpipe.oauth.domain.posts import Platform, Post, PostState, utcnow
 from contentpipe.oauth.domain.posts_rules import NewPost, validate_post
 from contentpipe.oauth.service_layer.metrics import default_metrics
@@ -88,6 +89,7 @@ class PostingServices:
             create_time=now,
             publish_time=request.publish_time,
             request_id=request.request_id,
+            trace_context=inject_context(),
             account_id=account,
             update_time=now,
             next_attempt_time=max(now, request.publish_time) if request.publish_time else now,

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contentpipe.common.errors import ContentpipeError, NotFound
+from contentpipe.common.telemetry import extract_context, get_tracer
 from contentpipe.oauth.domain.posts import ErrorClass, Platform, Post, PostError, PostState, utcnow
 from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
@@ -42,6 +43,7 @@ from contentpipe.oauth.service_layer.posting_ports import (
 from contentpipe.oauth.service_layer.tokens import TokenProvider
 
 _log = logging.getLogger(__name__)
+_tracer = get_tracer(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,13 @@ class PostingWorker:
 
     async def _run_one(self, post: Post) -> None:
         try:
-            await self.process(post)
+            # Parented by the call that created the post: the platform's HTTP calls land in the caller's trace.
+            with _tracer.start_as_current_span(
+                "oauth.post.publish",
+                context=extract_context(post.trace_context) if post.trace_context else None,
+                attributes={"contentpipe.post": post.name, "contentpipe.platform": post.platform.value},
+            ):
+                await self.process(post)
         except LeaseLost:
             _log.warning("lease on post lost; another worker has it", extra={"post_id": post.id})
         except asyncio.CancelledError:
