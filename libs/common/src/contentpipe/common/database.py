@@ -17,13 +17,17 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
-    """An AsyncEngine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created."""
+    """An AsyncEngine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created.
+
+    Bound parameters are hidden from SQLAlchemy's error messages and logs on both backends."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            url, echo=echo, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -38,6 +42,8 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo:
     return create_async_engine(
         url,
         echo=echo,
+        # Bound values never reach error messages or logs (token columns are encrypted, but still).
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,

@@ -65,11 +65,12 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level)
     logging.captureWarnings(True)  # library warnings become JSON lines too
     # Third-party chatter stays at WARNING unless we debug.
-    for noisy in ("sqlalchemy.engine", "alembic", "aiosqlite"):
+    for noisy in ("alembic", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
-    # httpx logs every request URL at INFO, and some platforms (Graph, Instagram) carry tokens, codes and client
-    # secrets in the query string: those loggers only speak from WARNING up, even when debugging.
-    for leaky in ("httpx", "httpcore"):
+    # These loggers only speak from WARNING up, even when debugging: httpx logs every request URL at INFO, and some
+    # platforms (Graph, Instagram) carry tokens, codes and client secrets in the query string; SQLAlchemy's INFO is
+    # every statement with its parameters (token columns included, if only encrypted).
+    for leaky in ("httpx", "httpcore", "sqlalchemy.engine"):
         logging.getLogger(leaky).setLevel(logging.WARNING)
 
 
