@@ -19,6 +19,14 @@ class Platform(StrEnum):
     FACEBOOK = "facebook"
     OUTBOX = "outbox"
 
+    @classmethod
+    def parse(cls, value: object) -> Platform:
+        """Accepts our values, enum members of other modules (`Platform.TWITTER`) and proto names."""
+        raw = str(getattr(value, "value", value)).strip().lower().removeprefix("platform_")
+        if raw in ("x", "youtube"):
+            raw = {"x": "twitter", "youtube": "google"}[raw]
+        return cls(raw)
+
 
 class ConnectionStatus(StrEnum):
     ACTIVE = "active"

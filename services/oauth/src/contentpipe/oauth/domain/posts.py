@@ -14,23 +14,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-
-class Platform(StrEnum):
-    INSTAGRAM = "instagram"
-    TWITTER = "twitter"
-    LINKEDIN = "linkedin"
-    TIKTOK = "tiktok"
-    GOOGLE = "google"
-    FACEBOOK = "facebook"
-    OUTBOX = "outbox"
-
-    @classmethod
-    def parse(cls, value: object) -> Platform:
-        """Accepts our values, enum members of other modules (`Platform.TWITTER`) and proto names."""
-        raw = str(getattr(value, "value", value)).strip().lower().removeprefix("platform_")
-        if raw in ("x", "youtube"):
-            raw = {"x": "twitter", "youtube": "google"}[raw]
-        return cls(raw)
+# Posts go out on their connection's platform: one enum, re-exported here for the posting code.
+from contentpipe.oauth.domain.connections import Platform as Platform  # noqa: PLC0414 (explicit re-export)
 
 
 class PostState(StrEnum):
