@@ -1,0 +1,108 @@
+"""The ffmpeg probe and renderer on real files: renditions that the same rules then accept, bounded runs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg  # type: ignore[import-untyped]
+import pytest
+from contentpipe.oauth.adapters.media_tools import MediaToolError, MediaTools, ToolLimits, moov_before_mdat
+from contentpipe.oauth.domain.media_conformance import Verdict, assess, violations
+from contentpipe.oauth.domain.media_specs import spec_for
+from contentpipe.oauth.domain.posts import MediaKind, Platform
+
+pytestmark = pytest.mark.integration
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("media-tools")
+    local = folder / "local.mp4"  # the local provider's former default: 512x288, 8 fps, 2 s, no audio
+    ffmpeg("-f", "lavfi", "-i", "gradients=s=512x288:r=8:n=3,format=yuv420p", "-frames:v", "16",
+           "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+           "-y", str(local))  # fmt: skip
+    late_index = folder / "late.mp4"  # moov at the end, AAC audio, 30 fps
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono",
+           "-t", "1", "-c:v", "libx264", "-c:a", "aac", "-shortest", "-y", str(late_index))  # fmt: skip
+    png = folder / "frame.png"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=600x900:r=1", "-frames:v", "1", "-y", str(png))
+    return {"local": local, "late": late_index, "png": png}
+
+
+@pytest.fixture
+def tools() -> MediaTools:
+    return MediaTools(ToolLimits(timeout_seconds=60))
+
+
+async def test_probe_reads_the_local_default_video(tools: MediaTools, files: dict[str, Path]) -> None:
+    probe = await tools.probe(files["local"])
+    assert (probe.container, probe.video_codec, probe.pixel_format) == ("video/mp4", "h264", "yuv420p")
+    assert (probe.width, probe.height, probe.fps, probe.duration) == (512, 288, 8.0, 2.0)
+    assert not probe.has_audio and probe.faststart
+
+
+async def test_probe_reads_audio_and_a_late_index(tools: MediaTools, files: dict[str, Path]) -> None:
+    probe = await tools.probe(files["late"])
+    assert (probe.audio_codec, probe.audio_profile) == ("aac", "LC")
+    assert not probe.faststart and not moov_before_mdat(files["late"])
+
+
+async def test_probe_of_something_else_has_no_container(tools: MediaTools, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not media at all" * 10)
+    probe = await tools.probe(junk)
+    assert probe.container == "" and probe.kind is None
+
+
+@pytest.mark.parametrize("platform", [Platform.TIKTOK, Platform.INSTAGRAM, Platform.LINKEDIN, Platform.TWITTER,
+                                      Platform.FACEBOOK])  # fmt: skip
+async def test_local_default_video_renders_into_a_conforming_rendition(
+    tools: MediaTools, files: dict[str, Path], tmp_path: Path, platform: Platform
+) -> None:
+    spec = spec_for(platform, MediaKind.VIDEO)
+    assert spec is not None
+    result = assess(await tools.probe(files["local"]), spec)
+    assert result.verdict is Verdict.CONVERT and result.plan is not None
+    target = tmp_path / "out.mp4"
+    await tools.render(files["local"], result.plan, target)
+    rendition = await tools.probe(target)
+    assert violations(rendition, spec) == []
+    assert rendition.has_audio and rendition.faststart and rendition.video_profile == "High"
+
+
+async def test_png_renders_into_an_instagram_jpeg_padded_to_four_by_five(
+    tools: MediaTools, files: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = spec_for(Platform.INSTAGRAM, MediaKind.IMAGE)
+    assert spec is not None
+    result = assess(await tools.probe(files["png"]), spec)  # 600x900 is 2:3, taller than 4:5
+    assert result.plan is not None and result.plan.padded
+    target = tmp_path / "out.jpg"
+    await tools.render(files["png"], result.plan, target)
+    rendition = await tools.probe(target)
+    assert rendition.container == "image/jpeg" and (rendition.width, rendition.height) == (720, 900)
+    assert violations(rendition, spec) == []
+
+
+async def test_a_run_over_its_time_limit_is_killed(tmp_path: Path) -> None:
+    tools = MediaTools(ToolLimits(timeout_seconds=0.5))
+    endless = ["-f", "lavfi", "-i", "testsrc2=s=320x240:r=30", "-f", "null", "-"]
+    with pytest.raises(MediaToolError) as caught:
+        await tools._run(endless, check=True)
+    assert caught.value.reason == "CONVERSION_TIMEOUT"
+
+
+async def test_a_run_over_its_memory_limit_fails_cleanly(files: dict[str, Path], tmp_path: Path) -> None:
+    tools = MediaTools(ToolLimits(memory_bytes=16 * 1024 * 1024))
+    spec = spec_for(Platform.TIKTOK, MediaKind.VIDEO)
+    assert spec is not None
+    plan = assess(await MediaTools(ToolLimits()).probe(files["local"]), spec).plan
+    assert plan is not None
+    with pytest.raises(MediaToolError) as caught:
+        await tools.render(files["local"], plan, tmp_path / "out.mp4")
+    assert caught.value.reason == "CONVERSION_FAILED"
