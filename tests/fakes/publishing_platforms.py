@@ -590,8 +590,34 @@ class FakeFacebook(_FakeGraph):
 # ---------------------------------------------------------------------------------------------------- TikTok
 
 
+TIKTOK_MB = 1024 * 1024
+
+
+def tiktok_chunk_refusal(size: int, chunk: int, count: int) -> str | None:
+    """Why TikTok refuses a FILE_UPLOAD plan (None: valid). Up to 64 MB one chunk of the whole size may go;
+    otherwise chunks are 5-64 MB, their count is floor(size / chunk_size) and the last takes the remainder."""
+    if size <= 0 or chunk <= 0 or not 1 <= count <= 1000:
+        return "video_size, chunk_size and total_chunk_count (1-1000) are required"
+    if count == 1 and chunk == size:
+        return None if size <= 64 * TIKTOK_MB else "a video over 64 MB must be uploaded in chunks"
+    if not 5 * TIKTOK_MB <= chunk <= 64 * TIKTOK_MB:
+        return "chunk_size must be between 5 MB and 64 MB"
+    if count != size // chunk:
+        return "total_chunk_count must be floor(video_size / chunk_size)"
+    if size - (count - 1) * chunk > 128 * TIKTOK_MB:
+        return "the last chunk may be at most 128 MB"
+    return None
+
+
 class FakeTikTok(FakePlatform):
-    """TikTok Content Posting: creator info, `video/init` (FILE_UPLOAD with chunk PUTs), `status/fetch` polls."""
+    """TikTok Content Posting: creator info, `video/init` (FILE_UPLOAD with chunk PUTs, or PULL_FROM_URL),
+    `content/init` photo posts (PULL_FROM_URL), `status/fetch` polls.
+
+    Enforces section F2: a video's title (its caption) up to 2,200 characters; a photo post's title up to 90 and
+    description up to 4,000; the FILE_UPLOAD chunk plan; an app that has not passed the audit (`audited`, False like
+    every new app) posts only SELF_ONLY (403 `unaudited_client_can_only_post_to_private_accounts`); PULL_FROM_URL
+    only from `verified_prefixes` (403 `url_ownership_unverified`), and the URL must answer 200.
+    """
 
     name = "tiktok"
     privacy_levels = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "SELF_ONLY")
@@ -599,6 +625,65 @@ class FakeTikTok(FakePlatform):
     def __init__(self) -> None:
         super().__init__()
         self.publishes: dict[str, dict[str, Any]] = {}
+        self.audited = False
+        self.verified_prefixes: list[str] = []
+
+    def _refusal(self, body: dict[str, Any], photo: bool) -> JSONResponse | None:
+        info, source = body.get("post_info") or {}, body.get("source_info") or {}
+        title, description = str(info.get("title") or ""), str(info.get("description") or "")
+        if photo and len(title) > 90:
+            return self.body({}, "invalid_params", "post_info.title of a photo post is at most 90 characters", 400)
+        if photo and len(description) > 4000:
+            return self.body({}, "invalid_params", "post_info.description is at most 4000 characters", 400)
+        if not photo and len(title) > 2200:
+            return self.body({}, "invalid_params", "post_info.title is at most 2200 characters", 400)
+        if not photo and "description" in info:
+            return self.body({}, "invalid_params", "post_info.description is for photo posts", 400)
+        if "is_aigc" in info and not isinstance(info["is_aigc"], bool):
+            return self.body({}, "invalid_params", "post_info.is_aigc must be a boolean", 400)
+        if info.get("privacy_level") not in self.privacy_levels:
+            return self.body({}, "privacy_level_option_mismatch", "privacy level not allowed", 400)
+        if not self.audited and info.get("privacy_level") != "SELF_ONLY":
+            return self.body(
+                {},
+                "unaudited_client_can_only_post_to_private_accounts",
+                "Please review our integration guidelines at https://developers.tiktok.com/doc/content-sharing-guidelines",
+                403,
+            )
+        if source.get("source") == "PULL_FROM_URL":
+            urls = source.get("photo_images") if photo else [source.get("video_url")]
+            if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
+                return self.body({}, "invalid_params", "no media URL", 400)
+            for url in urls:
+                if not any(url.startswith(prefix) for prefix in self.verified_prefixes):
+                    return self.body({}, "url_ownership_unverified", "The URL's domain or prefix is not verified", 403)
+            if photo and not 0 <= int(source.get("photo_cover_index", 0)) < len(urls):
+                return self.body({}, "invalid_params", "photo_cover_index out of range", 400)
+            if photo and len(urls) > 35:
+                return self.body({}, "invalid_params", "at most 35 photos", 400)
+        elif source.get("source") == "FILE_UPLOAD" and not photo:
+            why = tiktok_chunk_refusal(
+                int(source.get("video_size") or 0),
+                int(source.get("chunk_size") or 0),
+                int(source.get("total_chunk_count") or 0),
+            )
+            if why is not None:
+                return self.body({}, "invalid_params", why, 400)
+        else:
+            return self.body({}, "invalid_params", "source_info.source is not supported here", 400)
+        if photo and (
+            body.get("media_type") != "PHOTO" or body.get("post_mode") not in ("DIRECT_POST", "MEDIA_UPLOAD")
+        ):
+            return self.body({}, "invalid_params", "media_type PHOTO and post_mode are required", 400)
+        return None
+
+    @staticmethod
+    async def _fetchable(urls: list[str]) -> bool:
+        async with httpx.AsyncClient() as client:  # TikTok downloads pulled media itself
+            for url in urls:
+                if (await client.get(url)).status_code != 200:
+                    return False
+        return True
 
     @staticmethod
     def body(
@@ -642,14 +727,17 @@ class FakeTikTok(FakePlatform):
                     {}, "rate_limit_exceeded", "too many requests", 429, {"x-ratelimit-reset": str(int(reset))}
                 )
             body = await request.json()
+            photo = request.url.path.endswith("/content/init/")
+            if (refused := self._refusal(body, photo)) is not None:
+                return refused
             info, source = body["post_info"], body["source_info"]
-            if info.get("privacy_level") not in self.privacy_levels:
-                return self.body({}, "privacy_level_option_mismatch", "privacy level not allowed", 400)
             publish_id = f"v_pub_file~v2-1.{self.next_id()}"
             entry = {
                 "account": account,
                 "title": info.get("title", ""),
                 "size": int(source.get("video_size", 0)),
+                "chunk_size": int(source.get("chunk_size", 0)),
+                "chunks": int(source.get("total_chunk_count", 0)),
                 "received": 0,
                 "polls": 0,
                 "status": "PROCESSING_UPLOAD",
@@ -660,8 +748,14 @@ class FakeTikTok(FakePlatform):
             if source["source"] == "FILE_UPLOAD":
                 data["upload_url"] = f"{self.base_url}/upload/{publish_id}"
             else:
-                entry["status"] = "PROCESSING_DOWNLOAD"
-            post = FakePost(self.next_id() + "7000000000000", account, entry["title"], [], {"publish_id": publish_id})
+                urls = source["photo_images"] if photo else [source["video_url"]]
+                entry["status"] = "PROCESSING_DOWNLOAD" if await self._fetchable(urls) else "FAILED"
+                entry["fail_reason"] = (
+                    "" if entry["status"] != "FAILED" else ("photo_pull_failed" if photo else "video_pull_failed")
+                )
+            caption = str(info.get("description", "") if photo else info.get("title", ""))
+            extra = {"publish_id": publish_id, "post_info": info, "source": source["source"], "photo": photo}
+            post = FakePost(self.next_id() + "7000000000000", account, caption, [], extra)
             entry["post"] = post
             await self.record(post)  # init is the irreversible call
             return self.body(data)
@@ -677,6 +771,10 @@ class FakeTikTok(FakePlatform):
             if int(first) != entry["received"]:
                 return Response(status_code=416)
             data = await request.body()
+            index = int(first) // entry["chunk_size"]
+            expected = entry["chunk_size"] if index < entry["chunks"] - 1 else entry["size"] - int(first)
+            if int(first) % entry["chunk_size"] or len(data) != expected or int(total) != entry["size"]:
+                return self.body({}, "invalid_file_upload", "chunk does not match the upload plan", 400)
             entry["received"] += len(data)
             done = entry["received"] >= int(total)
             if done:
@@ -694,6 +792,8 @@ class FakeTikTok(FakePlatform):
                 if entry["polls"] >= self.processing_polls:
                     entry["status"] = "PUBLISH_COMPLETE"
             data: dict[str, Any] = {"status": entry["status"], "uploaded_bytes": entry["received"]}
+            if entry["status"] == "FAILED":
+                data["fail_reason"] = entry.get("fail_reason") or "internal"
             if entry["status"] == "PUBLISH_COMPLETE":
                 data["publicaly_available_post_id"] = [int(entry["post"].id)]
             return self.body(data)

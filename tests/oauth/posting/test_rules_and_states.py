@@ -27,6 +27,8 @@ from contentpipe.oauth.domain.posts import (
 )
 from contentpipe.oauth.domain.posts_rules import NewPost, validate_post
 
+from tests.fakes.publishing_platforms import tiktok_chunk_refusal
+
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 VIDEO = Media("file:///data/a.mp4", MediaKind.VIDEO, "video/mp4", 1000, 10.0)
@@ -175,7 +177,26 @@ def test_retry_after_and_youtube_quota() -> None:
 
 def test_upload_plans() -> None:
     assert chunk_plan(1000, 10 * 2**20) == (1000, 1)
-    assert chunk_plan(25 * 2**20 + 7, 10 * 2**20) == (10 * 2**20, 2)  # the last chunk takes the rest
+    assert chunk_plan(7 * 2**20, 10 * 2**20) == (7 * 2**20, 1)  # 5-10 MB: one chunk, never floor(7/10) = 0
+    assert chunk_plan(64 * 2**20, 10 * 2**20) == (64 * 2**20, 1)
+    assert chunk_plan(100 * 2**20 + 7, 10 * 2**20) == (10 * 2**20, 10)  # the last chunk takes the rest
     assert _offset(httpx.Response(308, headers={"range": "bytes=0-262143"})) == 262144
     assert _offset(httpx.Response(308)) == 0
     assert little_text("a_b (c) #tag @me") == r"a\_b \(c\) \#tag \@me"
+
+
+@pytest.mark.parametrize("size_mb", [0.001, 4.9, 5, 7, 9.99, 10, 63, 64, 64.01, 100, 700, 4096])
+@pytest.mark.parametrize("chunk_mb", [5, 10, 64])
+def test_tiktok_chunk_plan_is_accepted_by_the_documented_rules(size_mb: float, chunk_mb: int) -> None:
+    size = int(size_mb * 2**20)
+    chunk_size, count = chunk_plan(size, chunk_mb * 2**20)
+    assert tiktok_chunk_refusal(size, chunk_size, count) is None
+    # the rule the fake holds is the documented one: 7 MB in 10 MB chunks is refused
+    assert tiktok_chunk_refusal(7 * 2**20, 10 * 2**20, 0) is not None
+
+
+def test_tiktok_photo_caption_allows_4000_characters_video_2200() -> None:
+    options = {"tiktok_privacy_level": "SELF_ONLY"}
+    assert fields(Platform.TIKTOK, media=[IMAGE], text="x" * 4000, **options) == set()
+    assert fields(Platform.TIKTOK, media=[IMAGE], text="x" * 4001, **options) == {"post.text"}
+    assert fields(Platform.TIKTOK, media=[VIDEO], text="x" * 2201, **options) == {"post.text"}

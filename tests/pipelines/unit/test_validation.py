@@ -123,21 +123,33 @@ def test_retry_policy_bounds() -> None:
 
 async def test_unknown_connection_and_incompatible_media_are_violations() -> None:
     peers = FakePeerServices(
-        connections={"connections/tt": ("u", Platform.TIKTOK), "connections/ig": ("u", Platform.INSTAGRAM)}
+        connections={
+            "connections/yt": ("u", Platform.GOOGLE),
+            "connections/ig": ("u", Platform.INSTAGRAM),
+            "connections/tt": ("u", Platform.TIKTOK),
+        }
     )
     steps = (
         gen("pic", GenerationKind.IMAGE),
-        post(("connections/missing", "connections/tt", "connections/ig"), media="pic"),
+        post(("connections/missing", "connections/yt", "connections/ig", "connections/tt"), media="pic"),
     )
     with pytest.raises(InvalidArgument) as caught:
         await validate_definition("P", "", steps, peers)
     found = {v.field: v.description for v in caught.value.violations}
     assert "does not exist or is not yours" in found["pipeline.steps[1].post_to_platform.connections[0]"]
-    assert "TikTok accepts video" in found["pipeline.steps[1].post_to_platform.connections[1]"]
+    assert "YouTube accepts video" in found["pipeline.steps[1].post_to_platform.connections[1]"]
+    assert "pipeline.steps[1].post_to_platform.options.youtube.title" in found
     assert "pipeline.steps[1].post_to_platform.options.tiktok.privacy_level" in found
+    # Instagram and TikTok (photo posts) take an image.
     assert "pipeline.steps[1].post_to_platform.connections[2]" not in found
+    assert "pipeline.steps[1].post_to_platform.connections[3]" not in found
     # Looked up with the caller's own identity (no acting-for), once each.
-    assert sorted(peers.lookups) == [("connections/ig", None), ("connections/missing", None), ("connections/tt", None)]
+    assert sorted(peers.lookups) == [
+        ("connections/ig", None),
+        ("connections/missing", None),
+        ("connections/tt", None),
+        ("connections/yt", None),
+    ]
     assert caught.value.reason == "INVALID_PIPELINE"
 
 

@@ -108,6 +108,8 @@ class PostOptions:
     youtube_category_id: str = ""
     youtube_made_for_kids: bool = False
     facebook_page_id: str = ""
+    # Made by AI: disclosed where the platform takes it (TikTok is_aigc, YouTube containsSyntheticMedia, X).
+    ai_generated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -27,6 +27,7 @@ class PlatformRules:
 
     label: str
     max_text: int
+    max_photo_text: int = 0  # the limit when the post has images and no video (0: max_text)
     text_in_bytes: bool = False
     max_images: int = 0
     max_videos: int = 0
@@ -77,10 +78,12 @@ RULES: dict[Platform, PlatformRules] = {
         max_video_seconds=900.0,
         needs_public_url=True,
     ),
-    # C4: title 2,200; one video (FILE_UPLOAD, 4 GB) or photos (PULL_FROM_URL only, up to 35).
+    # C4/F2: a video's caption is its title, 2,200; a photo post's is its description, 4,000. One video
+    # (FILE_UPLOAD, 4 GB) or photos (PULL_FROM_URL only, up to 35).
     Platform.TIKTOK: PlatformRules(
         "TikTok",
         2200,
+        max_photo_text=4000,
         max_images=35,
         max_videos=1,
         media_required=True,
@@ -139,13 +142,13 @@ def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str,
 
     if len(post.request_id) > 128:
         bad("request_id", "at most 128 characters")
-    length = _text_length(post.text, rules)
-    if length > rules.max_text:
-        unit = "bytes" if rules.text_in_bytes else "characters"
-        bad("post.text", f"{length} {unit}; {rules.label} allows at most {rules.max_text}")
-
     images = [m for m in post.media if m.kind is MediaKind.IMAGE]
     videos = [m for m in post.media if m.kind is MediaKind.VIDEO]
+    length = _text_length(post.text, rules)
+    max_text = rules.max_photo_text if rules.max_photo_text and images and not videos else rules.max_text
+    if length > max_text:
+        unit = "bytes" if rules.text_in_bytes else "characters"
+        bad("post.text", f"{length} {unit}; {rules.label} allows at most {max_text}")
     if rules.media_required and not post.media:
         bad("post.media", f"{rules.label} needs at least one image or video")
     if rules.text_or_media_required and not post.text.strip() and not post.media:

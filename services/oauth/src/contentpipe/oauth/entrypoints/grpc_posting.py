@@ -97,6 +97,7 @@ def new_post_from(request: pb.CreatePostRequest) -> NewPost:
         youtube_category_id=o.youtube.category_id,
         youtube_made_for_kids=o.youtube.made_for_kids,
         facebook_page_id=o.facebook.page_id,
+        ai_generated=p.ai_generated,
     )
     publish_time = None
     if p.HasField("publish_time"):
@@ -167,6 +168,7 @@ def post_to_pb(post: Post) -> pb.Post:
         update_time=_ts(post.update_time or post.create_time),
         published_time=_ts(post.published_time),
         request_id=post.request_id,
+        ai_generated=post.options.ai_generated,
         next_attempt_time=_ts(
             post.next_attempt_time if post.state is PostState.QUEUED or post.state is PostState.UNCONFIRMED else None
         ),

@@ -146,7 +146,8 @@ class GrpcPosts(_Acting):
         self._stub = post_grpc.PostingServiceStub(channel)
 
     async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus:
-        post = post_pb.Post(connection=request.connection, text=request.text)
+        # A pipeline's media come from its generation steps: disclosed as AI-made where the platform takes it.
+        post = post_pb.Post(connection=request.connection, text=request.text, ai_generated=bool(request.media))
         for item in request.media:
             post.media.add(
                 uri=item.uri,

@@ -30,7 +30,7 @@ MAX_DELAY_SECONDS = 366 * 86400.0
 
 # Which media each platform needs: None = text alone is fine; otherwise the generation kinds it accepts.
 PLATFORM_MEDIA: Mapping[Platform, frozenset[GenerationKind] | None] = {
-    Platform.TIKTOK: frozenset({GenerationKind.VIDEO}),
+    Platform.TIKTOK: frozenset({GenerationKind.VIDEO, GenerationKind.IMAGE}),  # video or photo posts
     Platform.GOOGLE: frozenset({GenerationKind.VIDEO}),
     Platform.INSTAGRAM: frozenset({GenerationKind.VIDEO, GenerationKind.IMAGE}),
     Platform.TWITTER: None,

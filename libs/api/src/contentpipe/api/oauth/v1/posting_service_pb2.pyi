@@ -453,6 +453,7 @@ class Post(_message.Message):
     PUBLISHED_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    AI_GENERATED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `posts/{post_id}`. Output only."""
     owner: _builtins.str
@@ -475,6 +476,10 @@ class Post(_message.Message):
     """Publish attempts so far. Output only."""
     request_id: _builtins.str
     """The request id it was created with, if any. Output only."""
+    ai_generated: _builtins.bool
+    """The content was made by AI. Platforms that take a disclosure get it: TikTok `is_aigc`, YouTube
+    `containsSyntheticMedia`, X `made_with_ai`.
+    """
     @_builtins.property
     def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___Media]:
         """Media to attach, in order. Count and kind limits depend on the platform."""
@@ -528,10 +533,11 @@ class Post(_message.Message):
         published_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        ai_generated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "options", b"options", "publish_time", b"publish_time", "published_time", b"published_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "connection", b"connection", "create_time", b"create_time", "last_error", b"last_error", "media", b"media", "name", b"name", "next_attempt_time", b"next_attempt_time", "options", b"options", "owner", b"owner", "permalink", b"permalink", "platform", b"platform", "platform_post_id", b"platform_post_id", "publish_time", b"publish_time", "published_time", b"published_time", "request_id", b"request_id", "state", b"state", "text", b"text", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ai_generated", b"ai_generated", "attempts", b"attempts", "connection", b"connection", "create_time", b"create_time", "last_error", b"last_error", "media", b"media", "name", b"name", "next_attempt_time", b"next_attempt_time", "options", b"options", "owner", b"owner", "permalink", b"permalink", "platform", b"platform", "platform_post_id", b"platform_post_id", "publish_time", b"publish_time", "published_time", b"published_time", "request_id", b"request_id", "state", b"state", "text", b"text", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

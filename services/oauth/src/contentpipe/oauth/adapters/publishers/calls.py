@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from contentpipe.common.http import backoff_delay, parse_retry_after
+from contentpipe.oauth.adapters.publishers.refusals import operator_refusal
 from contentpipe.oauth.domain.posts import Platform
 from contentpipe.oauth.service_layer.posting_ports import (
     OutcomeUnknown,
@@ -349,7 +350,9 @@ class PlatformCaller:
                 raise RetryableFailure(f"PLATFORM_{status}", f"{self.platform.value} answered {status}: {message}")
             if create:
                 await self.ctx.journal.disarm()
-            raise RejectedFailure(reason, f"{self.platform.value} refused the {label} ({status}): {message}")
+            raise operator_refusal(self.platform, reason, message) or RejectedFailure(
+                reason, f"{self.platform.value} refused the {label} ({status}): {message}"
+            )
 
 
 async def poll_delay(hint: float | None, configured: float, cap: float) -> None:

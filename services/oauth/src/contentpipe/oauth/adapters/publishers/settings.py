@@ -37,7 +37,9 @@ class PublisherSettings:
     facebook_url: str = "https://graph.facebook.com"
     facebook_version: str = "v23.0"
     tiktok_url: str = "https://open.tiktokapis.com"
-    tiktok_pull_from_url: bool = False
+    # Domains (`example.com`) or URL prefixes (`https://cdn.example.com/media/`) verified for the TikTok app:
+    # media under them is pulled by TikTok (PULL_FROM_URL); videos elsewhere are uploaded, photos elsewhere fail.
+    tiktok_verified_url_prefixes: tuple[str, ...] = ()
     youtube_url: str = "https://www.googleapis.com"
     poll_interval: float = 5.0
     poll_max_interval: float = 60.0
@@ -99,7 +101,11 @@ def load_posting_config(environ: Mapping[str, str], data_dir: Path, grpc_port: i
         facebook_url=_url(environ, "OAUTH_PUBLISH_FACEBOOK_URL", "https://graph.facebook.com"),
         facebook_version=env_str(environ, "OAUTH_PUBLISH_FACEBOOK_VERSION", "v23.0"),
         tiktok_url=_url(environ, "OAUTH_PUBLISH_TIKTOK_URL", "https://open.tiktokapis.com"),
-        tiktok_pull_from_url=env_bool(environ, "OAUTH_PUBLISH_TIKTOK_PULL_FROM_URL", False),
+        tiktok_verified_url_prefixes=tuple(
+            p.strip()
+            for p in env_str(environ, "OAUTH_PUBLISH_TIKTOK_VERIFIED_URL_PREFIXES", "").split(",")
+            if p.strip()
+        ),
         youtube_url=_url(environ, "OAUTH_PUBLISH_YOUTUBE_URL", "https://www.googleapis.com"),
         poll_interval=env_duration(environ, "OAUTH_PUBLISH_POLL_INTERVAL", 5.0),
         poll_max_interval=env_duration(environ, "OAUTH_PUBLISH_POLL_MAX", 60.0),

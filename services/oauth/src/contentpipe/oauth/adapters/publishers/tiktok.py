@@ -1,14 +1,20 @@
 """TikTok Content Posting: creator info, then init (FILE_UPLOAD in chunks, or PULL_FROM_URL; photos pull only),
 then poll the publish status. Init is the irreversible call: from then on the `publish_id` is what we ask about.
+
+PULL_FROM_URL only works for URLs under a domain or prefix verified for the app in TikTok's developer portal
+(`OAUTH_PUBLISH_TIKTOK_VERIFIED_URL_PREFIXES`): a video elsewhere is uploaded as a file instead, and a photo post
+(pull only) from elsewhere fails before anything is sent, with a message naming the fix.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from contentpipe.oauth.adapters.publishers.base import PublisherBase
-from contentpipe.oauth.adapters.publishers.calls import PlatformCaller, poll_delay
+from contentpipe.oauth.adapters.publishers.calls import PlatformCaller, poll_delay, upper_snake
 from contentpipe.oauth.adapters.publishers.media import LocalMedia
+from contentpipe.oauth.adapters.publishers.refusals import TIKTOK_URL_FIX, TIKTOK_URL_NOT_VERIFIED, operator_refusal
 from contentpipe.oauth.domain.posts import MediaKind, Platform
 from contentpipe.oauth.service_layer.posting_ports import (
     OutcomeUnknown,
@@ -20,21 +26,44 @@ from contentpipe.oauth.service_layer.posting_ports import (
 )
 
 _JSON = {"Content-Type": "application/json; charset=UTF-8"}
-MIN_CHUNK = 5 * 1024 * 1024
+MB = 1024 * 1024
+SINGLE_CHUNK_MAX = 64 * MB
 
 
 def chunk_plan(size: int, chunk: int) -> tuple[int, int]:
-    """(chunk_size, total_chunk_count) as the media-transfer guide wants them (the last chunk takes the rest)."""
-    if size < MIN_CHUNK:
+    """(chunk_size, total_chunk_count) as the media-transfer guide wants them.
+
+    Up to 64 MB the file goes as one chunk (chunk_size = video_size). Above, `chunk` (5-64 MB) per chunk and
+    floor(size / chunk) chunks: the last one takes the remainder (less than two chunks, so at most 128 MB).
+    """
+    if size <= SINGLE_CHUNK_MAX:
         return size, 1
-    return chunk, max(1, size // chunk)
+    return chunk, size // chunk
+
+
+def url_verified(url: str, prefixes: tuple[str, ...]) -> bool:
+    """`url` lies under a verified URL prefix (`https://cdn.example.com/media/`) or domain (`example.com`)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    for prefix in prefixes:
+        if "://" in prefix:
+            if url.startswith(prefix):
+                return True
+        elif parts.hostname == prefix or parts.hostname.endswith(f".{prefix}"):
+            return True
+    return False
 
 
 def _check(body: dict[str, Any]) -> dict[str, Any]:
     error = body.get("error") or {}
     code = str(error.get("code") or "ok")
     if code != "ok":
-        raise RejectedFailure(code.upper()[:80], f"TikTok refused: {error.get('message', code)}")
+        message = str(error.get("message", code))
+        reason = upper_snake(code)
+        raise operator_refusal(Platform.TIKTOK, reason, message) or RejectedFailure(
+            reason, f"TikTok refused: {message}"
+        )
     return dict(body.get("data") or {})
 
 
@@ -62,15 +91,21 @@ class TikTokPublisher(PublisherBase):
         username = str(creator.get("creator_username") or "")
         await ctx.journal.checkpoint(username=username)
         post_info: dict[str, Any] = {
-            "title": post.text,
             "privacy_level": level,
             "disable_comment": post.options.tiktok_disable_comment,
-            "disable_duet": post.options.tiktok_disable_duet,
-            "disable_stitch": post.options.tiktok_disable_stitch,
         }
+        if post.options.ai_generated:
+            post_info["is_aigc"] = True
+        verified = self.settings.tiktok_verified_url_prefixes
         if videos:
             item = videos[0]
-            if self.settings.tiktok_pull_from_url and item.uri.startswith("https://"):
+            # A video's caption is its title (up to 2,200 characters).
+            post_info |= {
+                "title": post.text,
+                "disable_duet": post.options.tiktok_disable_duet,
+                "disable_stitch": post.options.tiktok_disable_stitch,
+            }
+            if url_verified(item.uri, verified):
                 await ctx.journal.arm()
                 init = await call.send(
                     "POST",
@@ -85,8 +120,13 @@ class TikTokPublisher(PublisherBase):
                 async with self.media.open(item) as local:
                     publish_id = await self._file_upload(call, ctx, post_info, local)
         else:
-            post_info.pop("disable_duet")
-            post_info.pop("disable_stitch")
+            unverified = [m.uri for m in post.media if not url_verified(m.uri, verified)]
+            if unverified:  # photo posts are pull-only: TikTok would refuse these URLs (url_ownership_unverified)
+                raise RejectedFailure(
+                    TIKTOK_URL_NOT_VERIFIED, f"{TIKTOK_URL_FIX}; not under a verified prefix: {unverified[0]}"
+                )
+            # A photo post's caption is its description (up to 4,000); its title (up to 90) is optional: unset.
+            post_info["description"] = post.text
             await ctx.journal.arm()
             init = await call.send(
                 "POST",

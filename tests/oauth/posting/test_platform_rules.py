@@ -1,0 +1,120 @@
+"""Each platform's published rules (platform-apis.md F2) against fakes that enforce them: what a post sends, and
+the clear FAILED outcome (our reason code, a message naming the fix) for what only an operator can fix.
+Every test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
+
+from tests.fakes.publishing_platforms import FakePlatform, FakeTikTok
+from tests.fakes.publishing_tokens import FakeTokens
+from tests.oauth.posting.conftest import fake_env
+from tests.oauth.posting.harness import posting_stack
+from tests.oauth.posting.test_publishing import DONE, accept, connection, video
+
+pytestmark = pytest.mark.integration
+
+CAPTION = "Sunrise over the bay 🌅 made with contentpipe, read more at https://example.com/blog/sunrise-over-the-bay"
+
+
+def tiktok(fakes: dict[str, FakePlatform]) -> FakeTikTok:
+    fake = fakes["tiktok"]
+    assert isinstance(fake, FakeTikTok)
+    return fake
+
+
+async def test_tiktok_photo_post_puts_the_caption_in_description_and_is_pulled_from_a_verified_prefix(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], media_server: str
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "tiktok")
+    fake = tiktok(fakes)
+    fake.verified_prefixes = [f"{media_server}/"]
+    accept(fake, tokens)
+    caption = "x" * 3000  # over a video title's 2,200 but within a photo description's 4,000
+    env = {**fake_env(fakes), "OAUTH_PUBLISH_TIKTOK_VERIFIED_URL_PREFIXES": f"{media_server}/"}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=caption,
+            media=[pb.Media(uri=f"{media_server}/frame.png", kind=pb.MEDIA_KIND_IMAGE)],
+            options=pb.PlatformOptions(tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY")),
+            ai_generated=True,
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    assert "POST /v2/post/publish/content/init/" in fake.calls
+    info = fake.posts[0].extra["post_info"]
+    assert info["description"] == caption and "title" not in info
+    assert info["is_aigc"] is True
+    assert fake.posts[0].extra["source"] == "PULL_FROM_URL"
+
+
+async def test_tiktok_photo_from_an_unverified_url_fails_naming_the_fix_without_calling_init(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], media_server: str
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "tiktok")
+    fake = tiktok(fakes)
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=CAPTION,
+            media=[pb.Media(uri=f"{media_server}/frame.png", kind=pb.MEDIA_KIND_IMAGE)],
+            options=pb.PlatformOptions(tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY")),
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_FAILED
+    assert post.last_error.reason == "TIKTOK_URL_NOT_VERIFIED"
+    assert "OAUTH_PUBLISH_TIKTOK_VERIFIED_URL_PREFIXES" in post.last_error.message
+    assert "developer portal" in post.last_error.message
+    assert not fake.posts and "POST /v2/post/publish/content/init/" not in fake.calls
+
+
+async def test_tiktok_video_outside_verified_prefixes_is_uploaded_as_a_file_with_is_aigc(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "tiktok")
+    fake = tiktok(fakes)
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=CAPTION,
+            media=[video(local_media[0])],
+            options=pb.PlatformOptions(tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY")),
+            ai_generated=True,
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    extra = fake.posts[0].extra
+    assert extra["source"] == "FILE_UPLOAD"
+    assert extra["post_info"]["title"] == CAPTION and extra["post_info"]["is_aigc"] is True
+    assert fake.publishes[extra["publish_id"]]["received"] == local_media[0].stat().st_size
+
+
+async def test_tiktok_public_post_from_an_unaudited_app_fails_naming_the_audit(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "tiktok")
+    fake = tiktok(fakes)
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=CAPTION,
+            media=[video(local_media[0])],
+            options=pb.PlatformOptions(tiktok=pb.TikTokOptions(privacy_level="PUBLIC_TO_EVERYONE")),
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_FAILED
+    assert post.last_error.error_class == pb.POST_ERROR_CLASS_REJECTED_BY_PLATFORM
+    assert post.last_error.reason == "TIKTOK_APP_NOT_AUDITED"
+    assert "audit" in post.last_error.message and "SELF_ONLY" in post.last_error.message
+    assert not fake.posts  # refused at init: nothing was created
