@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import ServiceProcess, bearer
+from tests.support import ServiceProcess, bearer, free_port
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -127,3 +128,64 @@ def test_health_is_not_serving_until_the_database_is_reachable(tmp_path: Path) -
         assert proc.health() == 2
     finally:
         assert proc.terminate() == 0
+
+
+def _serve_once(service: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONTENTPIPE_", service.upper()))}
+    return subprocess.run(
+        [sys.executable, "-m", f"contentpipe.{service}", "serve"],
+        cwd=REPO_ROOT,
+        env={**base, "CONTENTPIPE_DATA_DIR": str(tmp_path), "CONTENTPIPE_JWT_SECRET": "x" * 32, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_port_already_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # The squatter sets SO_REUSEPORT like any gRPC server does; the service must still refuse to share it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = _serve_once("scheduler", tmp_path, SCHEDULER_GRPC_PORT=str(port), SCHEDULER_GRPC_HOST="127.0.0.1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"contentpipe-scheduler: configuration error: SCHEDULER_GRPC_PORT: cannot listen on 127.0.0.1:{port}: "
+        "the port is already in use (another scheduler running?); stop that process or pick another port"
+    ]
+
+
+def test_short_jwt_secret_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = _serve_once("generation", tmp_path, CONTENTPIPE_JWT_SECRET="short")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("contentpipe-generation: configuration error: CONTENTPIPE_JWT_SECRET: must be at least 32")
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_missing_postgresql_database_is_one_line_and_exit_2(command: str, postgres_url: str, tmp_path: Path) -> None:
+    missing = postgres_url.rsplit("/", 1)[0] + "/contentpipe_does_not_exist"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONTENTPIPE_", "PIPELINES_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "contentpipe.pipelines", command],
+        cwd=REPO_ROOT,
+        env={
+            **base,
+            "CONTENTPIPE_DATA_DIR": str(tmp_path),
+            "CONTENTPIPE_JWT_SECRET": "x" * 32,
+            "PIPELINES_DATABASE_URL": missing,
+            "PIPELINES_GRPC_PORT": str(free_port()),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.strip().splitlines() if not line.startswith("{")]
+    assert "database 'contentpipe_does_not_exist' does not exist on 127.0.0.1:5432: create it with" in line
+    assert "createdb -h 127.0.0.1 -p 5432 -U postgres contentpipe_does_not_exist" in line
+    assert "Traceback" not in result.stderr

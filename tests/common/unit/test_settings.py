@@ -73,3 +73,16 @@ def test_durations_accept_units() -> None:
 
 def test_jwt_secret_is_not_in_repr() -> None:
     assert "x" * 32 not in repr(load_common_settings("oauth", BASE))
+
+
+def test_short_jwt_secret_is_refused_with_how_to_make_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_common_settings("oauth", {"CONTENTPIPE_JWT_SECRET": "changeme"})
+    message = str(info.value)
+    assert message.startswith("CONTENTPIPE_JWT_SECRET: must be at least 32 bytes, got 8")
+    assert "secrets.token_urlsafe(48)" in message
+    assert "changeme" not in message
+
+
+def test_secret_of_exactly_32_bytes_is_accepted() -> None:
+    assert load_common_settings("oauth", {"CONTENTPIPE_JWT_SECRET": "y" * 32}).jwt_secret == "y" * 32

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from contentpipe.common.settings import ConfigError
 from sqlalchemy import Table, event, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+PREFLIGHT_TIMEOUT_SECONDS = 5.0
+# PostgreSQL reports it at connect time without a SQLSTATE on the client side, so the message is the signal.
+_MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist')
 
 
 def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
@@ -66,6 +71,52 @@ def version_table_for(service: str) -> str:
     return f"alembic_version_{service}"
 
 
+# ---------------------------------------------------------------- start-up checks
+
+
+def missing_database_error(url: str, exc: BaseException, *, setting: str | None = None) -> ConfigError | None:
+    """One actionable line when `exc` (or its cause) says the PostgreSQL database does not exist, else None.
+
+    Services never create databases themselves (that needs more rights than they should hold), so the
+    operator is told which one to create, where, and how."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        match = _MISSING_DATABASE.search(str(seen))
+        if match is not None:
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        return None
+    parsed = make_url(url)
+    host, port = parsed.host or "localhost", parsed.port or 5432
+    name = match.group(1)
+    user = f" -U {parsed.username}" if parsed.username else ""
+    prefix = f"{setting}: " if setting else ""
+    return ConfigError(
+        f"{prefix}database {name!r} does not exist on {host}:{port}: create it with "
+        f"`createdb -h {host} -p {port}{user} {name}` (or CREATE DATABASE {name}; in psql), then start again"
+    )
+
+
+async def check_database_exists(url: str, *, setting: str | None = None) -> None:
+    """Raise ConfigError when a PostgreSQL URL names a database that does not exist.
+
+    Anything else (server down, slow network) is left to the readiness loop, which retries: only a
+    missing database is certain not to fix itself."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        async with asyncio.timeout(PREFLIGHT_TIMEOUT_SECONDS), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        error = missing_database_error(url, exc, setting=setting)
+        if error is not None:
+            raise error from None
+    finally:
+        await engine.dispose()
+
+
 # ---------------------------------------------------------------- migrations
 
 
@@ -94,6 +145,11 @@ async def run_migrations(engine_url: str, script_location: Path, version_table: 
                 command.upgrade(config, "head")
 
             await connection.run_sync(upgrade)
+    except Exception as exc:
+        error = missing_database_error(engine_url, exc)
+        if error is not None:
+            raise error from None
+        raise
     finally:
         await engine.dispose()
 

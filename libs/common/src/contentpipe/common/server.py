@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import re
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,11 +20,12 @@ from contentpipe.common import telemetry
 from contentpipe.common._handlers import wrap_handler
 from contentpipe.common.auth import AuthInterceptor, TokenVerifier, is_exempt
 from contentpipe.common.context import deadline_var, request_id_var, user_id_var
+from contentpipe.common.database import check_database_exists
 from contentpipe.common.errors import ContentpipeError
 from contentpipe.common.grpc_errors import abort_with_error, status_code_for, translate_exception
 from contentpipe.common.ids import new_id
 from contentpipe.common.reflection import enable_reflection
-from contentpipe.common.settings import CommonSettings
+from contentpipe.common.settings import CommonSettings, ConfigError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 _log = logging.getLogger("contentpipe.server")
@@ -38,6 +41,9 @@ SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_connection_idle_ms", 300_000),
+    # gRPC sets SO_REUSEPORT by default: a second server on a busy port would bind and silently share (or
+    # steal) its traffic. Off, a busy port fails the bind and the service says so.
+    ("grpc.so_reuseport", 0),
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # RPC latency and status code per method (OpenTelemetry RPC semantic conventions); exported over OTLP when set.
@@ -162,6 +168,23 @@ def build_server(
     return grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
 
+def _port_is_free(host: str, port: int) -> bool:
+    """Whether a listener could bind host:port now (SO_REUSEADDR like gRPC's own, no SO_REUSEPORT)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return True  # unresolvable: let gRPC report it
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return False
+    return True
+
+
 async def _wait_until_ready(on_ready: Readiness | None, stopping: asyncio.Event) -> bool:
     """Poll readiness with backoff until it holds or shutdown starts; returns whether it became ready."""
     if on_ready is None:
@@ -172,6 +195,8 @@ async def _wait_until_ready(on_ready: Readiness | None, stopping: asyncio.Event)
             if await on_ready():
                 return True
             _log.warning("not ready yet; retrying", extra={"retry_in_s": delay})
+        except ConfigError:
+            raise  # e.g. the database does not exist: waiting cannot fix it
         except Exception:
             _log.exception("readiness check failed; retrying", extra={"retry_in_s": delay})
         with contextlib.suppress(TimeoutError):
@@ -199,6 +224,8 @@ async def run_server(
     close channels).
     """
     stopping = stop_event or asyncio.Event()
+    prefix = settings.service.upper()
+    await check_database_exists(settings.database_url, setting=f"{prefix}_DATABASE_URL")
     server = build_server(settings, verifier=verifier)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -209,9 +236,18 @@ async def run_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     if settings.reflection:
         enable_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
-    port = server.add_insecure_port(settings.bind_address)
-    if port == 0:
-        raise OSError(f"could not bind {settings.bind_address}")
+    busy = ConfigError(
+        f"{prefix}_GRPC_PORT: cannot listen on {settings.bind_address}: the port is already in use "
+        f"(another {settings.service} running?); stop that process or pick another port"
+    )
+    if not _port_is_free(settings.grpc_host, settings.grpc_port):
+        raise busy  # checked first: gRPC's own refusal comes with lines of C-core logging
+    try:
+        port = server.add_insecure_port(settings.bind_address)
+    except RuntimeError:
+        port = 0
+    if port == 0:  # taken between the check and the bind
+        raise busy
     if bound_port is not None:
         bound_port(port)
 

@@ -15,6 +15,8 @@ _FALSE = {"0", "false", "no", "off", ""}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+# HS256 keys shorter than the hash output (RFC 7518 §3.2) are guessable offline from one token.
+MIN_JWT_SECRET_BYTES = 32
 
 
 class ConfigError(Exception):
@@ -164,6 +166,11 @@ def load_common_settings(service: str, environ: Mapping[str, str]) -> CommonSett
         raise ConfigError(
             "CONTENTPIPE_JWT_SECRET or CONTENTPIPE_JWKS_URL: one is required to verify tokens "
             "(there is no built-in secret)"
+        )
+    if jwt_secret is not None and len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(
+            f"CONTENTPIPE_JWT_SECRET: must be at least {MIN_JWT_SECRET_BYTES} bytes, got "
+            f"{len(jwt_secret.encode())}; make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
         )
     if jwks_url is not None and not jwks_url.startswith(("https://", "http://")):
         raise ConfigError(f"CONTENTPIPE_JWKS_URL: expected an http(s) URL, got {jwks_url!r}")
