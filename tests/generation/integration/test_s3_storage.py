@@ -64,17 +64,36 @@ def _settings(url: str, bucket: str, **extra: object) -> S3Settings:
     )  # fmt: skip
 
 
-def test_presigned_url_matches_botocore_for_the_same_instant(moto_s3: str) -> None:
-    from botocore.auth import S3SigV4QueryAuth  # type: ignore[import-untyped]
-    from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
-    from botocore.credentials import Credentials  # type: ignore[import-untyped]
+async def test_presigned_url_fetches_the_object_and_a_tampered_one_is_refused(moto_s3: str, tmp_path: Path) -> None:
+    _boto(moto_s3).create_bucket(Bucket="gen-presign")  # type: ignore[attr-defined]
+    _boto(moto_s3).put_object(Bucket="gen-presign", Key="user-1/g1/0.mp4", Body=b"video bytes")  # type: ignore[attr-defined]
+    blobs = S3Blobs(_settings(moto_s3, "gen-presign"))
+    try:
+        url = blobs.presign("user-1/g1/0.mp4", 900)
+        params = dict(httpx.URL(url).params)
+        assert params["X-Amz-Expires"] == "900" and params["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
+        assert url.startswith(f"{moto_s3}/gen-presign/user-1/g1/0.mp4?")
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(url)).content == b"video bytes"
+        assert await blobs.read("user-1/g1/0.mp4") == b"video bytes"
+    finally:
+        await blobs.aclose()
 
-    request = AWSRequest(method="GET", url=f"{moto_s3}/generated-content/user-1/g1/0.mp4")
-    S3SigV4QueryAuth(Credentials(KEY_ID, SECRET), "s3", "us-east-1", expires=900).add_auth(request)
-    theirs = dict(httpx.URL(request.url).params)
-    when = datetime.strptime(theirs["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    ours = S3Blobs(_settings(moto_s3, "generated-content"), httpx.AsyncClient()).presign("user-1/g1/0.mp4", when, 900)
-    assert dict(httpx.URL(ours).params) == theirs
+
+async def test_missing_bucket_is_created_only_when_asked(moto_s3: str) -> None:
+    refused = S3Blobs(_settings(moto_s3, "gen-missing"))
+    try:
+        with pytest.raises(OSError, match=r"gen-missing.*not usable: HTTP 404"):
+            await refused.ensure_bucket()
+    finally:
+        await refused.aclose()
+    created = S3Blobs(_settings(moto_s3, "gen-missing", create_bucket=True))
+    try:
+        await created.ensure_bucket()
+        await created.ensure_bucket()  # idempotent
+    finally:
+        await created.aclose()
+    assert _boto(moto_s3).head_bucket(Bucket="gen-missing")["ResponseMetadata"]["HTTPStatusCode"] == 200  # type: ignore[attr-defined]
 
 
 async def test_ingest_uploads_to_s3_and_hands_out_a_fetchable_presigned_url(moto_s3: str, tmp_path: Path) -> None:
@@ -88,7 +107,7 @@ async def test_ingest_uploads_to_s3_and_hands_out_a_fetchable_presigned_url(moto
         check=True,
     )  # fmt: skip
     async with create_http_client() as client:
-        blobs = S3Blobs(_settings(moto_s3, "gen-direct", presign_seconds=600), client)
+        blobs = S3Blobs(_settings(moto_s3, "gen-direct", presign_seconds=600))
         await blobs.ensure_bucket()
         assets = StoredAssets(blobs, client, scratch_dir=tmp_path / "scratch", max_bytes=10_000_000)
         asset = await assets.ingest(
@@ -106,8 +125,9 @@ async def test_ingest_uploads_to_s3_and_hands_out_a_fetchable_presigned_url(moto
         refreshed = assets.present(asset, datetime.now(UTC))
         assert refreshed.expire_time is not None and refreshed.expire_time >= asset.expire_time
 
-        public = S3Blobs(_settings(moto_s3, "gen-direct", public_base_url="https://cdn.example.com/media"), client)
+        public = S3Blobs(_settings(moto_s3, "gen-direct", public_base_url="https://cdn.example.com/media"))
         assert public.uri("a/b.mp4", datetime.now(UTC)) == ("https://cdn.example.com/media/a/b.mp4", None)
+        await blobs.aclose()
 
 
 def test_service_with_s3_backend_stores_the_local_video_in_the_bucket(

@@ -103,7 +103,6 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
                 presign_seconds=storage.s3_presign_seconds,
                 create_bucket=storage.s3_create_bucket,
             ),
-            fetch_client,
         )
     else:
         blobs = LocalBlobs(storage.local_dir, storage.bucket, storage.public_base_url)
@@ -230,6 +229,8 @@ async def serve(config: GenerationConfig) -> int:
     async def close_clients() -> None:
         for client in app.clients:
             await client.aclose()
+        if isinstance(app.blobs, S3Blobs):
+            await app.blobs.aclose()
 
     return await run_server(
         config.common,

@@ -10,23 +10,29 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
+import botocore.session
 import httpx
+from aiobotocore.config import AioConfig
+from aiobotocore.session import ClientCreatorContext, get_session
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 from contentpipe.generation.adapters.media import MediaError, probe_image_size, probe_video, sniff_content_type
 from contentpipe.generation.domain.model import Asset, ErrorReason, GenerationFailure, GenerationKind
 from contentpipe.generation.service_layer.ports import OutputFile
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 _log = logging.getLogger(__name__)
 
@@ -104,120 +110,109 @@ class S3Settings:
 
 
 class S3Blobs:
-    """An S3-compatible bucket over the shared httpx client, signed with AWS Signature Version 4 (path-style)."""
+    """An S3-compatible bucket through aiobotocore (botocore's signing, retries and error model on asyncio).
 
-    def __init__(self, settings: S3Settings, client: httpx.AsyncClient) -> None:
+    `start()` opens the client (bootstrap, once), `aclose()` closes it. Pre-signed URLs are computed locally by a
+    plain botocore client with the same credentials (no request is made), so `uri()` stays synchronous.
+    """
+
+    def __init__(self, settings: S3Settings) -> None:
         self._s = settings
-        self._client = client
         self.bucket = settings.bucket
-        parts = urlsplit(settings.endpoint_url)
-        self._host = parts.netloc
-        self._base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-        self._prefix = parts.path.rstrip("/")
-
-    def _canonical_uri(self, key: str) -> str:
-        return (
-            f"{self._prefix}/{quote(self.bucket, safe='')}/{quote(key, safe='/~')}"
-            if key
-            else (f"{self._prefix}/{quote(self.bucket, safe='')}")
-        )
-
-    def _signing_key(self, date: str) -> bytes:
-        key = ("AWS4" + self._s.secret_access_key).encode()
-        for part in (date, self._s.region, "s3", "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        return key
-
-    def _sign(self, string_to_sign: str, date: str) -> str:
-        return hmac.new(self._signing_key(date), string_to_sign.encode(), hashlib.sha256).hexdigest()
-
-    def _auth_headers(
-        self, method: str, key: str, payload_sha256: str, extra: dict[str, str], now: datetime
-    ) -> dict[str, str]:
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        date = amz_date[:8]
-        headers = {"host": self._host, "x-amz-content-sha256": payload_sha256, "x-amz-date": amz_date}
-        headers.update({k.lower(): v.strip() for k, v in extra.items()})
-        signed = ";".join(sorted(headers))
-        canonical_headers = "".join(f"{k}:{headers[k]}\n" for k in sorted(headers))
-        canonical = "\n".join([method, self._canonical_uri(key), "", canonical_headers, signed, payload_sha256])
-        scope = f"{date}/{self._s.region}/s3/aws4_request"
-        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self._s.access_key_id}/{scope}, SignedHeaders={signed}, "
-            f"Signature={self._sign(to_sign, date)}"
-        )
-        headers.pop("host")
-        return headers
-
-    def presign(self, key: str, now: datetime, expires: int) -> str:
-        """A pre-signed GET URL valid for `expires` seconds from `now` (query-string SigV4)."""
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        date = amz_date[:8]
-        scope = f"{date}/{self._s.region}/s3/aws4_request"
-        query = {
-            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-            "X-Amz-Credential": f"{self._s.access_key_id}/{scope}",
-            "X-Amz-Date": amz_date,
-            "X-Amz-Expires": str(expires),
-            "X-Amz-SignedHeaders": "host",
+        options: dict[str, Any] = {
+            "region_name": settings.region,
+            "signature_version": "s3v4",
+            "s3": {"addressing_style": "path"},
+            "retries": {"mode": "standard", "max_attempts": 4},  # jittered backoff; throttling and 5xx retried
+            "connect_timeout": 10,
+            "read_timeout": 60,
         }
-        canonical_query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(query.items()))
-        canonical = "\n".join(
-            ["GET", self._canonical_uri(key), canonical_query, f"host:{self._host}\n", "host", "UNSIGNED-PAYLOAD"]
+        self._config = AioConfig(**options)
+        # botocore builds its client classes at run time: the sync one only signs URLs locally.
+        self._signer: Any = botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+            config=BotoConfig(**options),
         )
-        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        signature = self._sign(to_sign, date)
-        path = self._canonical_uri(key)[len(self._prefix) :]
-        return f"{self._base}{path}?{canonical_query}&X-Amz-Signature={signature}"
+        self._context: ClientCreatorContext[S3Client] | None = None
+        self._client: S3Client | None = None
+        self._opening = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._opening:
+            if self._client is None:
+                await self._open()
+
+    async def _open(self) -> None:
+        self._context = get_session().create_client(
+            "s3",
+            endpoint_url=self._s.endpoint_url,
+            aws_access_key_id=self._s.access_key_id,
+            aws_secret_access_key=self._s.secret_access_key,
+            config=self._config,
+        )
+        self._client = await self._context.__aenter__()
+
+    async def aclose(self) -> None:
+        context, self._context, self._client = self._context, None, None
+        if context is not None:
+            await context.__aexit__(None, None, None)
+
+    async def _s3(self) -> S3Client:
+        if self._client is None:
+            await self.start()
+        assert self._client is not None
+        return self._client
+
+    def presign(self, key: str, expires: int) -> str:
+        """A pre-signed GET URL valid for `expires` seconds from now (query-string SigV4)."""
+        url: str = self._signer.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires
+        )
+        return url
 
     async def ensure_bucket(self) -> None:
-        empty = hashlib.sha256(b"").hexdigest()
-        headers = self._auth_headers("HEAD", "", empty, {}, datetime.now(UTC))
-        response = await self._client.head(f"{self._base}/{self.bucket}", headers=headers)
-        if response.status_code == 404 and self._s.create_bucket:
-            headers = self._auth_headers("PUT", "", empty, {}, datetime.now(UTC))
-            response = await self._client.put(f"{self._base}/{self.bucket}", headers=headers)
-        if response.status_code >= 300:
-            raise OSError(f"S3 bucket {self.bucket!r} is not usable: HTTP {response.status_code}")
+        client = await self._s3()
+        try:
+            await client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status != 404 or not self._s.create_bucket:
+                raise OSError(f"S3 bucket {self.bucket!r} is not usable: HTTP {status}") from exc
+        try:
+            await client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise OSError(f"S3 bucket {self.bucket!r} cannot be created: {code}") from exc
 
     async def put_file(self, path: Path, key: str, content_type: str, sha256: str) -> None:
-        size = (await asyncio.to_thread(path.stat)).st_size
-        headers = self._auth_headers(
-            "PUT", key, sha256, {"content-type": content_type, "content-length": str(size)}, datetime.now(UTC)
-        )
-
-        async def body() -> AsyncIterator[bytes]:
-            with path.open("rb") as handle:
-                while chunk := await asyncio.to_thread(handle.read, 1024 * 1024):
-                    yield chunk
-
-        for attempt in range(3):  # a PUT of the same bytes to the same key is idempotent
-            try:
-                response = await self._client.put(
-                    f"{self._base}/{self.bucket}/{quote(key, safe='/~')}", content=body(), headers=headers
+        client = await self._s3()
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        try:
+            with path.open("rb") as handle:  # a PUT of the same bytes to the same key is idempotent (retried)
+                await client.put_object(
+                    Bucket=self.bucket, Key=key, Body=handle, ContentType=content_type, ChecksumSHA256=checksum
                 )
-            except httpx.TransportError:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.5 * 2**attempt)
-                continue
-            if response.status_code < 300:
-                await asyncio.to_thread(path.unlink, True)
-                return
-            if response.status_code < 500 or attempt == 2:
-                raise OSError(f"S3 PUT {key} answered HTTP {response.status_code}: {response.text[:200]}")
-            await asyncio.sleep(0.5 * 2**attempt)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise OSError(f"S3 PUT {key} refused: {error.get('Code', '')} {error.get('Message', '')}") from exc
+        await asyncio.to_thread(path.unlink, True)
 
     def uri(self, key: str, now: datetime) -> tuple[str, datetime | None]:
         if self._s.public_base_url:
             return f"{self._s.public_base_url.rstrip('/')}/{quote(key, safe='/~')}", None
-        return self.presign(key, now, self._s.presign_seconds), now + timedelta(seconds=self._s.presign_seconds)
+        return self.presign(key, self._s.presign_seconds), now + timedelta(seconds=self._s.presign_seconds)
 
     async def read(self, key: str) -> bytes:
-        response = await self._client.get(self.presign(key, datetime.now(UTC), 300))
-        response.raise_for_status()
-        return response.content
+        client = await self._s3()
+        response = await client.get_object(Bucket=self.bucket, Key=key)
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        return data
 
 
 class StoredAssets:
