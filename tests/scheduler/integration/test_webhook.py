@@ -16,6 +16,7 @@ from contentpipe.scheduler.adapters.tables import notifications
 from contentpipe.scheduler.config import load_config
 from contentpipe.scheduler.service_layer.jobs import JobInput
 from sqlalchemy import update
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -99,6 +100,9 @@ async def test_deactivation_notification_is_delivered_once_signed_and_retried_af
     assert headers["webhook-id"] == first_headers["webhook-id"] == note.id
     assert verify_standard_webhook(secret, headers, body)
     assert not verify_standard_webhook("whsec_" + base64.b64encode(b"x" * 24).decode(), headers, body)
+    assert Webhook(secret).verify(body, headers) == json.loads(body)  # the reference verifier accepts it too
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"x" * 24).decode()).verify(body, headers)
     payload = json.loads(body)
     assert payload["type"] == "notification.job_deactivated"
     assert payload["data"]["job"] == job.name
