@@ -25,7 +25,9 @@ from contentpipe.pipelines.domain.model import (
     TriggerKind,
 )
 from contentpipe.pipelines.domain.retries import backoff_seconds, classify
-from contentpipe.pipelines.service_layer.engine import EngineSettings, RunExecutor, Worker, child_request_id
+from contentpipe.pipelines.service_layer.engine.core import EngineSettings, child_request_id
+from contentpipe.pipelines.service_layer.engine.executor import RunExecutor
+from contentpipe.pipelines.service_layer.engine.worker import Worker
 from contentpipe.pipelines.service_layer.ports import GenerationStatus
 
 from tests.pipelines.unit.memory import FakePeerServices, LostReply, MemoryRuns

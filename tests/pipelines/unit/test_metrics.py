@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from contentpipe.pipelines.domain.model import PipelineRun, RunState
-from contentpipe.pipelines.service_layer.engine import RunExecutor
+from contentpipe.pipelines.service_layer.engine.executor import RunExecutor
 from contentpipe.pipelines.service_layer.metrics import PipelineMetrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader

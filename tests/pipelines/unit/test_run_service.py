@@ -23,7 +23,7 @@ from contentpipe.pipelines.domain.model import (
     TargetResult,
     TriggerKind,
 )
-from contentpipe.pipelines.service_layer.engine import EngineSettings
+from contentpipe.pipelines.service_layer.engine.core import EngineSettings
 from contentpipe.pipelines.service_layer.runs import RunService
 from opentelemetry.sdk.trace import TracerProvider
 

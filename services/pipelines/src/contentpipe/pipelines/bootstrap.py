@@ -23,7 +23,8 @@ from contentpipe.pipelines.adapters.peers import GrpcConnections, GrpcGeneration
 from contentpipe.pipelines.adapters.repository import SqlPipelineRepository, SqlRunRepository
 from contentpipe.pipelines.config import SERVICE, PipelinesConfig
 from contentpipe.pipelines.entrypoints.grpc_pipelines import PipelineServiceServicer
-from contentpipe.pipelines.service_layer.engine import EngineSettings, Worker
+from contentpipe.pipelines.service_layer.engine.core import EngineSettings
+from contentpipe.pipelines.service_layer.engine.worker import Worker
 from contentpipe.pipelines.service_layer.metrics import default_metrics, sample_queue_forever
 from contentpipe.pipelines.service_layer.pipelines import PipelineService
 from contentpipe.pipelines.service_layer.ports import Peers

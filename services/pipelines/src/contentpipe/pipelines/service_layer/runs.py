@@ -22,7 +22,8 @@ from contentpipe.pipelines.domain.model import (
     TargetResult,
     TriggerKind,
 )
-from contentpipe.pipelines.service_layer.engine import EngineSettings, RunExecutor
+from contentpipe.pipelines.service_layer.engine.core import EngineSettings
+from contentpipe.pipelines.service_layer.engine.executor import RunExecutor
 from contentpipe.pipelines.service_layer.pipelines import MAX_REQUEST_ID
 from contentpipe.pipelines.service_layer.ports import (
     LeaseLost,

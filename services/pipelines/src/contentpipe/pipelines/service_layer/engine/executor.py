@@ -1,21 +1,12 @@
-"""The durable run engine: claims runs with leases and executes their steps, recording every move.
-
-Each run is one asyncio task (hundreds per replica, no thread each). Progress is saved after every
-change that matters: before a child is created (the attempt number that its request id derives from)
-and as soon as the child's name is known, so a run picked up by another worker after a crash adopts
-the child instead of creating a second one. Saves are fenced by the lease: a worker that lost a run
-cannot overwrite the new holder's progress.
-"""
+"""Executes one leased run to a terminal state, saving progress after every change that matters."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from contentpipe.common import errors
@@ -35,127 +26,27 @@ from contentpipe.pipelines.domain.model import (
     StepState,
     TargetResult,
 )
+from contentpipe.pipelines.service_layer.engine.context import media_items, render_options, template_context
+from contentpipe.pipelines.service_layer.engine.core import (
+    CancelRequested,
+    EngineSettings,
+    StepFailed,
+    child_request_id,
+    now_utc,
+)
+from contentpipe.pipelines.service_layer.engine.targets import SEVERITY, target_for_attempt, target_outcome
 from contentpipe.pipelines.service_layer.metrics import PipelineMetrics, default_metrics
 from contentpipe.pipelines.service_layer.ports import (
     GenerationRequest,
     GenerationStatus,
     JobSpec,
-    LeaseLost,
-    MediaItem,
     Peers,
     PostRequest,
-    PostStatus,
     RunRepository,
 )
 
 _log = logging.getLogger(__name__)
 _tracer = get_tracer(__name__)
-
-POST_ERROR_CLASSES = {
-    "RETRYABLE": ErrorClass.RETRYABLE,
-    "RATE_LIMITED": ErrorClass.RATE_LIMITED,
-    "NEEDS_REAUTH": ErrorClass.NEEDS_REAUTH,
-    "REJECTED_BY_PLATFORM": ErrorClass.PERMANENT,
-}
-# A fixed order of severity: the error that fails a multi-target step is the least recoverable one.
-_SEVERITY = [ErrorClass.NEEDS_REAUTH, ErrorClass.PERMANENT, ErrorClass.RATE_LIMITED, ErrorClass.RETRYABLE]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    worker_id: str
-    lease_seconds: float = 30.0
-    max_in_flight: int = 200
-    max_per_user: int = 20
-    claim_interval: float = 1.0
-    poll_initial: float = 0.5
-    poll_max: float = 10.0
-    poll_multiplier: float = 1.5
-    cancel_check_interval: float = 1.0
-
-
-class _StepFailed(Exception):
-    def __init__(self, error: StepError, retry_after: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-
-
-class _CancelRequested(Exception):
-    pass
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def child_request_id(run_id: str, step_index: int, attempt: int, target: int | None = None) -> str:
-    """Deterministic per run, step, attempt (and target): a retried call after a crash finds the same child."""
-    base = f"run-{run_id}-s{step_index}-a{attempt}"
-    return base if target is None else f"{base}-t{target}"
-
-
-def outputs_context(outputs: StepOutputs | None) -> dict[str, Any]:
-    if outputs is None:
-        return {}
-    return {
-        "generation": outputs.generation,
-        "assets": [dict(asset) for asset in outputs.assets],
-        "text": outputs.text,
-        "posts": list(outputs.posts),
-        "job": outputs.job,
-        "next_run_time": outputs.next_run_time,
-    }
-
-
-def template_context(run: PipelineRun) -> dict[str, Any]:
-    trigger = run.trigger
-    return {
-        "steps": {step_run.step_id: outputs_context(step_run.outputs) for step_run in run.steps if step_run.state.done},
-        "run": {
-            "id": run.id,
-            "name": run.name,
-            "trigger_time": trigger.trigger_time,
-            "trigger_date": trigger.trigger_time.date().isoformat(),
-            "trigger_kind": trigger.kind.value,
-            "nominal_time": trigger.nominal_time,
-            "job": trigger.job,
-        },
-        "pipeline": {
-            "id": run.pipeline_id,
-            "name": f"pipelines/{run.pipeline_id}",
-            "display_name": run.pipeline_display_name,
-            "revision": run.pipeline_revision,
-        },
-    }
-
-
-def _render_options(options: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    def walk(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {key: walk(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [walk(item) for item in value]
-        if isinstance(value, str):
-            return templates.render_text(value, context)
-        return value
-
-    rendered: dict[str, Any] = walk(options)
-    return rendered
-
-
-def _media_kind(asset: Mapping[str, Any]) -> str:
-    content_type = str(asset.get("content_type", ""))
-    if content_type.startswith("image/"):
-        return "IMAGE"
-    return "VIDEO"
-
-
-def _number(value: Any, kind: type[int] | type[float]) -> Any:
-    try:
-        return kind(value or 0)
-    except (TypeError, ValueError):
-        return kind(0)
 
 
 class RunExecutor:
@@ -194,9 +85,9 @@ class RunExecutor:
         assert self.run is not None
         if self._cancel_event is not None:
             if self._cancel_event.is_set():
-                raise _CancelRequested
+                raise CancelRequested
         elif await self._runs.cancel_requested(self.run.id):
-            raise _CancelRequested
+            raise CancelRequested
 
     async def _sleep(self, seconds: float) -> None:
         """Wait, waking at once when the run is cancelled (or checking every few seconds without a watcher)."""
@@ -242,7 +133,7 @@ class RunExecutor:
                 final = replace(self.run, state=RunState.SUCCEEDED, finish_time=now_utc(), error=None)
                 _log.info("run succeeded", extra={"run": run.name})
                 return await self._save(final)
-            except _CancelRequested:
+            except CancelRequested:
                 assert self.run is not None
                 return await self.cancel(self.run)
 
@@ -295,7 +186,7 @@ class RunExecutor:
                 try:
                     await self._attempt(index)
                     return
-                except _StepFailed as failure:
+                except StepFailed as failure:
                     assert self.run is not None
                     step_run = self.run.steps[index]
                     error = failure.error
@@ -360,7 +251,7 @@ class RunExecutor:
         elif isinstance(action, SchedulePipeline):
             await self._schedule(index, action)
         else:
-            raise _StepFailed(StepError(ErrorClass.PERMANENT, "STEP_EMPTY", "the step has no action"))
+            raise StepFailed(StepError(ErrorClass.PERMANENT, "STEP_EMPTY", "the step has no action"))
 
     def _render(self, index: int, field: str, source: str) -> str:
         assert self.run is not None
@@ -368,7 +259,7 @@ class RunExecutor:
             return templates.render_text(source, template_context(self.run))
         except templates.TemplateError as exc:
             step_id = self.run.definition[index].id
-            raise _StepFailed(
+            raise StepFailed(
                 StepError(ErrorClass.PERMANENT, "TEMPLATE_ERROR", f"step {step_id!r}, {field}: {exc}")
             ) from None
 
@@ -394,7 +285,7 @@ class RunExecutor:
                     run.owner, request, child_request_id(run.id, index, key_attempt)
                 )
             except errors.ContentpipeError as exc:
-                raise _StepFailed(
+                raise StepFailed(
                     retries.step_error(exc, f"step {step_id!r}: creating the generation failed"),
                     getattr(exc, "retry_after", None),
                 ) from None
@@ -413,11 +304,11 @@ class RunExecutor:
         assert self.run is not None
         self.run = self.run.with_step(index, replace(self.run.steps[index], current_child="", child_attempt=0))
         if status.state == "CANCELED":
-            raise _StepFailed(
+            raise StepFailed(
                 StepError(ErrorClass.PERMANENT, "GENERATION_CANCELED", f"step {step_id!r}: {status.name} was cancelled")
             )
         error_class = ErrorClass.RETRYABLE if status.error_retryable else ErrorClass.PERMANENT
-        raise _StepFailed(
+        raise StepFailed(
             StepError(
                 error_class,
                 status.error_reason or "GENERATION_FAILED",
@@ -436,7 +327,7 @@ class RunExecutor:
                     return status
             except errors.ContentpipeError as exc:
                 if not retries.classify(exc).retryable:
-                    raise _StepFailed(
+                    raise StepFailed(
                         retries.step_error(exc, f"step {self.run.definition[index].id!r}: reading {name} failed")
                     ) from None
             await self._sleep(delay)
@@ -444,55 +335,13 @@ class RunExecutor:
 
     # ------------------------------------------------------------ post_to_platform
 
-    def _media(self, index: int, action: PostToPlatform) -> tuple[MediaItem, ...]:
-        assert self.run is not None
-        if not action.media_step_id:
-            return ()
-        step_id = self.run.definition[index].id
-        source = next((s for s in self.run.steps if s.step_id == action.media_step_id), None)
-        assets = source.outputs.assets if source is not None and source.outputs is not None else ()
-        indexes = list(action.media_indexes) or list(range(len(assets)))
-        media: list[MediaItem] = []
-        for position in indexes:
-            if position >= len(assets):
-                raise _StepFailed(
-                    StepError(
-                        ErrorClass.PERMANENT,
-                        "MEDIA_INDEX_OUT_OF_RANGE",
-                        f"step {step_id!r}: step {action.media_step_id!r} produced {len(assets)} asset(s); "
-                        f"index {position} does not exist",
-                    )
-                )
-            asset = assets[position]
-            media.append(
-                MediaItem(
-                    uri=str(asset.get("uri", "")),
-                    kind=_media_kind(asset),
-                    content_type=str(asset.get("content_type", "")),
-                    size_bytes=_number(asset.get("size_bytes"), int),
-                    duration_seconds=_number(asset.get("duration_seconds"), float),
-                    width=_number(asset.get("width"), int),
-                    height=_number(asset.get("height"), int),
-                    sha256=str(asset.get("sha256", "")),
-                )
-            )
-        if not media:
-            raise _StepFailed(
-                StepError(
-                    ErrorClass.PERMANENT,
-                    "NO_MEDIA",
-                    f"step {step_id!r}: step {action.media_step_id!r} produced no assets to attach",
-                )
-            )
-        return tuple(media)
-
     async def _post(self, index: int, action: PostToPlatform) -> None:
         assert self.run is not None
         step_run = self.run.steps[index]
         attempt = step_run.attempts
         targets = list(step_run.targets) or [TargetResult(connection=name) for name in action.connections]
         for position, target in enumerate(targets):
-            targets[position] = _target_for_attempt(target, attempt)
+            targets[position] = target_for_attempt(target, attempt)
         if tuple(targets) != step_run.targets:
             # Not written yet: the same reset is derived again after a crash; the first post created saves it.
             step_run = replace(step_run, targets=tuple(targets))
@@ -502,16 +351,16 @@ class RunExecutor:
             context = template_context(self.run)
             caption = self._render(index, "caption", action.caption) if action.caption else ""
             try:
-                options = _render_options(action.options, context)
+                options = render_options(action.options, context)
             except templates.TemplateError as exc:
-                raise _StepFailed(
+                raise StepFailed(
                     StepError(
                         ErrorClass.PERMANENT,
                         "TEMPLATE_ERROR",
                         f"step {self.run.definition[index].id!r}, options: {exc}",
                     )
                 ) from None
-            media = self._media(index, action)
+            media = media_items(self.run, index, action)
             for position in pending:
                 await self._create_post(
                     index,
@@ -588,31 +437,7 @@ class RunExecutor:
                     return
             await self._sleep(delay)
             delay = min(delay * self._settings.poll_multiplier, self._settings.poll_max)
-        await self._update_target(index, position, self._target_outcome(step_id, target, status))
-
-    @staticmethod
-    def _target_outcome(step_id: str, target: TargetResult, status: PostStatus) -> TargetResult:
-        where = f"step {step_id!r}, target {target.connection}"
-        if status.state == PostState.PUBLISHED:
-            return replace(target, post_state=status.state, permalink=status.permalink, error=None)
-        if status.state == PostState.UNCONFIRMED:
-            error = StepError(
-                ErrorClass.PERMANENT,
-                "POST_UNCONFIRMED",
-                f"{where}: whether {status.name} went out is unknown; check the platform and resolve it with "
-                "ResolvePost, then resume the run",
-            )
-        elif status.state == PostState.CANCELED:
-            error = StepError(ErrorClass.PERMANENT, "POST_CANCELED", f"{where}: {status.name} was cancelled")
-        else:
-            error_class = POST_ERROR_CLASSES.get(status.error_class, ErrorClass.PERMANENT)
-            hint = " Connect the account again, then resume the run." if error_class == ErrorClass.NEEDS_REAUTH else ""
-            error = StepError(
-                error_class,
-                status.error_reason or "POST_FAILED",
-                f"{where}: {status.name} failed: {status.error_message or 'no details'}.{hint}",
-            )
-        return replace(target, post_state=status.state, error=error)
+        await self._update_target(index, position, target_outcome(step_id, target, status))
 
     async def _conclude_post(self, index: int) -> None:
         assert self.run is not None
@@ -624,10 +449,10 @@ class RunExecutor:
         errors_seen = [target.error for target in targets if target.error is not None]
         if not errors_seen:
             errors_seen = [StepError(ErrorClass.RETRYABLE, "POST_NOT_FINISHED", "a post did not finish")]
-        worst = min(errors_seen, key=lambda error: _SEVERITY.index(error.error_class))
+        worst = min(errors_seen, key=lambda error: SEVERITY.index(error.error_class))
         published = sum(1 for target in targets if target.published)
         message = f"{worst.message} ({published} of {len(targets)} target(s) published)"
-        raise _StepFailed(replace(worst, message=message))
+        raise StepFailed(replace(worst, message=message))
 
     # ------------------------------------------------------------ schedule_pipeline
 
@@ -643,7 +468,7 @@ class RunExecutor:
                 await self._save_step(index, step_run)
             run_time = step_run.planned_run_time
         elif run_time is not None and run_time <= now_utc():
-            raise _StepFailed(
+            raise StepFailed(
                 StepError(
                     ErrorClass.PERMANENT,
                     "RUN_TIME_IN_PAST",
@@ -661,7 +486,7 @@ class RunExecutor:
         try:
             job = await self._peers.jobs.upsert(run.owner, spec)
         except errors.ContentpipeError as exc:
-            raise _StepFailed(
+            raise StepFailed(
                 retries.step_error(exc, f"step {step_id!r}: updating the schedule failed"),
                 getattr(exc, "retry_after", None),
             ) from None
@@ -672,188 +497,3 @@ class RunExecutor:
             children=step_run.children,
             current_child="",
         )
-
-
-def _target_for_attempt(target: TargetResult, attempt: int) -> TargetResult:
-    """What step attempt `attempt` does with a target: adopt its post, create it again under the same key, or
-    (only after the post itself failed retryably) create a new post under this attempt's key.
-
-    "Never publish twice": a post created by an earlier attempt (even one whose reply was lost, whose key is still
-    recorded) is found again through the same request id rather than created anew.
-    """
-    if not target.post:
-        # Never created, or its create failed with no name known (lost reply, UNAVAILABLE, crash): same key.
-        return replace(target, error=None, attempt=target.attempt or attempt)
-    if target.post_state in (PostState.FAILED, PostState.CANCELED):
-        if target.error is None or target.error.error_class.retryable:
-            return TargetResult(connection=target.connection, attempt=attempt)
-        return target
-    if target.post_state.terminal:
-        return target  # PUBLISHED, or UNCONFIRMED for a person to resolve
-    return replace(target, error=None)  # still in flight (or reading it failed): poll it
-
-
-class Worker:
-    """Claims runs and executes them concurrently, within per-replica and per-user limits."""
-
-    def __init__(
-        self, runs: RunRepository, peers: Peers, settings: EngineSettings, metrics: PipelineMetrics | None = None
-    ) -> None:
-        self._runs = runs
-        self._peers = peers
-        self._settings = settings
-        self._metrics = metrics if metrics is not None else default_metrics()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._owners: dict[str, str] = {}
-        self._cancel_events: dict[str, asyncio.Event] = {}
-        self._wake = asyncio.Event()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    def wake(self) -> None:
-        """A run was queued: claim now rather than at the next interval."""
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        renewer = asyncio.create_task(self._renew_forever(), name="lease-renewer")
-        try:
-            while True:
-                try:
-                    await self.claim_once()
-                except Exception:
-                    _log.exception("claiming runs failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.claim_interval)
-                self._wake.clear()
-        finally:
-            renewer.cancel()
-            await self._stop_tasks()
-
-    async def drain(self) -> int:
-        """Execute every claimable run to the end, then return how many were executed (batch mode)."""
-        renewer = asyncio.create_task(self._renew_forever(), name="lease-renewer")
-        executed = 0
-        try:
-            while True:
-                claimed = await self.claim_once()
-                executed += claimed
-                if not self._tasks and not claimed:
-                    return executed
-                if self._tasks:
-                    await asyncio.wait(
-                        list(self._tasks.values()),
-                        timeout=self._settings.claim_interval,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-        finally:
-            renewer.cancel()
-            await self._stop_tasks()
-
-    async def claim_once(self) -> int:
-        capacity = self._settings.max_in_flight - len(self._tasks)
-        if capacity <= 0:
-            return 0
-        counts = Counter(self._owners.values())
-        saturated = [owner for owner, count in counts.items() if count >= self._settings.max_per_user]
-        claimed = await self._runs.claim(
-            self._settings.worker_id,
-            capacity,
-            self._settings.lease_seconds,
-            exclude_owners=saturated,
-            # A run whose lease lapsed while its task is still here is not started twice in this process.
-            exclude_ids=list(self._tasks),
-        )
-        surplus: list[str] = []
-        started = 0
-        for run in claimed:
-            if counts[run.owner] >= self._settings.max_per_user:
-                surplus.append(run.id)
-                continue
-            counts[run.owner] += 1
-            self._start(run)
-            started += 1
-        if surplus:
-            await self._runs.release(surplus, self._settings.worker_id)
-        return started
-
-    def _start(self, run: PipelineRun) -> None:
-        self._owners[run.id] = run.owner
-        self._cancel_events[run.id] = asyncio.Event()
-        task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
-        self._tasks[run.id] = task
-
-    async def _execute(self, run: PipelineRun) -> None:
-        executor = RunExecutor(
-            self._runs, self._peers, self._settings, self._cancel_events[run.id], metrics=self._metrics
-        )
-        try:
-            await executor.execute(run)
-        except LeaseLost:
-            _log.warning("lease lost; another worker continues the run", extra={"run": run.name})
-        except errors.Unavailable:
-            # Our own database hiccuped: the run is not at fault. Give it back; it continues from its last
-            # recorded step at the next claim.
-            _log.warning("database unavailable; the run will be picked up again", extra={"run": run.name})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _log.exception("run crashed in the engine", extra={"run": run.name})
-            current = executor.run or run
-            error = StepError(
-                ErrorClass.PERMANENT,
-                "ENGINE_ERROR",
-                "the pipelines engine hit an internal error; resume the run to try again",
-            )
-            with contextlib.suppress(Exception):
-                crashed = replace(current, state=RunState.FAILED, error=error, finish_time=now_utc())
-                await self._runs.save(crashed, self._settings.worker_id)
-                self._metrics.transition(current, crashed)
-        finally:
-            if self._tasks.get(run.id) is asyncio.current_task():
-                self._tasks.pop(run.id, None)
-                self._owners.pop(run.id, None)
-                self._cancel_events.pop(run.id, None)
-                with contextlib.suppress(Exception):
-                    await self._runs.release([run.id], self._settings.worker_id)
-
-    async def _renew_forever(self) -> None:
-        """Renew leases every third of their length, and look for cancel requests of all runs in one query."""
-        interval = max(self._settings.lease_seconds / 3, 0.05)
-        loop = asyncio.get_running_loop()
-        next_renewal = loop.time() + interval
-        while True:
-            await asyncio.sleep(min(self._settings.cancel_check_interval, interval))
-            ids = list(self._tasks)
-            if not ids:
-                continue
-            try:
-                for run_id in await self._runs.cancel_requested_among(ids):
-                    event = self._cancel_events.get(run_id)
-                    if event is not None:
-                        event.set()
-            except Exception:
-                _log.exception("looking for cancel requests failed; retrying")
-            if loop.time() < next_renewal:
-                continue
-            next_renewal = loop.time() + interval
-            try:
-                held = await self._runs.renew(ids, self._settings.worker_id, self._settings.lease_seconds)
-            except Exception:
-                _log.exception("renewing leases failed; retrying")
-                continue
-            for run_id in ids:
-                task = self._tasks.get(run_id)
-                if run_id not in held and task is not None and not task.done():
-                    _log.warning("lease lost; stopping the run here", extra={"run_id": run_id})
-                    task.cancel()
-
-    async def _stop_tasks(self) -> None:
-        tasks = list(self._tasks.values())
-        ids = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._runs.release(ids, self._settings.worker_id)

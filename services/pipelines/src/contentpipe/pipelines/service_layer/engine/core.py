@@ -1,0 +1,44 @@
+"""What every part of the engine shares: its settings, the step-outcome exceptions, child request ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contentpipe.pipelines.domain.model import (
+    StepError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    worker_id: str
+    lease_seconds: float = 30.0
+    max_in_flight: int = 200
+    max_per_user: int = 20
+    claim_interval: float = 1.0
+    poll_initial: float = 0.5
+    poll_max: float = 10.0
+    poll_multiplier: float = 1.5
+    cancel_check_interval: float = 1.0
+
+
+class StepFailed(Exception):
+    def __init__(self, error: StepError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+class CancelRequested(Exception):
+    pass
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def child_request_id(run_id: str, step_index: int, attempt: int, target: int | None = None) -> str:
+    """Deterministic per run, step, attempt (and target): a retried call after a crash finds the same child."""
+    base = f"run-{run_id}-s{step_index}-a{attempt}"
+    return base if target is None else f"{base}-t{target}"
