@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy as email_policy
@@ -114,6 +116,32 @@ def _unauthorized() -> JSONResponse:
 
 # ---------------------------------------------------------------------------------------------------- X
 
+X_URL = re.compile(r"https?://\S+", re.IGNORECASE)
+# twitter-text v3: these code point ranges weigh 1, everything else 2; an emoji (sequence) weighs 2; a URL 23.
+X_LIGHT = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+X_POST_FIELDS = {
+    "text", "media", "reply", "quote_tweet_id", "reply_settings", "poll", "community_id", "share_with_followers",
+    "for_super_followers_only", "nullcast", "geo", "card_uri", "made_with_ai", "paid_partnership",
+    "direct_message_deep_link",
+}  # fmt: skip
+
+
+def x_weighted_length(text: str) -> int:
+    """X's count, written from the published rules (not the client's library): a cross-check of our validation."""
+    text = unicodedata.normalize("NFC", text)
+    total = 23 * len(X_URL.findall(text))
+    rest = X_URL.sub("", text)
+    index = 0
+    while index < len(rest):
+        char = rest[index]
+        index += 1
+        # an emoji sequence (ZWJ joins, variation selectors, skin tones) counts once
+        while index < len(rest) and (rest[index] in "\u200d\ufe0f" or 0x1F3FB <= ord(rest[index]) <= 0x1F3FF):
+            index += 2 if rest[index] == "\u200d" else 1
+        point = ord(char)
+        total += 1 if any(low <= point <= high for low, high in X_LIGHT) else 2
+    return total
+
 
 class FakeX(FakePlatform):
     """X API v2: `/2/media/upload/{initialize,append,finalize}`, STATUS polls, `POST /2/tweets`, user timeline."""
@@ -203,6 +231,27 @@ class FakeX(FakePlatform):
                     },
                 )
             body = await request.json()
+            unknown = set(body) - X_POST_FIELDS
+            if unknown:  # the OpenAPI schema has additionalProperties: false
+                return JSONResponse(
+                    {
+                        "title": "Invalid Request",
+                        "detail": f"One or more parameters to your request was invalid: {sorted(unknown)}",
+                        "type": "https://api.x.com/2/problems/invalid-request",
+                    },
+                    status_code=400,
+                )
+            if x_weighted_length(str(body.get("text", ""))) > 280:
+                return JSONResponse(
+                    {
+                        "detail": "Your Tweet text is too long. For more information on how Twitter determines text "
+                        "length see https://github.com/twitter/twitter-text.",
+                        "type": "about:blank",
+                        "title": "Forbidden",
+                        "status": 403,
+                    },
+                    status_code=403,
+                )
             for media_id in (body.get("media") or {}).get("media_ids", []):
                 item = self.media.get(media_id)
                 if item is None or (item["category"] == "tweet_video" and item["polls"] < self.processing_polls):
@@ -215,7 +264,11 @@ class FakeX(FakePlatform):
                         status_code=400,
                     )
             post = FakePost(
-                self.next_id(), account, body.get("text", ""), (body.get("media") or {}).get("media_ids", [])
+                self.next_id(),
+                account,
+                body.get("text", ""),
+                (body.get("media") or {}).get("media_ids", []),
+                {"made_with_ai": body.get("made_with_ai", False)},
             )
             await self.record(post)
             return JSONResponse(

@@ -76,7 +76,7 @@ async def refused(stack: Stack, code: grpc.StatusCode, user: str = "user-1", **p
         ("twitter", 280),
         ("linkedin", 3000),
         ("instagram", 2200),
-        ("tiktok", 2200),
+        ("tiktok", 4000),  # a photo post's description (a video's title: 2,200)
         ("facebook", 63206),
         ("outbox", 100_000),
     ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 
@@ -14,6 +15,7 @@ from tests.fakes.publishing_tokens import FakeTokens
 from tests.oauth.posting.conftest import fake_env
 from tests.oauth.posting.harness import posting_stack
 from tests.oauth.posting.test_publishing import DONE, accept, connection, video
+from tests.support import bearer
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +120,28 @@ async def test_tiktok_public_post_from_an_unaudited_app_fails_naming_the_audit(
     assert post.last_error.reason == "TIKTOK_APP_NOT_AUDITED"
     assert "audit" in post.last_error.message and "SELF_ONLY" in post.last_error.message
     assert not fake.posts  # refused at init: nothing was created
+
+
+async def test_x_counts_text_weighted_at_create_post_and_publishes_a_caption_with_emoji_and_url(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "twitter")
+    fake = fakes["twitter"]
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        # 141 emoji are 282 weighted characters: refused though len() is 141
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stack.create(connection=name, text="🌅" * 141)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "282 weighted characters" in caught.value.details()
+        # a long URL counts 23: 250 letters + a space + a 300-character URL is 274 weighted
+        long_url = "x" * 250 + " https://example.com/" + "p" * 280
+        ok = await stack.stub.CreatePost(
+            pb.CreatePostRequest(post=pb.Post(connection=name, text=long_url), validate_only=True), metadata=bearer()
+        )
+        assert ok.post.state == pb.POST_STATE_QUEUED
+        created = await stack.create(connection=name, text=CAPTION, media=[video(local_media[0])], ai_generated=True)
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    assert fake.posts[0].text == CAPTION and fake.posts[0].extra["made_with_ai"] is True

@@ -6,12 +6,17 @@ the platform would refuse never waits in the queue (nor spends quota) first.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
 from contentpipe.common.errors import FieldViolation, InvalidArgument
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform, PostOptions
+
+with warnings.catch_warnings():  # it imports pkg_resources, which warns that it is deprecated
+    warnings.simplefilter("ignore")
+    from twitter_text import parse_tweet  # type: ignore[import-untyped]
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -28,6 +33,7 @@ class PlatformRules:
     label: str
     max_text: int
     max_photo_text: int = 0  # the limit when the post has images and no video (0: max_text)
+    text_weighted: bool = False  # X: twitter-text weights (URLs 23, emoji and CJK 2)
     text_in_bytes: bool = False
     max_images: int = 0
     max_videos: int = 0
@@ -43,10 +49,11 @@ class PlatformRules:
 
 
 RULES: dict[Platform, PlatformRules] = {
-    # C1: 280 characters; 4 photos or 1 GIF or 1 video; video 512 MB, 0.5-140 s; images 5 MB.
+    # C1/F2: 280 weighted characters; 4 photos or 1 GIF or 1 video; video 512 MB, 0.5-140 s; images 5 MB.
     Platform.TWITTER: PlatformRules(
         "X",
         280,
+        text_weighted=True,
         max_images=4,
         max_videos=1,
         max_image_bytes=5 * MB,
@@ -128,8 +135,26 @@ class NewPost:
     request_id: str = ""
 
 
-def _text_length(text: str, rules: PlatformRules) -> int:
+def x_weighted_length(text: str) -> int:
+    """The length X counts (twitter-text v3): any URL is 23, most emoji and CJK characters 2, the rest 1."""
+    return int(parse_tweet(text).weightedLength)
+
+
+def text_length(text: str, rules: PlatformRules) -> int:
+    if rules.text_weighted:
+        return x_weighted_length(text)
     return len(text.encode()) if rules.text_in_bytes else len(text)
+
+
+def text_too_long(text: str, platform: Platform, *, photos_only: bool = False) -> str | None:
+    """Why `text` is too long for `platform` (None: it fits), in the platform's own way of counting."""
+    rules = RULES[platform]
+    limit = rules.max_photo_text if rules.max_photo_text and photos_only else rules.max_text
+    length = text_length(text, rules)
+    if length <= limit:
+        return None
+    unit = "bytes" if rules.text_in_bytes else "weighted characters" if rules.text_weighted else "characters"
+    return f"{length} {unit}; {rules.label} allows at most {limit}"
 
 
 def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str, ...] | None = None) -> None:
@@ -144,11 +169,9 @@ def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str,
         bad("request_id", "at most 128 characters")
     images = [m for m in post.media if m.kind is MediaKind.IMAGE]
     videos = [m for m in post.media if m.kind is MediaKind.VIDEO]
-    length = _text_length(post.text, rules)
-    max_text = rules.max_photo_text if rules.max_photo_text and images and not videos else rules.max_text
-    if length > max_text:
-        unit = "bytes" if rules.text_in_bytes else "characters"
-        bad("post.text", f"{length} {unit}; {rules.label} allows at most {max_text}")
+    too_long = text_too_long(post.text, platform, photos_only=bool(images) and not videos)
+    if too_long:
+        bad("post.text", too_long)
     if rules.media_required and not post.media:
         bad("post.media", f"{rules.label} needs at least one image or video")
     if rules.text_or_media_required and not post.text.strip() and not post.media:

@@ -13,6 +13,7 @@ from typing import Any
 from contentpipe.oauth.adapters.publishers.base import PublisherBase, matches
 from contentpipe.oauth.adapters.publishers.calls import PlatformCaller, poll_delay
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform
+from contentpipe.oauth.domain.posts_rules import text_too_long
 from contentpipe.oauth.service_layer.posting_ports import (
     PublishContext,
     Published,
@@ -40,6 +41,10 @@ class TwitterPublisher(PublisherBase):
         return self.settings.twitter_url
 
     async def publish(self, ctx: PublishContext) -> Published:
+        # Checked at CreatePost too; a post queued before (or a rule change) must not spend an upload first.
+        too_long = text_too_long(ctx.post.text, Platform.TWITTER)
+        if too_long:
+            raise RejectedFailure("TEXT_TOO_LONG", f"X counts the text as {too_long}")
         call = self.caller(ctx)
         media_ids: list[str] = list(ctx.post.progress.get("media_ids") or [])
         if ctx.post.media and len(media_ids) != len(ctx.post.media):
@@ -50,6 +55,8 @@ class TwitterPublisher(PublisherBase):
             body["media"] = {"media_ids": media_ids}
         if ctx.post.options.twitter_reply_to_post_id:
             body["reply"] = {"in_reply_to_tweet_id": ctx.post.options.twitter_reply_to_post_id}
+        if ctx.post.options.ai_generated and media_ids:
+            body["made_with_ai"] = True  # X's disclosure for AI-generated media
         await ctx.journal.arm()
         response = await call.send("POST", f"{self.base}/2/tweets", json=body, create=True)
         post_id = str((response.json().get("data") or {}).get("id") or "")
