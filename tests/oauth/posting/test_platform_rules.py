@@ -134,7 +134,7 @@ async def test_x_counts_text_weighted_at_create_post_and_publishes_a_caption_wit
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stack.create(connection=name, text="🌅" * 141)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "282 weighted characters" in caught.value.details()
+        assert "282 weighted characters" in str(caught.value.details())
         # a long URL counts 23: 250 letters + a space + a 300-character URL is 274 weighted
         long_url = "x" * 250 + " https://example.com/" + "p" * 280
         ok = await stack.stub.CreatePost(
