@@ -120,6 +120,32 @@ def test_update_with_mask_and_etag_bumps_revision_and_stale_etag_aborts(client: 
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_update_without_mask_changes_only_the_fields_sent(client: Client, peers: FakePeers) -> None:
+    created = client.CreatePipeline(
+        pb.CreatePipelineRequest(
+            pipeline=pb.Pipeline(display_name="Daily", description="keep me", steps=[generate_step()])
+        )
+    ).pipeline
+    # AIP-134: no update_mask means "the fields present", so the description and steps survive a rename.
+    renamed = client.UpdatePipeline(
+        pb.UpdatePipelineRequest(pipeline=pb.Pipeline(name=created.name, display_name="Renamed"))
+    ).pipeline
+    assert (renamed.display_name, renamed.description, len(renamed.steps)) == ("Renamed", "keep me", 1)
+    assert renamed.state == created.state and renamed.revision == 2
+    with pytest.raises(grpc.RpcError) as caught:
+        client.UpdatePipeline(pb.UpdatePipelineRequest(pipeline=pb.Pipeline(name=created.name)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nothing to update" in violations(caught.value)["update_mask"]
+    # `*` still replaces every updatable field.
+    replaced = client.UpdatePipeline(
+        pb.UpdatePipelineRequest(
+            pipeline=pb.Pipeline(name=created.name, display_name="Bare", steps=[generate_step()]),
+            update_mask={"paths": ["*"]},  # type: ignore[arg-type]
+        )
+    ).pipeline
+    assert (replaced.display_name, replaced.description) == ("Bare", "")
+
+
 def test_runs_pin_the_revision_they_started_with(client: Client, peers: FakePeers, user: str) -> None:
     peers.behaviour.generation_seconds = 0.5
     created = create(client, generate_step())

@@ -88,6 +88,16 @@ async def test_jobs_api_end_to_end(database_url: str, fake_pipelines: FakePipeli
             )
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert violations(bad.value) == ["job.cron.expression"]
+        # No update_mask: only the fields sent change (AIP-134), the schedule is kept.
+        implied = (
+            await stub.UpdateJob(
+                pb.UpdateJobRequest(job=pb.Job(name="jobs/api-job-0", display_name="implied")), metadata=me
+            )
+        ).job
+        assert implied.display_name == "implied" and implied.cron.expression == "0 9 * * *"
+        with pytest.raises(grpc.aio.AioRpcError) as empty:
+            await stub.UpdateJob(pb.UpdateJobRequest(job=pb.Job(name="jobs/api-job-0")), metadata=me)
+        assert violations(empty.value) == ["update_mask"]
 
         # Pause, resume, trigger, runs, delete.
         paused = (await stub.PauseJob(pb.PauseJobRequest(name="jobs/api-job-1", reason="holiday"), metadata=me)).job

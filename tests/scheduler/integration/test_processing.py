@@ -245,8 +245,9 @@ async def test_upsert_with_allow_missing_is_idempotent_and_reactivates_a_fired_o
     h.fake.add_pipeline(PIPELINE, OWNER)
     run_at = (await h.now()) + timedelta(hours=1)
     value = JobInput(pipeline=PIPELINE, run_time=run_at)
-    first = await h.components.jobs.update_job(OWNER, "jobs/pipeline-p1", value, [], allow_missing=True)
-    second = await h.components.jobs.update_job(OWNER, "jobs/pipeline-p1", value, [], allow_missing=True)
+    mask = ["display_name", "cron", "run_time"]  # what the pipelines' schedule step sends
+    first = await h.components.jobs.update_job(OWNER, "jobs/pipeline-p1", value, mask, allow_missing=True)
+    second = await h.components.jobs.update_job(OWNER, "jobs/pipeline-p1", value, mask, allow_missing=True)
     assert first.id == second.id == "pipeline-p1" and first.version == second.version
     await h.set_next_fire(first.id, (await h.now()).replace(microsecond=0))
     await h.components.processor.process(10)

@@ -10,11 +10,12 @@ from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc
 from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import ContentpipeError, InvalidArgument
+from contentpipe.common.field_masks import effective_update_mask
 from contentpipe.common.ids import parse_name, parse_name_parts
 from contentpipe.common.pagination import PageTokenCodec, page_size
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import PIPELINE_PATTERN, RUN_PATTERN, PipelineState, RunState
-from contentpipe.pipelines.service_layer.pipelines import PipelineDraft, PipelineService
+from contentpipe.pipelines.service_layer.pipelines import UPDATABLE_FIELDS, PipelineDraft, PipelineService
 from contentpipe.pipelines.service_layer.ports import RunFilter
 from contentpipe.pipelines.service_layer.runs import RunService
 
@@ -66,9 +67,8 @@ class PipelineServiceServicer(pipeline_service_pb2_grpc.PipelineServiceServicer)
 
     async def UpdatePipeline(self, request: pb.UpdatePipelineRequest, context: Context) -> pb.UpdatePipelineResponse:
         pipeline_id = parse_name(PIPELINE_PATTERN, request.pipeline.name, field="pipeline.name")
-        pipeline = await self._pipelines.update(
-            _owner(), pipeline_id, _draft(request.pipeline), list(request.update_mask.paths)
-        )
+        paths = effective_update_mask(request.pipeline, request.update_mask.paths, UPDATABLE_FIELDS)
+        pipeline = await self._pipelines.update(_owner(), pipeline_id, _draft(request.pipeline), paths)
         return pb.UpdatePipelineResponse(pipeline=codec.pipeline_to_proto(pipeline))
 
     async def DeletePipeline(self, request: pb.DeletePipelineRequest, context: Context) -> pb.DeletePipelineResponse:

@@ -194,9 +194,12 @@ class PipelineService:
 
 
 def _mask(mask: Sequence[str]) -> set[str]:
-    if not mask or list(mask) == ["*"]:
+    """The fields to replace; the entrypoint turns an absent mask into the populated fields (AIP-134)."""
+    if list(mask) == ["*"]:
         return set(UPDATABLE_FIELDS)
     fields: set[str] = set()
+    if not mask:
+        raise InvalidArgument.single("update_mask", "nothing to update: name the fields to change")
     for path in mask:
         if path not in UPDATABLE_FIELDS:
             raise InvalidArgument.single(

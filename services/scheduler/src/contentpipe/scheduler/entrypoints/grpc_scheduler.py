@@ -8,12 +8,13 @@ from contentpipe.api.scheduler.v1 import scheduler_service_pb2 as pb
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2_grpc
 from contentpipe.common.auth import SERVICE_ROLE, current_principal
 from contentpipe.common.errors import InvalidArgument
+from contentpipe.common.field_masks import effective_update_mask
 from contentpipe.common.ids import parse_name
 from contentpipe.common.pagination import PageTokenCodec, page_size
 from contentpipe.scheduler.domain.model import JobRunState, JobState
 from contentpipe.scheduler.entrypoints import convert
 from contentpipe.scheduler.entrypoints.paging import decode_after, next_token
-from contentpipe.scheduler.service_layer.jobs import JobService
+from contentpipe.scheduler.service_layer.jobs import UPDATABLE_FIELDS, JobService
 from contentpipe.scheduler.service_layer.processing import Processor
 
 MAX_PROCESS_LIMIT = 10_000
@@ -81,7 +82,7 @@ class SchedulerServiceServicer(scheduler_service_pb2_grpc.SchedulerServiceServic
             current_principal().user_id,
             request.job.name,
             convert.job_input(request.job),
-            list(request.update_mask.paths),
+            effective_update_mask(request.job, request.update_mask.paths, UPDATABLE_FIELDS),
             allow_missing=request.allow_missing,
         )
         return pb.UpdateJobResponse(job=convert.job_message(job))

@@ -36,7 +36,11 @@ from contentpipe.scheduler.service_layer.processing import Processor
 from contentpipe.scheduler.service_layer.store import ClaimedRun, SchedulerStore
 
 _JOB_ID = re.compile(r"^[a-z][a-z0-9-]{3,62}$")
-_ALL_FIELDS = (
+# The pipelines service keeps one job per pipeline under this id (its schedule step upserts it). The id is
+# global, so it is reserved: `pipeline-<id>` may only schedule `pipelines/<id>`, which the ownership check
+# of the pipeline then limits to that pipeline's owner (nobody can squat another user's id).
+PIPELINE_JOB_PREFIX = "pipeline-"
+UPDATABLE_FIELDS = _ALL_FIELDS = (
     "display_name",
     "cron",
     "run_time",
@@ -203,10 +207,24 @@ def _merge(current: Job, value: JobInput, paths: set[str]) -> JobInput:
     )
 
 
+def _check_reserved_id(job_id: str, pipeline: str) -> None:
+    if not job_id.startswith(PIPELINE_JOB_PREFIX):
+        return
+    expected = f"pipelines/{job_id.removeprefix(PIPELINE_JOB_PREFIX)}"
+    if pipeline != expected:
+        raise InvalidArgument.single(
+            "job_id",
+            f"ids starting with {PIPELINE_JOB_PREFIX!r} are reserved for the schedule step of the pipeline they "
+            f"name: {job_id!r} may only schedule {expected}; choose another id or leave it empty",
+        )
+
+
 def mask_paths(paths: list[str]) -> set[str]:
-    """Top-level updatable fields named by an update mask (empty or `*`: all)."""
-    if not paths or paths == ["*"]:
+    """Top-level updatable fields named by an update mask (`*`: all; the entrypoint fills an absent one)."""
+    if paths == ["*"]:
         return set(_ALL_FIELDS)
+    if not paths:
+        raise InvalidArgument.single("update_mask", "nothing to update: name the fields to change")
     chosen: set[str] = set()
     for path in paths:
         head = path.split(".", 1)[0]
@@ -243,6 +261,7 @@ class JobService:
             raise InvalidArgument.single("job_id", "4 to 63 characters of [a-z0-9-], starting with a letter")
         now = await self._store.now()
         job = build_job(job_id or new_id(), owner, value, now)
+        _check_reserved_id(job.id, job.pipeline)
         await self._check_pipeline(owner, job.pipeline)
         if validate_only:
             return replace(job, create_time=now, update_time=now)

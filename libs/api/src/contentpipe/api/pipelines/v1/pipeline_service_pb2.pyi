@@ -906,7 +906,9 @@ class ListPipelinesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page, 0 to 1,000. 0: 50."""
+    """Maximum results per page: 0 means 50; values above 1,000 are coerced to 1,000 (AIP-158); negative values
+    are INVALID_ARGUMENT. Fewer results than asked do not mean the last page: `next_page_token` does.
+    """
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
     state: Global___PipelineState.ValueType
@@ -968,7 +970,9 @@ class UpdatePipelineRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to update: `display_name`, `description`, `state`, `steps`. Empty or `*`: all of them."""
+        """Fields to update: `display_name`, `description`, `state`, `steps`; `*`: all of them. Absent (AIP-134): the
+        updatable fields set in `pipeline` (non-empty), so unsent fields are kept; none set is INVALID_ARGUMENT.
+        """
 
     def __init__(
         self,
@@ -1172,7 +1176,9 @@ class ListPipelineRunsRequest(_message.Message):
     parent: _builtins.str
     """`pipelines/{pipeline_id}`, or `pipelines/-` for the runs of all the caller's pipelines."""
     page_size: _builtins.int
-    """Maximum results per page, 0 to 1,000. 0: 50."""
+    """Maximum results per page: 0 means 50; values above 1,000 are coerced to 1,000 (AIP-158); negative values
+    are INVALID_ARGUMENT. Fewer results than asked do not mean the last page: `next_page_token` does.
+    """
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
     state: Global___PipelineRunState.ValueType

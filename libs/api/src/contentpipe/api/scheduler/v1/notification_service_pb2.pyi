@@ -134,7 +134,9 @@ class ListNotificationsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     UNREAD_ONLY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page, 0 to 1,000. 0: 50."""
+    """Maximum results per page: 0 means 50; values above 1,000 are coerced to 1,000 (AIP-158); negative values
+    are INVALID_ARGUMENT. Fewer results than asked do not mean the last page: `next_page_token` does.
+    """
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
     unread_only: _builtins.bool

@@ -513,7 +513,9 @@ class CreateJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Optional id, 4 to 63 characters of [a-z0-9-], starting with a letter. Empty: generated."""
+    """Optional id, 4 to 63 characters of [a-z0-9-], starting with a letter. Empty: generated. `pipeline-{id}` is
+    reserved for the schedule step of `pipelines/{id}`: with another `job.pipeline` it is INVALID_ARGUMENT.
+    """
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 128 characters."""
     validate_only: _builtins.bool
@@ -620,7 +622,9 @@ class ListJobsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     OVERDUE_ONLY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page, 0 to 1,000. 0: 50."""
+    """Maximum results per page: 0 means 50; values above 1,000 are coerced to 1,000 (AIP-158); negative values
+    are INVALID_ARGUMENT. Fewer results than asked do not mean the last page: `next_page_token` does.
+    """
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
     pipeline: _builtins.str
@@ -692,7 +696,8 @@ class UpdateJobRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to update: `display_name`, `cron`, `run_time`, `start_time`, `end_time`, `retry_policy`,
-        `misfire_policy`, `max_catch_up_runs`, `catch_up_window`, `overlap_policy`. Empty or `*`: all.
+        `misfire_policy`, `max_catch_up_runs`, `catch_up_window`, `overlap_policy`; `*`: all. Absent (AIP-134): the
+        updatable fields set in `job` (non-empty), so unsent fields are kept; none set is INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -996,7 +1001,9 @@ class ListJobRunsRequest(_message.Message):
     parent: _builtins.str
     """`jobs/{job_id}`."""
     page_size: _builtins.int
-    """Maximum results per page, 0 to 1,000. 0: 50."""
+    """Maximum results per page: 0 means 50; values above 1,000 are coerced to 1,000 (AIP-158); negative values
+    are INVALID_ARGUMENT. Fewer results than asked do not mean the last page: `next_page_token` does.
+    """
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
     state: Global___JobRunState.ValueType
