@@ -885,6 +885,8 @@ class FakeYouTube(FakePlatform):
                         status_code=401,
                     )
                 meta = await request.json()
+                if (refused := self._metadata_refusal(meta)) is not None:
+                    return refused
                 session_id = self.next_id()
                 self.sessions[session_id] = {
                     "account": account,
@@ -917,13 +919,43 @@ class FakeYouTube(FakePlatform):
                     f"yt{self.next_id()}",
                     session["account"],
                     snippet.get("description", ""),
-                    extra={"title": snippet["title"], "size": len(session["data"])},
+                    extra={
+                        "title": snippet["title"],
+                        "size": len(session["data"]),
+                        "status": session["meta"]["status"],
+                    },
                 )
                 session["video"] = post
                 await self.record(post)
             return self._state(session)
 
         return Starlette(routes=[Route("/upload/youtube/v3/videos", videos, methods=["POST", "PUT"])])
+
+    @staticmethod
+    def _metadata_refusal(meta: dict[str, Any]) -> Response | None:
+        """videos.insert metadata rules: title 1-100 characters without < or >, description up to 5,000 bytes."""
+        snippet, status = meta.get("snippet") or {}, meta.get("status") or {}
+        title, description = str(snippet.get("title") or ""), str(snippet.get("description") or "")
+        problem = None
+        if not title.strip() or len(title) > 100 or "<" in title or ">" in title:
+            problem = ("invalidTitle", "The request metadata specifies an invalid video title.")
+        elif len(description.encode()) > 5000:
+            problem = ("invalidDescription", "The request metadata specifies an invalid video description.")
+        elif "containsSyntheticMedia" in status and not isinstance(status["containsSyntheticMedia"], bool):
+            problem = ("invalidVideoMetadata", "status.containsSyntheticMedia must be a boolean.")
+        if problem is None:
+            return None
+        reason, message = problem
+        return JSONResponse(
+            {
+                "error": {
+                    "code": 400,
+                    "message": message,
+                    "errors": [{"message": message, "domain": "youtube.video", "reason": reason}],
+                }
+            },
+            status_code=400,
+        )
 
     @staticmethod
     def _state(session: dict[str, Any]) -> Response:

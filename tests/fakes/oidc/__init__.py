@@ -16,6 +16,7 @@ from tests.support.ports import free_port
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(__file__).with_name("provider.mjs")
 YOUTUBE_UPLOAD = "https://www.googleapis.com/auth/youtube.upload"
+YOUTUBE_READONLY = "https://www.googleapis.com/auth/youtube.readonly"
 
 
 class OidcProvider:
@@ -32,7 +33,7 @@ class OidcProvider:
             "OIDC_CLIENT_ID": client_id,
             "OIDC_CLIENT_SECRET": client_secret,
             "OIDC_REDIRECT_URIS": ",".join(redirect_uris),
-            "OIDC_EXTRA_SCOPES": YOUTUBE_UPLOAD,
+            "OIDC_EXTRA_SCOPES": f"{YOUTUBE_UPLOAD} {YOUTUBE_READONLY}",
             "OIDC_ACCESS_TOKEN_TTL": str(access_ttl),
         }
         self._process: subprocess.Popen[bytes] | None = None
@@ -90,5 +91,5 @@ class OidcProvider:
             "GOOGLE_TOKEN_URL": d["token_endpoint"],
             "GOOGLE_USERINFO_URL": d["userinfo_endpoint"],
             "GOOGLE_REVOKE_URL": d["revocation_endpoint"],
-            "GOOGLE_API_BASE_URL": self.issuer,  # no YouTube API here: the channel lookup is best effort
+            "GOOGLE_API_BASE_URL": self.issuer,  # serves YouTube's channels.list too (provider.mjs)
         }

@@ -84,6 +84,38 @@ async function interaction(req, res) {
   await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
 }
 
+// YouTube Data API `channels.list?mine=true`, as Google answers it: the token must carry youtube.readonly or
+// youtube (youtube.upload alone is 403 insufficientPermissions).
+const YOUTUBE_READ = ['https://www.googleapis.com/auth/youtube.readonly', 'https://www.googleapis.com/auth/youtube'];
+
+function googleError(res, code, status, message, reason) {
+  res.writeHead(code, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({
+    error: { code, message, errors: [{ message, domain: 'global', reason }], status },
+  }));
+}
+
+async function youtubeChannels(req, res) {
+  const auth = req.headers.authorization || '';
+  const token = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+  const found = token ? await provider.AccessToken.find(token) : undefined;
+  if (!found) {
+    googleError(res, 401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials.', 'authError');
+    return;
+  }
+  const scopes = String(found.scope || '').split(' ');
+  if (!YOUTUBE_READ.some((s) => scopes.includes(s))) {
+    googleError(res, 403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.',
+      'insufficientPermissions');
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({
+    kind: 'youtube#channelListResponse',
+    items: [{ kind: 'youtube#channel', id: `UC-${found.accountId}`, snippet: { title: 'Alice Example' } }],
+  }));
+}
+
 const stats = { token: 0, refresh: 0 };
 provider.on('grant.success', (ctx) => {
   stats.token += 1;
@@ -97,6 +129,10 @@ const server = http.createServer((req, res) => {
       res.writeHead(500, { 'content-type': 'text/plain' });
       res.end(String(err));
     });
+    return;
+  }
+  if (req.url.startsWith('/youtube/v3/channels')) {
+    youtubeChannels(req, res).catch((err) => googleError(res, 500, 'INTERNAL', String(err), 'backendError'));
     return;
   }
   if (req.url === '/__stats') {

@@ -145,3 +145,24 @@ async def test_x_counts_text_weighted_at_create_post_and_publishes_a_caption_wit
         post = await stack.wait(created.name, DONE)
     assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
     assert fake.posts[0].text == CAPTION and fake.posts[0].extra["made_with_ai"] is True
+
+
+async def test_youtube_marks_ai_content_as_synthetic_media(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "google")
+    fake = fakes["google"]
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=CAPTION,
+            media=[video(local_media[0])],
+            options=pb.PlatformOptions(youtube=pb.YouTubeOptions(title="Sunrise 🌅 over the bay")),
+            ai_generated=True,
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    assert fake.posts[0].extra["status"]["containsSyntheticMedia"] is True
+    assert fake.posts[0].text == CAPTION

@@ -148,7 +148,8 @@ async def test_post_with_video_is_published_through_the_documented_flow(  # noqa
     assert post.permalink.startswith(PERMALINK[platform]), post.permalink
     assert post.attempts == 1 and post.HasField("published_time")
     if platform == "google":
-        assert fake.posts[0].extra == {"title": "A generated clip", "size": clip.stat().st_size}
+        assert fake.posts[0].extra["title"] == "A generated clip"
+        assert fake.posts[0].extra["size"] == clip.stat().st_size
         assert fake.calls.count("PUT {session} chunk") == -(-clip.stat().st_size // 262144)
     if platform == "twitter":
         assert fake.calls.count("POST /2/media/upload/{id}/append") == -(-clip.stat().st_size // 131072)

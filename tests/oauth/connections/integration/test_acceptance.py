@@ -59,6 +59,7 @@ def _check_authorization_parameters(platform: str, uri: str, state: str) -> None
         assert q["access_type"] == "offline" and q["prompt"] == "consent"
         assert q["code_challenge_method"] == "S256"
         assert "https://www.googleapis.com/auth/youtube.upload" in q["scope"].split(" ")
+        assert "https://www.googleapis.com/auth/youtube.readonly" in q["scope"].split(" ")  # channels.list
     elif platform == "facebook":
         assert "/v99.0/dialog/oauth" in uri
         assert q["scope"].split(",") == ["pages_show_list", "pages_manage_posts", "pages_read_engagement"]

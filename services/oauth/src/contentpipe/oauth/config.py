@@ -85,7 +85,9 @@ _PLATFORM_DEFAULTS: dict[str, dict[str, str]] = {
         "revoke_url": "https://oauth2.googleapis.com/revoke",
         "userinfo_url": "https://openidconnect.googleapis.com/v1/userinfo",
         "api_base_url": "https://www.googleapis.com",
-        "scopes": "openid email profile https://www.googleapis.com/auth/youtube.upload",
+        # youtube.readonly: channels.list?mine=true (the channel behind the connection) is 403 without it
+        "scopes": "openid email profile https://www.googleapis.com/auth/youtube.upload "
+        "https://www.googleapis.com/auth/youtube.readonly",
     },
     "facebook": {
         "authorize_url": "https://www.facebook.com/{version}/dialog/oauth",

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from contentpipe.common.errors import FailedPrecondition
 from contentpipe.oauth.adapters.platforms.base import PlatformAdapter
 from contentpipe.oauth.domain.connections import Connection, Platform, Profile
 from contentpipe.oauth.domain.tokens import TokenSet
@@ -84,7 +85,8 @@ class GoogleAdapter(PlatformAdapter):
         return Grant(tokens=tokens, profile=profile, granted_scopes=tokens.scopes, metadata=metadata)
 
     async def _channel(self, access_token: str) -> dict[str, str]:
-        """The YouTube channel, when the token may read it (needs a YouTube read scope); best effort."""
+        """The account's YouTube channel. `channels.list?mine=true` needs youtube.readonly (youtube.upload alone is
+        403): a refusal or an account without a channel fails the connection with the fix, never silently."""
         try:
             body = await self.call(
                 "GET",
@@ -96,11 +98,20 @@ class GoogleAdapter(PlatformAdapter):
                 headers={"Authorization": f"Bearer {access_token}"},
             )
         except PlatformCallError as exc:
-            _log.info("youtube channel not read", extra={"reason": exc.reason})
-            return {}
+            _log.warning("youtube channel not read", extra={"reason": exc.reason})
+            if exc.reason != "PLATFORM_REJECTED":
+                raise
+            raise FailedPrecondition(
+                "YouTube refused to read the account's channel: connect again allowing YouTube read access "
+                "(scope https://www.googleapis.com/auth/youtube.readonly; GOOGLE_SCOPES must include it)",
+                reason="YOUTUBE_SCOPE_MISSING",
+            ) from None
         items = body.get("items") or []
         if not items or not isinstance(items[0], dict):
-            return {}
+            raise FailedPrecondition(
+                "this Google account has no YouTube channel: create one on youtube.com, then connect again",
+                reason="YOUTUBE_CHANNEL_MISSING",
+            )
         channel = items[0]
         return {
             "youtube_channel_id": str(channel.get("id", "")),

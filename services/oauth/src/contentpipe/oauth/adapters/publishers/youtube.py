@@ -55,13 +55,13 @@ class YouTubePublisher(PublisherBase):
         }
         if o.youtube_tags:
             snippet["tags"] = list(o.youtube_tags)
-        return {
-            "snippet": snippet,
-            "status": {
-                "privacyStatus": o.youtube_privacy_status or "private",
-                "selfDeclaredMadeForKids": o.youtube_made_for_kids,
-            },
+        status: dict[str, Any] = {
+            "privacyStatus": o.youtube_privacy_status or "private",
+            "selfDeclaredMadeForKids": o.youtube_made_for_kids,
         }
+        if o.ai_generated:
+            status["containsSyntheticMedia"] = True  # YouTube's disclosure for realistic AI-made video
+        return {"snippet": snippet, "status": status}
 
     async def publish(self, ctx: PublishContext) -> Published:
         call = self.caller(ctx)
