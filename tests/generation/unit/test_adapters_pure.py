@@ -107,6 +107,7 @@ def test_config_names_the_bad_variable() -> None:
         ({"COG_MODELS": "video=http://x"}, "COG_MODELS"),
         ({"REPLICATE_WEBHOOK_URL": "https://x/hook"}, "REPLICATE_WEBHOOK_SECRET"),
         ({"GENERATION_DEADLINE": "soon"}, "GENERATION_DEADLINE"),
+        ({"GENERATION_DEFAULT_PROVIDER": "replicate"}, "REPLICATE_API_TOKEN"),
     ]:
         with pytest.raises(ConfigError, match=name):
             load_config({**base, **env})

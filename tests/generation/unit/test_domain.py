@@ -159,3 +159,26 @@ def test_records_round_trip_through_their_stored_form() -> None:
     assert Asset.from_dict(asset.to_dict()) == asset
     options = GenerationOptions(1.5, 64, 64, 8, -5, 3, "https://x/y.png", 0, {"a": [1]})
     assert GenerationOptions.from_dict(options.to_dict()) == options
+
+
+def test_unconfigured_providers_are_refused_naming_the_setting_that_enables_them() -> None:
+    from contentpipe.generation.bootstrap import build_catalogue
+    from contentpipe.generation.config import load_config
+
+    catalogue = build_catalogue(load_config({"CONTENTPIPE_JWT_SECRET": "x" * 32}))
+    for provider, setting in (("replicate", "REPLICATE_API_TOKEN"), ("cog", "COG_MODELS")):
+        with pytest.raises(InvalidArgument) as caught:
+            validate_new_generation(
+                NewGeneration(GenerationKind.IMAGE, "a fox", GenerationOptions(), provider=provider), catalogue
+            )
+        (violation,) = caught.value.violations
+        assert violation.field == "generation.provider"
+        assert f"{provider!r} is not configured" in violation.description and setting in violation.description
+    configured = build_catalogue(
+        load_config(
+            {"CONTENTPIPE_JWT_SECRET": "x" * 32, "REPLICATE_API_TOKEN": "r8_x", "COG_MODELS": "m:IMAGE=http://c:5000"}
+        )
+    )
+    for provider in ("replicate", "cog"):
+        request = NewGeneration(GenerationKind.IMAGE, "a fox", GenerationOptions(), provider=provider)
+        assert validate_new_generation(request, configured).spec.provider == provider

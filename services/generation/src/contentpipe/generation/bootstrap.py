@@ -58,13 +58,20 @@ class Application:
 def build_catalogue(config: GenerationConfig) -> Catalogue:
     replicate = config.replicate
     models = [*LOCAL_MODELS, *cog_models(config.cog_models)]
-    if replicate is not None:
+    unconfigured: dict[str, str] = {}
+    if replicate is not None and replicate.api_token:
         models.extend(
             replicate_models(
                 video_model=replicate.video_model, image_model=replicate.image_model, text_model=replicate.text_model
             )
         )
-    return Catalogue(models, default_provider=config.default_provider)
+    else:
+        unconfigured["replicate"] = "set REPLICATE_API_TOKEN on the generation service to enable it"
+    if not config.cog_models:
+        unconfigured["cog"] = (
+            "set COG_MODELS (name:KIND=http://host:port, comma-separated) on the generation service to enable it"
+        )
+    return Catalogue(models, default_provider=config.default_provider, unconfigured=unconfigured)
 
 
 def build_application(config: GenerationConfig, engine: Any) -> Application:
@@ -133,7 +140,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         webhook_key=hashlib.sha256(f"cog-webhook:{config.webhook_secret}".encode()).digest(),
     )
     providers: dict[str, Provider] = {
-        "local": LocalProvider(assets.scratch_file),
+        "local": LocalProvider(assets.scratch_file, time_limit_seconds=config.local_time_limit_seconds),
         "replicate": replicate,
         "cog": cog,
     }

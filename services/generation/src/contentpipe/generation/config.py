@@ -69,6 +69,7 @@ class GenerationConfig:
     common: CommonSettings
     default_provider: str = "local"
     deadline_seconds: float = 1800.0
+    local_time_limit_seconds: float = 1800.0
     worker_enabled: bool = True
     worker_id: str = "generation"
     lease_seconds: float = 30.0
@@ -164,6 +165,8 @@ def load_config(environ: Mapping[str, str]) -> GenerationConfig:
                 raise ConfigError(f"{name}: required when GENERATION_STORAGE_BACKEND=s3")
         if not 1 <= storage.s3_presign_seconds <= 604800:
             raise ConfigError("S3_PRESIGN_EXPIRY: expected 1s to 7 days")
+    if default_provider == "replicate" and not replicate.api_token:
+        raise ConfigError("REPLICATE_API_TOKEN: required when GENERATION_DEFAULT_PROVIDER=replicate")
     cog_models = parse_cog_models(environ.get("COG_MODELS", ""))
     if default_provider == "cog" and not cog_models:
         raise ConfigError("COG_MODELS: required when GENERATION_DEFAULT_PROVIDER=cog")
@@ -179,10 +182,22 @@ def load_config(environ: Mapping[str, str]) -> GenerationConfig:
     webhook_secret = env_optional(environ, "GENERATION_WEBHOOK_SECRET") or common.jwt_secret
     if webhook_port and not webhook_secret:
         raise ConfigError("GENERATION_WEBHOOK_SECRET: required with GENERATION_WEBHOOK_PORT when no JWT secret is set")
+    deadline_seconds = env_duration(environ, "GENERATION_DEADLINE", 1800.0)
+    if deadline_seconds <= 0:
+        raise ConfigError(f"GENERATION_DEADLINE: expected a positive duration, got {deadline_seconds:g}s")
+    # The local provider's encoder limit lives under the deadline: longer could never apply (the deadline
+    # cancels first), and shorter ends a runaway encode early with an error that names this setting.
+    local_time_limit = env_duration(environ, "GENERATION_LOCAL_TIME_LIMIT", deadline_seconds)
+    if not 0 < local_time_limit <= deadline_seconds:
+        raise ConfigError(
+            f"GENERATION_LOCAL_TIME_LIMIT: expected a duration above 0 and at most GENERATION_DEADLINE "
+            f"({deadline_seconds:g}s), got {local_time_limit:g}s"
+        )
     return GenerationConfig(
         common=common,
         default_provider=default_provider,
-        deadline_seconds=env_duration(environ, "GENERATION_DEADLINE", 1800.0),
+        deadline_seconds=deadline_seconds,
+        local_time_limit_seconds=local_time_limit,
         worker_enabled=env_bool(environ, "GENERATION_WORKER_ENABLED", True),
         worker_id=env_str(environ, "GENERATION_WORKER_ID", f"{socket.gethostname()}:{common.grpc_port}"),
         lease_seconds=env_duration(environ, "GENERATION_WORKER_LEASE", 30.0),

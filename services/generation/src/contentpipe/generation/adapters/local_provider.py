@@ -26,8 +26,9 @@ def caption_for(prompt: str, seed: int | None, max_tokens: int) -> str:
 class LocalProvider:
     name = "local"
 
-    def __init__(self, scratch_file: Callable[[str], Path]) -> None:
+    def __init__(self, scratch_file: Callable[[str], Path], *, time_limit_seconds: float = 1800.0) -> None:
         self._scratch_file = scratch_file
+        self._time_limit = time_limit_seconds
 
     async def run(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> StepResult:
         # Our own id: re-running after a restart just produces the same bytes again.
@@ -42,7 +43,12 @@ class LocalProvider:
             elif step.kind is GenerationKind.IMAGE:
                 path = self._scratch_file(".png")
                 await encode_image(
-                    path, prompt=step.prompt, seed=options.seed, width=options.width, height=options.height
+                    path,
+                    prompt=step.prompt,
+                    seed=options.seed,
+                    width=options.width,
+                    height=options.height,
+                    limit_seconds=self._time_limit,
                 )
                 result = StepResult(files=[path.as_uri()])
             else:
@@ -55,11 +61,23 @@ class LocalProvider:
                     height=options.height,
                     fps=options.fps,
                     frames=options.frame_count(),
+                    limit_seconds=self._time_limit,
                 )
                 result = StepResult(files=[path.as_uri()])
         except MediaError as exc:
             record.status = "failed"
             raise GenerationFailure(ErrorReason.PROVIDER_FAILED, f"local encoding failed: {exc}") from exc
+        except TimeoutError as exc:
+            # Only our own encoder limit raises TimeoutError here (the generation's deadline cancels the task
+            # instead). The encode is deterministic: a retry would burn the same CPU and stop at the same limit.
+            record.status = "failed"
+            raise GenerationFailure(
+                ErrorReason.DEADLINE_EXCEEDED,
+                f"local encoding did not finish within GENERATION_LOCAL_TIME_LIMIT ({self._time_limit:g}s) and was "
+                "stopped; ask for fewer frames (shorter duration, lower fps) or a smaller size, or raise "
+                "GENERATION_LOCAL_TIME_LIMIT (up to GENERATION_DEADLINE)",
+                retryable=False,
+            ) from exc
         record.status = "succeeded"
         await checkpoint(1.0)
         return result

@@ -140,7 +140,15 @@ def seed_for(prompt: str, seed: int | None) -> tuple[int, bytes]:
 
 
 async def encode_video(
-    path: Path, *, prompt: str, seed: int | None, width: int, height: int, fps: int, frames: int
+    path: Path,
+    *,
+    prompt: str,
+    seed: int | None,
+    width: int,
+    height: int,
+    fps: int,
+    frames: int,
+    limit_seconds: float = 120.0,
 ) -> None:
     """A real H.264 MP4 (yuv420p, faststart) of exactly `frames` frames at `fps`, deterministic in prompt+seed."""
     derived, digest = seed_for(prompt, seed)
@@ -152,11 +160,13 @@ async def encode_video(
         "-loglevel", "error", "-f", "lavfi", "-i", source, "-frames:v", str(frames),
         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-r", str(fps),
         "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-        "-y", str(path),
+        "-y", str(path), limit_seconds=limit_seconds,
     )  # fmt: skip
 
 
-async def encode_image(path: Path, *, prompt: str, seed: int | None, width: int, height: int) -> None:
+async def encode_image(
+    path: Path, *, prompt: str, seed: int | None, width: int, height: int, limit_seconds: float = 120.0
+) -> None:
     """A real PNG, deterministic in prompt+seed."""
     derived, digest = seed_for(prompt, seed)
     source = (
@@ -166,4 +176,5 @@ async def encode_image(path: Path, *, prompt: str, seed: int | None, width: int,
     await run_ffmpeg(
         "-loglevel", "error", "-f", "lavfi", "-i", source, "-frames:v", "1", "-c:v", "png",
         "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-y", str(path),
+        limit_seconds=limit_seconds,
     )  # fmt: skip

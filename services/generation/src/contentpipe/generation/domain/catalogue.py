@@ -60,10 +60,19 @@ class ModelSpec:
 class Catalogue:
     """Models by provider; the first model of a kind per provider is that provider's default for the kind."""
 
-    def __init__(self, models: Iterable[ModelSpec], default_provider: str) -> None:
+    def __init__(
+        self,
+        models: Iterable[ModelSpec],
+        default_provider: str,
+        *,
+        unconfigured: Mapping[str, str] | None = None,
+    ) -> None:
         self._models: dict[tuple[str, str], ModelSpec] = {}
         self._defaults: dict[tuple[str, GenerationKind], ModelSpec] = {}
         self.default_provider = default_provider
+        # Providers this server knows but cannot run, with the setting that enables each: refused at create
+        # instead of accepted and then failing (or waiting) at run time.
+        self.unconfigured: Mapping[str, str] = dict(unconfigured or {})
         for spec in models:
             self._models[(spec.provider, spec.name)] = spec
             self._defaults.setdefault((spec.provider, spec.kind), spec)

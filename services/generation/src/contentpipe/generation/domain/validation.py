@@ -67,7 +67,9 @@ def validate_new_generation(request: NewGeneration, catalogue: Catalogue) -> Val
 
     provider = request.provider or catalogue.default_provider
     spec: ModelSpec | None = None
-    if provider not in catalogue.providers:
+    if provider in catalogue.unconfigured:
+        bad("provider", f"provider {provider!r} is not configured on this server: {catalogue.unconfigured[provider]}")
+    elif provider not in catalogue.providers:
         bad("provider", f"unknown provider {provider!r}; configured: {', '.join(catalogue.providers)}")
     elif kind is not None:
         if request.model:
