@@ -71,8 +71,22 @@ class ServiceProcess:
             self.wait_serving(timeout=timeout)
         return self
 
+    def channel(self) -> grpc.Channel:
+        """A sync channel to the service: plaintext, or TLS trusting `CONTENTPIPE_TLS_CA_FILE` (presenting the
+        client pair, else the service's own certificate, for mutual TLS) when the service serves TLS."""
+        if not self.env.get("CONTENTPIPE_TLS_CERT_FILE"):
+            return grpc.insecure_channel(self.address)
+        cert = self.env.get("CONTENTPIPE_TLS_CLIENT_CERT_FILE") or self.env["CONTENTPIPE_TLS_CERT_FILE"]
+        key = self.env.get("CONTENTPIPE_TLS_CLIENT_KEY_FILE") or self.env["CONTENTPIPE_TLS_KEY_FILE"]
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(self.env["CONTENTPIPE_TLS_CA_FILE"]).read_bytes(),
+            private_key=Path(key).read_bytes(),
+            certificate_chain=Path(cert).read_bytes(),
+        )
+        return grpc.secure_channel(self.address, credentials)
+
     def health(self, service: str = "", timeout: float = 1.0) -> int:
-        with grpc.insecure_channel(self.address) as channel:
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
             return int(response.status)

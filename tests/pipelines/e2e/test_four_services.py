@@ -17,28 +17,48 @@ from contentpipe.api.oauth.v1 import posting_service_pb2_grpc as post_grpc
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2 as sched_pb
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2_grpc as sched_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.pipelines.integration.support import FAST_ENGINE, Client, create, generate_step, post_step, schedule_step
 from tests.support import ServiceProcess, bearer
+from tests.support.tls import issue, make_ca, server_env
+
+SERVICES = ("generation", "oauth", "scheduler", "pipelines")
 
 pytestmark = pytest.mark.e2e
 
 
 def test_generate_post_schedule_through_the_real_services(tmp_path: Path, database_url: str) -> None:
+    run_stack(tmp_path, database_url)
+
+
+def test_a_tls_only_stack_with_mutual_tls_between_peers_runs_the_pipeline(tmp_path: Path) -> None:
+    """Every service serves only TLS and requires client certificates; peers dial each other over mTLS."""
+    ca = make_ca(tmp_path / "pki")
+    tls = {name: server_env(issue(ca, tmp_path / "pki", name), ca, mutual=True) for name in SERVICES}
+    run_stack(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'stack.db'}", tls)
+
+
+def run_stack(tmp_path: Path, database_url: str, tls: dict[str, dict[str, str]] | None = None) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     processes = {
-        name: ServiceProcess(name, tmp_path / name, database_url=database_url)
-        for name in ("generation", "oauth", "scheduler", "pipelines")
+        name: ServiceProcess(name, tmp_path / name, database_url=database_url, env=(tls or {}).get(name))
+        for name in SERVICES
     }
     addresses = {f"CONTENTPIPE_{name.upper()}_ADDR": proc.address for name, proc in processes.items()}
     for proc in processes.values():
         proc.env.update({**addresses, "CONTENTPIPE_ALLOW_PRIVATE_URLS": "1"})
     processes["pipelines"].env.update(FAST_ENGINE)
+
     started: list[ServiceProcess] = []
     try:
         for name in ("generation", "oauth", "scheduler", "pipelines"):
             started.append(processes[name].start())
-        oauth = grpc.insecure_channel(processes["oauth"].address)
+        if tls:
+            for proc in started:  # nothing answers in plaintext
+                with grpc.insecure_channel(proc.address) as plain, pytest.raises(grpc.RpcError):
+                    health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        oauth = processes["oauth"].channel()
         connection = (
             conn_grpc.ConnectionServiceStub(oauth)
             .CompleteConnection(
@@ -47,7 +67,7 @@ def test_generate_post_schedule_through_the_real_services(tmp_path: Path, databa
             .connection
         )
 
-        client = Client(processes["pipelines"].address, user)
+        client = Client(processes["pipelines"].address, user, processes["pipelines"].channel())
         pipeline = create(client, generate_step(), post_step([connection.name]), schedule_step())
         queued = client.RunPipeline(pb.RunPipelineRequest(name=pipeline.name, request_id="e2e-1")).run
         started_at = time.monotonic()
@@ -76,7 +96,7 @@ def test_generate_post_schedule_through_the_real_services(tmp_path: Path, databa
         outbox = processes["oauth"].workdir / "data" / "outbox" / published.name.split("/")[1]
         assert (outbox / "post.json").is_file(), sorted(p.name for p in outbox.parent.glob("*"))
         # The scheduler has the pipeline's job with its next fire time.
-        with grpc.insecure_channel(processes["scheduler"].address) as channel:
+        with processes["scheduler"].channel() as channel:
             job = (
                 sched_grpc.SchedulerServiceStub(channel)
                 .GetJob(sched_pb.GetJobRequest(name=schedule.outputs.job), metadata=bearer(user))

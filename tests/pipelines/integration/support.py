@@ -31,8 +31,8 @@ def start_pipelines(
 
 
 class Client:
-    def __init__(self, address: str, user: str) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, user: str, channel: grpc.Channel | None = None) -> None:
+        self.channel = channel or grpc.insecure_channel(address)
         self.stub = pb_grpc.PipelineServiceStub(self.channel)
         self.user = user
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from contentpipe.cli.errors import EXIT_USAGE, CliError
+from contentpipe.common.settings import ConfigError, TlsSettings, load_tls_settings
 
 SERVICES = ("generation", "oauth", "pipelines", "scheduler")
 DEFAULT_PORTS: dict[str, int] = {"generation": 50051, "oauth": 50052, "pipelines": 50053, "scheduler": 50054}
@@ -34,6 +35,10 @@ class FileConfig:
     user = "alice"
     [addresses]
     pipelines = "pipelines.internal:50053"
+    [tls]  # services that serve TLS: the CA bundle, and a client certificate when they require one
+    ca_file = "/etc/contentpipe/ca.crt"
+    cert_file = "/etc/contentpipe/client.crt"
+    key_file = "/etc/contentpipe/client.key"
     ```
     """
 
@@ -41,6 +46,7 @@ class FileConfig:
     data_dir: str | None = None
     user: str | None = None
     token: str | None = None
+    tls: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_file_config(path: Path, *, required: bool) -> FileConfig:
@@ -55,12 +61,34 @@ def load_file_config(path: Path, *, required: bool) -> FileConfig:
     addresses = raw.get("addresses", {})
     if not isinstance(addresses, dict) or any(k not in SERVICES for k in addresses):
         raise CliError(f"config file {path}: [addresses] takes only {', '.join(SERVICES)}", EXIT_USAGE)
+    tls = raw.get("tls", {})
+    if not isinstance(tls, dict) or any(k not in _TLS_FILE_KEYS for k in tls):
+        raise CliError(f"config file {path}: [tls] takes only {', '.join(_TLS_FILE_KEYS)}", EXIT_USAGE)
     return FileConfig(
+        tls={_TLS_FILE_KEYS[k]: str(v) for k, v in tls.items()},
         addresses={k: str(v) for k, v in addresses.items()},
         data_dir=raw.get("data_dir"),
         user=raw.get("user"),
         token=raw.get("token"),
     )
+
+
+# config file [tls] key → the variable with the same meaning (the environment wins)
+_TLS_FILE_KEYS = {
+    "ca_file": "CONTENTPIPE_TLS_CA_FILE",
+    "cert_file": "CONTENTPIPE_TLS_CLIENT_CERT_FILE",
+    "key_file": "CONTENTPIPE_TLS_CLIENT_KEY_FILE",
+    "server_name": "CONTENTPIPE_TLS_SERVER_NAME",
+}
+
+
+def resolve_tls(environ: Mapping[str, str], file_tls: Mapping[str, str]) -> TlsSettings:
+    """TLS towards the services: plaintext unless a CA bundle is given (environment or config file)."""
+    chosen = {name: environ.get(name) or file_tls.get(name, "") for name in _TLS_FILE_KEYS.values()}
+    try:
+        return load_tls_settings(chosen)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def check_address(name: str, value: str) -> str:
@@ -81,6 +109,7 @@ class CliConfig:
     user: str
     timeout: float
     local_addresses: Mapping[str, str]  # what `contentpipe up` recorded in the data dir, if anything
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def secret_path(self) -> Path:
@@ -129,4 +158,5 @@ def resolve_config(
         user=environ.get("CONTENTPIPE_USER") or file_config.user or DEFAULT_USER,
         timeout=timeout,
         local_addresses=local,
+        tls=resolve_tls(environ, file_config.tls),
     )

@@ -39,7 +39,7 @@ class Session:
     def channel(self, service: str) -> grpc.aio.Channel:
         if service not in self._channels:
             self._channels[service] = create_channel(
-                self.config.addresses[service], default_timeout=self.config.timeout
+                self.config.addresses[service], default_timeout=self.config.timeout, tls=self.config.tls
             )
         return self._channels[service]
 

@@ -13,6 +13,8 @@ from contentpipe.common import telemetry
 from contentpipe.common.auth import ACT_AS_USER_HEADER, SERVICE_ROLE, mint_token
 from contentpipe.common.context import authorization_var, remaining_budget, request_id_var
 from contentpipe.common.ids import new_id
+from contentpipe.common.settings import TlsSettings
+from contentpipe.common.tls import channel_credentials, channel_options
 
 DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 # Leave the caller enough time to turn a peer failure into its own answer.
@@ -115,9 +117,21 @@ def create_channel(
     *,
     default_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS,
     extra_interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    tls: TlsSettings | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel to a peer (`host:port`); create once in bootstrap, close on shutdown."""
+    """A grpc.aio channel to a peer (`host:port`); create once in bootstrap, close on shutdown.
+
+    Plaintext unless `tls` names a CA bundle (`CONTENTPIPE_TLS_CA_FILE`): then TLS, presenting the client
+    certificate for mutual TLS when the settings have one.
+    """
     # OTel first (outermost): its span is current when ours injects, and it sets traceparent itself.
     interceptors: list[Any] = [*telemetry.client_interceptors(), PropagatingInterceptor(default_timeout)]
     interceptors.extend(extra_interceptors)
+    if tls is not None and tls.peers_use_tls:
+        return grpc.aio.secure_channel(
+            target,
+            channel_credentials(tls),
+            options=[*CHANNEL_OPTIONS, *channel_options(tls)],
+            interceptors=interceptors,
+        )
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)

@@ -26,6 +26,7 @@ from contentpipe.common.grpc_errors import abort_with_error, status_code_for, tr
 from contentpipe.common.ids import new_id
 from contentpipe.common.reflection import enable_reflection
 from contentpipe.common.settings import CommonSettings, ConfigError
+from contentpipe.common.tls import server_credentials
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 _log = logging.getLogger("contentpipe.server")
@@ -243,7 +244,11 @@ async def run_server(
     if not _port_is_free(settings.grpc_host, settings.grpc_port):
         raise busy  # checked first: gRPC's own refusal comes with lines of C-core logging
     try:
-        port = server.add_insecure_port(settings.bind_address)
+        port = (
+            server.add_secure_port(settings.bind_address, server_credentials(settings.tls))
+            if settings.tls.serves_tls
+            else server.add_insecure_port(settings.bind_address)
+        )
     except RuntimeError:
         port = 0
     if port == 0:  # taken between the check and the bind
@@ -257,7 +262,14 @@ async def run_server(
             loop.add_signal_handler(sig, stopping.set)
 
     await server.start()
-    _log.info("listening", extra={"address": f"{settings.grpc_host}:{port}", "services": names})
+    _log.info(
+        "listening",
+        extra={
+            "address": f"{settings.grpc_host}:{port}",
+            "services": names,
+            "tls": "mtls" if settings.tls.requires_client_cert else ("tls" if settings.tls.serves_tls else "off"),
+        },
+    )
     tasks: list[asyncio.Task[None]] = []
     try:
         if await _wait_until_ready(on_ready, stopping):

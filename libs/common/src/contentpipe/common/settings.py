@@ -119,6 +119,86 @@ def _address(environ: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+# ---------------------------------------------------------------- TLS (see contentpipe.common.tls)
+CERT_FILE = "CONTENTPIPE_TLS_CERT_FILE"
+KEY_FILE = "CONTENTPIPE_TLS_KEY_FILE"
+CLIENT_CA_FILE = "CONTENTPIPE_TLS_CLIENT_CA_FILE"
+CA_FILE = "CONTENTPIPE_TLS_CA_FILE"
+CLIENT_CERT_FILE = "CONTENTPIPE_TLS_CLIENT_CERT_FILE"
+CLIENT_KEY_FILE = "CONTENTPIPE_TLS_CLIENT_KEY_FILE"
+SERVER_NAME = "CONTENTPIPE_TLS_SERVER_NAME"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Where the PEM files are; every field None is plaintext (the default)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    server_name: str | None = None
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.cert_file is not None
+
+    @property
+    def requires_client_cert(self) -> bool:
+        return self.client_ca_file is not None
+
+    @property
+    def peers_use_tls(self) -> bool:
+        return self.ca_file is not None
+
+    @property
+    def client_identity(self) -> tuple[Path, Path] | None:
+        """The certificate and key presented to peers: the explicit client pair, else the serving pair."""
+        if self.client_cert_file is not None and self.client_key_file is not None:
+            return self.client_cert_file, self.client_key_file
+        if self.cert_file is not None and self.key_file is not None:
+            return self.cert_file, self.key_file
+        return None
+
+
+def _file(environ: Mapping[str, str], name: str) -> Path | None:
+    raw = env_optional(environ, name)
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name}: {raw} is not a readable file")
+    return path
+
+
+def load_tls_settings(environ: Mapping[str, str]) -> TlsSettings:
+    """Read the TLS variables (contentpipe.common.tls builds the credentials from them).
+
+    A half-configured pair or a missing file is a ConfigError naming the variable.
+    """
+    settings = TlsSettings(
+        cert_file=_file(environ, CERT_FILE),
+        key_file=_file(environ, KEY_FILE),
+        client_ca_file=_file(environ, CLIENT_CA_FILE),
+        ca_file=_file(environ, CA_FILE),
+        client_cert_file=_file(environ, CLIENT_CERT_FILE),
+        client_key_file=_file(environ, CLIENT_KEY_FILE),
+        server_name=env_optional(environ, SERVER_NAME),
+    )
+    for cert, key, cert_name, key_name in (
+        (settings.cert_file, settings.key_file, CERT_FILE, KEY_FILE),
+        (settings.client_cert_file, settings.client_key_file, CLIENT_CERT_FILE, CLIENT_KEY_FILE),
+    ):
+        if (cert is None) != (key is None):
+            missing = key_name if key is None else cert_name
+            raise ConfigError(f"{missing}: required when {cert_name if key is None else key_name} is set")
+    if settings.client_ca_file is not None and settings.cert_file is None:
+        raise ConfigError(f"{CLIENT_CA_FILE}: requiring client certificates needs {CERT_FILE} and {KEY_FILE}")
+    return settings
+
+
 @dataclass(frozen=True, slots=True)
 class CommonSettings:
     """Settings every service has; a service's `config.py` wraps this with its own fields."""
@@ -139,6 +219,7 @@ class CommonSettings:
     peers: Mapping[str, str]
     reflection: bool
     allow_private_urls: bool = False
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def bind_address(self) -> str:
@@ -198,4 +279,5 @@ def load_common_settings(service: str, environ: Mapping[str, str]) -> CommonSett
         peers=peers,
         reflection=env_bool(environ, "CONTENTPIPE_GRPC_REFLECTION", True),
         allow_private_urls=env_bool(environ, "CONTENTPIPE_ALLOW_PRIVATE_URLS", False),
+        tls=load_tls_settings(environ),
     )

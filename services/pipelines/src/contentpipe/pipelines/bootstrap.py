@@ -70,7 +70,10 @@ def build(config: PipelinesConfig) -> Application:
     engine = create_engine(config.common.database_url)
     sessions = session_factory(engine)
     # One channel per peer for the whole process; adapters build stubs on them.
-    channels = {peer: create_channel(config.common.peers[peer]) for peer in ("generation", "oauth", "scheduler")}
+    channels = {
+        peer: create_channel(config.common.peers[peer], tls=config.common.tls)
+        for peer in ("generation", "oauth", "scheduler")
+    }
     assert config.common.jwt_secret is not None  # load_config requires it
     token = ServiceToken(config.common.jwt_secret, SERVICE)
     peers = Peers(

@@ -75,7 +75,7 @@ class Components:
 def build(config: SchedulerConfig) -> Components:
     """Create every long-lived object once (engine, channel, http client) and wire the use cases."""
     engine = create_engine(config.common.database_url, pool_size=10, max_overflow=10)
-    channel = create_channel(config.common.peers["pipelines"])
+    channel = create_channel(config.common.peers["pipelines"], tls=config.common.tls)
     secret = config.common.jwt_secret
     token = ServiceToken(secret, SERVICE) if secret else None
     pipelines = GrpcPipelines(channel, token)
