@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.media_rules import fetch_problem, media_problem
+
 
 @dataclass
 class FakePost:
@@ -195,6 +197,17 @@ class FakeX(FakePlatform):
                     },
                     status_code=400,
                 )
+            kind = "video" if item["category"] == "tweet_video" else "image"
+            blob = b"".join(item["segments"][i] for i in sorted(item["segments"]))
+            if problem := await media_problem("twitter", kind, blob):
+                return JSONResponse(
+                    {
+                        "title": "Invalid Request",
+                        "detail": f"InvalidMedia: {problem}",
+                        "type": "https://api.x.com/2/problems/invalid-request",
+                    },
+                    status_code=400,
+                )
             data: dict[str, Any] = {"id": media_id, "media_key": f"7_{media_id}", "size": size}
             if item["category"] == "tweet_video" and self.processing_polls:
                 data["processing_info"] = {"state": "pending", "check_after_secs": 1}
@@ -352,7 +365,10 @@ class FakeLinkedIn(FakePlatform):
 
         async def put_image(request: Request) -> Response:
             self.log(request, "PUT {image uploadUrl}")
-            self.images[f"urn:li:image:{request.path_params['image_id']}"] = await request.body()
+            body = await request.body()
+            if problem := await media_problem("linkedin", "image", body):
+                return JSONResponse({"status": 400, "message": f"Invalid image: {problem}"}, status_code=400)
+            self.images[f"urn:li:image:{request.path_params['image_id']}"] = body
             return Response(status_code=201)
 
         async def videos(request: Request) -> Response:
@@ -389,6 +405,9 @@ class FakeLinkedIn(FakePlatform):
             expected = [video["parts"][i][1] for i in sorted(video["parts"])]
             if request_body["uploadedPartIds"] != expected:
                 return JSONResponse({"status": 400, "message": "uploadedPartIds do not match"}, status_code=400)
+            blob = b"".join(video["parts"][i][0] for i in sorted(video["parts"]))
+            if problem := await media_problem("linkedin", "video", blob):
+                return JSONResponse({"status": 400, "message": f"Video does not meet requirements: {problem}"}, 400)
             video["status"] = "PROCESSING"
             return Response(status_code=200)
 
@@ -528,6 +547,12 @@ class FakeInstagram(_FakeGraph):
                     fetched = await client.get(url)
                 if fetched.status_code != 200:
                     return self.error("Media fetch failed", 9004, subcode=2207052)
+                kind = "image" if params.get("image_url") else "video"
+                if problem := await media_problem("instagram", kind, fetched.content):
+                    aspect = "aspect ratio" in problem
+                    return self.error(
+                        f"The media is not supported: {problem}", 36003 if aspect else 9004, subcode=2207026
+                    )
             container_id = self.next_id()
             self.containers[container_id] = {
                 "status": "IN_PROGRESS",
@@ -621,6 +646,10 @@ class FakeFacebook(_FakeGraph):
                 upload = form.get("source")
                 if not isinstance(upload, bytes) or not upload:
                     return self.error("(#100) source is required", 100)
+                if problem := await media_problem("facebook", "video" if kind == "videos" else "image", upload):
+                    if kind == "photos":
+                        return self.error(f"Photos must be under 4 MB JPG or PNG: {problem}", 100, subcode=1366046)
+                    return self.error(f"There was a problem uploading your video file: {problem}", 6000)
                 if self.should_fail_upload():
                     return self.error("An unknown error has occurred.", 1, 500)
             if form.get("published", "true") == "false":
@@ -785,6 +814,9 @@ class FakeTikTok(FakePlatform):
                 return refused
             info, source = body["post_info"], body["source_info"]
             publish_id = f"v_pub_file~v2-1.{self.next_id()}"
+            pulled = source.get("photo_images") or ([source["video_url"]] if source.get("video_url") else [])
+            kind = "image" if source.get("photo_images") else "video"
+            problems = [p for url in pulled if (p := await fetch_problem("tiktok", url, kind))]
             entry = {
                 "account": account,
                 "title": info.get("title", ""),
@@ -806,6 +838,8 @@ class FakeTikTok(FakePlatform):
                 entry["fail_reason"] = (
                     "" if entry["status"] != "FAILED" else ("photo_pull_failed" if photo else "video_pull_failed")
                 )
+            if problems and entry["status"] != "FAILED":  # TikTok takes the init, then fails what it pulled
+                entry.update(status="FAILED", fail_reason=_tiktok_reason(problems[0]))
             caption = str(info.get("description", "") if photo else info.get("title", ""))
             extra = {"publish_id": publish_id, "post_info": info, "source": source["source"], "photo": photo}
             post = FakePost(self.next_id() + "7000000000000", account, caption, [], extra)
@@ -829,9 +863,12 @@ class FakeTikTok(FakePlatform):
             if int(first) % entry["chunk_size"] or len(data) != expected or int(total) != entry["size"]:
                 return self.body({}, "invalid_file_upload", "chunk does not match the upload plan", 400)
             entry["received"] += len(data)
+            entry["data"] = entry.get("data", b"") + data
             done = entry["received"] >= int(total)
             if done:
                 entry["status"] = "PROCESSING_DOWNLOAD"
+                if problem := await media_problem("tiktok", "video", entry.pop("data")):
+                    entry.update(status="FAILED", fail_reason=_tiktok_reason(problem))
             return Response(status_code=201 if done else 206)
 
         async def status(request: Request) -> Response:
@@ -860,6 +897,11 @@ class FakeTikTok(FakePlatform):
                 Route("/v2/post/publish/status/fetch/", status, methods=["POST"]),
             ]
         )
+
+
+def _tiktok_reason(problem: str) -> str:
+    """TikTok's fail_reason for a media problem (the checker already words video problems that way)."""
+    return problem if problem.endswith("_check_failed") else "file_format_check_failed"
 
 
 # ---------------------------------------------------------------------------------------------------- YouTube
@@ -913,6 +955,12 @@ class FakeYouTube(FakePlatform):
                 session["data"] += data[: len(data) // 2]
                 return JSONResponse({"error": {"code": 503, "message": "Backend Error"}}, status_code=503)
             session["data"] += data
+            if len(session["data"]) >= session["total"] and (
+                problem := await media_problem("google", "video", session["data"])
+            ):
+                return JSONResponse(
+                    {"error": {"code": 400, "message": problem, "errors": [{"reason": "invalidFile"}]}}, 400
+                )
             if len(session["data"]) >= session["total"]:
                 snippet = session["meta"]["snippet"]
                 post = FakePost(

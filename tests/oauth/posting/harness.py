@@ -24,6 +24,11 @@ from contentpipe.common.settings import load_common_settings
 from contentpipe.oauth.adapters.publishers.settings import load_posting_config
 from contentpipe.oauth.posting_bootstrap import PostingApplication, build_posting
 
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from tests.fakes import LoopbackHTTPServer
 from tests.fakes.publishing_platforms import FakePlatform
 from tests.fakes.publishing_tokens import FakeTokens
 from tests.support import TEST_JWT_SECRET, bearer, free_port
@@ -122,12 +127,18 @@ async def posting_stack(
 ) -> AsyncIterator[Stack]:
     data_dir = tmp_path / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Renditions made for platforms that fetch media by URL (Instagram, TikTok photos) are served from here.
+    (data_dir / "renditions").mkdir(exist_ok=True)
+    renditions_server = LoopbackHTTPServer(
+        Starlette(routes=[Mount("/renditions", StaticFiles(directory=str(data_dir / "renditions")))])
+    ).start()
     environ = {
         "CONTENTPIPE_JWT_SECRET": TEST_JWT_SECRET,
         "CONTENTPIPE_DATA_DIR": str(data_dir),
         "OAUTH_DATABASE_URL": database_url,
         "OAUTH_GRPC_PORT": str(free_port()),
         "OAUTH_POSTING_WORKER_ID": f"test-worker-{free_port()}",
+        "OAUTH_RENDITIONS_PUBLIC_URL": f"{renditions_server.url}/renditions",
         **FAST,
         **(env or {}),
     }
@@ -154,3 +165,4 @@ async def posting_stack(
         await server.stop(0)
         await app.close()
         await engine.dispose()
+        renditions_server.stop()

@@ -15,6 +15,7 @@ from contentpipe.common.http import create_http_client
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration
 from contentpipe.common.settings import CommonSettings
+from contentpipe.oauth.adapters.media_tools import MediaTools, ToolLimits
 from contentpipe.oauth.adapters.post_repository import SqlPostRepository, SqlRateLimitStore
 from contentpipe.oauth.adapters.publishers.facebook import FacebookPublisher
 from contentpipe.oauth.adapters.publishers.instagram import InstagramPublisher
@@ -25,6 +26,7 @@ from contentpipe.oauth.adapters.publishers.settings import PostingConfig
 from contentpipe.oauth.adapters.publishers.tiktok import TikTokPublisher
 from contentpipe.oauth.adapters.publishers.twitter import TwitterPublisher
 from contentpipe.oauth.adapters.publishers.youtube import YouTubePublisher
+from contentpipe.oauth.adapters.renditions import Renditions, RenditionSettings, StorageArea
 from contentpipe.oauth.domain.posts import Platform
 from contentpipe.oauth.entrypoints.grpc_posting import PostingServiceServicer
 from contentpipe.oauth.service_layer.posting import PostingServices
@@ -54,8 +56,23 @@ def build_posting(
     timeout = httpx.Timeout(connect=5.0, read=s.request_timeout, write=s.request_timeout, pool=10.0)
     platform_client = create_http_client(timeout=timeout, max_connections=100)
     fetch_client = create_http_client(timeout=httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=30.0))
-    policy = MediaPolicy(allow_private=common.allow_private_urls, file_roots=config.media_roots)
+    m = config.media
+    # Renditions are read back as files by the uploading publishers: their folders are storage roots too.
+    roots = (*config.media_roots, m.renditions_dir, *((m.storage_root,) if m.storage_root else ()))
+    policy = MediaPolicy(allow_private=common.allow_private_urls, file_roots=roots)
     media = MediaFetcher(fetch_client, policy, s.scratch_dir, s.max_media_bytes)
+    renditions = (
+        Renditions(
+            MediaTools(ToolLimits(m.timeout_seconds, m.memory_bytes, m.threads, m.concurrency)),
+            media,
+            RenditionSettings(
+                own=StorageArea(m.renditions_dir, m.renditions_public_url),
+                shared=StorageArea(m.storage_root, m.storage_public_url) if m.storage_root else None,
+            ),
+        )
+        if m.enabled
+        else None
+    )
     publishers: dict[Platform, Publisher] = {
         Platform.OUTBOX: OutboxPublisher(s.outbox_dir, media),
         Platform.TWITTER: TwitterPublisher(platform_client, s, media),
@@ -66,11 +83,14 @@ def build_posting(
         Platform.GOOGLE: YouTubePublisher(platform_client, s, media),
     }
     repository = SqlPostRepository(engine)
-    worker = PostingWorker(repository, tokens, publishers, SqlRateLimitStore(engine), config.worker)
+    worker = PostingWorker(
+        repository, tokens, publishers, SqlRateLimitStore(engine), config.worker, conformer=renditions
+    )
     services = PostingServices(
         repository=repository,
         tokens=tokens,
         media_check=policy.check,
+        media_inspect=renditions.inspect if renditions is not None else None,
         wake_worker=worker.wake if config.worker_enabled else (lambda: None),
     )
     page_tokens = PageTokenCodec(common.jwt_secret or common.jwks_url, purpose="posting-page")

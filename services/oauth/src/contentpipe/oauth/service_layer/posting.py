@@ -10,12 +10,13 @@ from urllib.parse import urlsplit
 from contentpipe.common.errors import (
     ContentpipeError,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
 )
 from contentpipe.common.ids import new_id
 from contentpipe.common.telemetry import inject_context
-from contentpipe.oauth.domain.posts import Platform, Post, PostState, utcnow
+from contentpipe.oauth.domain.posts import Media, Platform, Post, PostState, utcnow
 from contentpipe.oauth.domain.posts_rules import NewPost, validate_post
 from contentpipe.oauth.service_layer.metrics import default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
@@ -27,6 +28,8 @@ from contentpipe.oauth.service_layer.posting_ports import (
 from contentpipe.oauth.service_layer.tokens import TokenProvider
 
 UrlCheck = Callable[[str, str], Awaitable[None]]  # (uri, field) -> raises InvalidArgument(field)
+# (platform, media) -> a violation per item that no conversion can make acceptable (MediaConformer.inspect)
+MediaInspect = Callable[[Platform, tuple[Media, ...]], Awaitable[list[FieldViolation]]]
 
 
 def connection_id_from(name: str, field: str = "post.connection") -> str:
@@ -43,6 +46,7 @@ class PostingServices:
     repository: PostRepository
     tokens: TokenProvider
     media_check: UrlCheck
+    media_inspect: MediaInspect | None = None
     wake_worker: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = utcnow
 
@@ -74,6 +78,11 @@ class PostingServices:
         )
         for index, item in enumerate(request.media):
             await self.media_check(item.uri, f"post.media[{index}].uri")
+        if self.media_inspect is not None and request.media:
+            # Probed now (a bounded read): media no conversion can fix never wait in the queue to fail there.
+            found = await self.media_inspect(conn.platform, request.media)
+            if found:
+                raise InvalidArgument(f"{found[0].field}: {found[0].description}", found, reason="MEDIA_NOT_ACCEPTED")
         now = self.clock()
         account = conn.account_id or conn.id
         if conn.platform is Platform.FACEBOOK:

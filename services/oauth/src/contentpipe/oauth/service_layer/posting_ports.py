@@ -12,7 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from contentpipe.oauth.domain.posts import Platform, Post, PostState
+from contentpipe.common.errors import FieldViolation
+from contentpipe.oauth.domain.posts import Media, Platform, Post, PostState
 
 # ---------------------------------------------------------------- connections (part 1's seam)
 
@@ -205,6 +206,22 @@ class Publisher(Protocol):
 
     async def publish(self, ctx: PublishContext) -> Published: ...
     async def reconcile(self, ctx: PublishContext) -> Reconciliation: ...
+
+
+class MediaConformer(Protocol):
+    """Media as each platform accepts them (the conformance adapter: probe, convert, store renditions)."""
+
+    async def conform(self, post: Post) -> tuple[Media, ...]:
+        """The post's media, each either the original (it conforms) or a rendition made for the post's platform.
+
+        Raises PublishFailure: RejectedFailure with a reason code when an item cannot be made acceptable (or the
+        conversion failed or timed out), RetryableFailure when fetching the original failed transiently.
+        """
+        ...
+
+    async def inspect(self, platform: Platform, media: tuple[Media, ...]) -> list[FieldViolation]:
+        """At CreatePost: a violation (field `post.media[i]`, the rule) for each item no conversion can fix."""
+        ...
 
 
 def account_limit_key(platform: Platform, account: str) -> str:

@@ -24,6 +24,7 @@ from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metric
 from contentpipe.oauth.service_layer.posting_ports import (
     Credentials,
     LeaseLost,
+    MediaConformer,
     OutcomeUnknown,
     PostRepository,
     PublishContext,
@@ -96,8 +97,10 @@ class PostingWorker:
         *,
         clock: Callable[[], datetime] = utcnow,
         metrics: OAuthMetrics | None = None,
+        conformer: MediaConformer | None = None,
     ) -> None:
         self._repository = repository
+        self._conformer = conformer
         self.metrics = metrics if metrics is not None else default_metrics()
         self._tokens = tokens
         self._publishers = publishers
@@ -219,11 +222,19 @@ class PostingWorker:
         if credentials is None:
             return
         ctx = self._context(post, credentials)
+        originals = post.media
         try:
+            if self._conformer is not None and post.media:
+                # The publisher sees renditions the platform accepts. Only in memory: saves never write `media`,
+                # so the stored post keeps the user's originals (and a retry conforms again, reusing renditions).
+                post.media = await self._conformer.conform(post)
             result = await publisher.publish(ctx)
         except PublishFailure as failure:
+            post.media = originals
             await self._on_failure(post, publisher, failure)
             return
+        finally:
+            post.media = originals
         post.mark_published(result.platform_post_id, result.permalink, self.clock())
         post.last_error = None
         await self.save(post, release=True)

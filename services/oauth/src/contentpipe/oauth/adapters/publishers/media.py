@@ -24,6 +24,8 @@ from contentpipe.oauth.domain.posts import Media
 from contentpipe.oauth.service_layer.posting_ports import RejectedFailure, RetryableFailure
 
 MAX_MEDIA_REDIRECTS = 5
+# CreatePost reads at most this much of an http(s) original to probe it (an MP4 with its index first, an image).
+HEAD_BYTES = 8 * 1024 * 1024
 
 
 def file_path(uri: str) -> Path:
@@ -91,6 +93,7 @@ class LocalMedia:
     size: int
     content_type: str
     temporary: bool = False
+    truncated: bool = False  # only the head was read (`size` is then the declared length, if any)
 
     async def read(self, offset: int, length: int) -> bytes:
         def _read() -> bytes:
@@ -119,14 +122,15 @@ class MediaFetcher:
         self._max_bytes = max_bytes
 
     @contextlib.asynccontextmanager
-    async def open(self, media: Media) -> AsyncIterator[LocalMedia]:
-        local = await self._open(media)
+    async def open(self, media: Media, *, head_only: bool = False) -> AsyncIterator[LocalMedia]:
+        """The media as a local file; `head_only`: at most HEAD_BYTES of an http(s) original (to probe it)."""
+        local = await self._open(media, HEAD_BYTES if head_only else None)
         try:
             yield local
         finally:
             local.close()
 
-    async def _open(self, media: Media) -> LocalMedia:
+    async def _open(self, media: Media, head: int | None = None) -> LocalMedia:
         if urlsplit(media.uri).scheme == "file":
             path = self._policy.allows_file(media.uri)
             if path is None:
@@ -135,6 +139,7 @@ class MediaFetcher:
         self._scratch.mkdir(parents=True, exist_ok=True)
         target = self._scratch / f"media-{uuid.uuid4().hex}"
         size = 0
+        truncated = False
         url = media.uri
         try:
             for _hop in range(MAX_MEDIA_REDIRECTS + 1):
@@ -155,6 +160,11 @@ class MediaFetcher:
                     with target.open("wb") as handle:
                         async for chunk in response.aiter_bytes(1 << 20):
                             size += len(chunk)
+                            if head is not None and size > head:
+                                declared = response.headers.get("content-length", "")
+                                size = int(declared) if declared.isdigit() else size
+                                truncated = True
+                                break
                             if size > self._max_bytes:
                                 raise RejectedFailure("MEDIA_TOO_LARGE", f"media is over {self._max_bytes} bytes")
                             await asyncio.to_thread(handle.write, chunk)
@@ -170,7 +180,7 @@ class MediaFetcher:
             with contextlib.suppress(OSError):
                 os.unlink(target)
             raise
-        return LocalMedia(target, size, media.content_type or content_type, temporary=True)
+        return LocalMedia(target, size, media.content_type or content_type, temporary=True, truncated=truncated)
 
     async def _check_url(self, url: str) -> None:
         """The outbound URL policy at fetch time: the host may resolve elsewhere now, or a redirect lead inside."""

@@ -54,11 +54,55 @@ class PublisherSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConversionConfig:
+    """Media conformance: bounds of one ffmpeg run and where renditions are stored (docs/media.md)."""
+
+    enabled: bool
+    renditions_dir: Path
+    renditions_public_url: str | None = None
+    storage_root: Path | None = None  # the media storage originals live in (generation's local bucket)
+    storage_public_url: str | None = None  # the http(s) URL that serves `storage_root`
+    timeout_seconds: float = 300.0
+    memory_bytes: int = 2048 * MB
+    threads: int = 2
+    concurrency: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class PostingConfig:
     worker_enabled: bool
     worker: PostingWorkerSettings
     publishers: PublisherSettings
     media_roots: tuple[Path, ...]
+    media: MediaConversionConfig = field(default_factory=lambda: MediaConversionConfig(False, Path("renditions")))
+
+
+def _optional_url(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip().rstrip("/")
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: expected an http(s) URL, got {value!r}")
+    return value
+
+
+def load_media_config(environ: Mapping[str, str], data_dir: Path) -> MediaConversionConfig:
+    """`OAUTH_MEDIA_*` and `OAUTH_RENDITIONS_*`."""
+    storage_root = environ.get("OAUTH_MEDIA_STORAGE_ROOT", "").strip()
+    storage_url = _optional_url(environ, "OAUTH_MEDIA_STORAGE_PUBLIC_URL")
+    if storage_url and not storage_root:
+        raise ConfigError("OAUTH_MEDIA_STORAGE_PUBLIC_URL: needs OAUTH_MEDIA_STORAGE_ROOT (the folder it serves)")
+    return MediaConversionConfig(
+        enabled=env_bool(environ, "OAUTH_MEDIA_CONFORM", True),
+        renditions_dir=Path(env_str(environ, "OAUTH_RENDITIONS_DIR", str(data_dir / "renditions"))),
+        renditions_public_url=_optional_url(environ, "OAUTH_RENDITIONS_PUBLIC_URL"),
+        storage_root=Path(storage_root) if storage_root else None,
+        storage_public_url=storage_url,
+        timeout_seconds=env_duration(environ, "OAUTH_MEDIA_CONVERT_TIMEOUT", 300.0),
+        memory_bytes=env_int(environ, "OAUTH_MEDIA_CONVERT_MEMORY_MB", 2048, minimum=128, maximum=65536) * MB,
+        threads=env_int(environ, "OAUTH_MEDIA_CONVERT_THREADS", 2, minimum=1, maximum=64),
+        concurrency=env_int(environ, "OAUTH_MEDIA_CONVERT_CONCURRENCY", 2, minimum=1, maximum=64),
+    )
 
 
 def _url(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -130,4 +174,5 @@ def load_posting_config(environ: Mapping[str, str], data_dir: Path, grpc_port: i
         worker=worker,
         publishers=publishers,
         media_roots=tuple(roots),
+        media=load_media_config(environ, data_dir),
     )

@@ -1,0 +1,199 @@
+"""Posting with media conformance: generated media are converted for their platform and published on fakes that
+refuse what the real platforms refuse (tests/fakes/media_rules.py); what no conversion can fix is refused at
+CreatePost with the field and the rule. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import imageio_ffmpeg  # type: ignore[import-untyped]
+import pytest
+from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
+from starlette.applications import Starlette
+from starlette.staticfiles import StaticFiles
+
+from tests.fakes import LoopbackHTTPServer
+from tests.fakes.media_rules import check
+from tests.fakes.publishing_platforms import FakePlatform
+from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
+from tests.oauth.posting.conftest import fake_env
+from tests.oauth.posting.harness import posting_stack
+from tests.oauth.posting.test_api import violations
+from tests.support import bearer
+
+pytestmark = pytest.mark.integration
+
+DONE = {pb.POST_STATE_PUBLISHED, pb.POST_STATE_FAILED, pb.POST_STATE_UNCONFIRMED}
+OPTIONS = pb.PlatformOptions(
+    tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY"),
+    youtube=pb.YouTubeOptions(title="A generated clip", privacy_status="unlisted"),
+    facebook=pb.FacebookOptions(page_id="42"),
+)
+CAPTION = "Fresh from the pipeline 🚀 a gradient that moves, made offline by contentpipe; see https://example.com/a?b=1"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local provider's former defaults (512x288 8 fps 2 s H.264, no audio, 7 KB; a PNG), a 20-minute clip."""
+    folder = tmp_path_factory.mktemp("originals")
+    ffmpeg("-f", "lavfi", "-i", "gradients=s=512x288:r=8:n=3:seed=7,format=yuv420p", "-frames:v", "16",
+           "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-r", "8", "-movflags", "+faststart",
+           "-y", str(folder / "local.mp4"))  # fmt: skip
+    ffmpeg("-f", "lavfi", "-i", "gradients=s=1024x1024:r=1:seed=3", "-frames:v", "1", "-y", str(folder / "image.png"))
+    ffmpeg("-f", "lavfi", "-i", "color=c=blue:s=64x64:r=1", "-t", "1200", "-c:v", "libx264", "-preset", "ultrafast",
+           "-movflags", "+faststart", "-y", str(folder / "long.mp4"))  # fmt: skip
+    return folder
+
+
+@pytest.fixture
+def storage(tmp_path: Path, originals: Path) -> Path:
+    """The originals inside the service's storage (file:// media), as generation stores them (owner-prefixed)."""
+    folder = tmp_path / "data" / "generated-content" / "user-1"
+    folder.mkdir(parents=True)
+    for item in originals.iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    return folder
+
+
+@pytest.fixture
+def served(originals: Path) -> Iterator[str]:
+    """The originals over http (Instagram and TikTok photos fetch media by URL)."""
+    app = Starlette()
+    app.mount("/media", StaticFiles(directory=str(originals)))
+    with LoopbackHTTPServer(app) as server:
+        yield f"{server.url}/media"
+
+
+def connect(tokens: FakeTokens, fake: FakePlatform, platform: str) -> str:
+    pages = {"42": "page-token-42"} if platform == "facebook" else {}
+    c = tokens.add(
+        FakeConnection(id=f"c-{platform}", owner="user-1", platform=platform, account_id="42", token="tok", pages=pages)
+    )
+    fake.tokens["tok"] = "42"
+    for page, token in pages.items():
+        fake.tokens[token] = page
+    return f"connections/{c.id}"
+
+
+def video(uri: str) -> pb.Media:
+    return pb.Media(uri=uri, kind=pb.MEDIA_KIND_VIDEO)
+
+
+def image(uri: str) -> pb.Media:
+    return pb.Media(uri=uri, kind=pb.MEDIA_KIND_IMAGE)
+
+
+@pytest.mark.parametrize("platform", ["tiktok", "instagram", "linkedin", "twitter", "facebook", "google"])
+async def test_local_default_video_is_conformed_and_published_on_the_strict_fake(  # noqa: PLR0917
+    platform: str, database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], storage: Path, served: str
+) -> None:
+    assert check("tiktok", "video", (storage / "local.mp4").read_bytes()) == "frame_rate_check_failed"
+    tokens = FakeTokens()
+    name = connect(tokens, fakes[platform], platform)
+    uri = f"{served}/local.mp4" if platform == "instagram" else (storage / "local.mp4").as_uri()
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(connection=name, text=CAPTION, media=[video(uri)], options=OPTIONS)
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    assert len(fakes[platform].posts) == 1
+    assert post.media[0].uri == uri  # the stored post keeps the user's original
+    if platform in ("tiktok", "linkedin"):  # converted beside the original, in the same storage
+        assert (storage / "local.mp4.renditions" / f"{platform}.mp4").is_file()
+    if platform == "instagram":  # an http original: converted into oauth's folder, fetched from its public URL
+        (container,) = fakes["instagram"].containers.values()
+        assert container["params"]["video_url"].endswith("/instagram.mp4")
+        assert len(list((tmp_path / "data" / "renditions" / "user-1").glob("*/instagram.mp4"))) == 1
+
+
+async def test_png_becomes_a_jpeg_the_strict_instagram_fake_accepts(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], served: str
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["instagram"], "instagram")
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/image.png")])
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    (container,) = fakes["instagram"].containers.values()
+    sent = container["params"]["image_url"]
+    assert sent.endswith("/instagram.jpg") and "/renditions/user-1/" in sent
+    (rendition,) = (tmp_path / "data" / "renditions" / "user-1").glob("*/instagram.jpg")
+    assert rendition.read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+async def test_png_sent_as_it_is_is_refused_by_the_strict_instagram_fake(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], served: str
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["instagram"], "instagram")
+    env = {**fake_env(fakes), "OAUTH_MEDIA_CONFORM": "0"}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+        created = await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/image.png")])
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_FAILED
+    assert "JPEG" in post.last_error.message and fakes["instagram"].posts == []
+
+
+async def test_one_rendition_serves_every_post_to_the_platform(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], storage: Path
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["tiktok"], "tiktok")
+    uri = (storage / "local.mp4").as_uri()
+    rendition = storage / "local.mp4.renditions" / "tiktok.mp4"
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        first = await stack.create(connection=name, text="first", media=[video(uri)], options=OPTIONS)
+        assert (await stack.wait(first.name, DONE)).state == pb.POST_STATE_PUBLISHED
+        made = rendition.stat().st_mtime_ns
+        second = await stack.create(connection=name, text="second", media=[video(uri)], options=OPTIONS)
+        assert (await stack.wait(second.name, DONE)).state == pb.POST_STATE_PUBLISHED
+    assert rendition.stat().st_mtime_ns == made  # not converted twice
+    assert [p.text for p in fakes["tiktok"].posts] == ["first", "second"]
+
+
+async def test_twenty_minute_video_is_refused_at_create_post_naming_field_and_rule(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], storage: Path
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["tiktok"], "tiktok")
+    request = pb.CreatePostRequest(
+        post=pb.Post(connection=name, text=CAPTION, media=[video((storage / "long.mp4").as_uri())], options=OPTIONS)
+    )
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens, worker=False) as stack:
+        for validate_only in (False, True):
+            request.validate_only = validate_only
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stack.stub.CreatePost(request, metadata=bearer("user-1"))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            found = violations(caught.value)
+            assert list(found) == ["post.media[0]"]
+            assert found["post.media[0]"].startswith("duration:") and "600" in found["post.media[0]"]
+        # The same clip is fine for YouTube (no maximum that low).
+        youtube = connect(tokens, fakes["google"], "google")
+        request.post.connection = youtube
+        request.validate_only = True
+        assert (await stack.stub.CreatePost(request, metadata=bearer("user-1"))).post.connection == youtube
+
+
+async def test_conversion_over_its_time_limit_fails_the_post_with_a_reason(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], storage: Path
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["tiktok"], "tiktok")
+    env = {**fake_env(fakes), "OAUTH_MEDIA_CONVERT_TIMEOUT": "1ms"}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name, text="slow", media=[video((storage / "local.mp4").as_uri())], options=OPTIONS
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_FAILED
+    assert post.last_error.reason == "CONVERSION_TIMEOUT" and "OAUTH_MEDIA_CONVERT_TIMEOUT" in post.last_error.message
+    assert fakes["tiktok"].posts == []
+    assert not list(storage.glob("local.mp4.renditions/.*.part"))  # no half-written rendition left behind
