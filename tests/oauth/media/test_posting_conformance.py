@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from tests.fakes import LoopbackHTTPServer
 from tests.fakes.media_rules import check
-from tests.fakes.publishing_platforms import FakePlatform
+from tests.fakes.publishing_platforms import FakeInstagram, FakePlatform
 from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
 from tests.oauth.posting.conftest import fake_env
 from tests.oauth.posting.harness import posting_stack
@@ -82,6 +82,12 @@ def connect(tokens: FakeTokens, fake: FakePlatform, platform: str) -> str:
     return f"connections/{c.id}"
 
 
+def instagram(fakes: dict[str, FakePlatform]) -> FakeInstagram:
+    fake = fakes["instagram"]
+    assert isinstance(fake, FakeInstagram)
+    return fake
+
+
 def video(uri: str) -> pb.Media:
     return pb.Media(uri=uri, kind=pb.MEDIA_KIND_VIDEO)
 
@@ -107,7 +113,7 @@ async def test_local_default_video_is_conformed_and_published_on_the_strict_fake
     if platform in ("tiktok", "linkedin"):  # converted beside the original, in the same storage
         assert (storage / "local.mp4.renditions" / f"{platform}.mp4").is_file()
     if platform == "instagram":  # an http original: converted into oauth's folder, fetched from its public URL
-        (container,) = fakes["instagram"].containers.values()
+        (container,) = instagram(fakes).containers.values()
         assert container["params"]["video_url"].endswith("/instagram.mp4")
         assert len(list((tmp_path / "data" / "renditions" / "user-1").glob("*/instagram.mp4"))) == 1
 
@@ -121,7 +127,7 @@ async def test_png_becomes_a_jpeg_the_strict_instagram_fake_accepts(
         created = await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/image.png")])
         post = await stack.wait(created.name, DONE)
     assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
-    (container,) = fakes["instagram"].containers.values()
+    (container,) = instagram(fakes).containers.values()
     sent = container["params"]["image_url"]
     assert sent.endswith("/instagram.jpg") and "/renditions/user-1/" in sent
     (rendition,) = (tmp_path / "data" / "renditions" / "user-1").glob("*/instagram.jpg")

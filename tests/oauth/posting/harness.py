@@ -23,7 +23,6 @@ from contentpipe.common.server import build_server
 from contentpipe.common.settings import load_common_settings
 from contentpipe.oauth.adapters.publishers.settings import load_posting_config
 from contentpipe.oauth.posting_bootstrap import PostingApplication, build_posting
-
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
