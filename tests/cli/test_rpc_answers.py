@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
+from contentpipe.cli.config import CliConfig, resolve_config
+from contentpipe.cli.errors import EXIT_UNAVAILABLE, EXIT_USAGE, CliError
+from contentpipe.cli.session import Session
 
 from tests.cli.conftest import RunCli
 from tests.cli.fake_pipelines import RUN_NAME, FakePipelineService, failing_run_script, succeeding_run_script
@@ -71,6 +77,14 @@ def test_unreachable_service_exits_9_with_a_hint(run_cli: RunCli, token: str) ->
     assert "UNAVAILABLE" in result.stderr and "contentpipe status" in result.stderr
 
 
+def test_with_the_services_down_every_command_says_they_are_not_running(run_cli: RunCli, tmp_path: Path) -> None:
+    env = {"CONTENTPIPE_PIPELINES_ADDR": f"127.0.0.1:{free_port()}"}
+    result = run_cli("--data-dir", str(tmp_path / "fresh"), "pipelines", "list", env=env)
+    assert result.returncode == 9
+    assert "the services are not running" in result.stderr
+    assert "no token" not in result.stderr
+
+
 def test_without_a_token_nothing_is_sent_and_exit_is_2(run_cli: RunCli, service, tmp_path: Path) -> None:
     servicer, env = service
     env = {"CONTENTPIPE_PIPELINES_ADDR": env["CONTENTPIPE_PIPELINES_ADDR"]}
@@ -131,3 +145,33 @@ def test_output_name_prints_only_resource_names_for_scripts(run_cli: RunCli, ser
     assert created.stdout == "pipelines/p1\n"
     ran = run_cli("pipelines", "run", "pipelines/p1", "-o", "name", env=env)
     assert ran.stdout == f"{RUN_NAME}\n"
+
+
+def test_without_a_token_a_listening_remote_service_asks_for_one(tmp_path: Path, fake_server) -> None:
+    remote = Session(_config(tmp_path, {"CONTENTPIPE_PIPELINES_ADDR": fake_server()}))
+    with pytest.raises(CliError, match="no token") as caught:
+        asyncio.run(remote.token_for("pipelines"))
+    assert caught.value.exit_code == EXIT_USAGE
+
+
+def test_without_a_token_and_nothing_listening_it_says_the_services_are_not_running(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"CONTENTPIPE_PIPELINES_ADDR": f"127.0.0.1:{free_port()}"})
+    fresh_clone = dataclasses.replace(config, address_sources={**config.address_sources, "pipelines": "default"})
+    with pytest.raises(CliError, match="the services are not running") as caught:
+        asyncio.run(Session(fresh_clone).token_for("pipelines"))
+    assert caught.value.exit_code == EXIT_UNAVAILABLE
+    assert caught.value.hint is not None and "contentpipe up --detach" in caught.value.hint
+    configured = Session(config)
+    with pytest.raises(CliError, match="the services are not running") as caught:
+        asyncio.run(configured.token_for("pipelines"))
+    assert caught.value.hint is not None and "CONTENTPIPE_PIPELINES_ADDR" in caught.value.hint
+
+
+def _config(tmp_path: Path, environ: dict[str, str]) -> CliConfig:
+    return resolve_config(
+        environ={"CONTENTPIPE_CONFIG": os.devnull, **environ},
+        data_dir=str(tmp_path),
+        token=None,
+        config_path=None,
+        timeout=5,
+    )

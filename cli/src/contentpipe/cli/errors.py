@@ -124,18 +124,27 @@ def decode_rpc_error(err: grpc.aio.AioRpcError) -> RpcFailure:
 
 
 _HINTS: dict[grpc.StatusCode, str] = {
-    grpc.StatusCode.UNAVAILABLE: "is the service running? `contentpipe status` shows the local services",
     grpc.StatusCode.UNAUTHENTICATED: "set CONTENTPIPE_TOKEN or pass --token (`contentpipe token --user NAME`)",
     grpc.StatusCode.DEADLINE_EXCEEDED: "the service did not answer in time; retry, or raise --timeout",
     grpc.StatusCode.INTERNAL: "a bug in the service: its log has the traceback (logs are under the data dir)",
 }
 
 
-def cli_error_from_rpc(err: grpc.aio.AioRpcError, *, service: str, address: str) -> CliError:
+def not_running_hint(source: str) -> str:
+    """What to do when nothing answers at an address, depending on where the address came from."""
+    if source in ("default", "contentpipe up"):
+        return (
+            "start the local services with `contentpipe up --detach` (or `contentpipe up` in another terminal); "
+            "`contentpipe status` shows what runs"
+        )
+    return f"the address comes from {source}: check it, and that the service runs there (`contentpipe status`)"
+
+
+def cli_error_from_rpc(err: grpc.aio.AioRpcError, *, service: str, address: str, source: str = "default") -> CliError:
     failure = decode_rpc_error(err)
     reason = f" [{failure.reason}]" if failure.reason and failure.reason != failure.code.name else ""
     message = f"{service} ({address}) answered {failure.code.name}{reason}: {failure.message}"
-    hint = _HINTS.get(failure.code)
+    hint = not_running_hint(source) if failure.code == grpc.StatusCode.UNAVAILABLE else _HINTS.get(failure.code)
     if failure.retry_delay_seconds is not None:
         hint = f"retry in {failure.retry_delay_seconds:.0f} s"
     return CliError(message, failure.exit_code, list(failure.violations), hint)

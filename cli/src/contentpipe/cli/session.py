@@ -10,8 +10,9 @@ from contentpipe.api.generation.v1 import generation_service_pb2_grpc
 from contentpipe.api.oauth.v1 import connection_service_pb2_grpc, posting_service_pb2_grpc
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc
 from contentpipe.api.scheduler.v1 import notification_service_pb2_grpc, scheduler_service_pb2_grpc
+from contentpipe.cli import stack
 from contentpipe.cli.config import CliConfig
-from contentpipe.cli.errors import EXIT_USAGE, CliError, cli_error_from_rpc
+from contentpipe.cli.errors import EXIT_UNAVAILABLE, EXIT_USAGE, CliError, cli_error_from_rpc, not_running_hint
 from contentpipe.common.auth import mint_token
 from contentpipe.common.channels import create_channel
 from contentpipe.common.ids import new_id
@@ -19,6 +20,7 @@ from contentpipe.common.ids import new_id
 ResponseT = TypeVar("ResponseT")
 
 LOCAL_TOKEN_TTL_SECONDS = 3600
+PROBE_SECONDS = 1.0  # how long a missing token waits to learn whether anything listens at all
 
 
 def read_secret(config: CliConfig) -> str | None:
@@ -67,7 +69,7 @@ class Session:
     def notifications(self) -> notification_service_pb2_grpc.NotificationServiceStub:
         return notification_service_pb2_grpc.NotificationServiceStub(self.channel("scheduler"))
 
-    def token_for(self, service: str) -> str:
+    async def token_for(self, service: str) -> str:
         """--token / CONTENTPIPE_TOKEN, else a local-user token when the address is a `contentpipe up` service."""
         if self.config.token:
             return self.config.token
@@ -75,6 +77,13 @@ class Session:
             address = self.config.addresses[service]
             secret = read_secret(self.config)
             if secret is None or address not in self.config.local_addresses.values():
+                # With nothing listening, "no token" sends people after the wrong problem: say what is wrong.
+                if not await stack.answers(address, PROBE_SECONDS):
+                    raise CliError(
+                        f"the services are not running: nothing answers for {service} at {address}",
+                        EXIT_UNAVAILABLE,
+                        hint=not_running_hint(self.config.address_sources.get(service, "default")),
+                    )
                 raise CliError(
                     f"no token for {service} at {address}",
                     EXIT_USAGE,
@@ -93,7 +102,8 @@ class Session:
         deadline: float | None = None,
     ) -> ResponseT:
         """Call `rpc` with the bearer token and a fresh request id; errors become CliError with the exit code."""
-        metadata = (("authorization", f"Bearer {self.token_for(service)}"), ("x-request-id", new_id()))
+        token = await self.token_for(service)
+        metadata = (("authorization", f"Bearer {token}"), ("x-request-id", new_id()))
         try:
             # The generated stubs are typed for the sync API; on a grpc.aio channel the call is awaitable.
             pending = cast(
@@ -101,7 +111,12 @@ class Session:
             )
             return await pending
         except grpc.aio.AioRpcError as err:
-            raise cli_error_from_rpc(err, service=service, address=self.config.addresses[service]) from None
+            raise cli_error_from_rpc(
+                err,
+                service=service,
+                address=self.config.addresses[service],
+                source=self.config.address_sources.get(service, "default"),
+            ) from None
 
     async def close(self) -> None:
         for channel in self._channels.values():
