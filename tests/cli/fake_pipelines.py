@@ -107,6 +107,9 @@ class FakePipelineService(pb_grpc.PipelineServiceServicer):
         self.script = list(script)
         self.authorizations: list[str] = []
         self._lock = threading.Lock()
+        # Cleared: GetPipelineRun keeps answering the current entry (a run that stays where it is).
+        self.advancing = threading.Event()
+        self.advancing.set()
 
     def _auth(self, context: grpc.ServicerContext) -> None:
         metadata = dict(context.invocation_metadata())
@@ -160,5 +163,6 @@ class FakePipelineService(pb_grpc.PipelineServiceServicer):
     ) -> pb.GetPipelineRunResponse:
         self._auth(context)
         with self._lock:
-            run = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+            advance = len(self.script) > 1 and self.advancing.is_set()
+            run = self.script.pop(0) if advance else self.script[0]
         return pb.GetPipelineRunResponse(run=run)

@@ -66,7 +66,7 @@ def test_outbox_connects_without_authorization(run_cli, connections) -> None:
     servicer, env = connections
     result = run_cli("connections", "connect", "outbox", "-o", "json", env=env)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["platform"] == "PLATFORM_OUTBOX"
+    assert json.loads(result.stdout)["platform"] == "OUTBOX"
     assert servicer.started == []
     assert [(c.platform, c.code, c.state) for c in servicer.completed] == [(platform_pb2.PLATFORM_OUTBOX, "", "")]
 

@@ -98,7 +98,7 @@ def test_yaml_and_json_output_round_trip_into_create(run_cli: RunCli, service, t
     _, env = service
     (tmp_path / "p.yaml").write_text(PIPELINE)
     created = run_cli("pipelines", "create", "-f", str(tmp_path / "p.yaml"), "-o", "json", env=env)
-    assert json.loads(created.stdout)["steps"][0]["generate_content"]["kind"] == "GENERATION_KIND_VIDEO"
+    assert json.loads(created.stdout)["steps"][0]["generate_content"]["kind"] == "VIDEO"  # as in the tables
     exported = run_cli("pipelines", "get", "p1", "-o", "yaml", env=env)
     assert yaml.safe_load(exported.stdout)["display_name"] == "Test"
     again = run_cli("pipelines", "create", "-f", "-", env=env, stdin=exported.stdout)

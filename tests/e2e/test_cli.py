@@ -56,8 +56,8 @@ def test_cli_drives_the_local_stack(tmp_path: Path, database_env: dict[str, str]
         assert row["database_url"].startswith(expected_urls[row["service"]].split("://")[0]), row
     try:
         connection = json.loads(_ok(run_cli(*cp, "connections", "connect", "outbox", "-o", "json"), "connect"))
-        assert connection["platform"] == "PLATFORM_OUTBOX"
-        assert connection["status"] == "CONNECTION_STATUS_ACTIVE"
+        assert connection["platform"] == "OUTBOX"
+        assert connection["status"] == "ACTIVE"
 
         created = json.loads(
             _ok(
@@ -119,7 +119,7 @@ def test_cli_drives_the_local_stack(tmp_path: Path, database_env: dict[str, str]
         assert berlin["fire_times"][1]["in_dst_gap"] is True  # 02:30 does not exist on 2026-03-29 in Berlin
 
         posts = json.loads(_ok(run_cli(*cp, "posts", "list", "-o", "json"), "posts list"))
-        assert [p["state"] for p in posts["posts"]] == ["POST_STATE_PUBLISHED"]
+        assert [p["state"] for p in posts["posts"]] == ["PUBLISHED"]
 
         # The server's own validation: its BadRequest violations are shown with their field paths, exit code 3.
         broken = tmp_path / "broken.yaml"
@@ -159,7 +159,7 @@ def test_cli_generations_posts_and_notifications(tmp_path: Path) -> None:
                 "generations create --wait",
             )
         )  # fmt: skip
-        assert generation["state"] == "GENERATION_STATE_SUCCEEDED"
+        assert generation["state"] == "SUCCEEDED"
         [asset] = generation["outputs"]
         assert (asset["width"], asset["height"], asset["content_type"]) == (160, 96, "video/mp4")
         listed = _ok(run_cli(*cp, "generations", "list", "--kind", "video", "-o", "name"), "generations list")
@@ -172,12 +172,12 @@ def test_cli_generations_posts_and_notifications(tmp_path: Path) -> None:
                 "posts create",
             )
         )  # fmt: skip
-        assert post["state"] in {"POST_STATE_QUEUED", "POST_STATE_PUBLISHING", "POST_STATE_PUBLISHED"}
+        assert post["state"] in {"QUEUED", "PUBLISHING", "PUBLISHED"}
         for _ in range(100):
             got = json.loads(_ok(run_cli(*cp, "posts", "get", post["name"], "-o", "json"), "posts get"))
-            if got["state"] == "POST_STATE_PUBLISHED":
+            if got["state"] == "PUBLISHED":
                 break
-        assert got["state"] == "POST_STATE_PUBLISHED"
+        assert got["state"] == "PUBLISHED"
         assert Path(got["permalink"].removeprefix("file://")).exists()
 
         assert "no notifications" in _ok(run_cli(*cp, "notifications", "list"), "notifications list")

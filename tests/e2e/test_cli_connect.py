@@ -44,7 +44,7 @@ def test_connect_linkedin_through_the_loopback_listener(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         try:
             platforms = json.loads(run_cli(*cp, "connections", "platforms", "-o", "json").stdout)
-            assert "PLATFORM_LINKEDIN" in {p["platform"] for p in platforms["platforms"]}
+            assert "LINKEDIN" in {p["platform"] for p in platforms["platforms"]}
 
             process = subprocess.Popen(
                 [sys.executable, "-m", "contentpipe.cli", *cp, "connections", "connect", "linkedin",
@@ -59,13 +59,13 @@ def test_connect_linkedin_through_the_loopback_listener(tmp_path: Path) -> None:
             out, err = process.communicate(timeout=60)
             assert process.returncode == 0, err
             connection = json.loads(out)
-            assert (connection["platform"], connection["status"]) == ("PLATFORM_LINKEDIN", "CONNECTION_STATUS_ACTIVE")
+            assert (connection["platform"], connection["status"]) == ("LINKEDIN", "ACTIVE")
 
             listed = run_cli(*cp, "connections", "list", "--platform", "linkedin", "-o", "name")
             assert listed.stdout.split() == [connection["name"]]
             refreshed = run_cli(*cp, "connections", "refresh", connection["name"], "-o", "json")
             assert refreshed.returncode == 0, refreshed.stderr
-            assert json.loads(refreshed.stdout)["status"] == "CONNECTION_STATUS_ACTIVE"
+            assert json.loads(refreshed.stdout)["status"] == "ACTIVE"
             deleted = run_cli(*cp, "connections", "delete", connection["name"])
             assert deleted.returncode == 0, deleted.stderr
             assert deleted.stdout.startswith(f"deleted {connection['name']}; revoked at the platform")

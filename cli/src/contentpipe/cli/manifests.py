@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml  # type: ignore[import-untyped]
 from contentpipe.cli.errors import EXIT_INVALID, EXIT_USAGE, CliError, Violation
+from contentpipe.cli.output import enum_prefix
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -84,7 +85,7 @@ def _enum_value(enum: EnumDescriptor, value: Any) -> tuple[Any, str | None]:
             return value, None
         values = [v.name for v in enum.values]
         # The common prefix of all values (`GENERATION_KIND_`): accept `VIDEO` for `GENERATION_KIND_VIDEO`.
-        prefix = values[0].rsplit("UNSPECIFIED", 1)[0] if values and values[0].endswith("UNSPECIFIED") else ""
+        prefix = enum_prefix(enum)
         full = prefix + value.upper()
         if full in enum.values_by_name:
             return full, None

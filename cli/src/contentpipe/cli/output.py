@@ -6,10 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import yaml  # type: ignore[import-untyped]
 from google.protobuf import json_format
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
@@ -18,9 +20,51 @@ FORMATS = ("table", "json", "yaml", "name")
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    """The proto3 JSON mapping with proto field names: what `pipelines create -f` reads back."""
+    """The proto3 JSON mapping with proto field names and short enum names (`SUCCEEDED`, as in the tables).
+
+    `pipelines create -f` reads it back: manifests accept enum values without their type prefix.
+    """
     result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    _shorten_enums(result, message.DESCRIPTOR)
     return result
+
+
+def enum_prefix(enum: EnumDescriptor) -> str:
+    """The prefix every value of an AIP-style enum shares (`PIPELINE_RUN_STATE_`), from its `*_UNSPECIFIED` value."""
+    first = enum.values[0].name if enum.values else ""
+    return first.rsplit("UNSPECIFIED", 1)[0] if first.endswith("UNSPECIFIED") else ""
+
+
+def _short_enum_value(field: FieldDescriptor, value: Any) -> Any:
+    assert field.enum_type is not None
+    return short_enum(value, enum_prefix(field.enum_type)) if isinstance(value, str) else value
+
+
+def _shorten_enums(data: dict[str, Any], descriptor: Any) -> None:
+    for key, value in data.items():
+        field = descriptor.fields_by_name.get(key)
+        if field is None:
+            continue
+        if field.enum_type is not None:
+            data[key] = (
+                [_short_enum_value(field, v) for v in value]
+                if isinstance(value, list)
+                else (_short_enum_value(field, value))
+            )
+        elif field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
+            if field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if value_field.message_type is not None and isinstance(value, dict):
+                    for item in value.values():
+                        if isinstance(item, dict):
+                            _shorten_enums(item, value_field.message_type)
+                elif value_field.enum_type is not None and isinstance(value, dict):
+                    for map_key, item in value.items():
+                        value[map_key] = _short_enum_value(value_field, item)
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict):
+                    _shorten_enums(item, field.message_type)
 
 
 def names(data: Any) -> list[str]:
@@ -62,6 +106,41 @@ def console(stream: TextIO | None = None) -> Console:
 class Column:
     title: str
     value: Callable[[dict[str, Any]], Any]
+
+
+def age(value: Any, now: datetime | None = None) -> str:
+    """An RFC 3339 time as kubectl shows it: `45s`, `12m`, `3h5m`, `4d`; future times as `in 3h` (`-` if unset)."""
+    if not isinstance(value, str) or not value:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    text = _span(abs(seconds))
+    return f"in {text}" if seconds < 0 else text
+
+
+def _span(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 24:
+        rest = minutes % 60
+        return f"{hours}h{rest}m" if hours < 10 and rest else f"{hours}h"
+    days = hours // 24
+    if days < 365:
+        return f"{days}d"
+    return f"{days // 365}y{days % 365}d" if days % 365 else f"{days // 365}y"
+
+
+def age_col(title: str, path: str) -> Column:
+    """A time column shown as an age (`AGE`, `FINISHED`) or a countdown (`NEXT FIRE`), not a microsecond stamp."""
+    read = col(title, path).value
+    return Column(title, lambda item: age(read(item)))
 
 
 def col(title: str, path: str, *, enum_prefix: str = "", default: str = "") -> Column:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
 from contentpipe.api.oauth.v1 import posting_service_pb2 as posting_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+from contentpipe.cli.errors import EXIT_UNAVAILABLE, CliError
 from contentpipe.cli.output import console, short_enum
 from contentpipe.cli.session import Session
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,6 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 TERMINAL = {pb.PIPELINE_RUN_STATE_SUCCEEDED, pb.PIPELINE_RUN_STATE_FAILED, pb.PIPELINE_RUN_STATE_CANCELED}
+# A service restart (a deploy, `contentpipe down && up`) must not end a watch: reconnect for this long, backing off.
+RECONNECT_SECONDS = 60.0
+RECONNECT_FIRST_DELAY = 0.5
+RECONNECT_MAX_DELAY = 5.0
 _STEP_STYLE = {
     "SUCCEEDED": "green",
     "REUSED": "green",
@@ -84,7 +90,8 @@ def render_table(run: pb.PipelineRun) -> Table:
     table.add_column("STATE")
     table.add_column("TRY", justify="right")
     table.add_column("TIME", justify="right")
-    table.add_column("RESULT", overflow="fold")
+    # One row per step: a long path folded mid-word at 80 columns cannot be copied; the summary prints it whole.
+    table.add_column("RESULT", overflow="ellipsis", no_wrap=True)
     for step in run.steps:
         state = step_state(step)
         icon: Spinner | Text
@@ -116,8 +123,12 @@ async def watch_run(
     live: bool | None = None,
     stream: TextIO | None = None,
     on_update: Callable[[pb.PipelineRun], None] | None = None,
+    reconnect_seconds: float = RECONNECT_SECONDS,
 ) -> pb.PipelineRun:
-    """Poll GetPipelineRun until the run is terminal, showing each change; returns the final run."""
+    """Poll GetPipelineRun until the run is terminal, showing each change; returns the final run.
+
+    Ctrl-C stops watching, not the run: the message says so and how to come back or cancel it.
+    """
     out = stream or sys.stdout
     use_live = out.isatty() if live is None else live
     get = session.pipelines.GetPipelineRun
@@ -126,6 +137,69 @@ async def watch_run(
         response = await session.call("pipelines", get, pb.GetPipelineRunRequest(name=name))
         return response.run
 
+    try:
+        return await _follow(
+            lambda: _reconnecting(fetch, reconnect_seconds),
+            interval=interval,
+            use_live=use_live,
+            out=out,
+            on_update=on_update,
+        )
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels the main task, then raises KeyboardInterrupt
+        print_detached(name)
+        raise
+
+
+def print_detached(name: str, stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    out.write(
+        f"\nstopped watching; the run goes on in the service.\n"
+        f"  follow it again: contentpipe runs watch {name}\n"
+        f"  cancel it:       contentpipe runs cancel {name}\n"
+    )
+    out.flush()
+
+
+async def _reconnecting(fetch: Callable[[], Awaitable[pb.PipelineRun]], budget: float) -> pb.PipelineRun:
+    """`fetch()`, retrying while the service is unreachable (jittered backoff) for at most `budget` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    delay = RECONNECT_FIRST_DELAY
+    attempt = 0
+    while True:
+        try:
+            run = await fetch()
+        except CliError as error:
+            if error.exit_code != EXIT_UNAVAILABLE:
+                raise
+            now = loop.time()
+            deadline = deadline if deadline is not None else now + budget
+            if now >= deadline:
+                error.message += f" (gave up reconnecting after {budget:.0f} s)"
+                raise
+            attempt += 1
+            pause = min(random.uniform(delay / 2, delay), deadline - now)
+            sys.stderr.write(
+                f"pipelines unreachable; reconnecting (attempt {attempt}, giving up in {deadline - now:.0f} s)\n"
+            )
+            sys.stderr.flush()
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            continue
+        if attempt:
+            sys.stderr.write("reconnected\n")
+            sys.stderr.flush()
+        return run
+
+
+async def _follow(
+    fetch: Callable[[], Awaitable[pb.PipelineRun]],
+    *,
+    interval: float,
+    use_live: bool,
+    out: TextIO,
+    on_update: Callable[[pb.PipelineRun], None] | None,
+) -> pb.PipelineRun:
     run = await fetch()
     if use_live:
         with Live(render_table(run), console=console(out), refresh_per_second=8, transient=False) as view:
@@ -138,15 +212,18 @@ async def watch_run(
     last_steps: list[tuple[str, int, int, str]] = []
     while True:
         state = run_state(run)
-        if state != last_state:
+        # The run's own line comes first while it goes on, last once it ended: after the step that ended it.
+        if state != last_state and run.state not in TERMINAL:
             _line(out, f"run {run.name} {state}")
-            last_state = state
         signature = _signature(run)
         for index, step in enumerate(run.steps):
             if index >= len(last_steps) or last_steps[index] != signature[index]:
                 detail = describe_step(step)
                 attempt = f" (attempt {step.attempts})" if step.attempts > 1 else ""
                 _line(out, f"step {step.step_id} {step_state(step)}{attempt}{' ' + detail if detail else ''}")
+        if state != last_state and run.state in TERMINAL:
+            _line(out, f"run {run.name} {state}")
+        last_state = state
         last_steps = signature
         if on_update is not None:
             on_update(run)
@@ -165,8 +242,7 @@ def _line(out: TextIO, text: str) -> None:
 def print_summary(run: pb.PipelineRun, stream: TextIO | None = None) -> None:
     """Where the results are: files, posts, the next scheduled run; or why it failed."""
     out = stream or sys.stdout
-    elapsed = _seconds(run.start_time if run.HasField("start_time") else run.create_time, run.finish_time)
-    took = f" in {elapsed:.1f}s" if elapsed is not None else ""
+    took = _took(run)
     out.write(f"\nrun {run.name} {run_state(run)}{took}\n")
     if run.state != pb.PIPELINE_RUN_STATE_SUCCEEDED and run.error.reason:
         out.write(f"  error: {run.error.reason}: {run.error.message}\n")
@@ -190,6 +266,15 @@ def print_summary(run: pb.PipelineRun, stream: TextIO | None = None) -> None:
         if step.outputs.job:
             out.write(f"  {step.step_id}: next scheduled run {_iso(step.outputs.next_run_time)} ({step.outputs.job})\n")
     out.flush()
+
+
+def _took(run: pb.PipelineRun) -> str:
+    """` in 3.2s` (from its start), ` after 1.5s` (it never started); nothing when the clock says nothing useful."""
+    started = run.HasField("start_time") and (run.start_time.seconds or run.start_time.nanos)
+    elapsed = _seconds(run.start_time if started else run.create_time, run.finish_time)
+    if elapsed is None or elapsed < 0.05:  # failed on arrival: "FAILED in 0.0s" only looks like a broken clock
+        return ""
+    return f" in {elapsed:.1f}s" if started else f" after {elapsed:.1f}s"
 
 
 def _path(uri: str) -> str:

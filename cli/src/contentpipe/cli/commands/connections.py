@@ -11,7 +11,7 @@ from contentpipe.api.oauth.v1 import connection_service_pb2 as pb
 from contentpipe.api.oauth.v1 import platform_pb2
 from contentpipe.cli.callback import CallbackListener
 from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
-from contentpipe.cli.output import col, print_list, print_resource, print_table, to_dict
+from contentpipe.cli.output import age_col, col, print_list, print_resource, print_table, to_dict
 from contentpipe.cli.parsing import SubParsers, add_command, add_group, resource_name
 from contentpipe.cli.platforms import PLATFORM_CHOICES, parse_platform
 from contentpipe.cli.session import Session
@@ -22,7 +22,7 @@ CONNECTION_COLUMNS = [
     col("PLATFORM", "platform", enum_prefix="PLATFORM_"),
     col("ACCOUNT", "profile.username"),
     col("STATUS", "status", enum_prefix="CONNECTION_STATUS_"),
-    col("TOKEN EXPIRES", "access_token_expire_time"),
+    age_col("TOKEN EXPIRES", "access_token_expire_time"),
     col("LAST ERROR", "last_error.reason"),
 ]
 

@@ -12,7 +12,7 @@ from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.scheduler.v1 import notification_service_pb2 as note_pb
 from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from contentpipe.cli.manifests import parse_message, read_document
-from contentpipe.cli.output import col, print_list, print_resource
+from contentpipe.cli.output import age_col, col, print_list, print_resource
 from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging, resource_name
 from contentpipe.cli.platforms import PLATFORM_CHOICES, parse_platform
 from contentpipe.cli.session import Session
@@ -24,7 +24,7 @@ GENERATION_COLUMNS = [
     col("STATE", "state", enum_prefix="GENERATION_STATE_"),
     col("PROVIDER", "provider"),
     col("PROMPT", "prompt"),
-    col("CREATED", "create_time"),
+    age_col("AGE", "create_time"),
 ]
 POST_COLUMNS = [
     col("NAME", "name"),
@@ -38,8 +38,8 @@ NOTIFICATION_COLUMNS = [
     col("NAME", "name"),
     col("KIND", "kind", enum_prefix="NOTIFICATION_KIND_"),
     col("TITLE", "title"),
-    col("CREATED", "create_time"),
-    col("READ", "acknowledge_time"),
+    age_col("AGE", "create_time"),
+    age_col("READ", "acknowledge_time"),
 ]
 _GEN_TERMINAL = {gen_pb.GENERATION_STATE_SUCCEEDED, gen_pb.GENERATION_STATE_FAILED, gen_pb.GENERATION_STATE_CANCELED}
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2 as pb
 from contentpipe.cli.errors import EXIT_OK, EXIT_USAGE, CliError
 from contentpipe.cli.manifests import parse_message, read_document
-from contentpipe.cli.output import col, dump, print_list, print_resource, print_table, to_dict
+from contentpipe.cli.output import age_col, col, dump, print_list, print_resource, print_table, to_dict
 from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging, resource_name
 from contentpipe.cli.session import Session
 from contentpipe.common.ids import new_id
@@ -21,12 +21,12 @@ JOB_COLUMNS = [
     col("SCHEDULE", "cron.expression"),
     col("ZONE", "cron.time_zone"),
     col("STATE", "state", enum_prefix="JOB_STATE_"),
-    col("NEXT FIRE", "next_fire_time"),
+    age_col("NEXT FIRE", "next_fire_time"),
     col("LAST OUTCOME", "last_outcome", enum_prefix="JOB_RUN_STATE_"),
 ]
 JOB_RUN_COLUMNS = [
     col("RUN", "name"),
-    col("NOMINAL", "nominal_time"),
+    age_col("NOMINAL", "nominal_time"),
     col("STATE", "state", enum_prefix="JOB_RUN_STATE_"),
     col("ATTEMPT", "attempt"),
     col("PIPELINE RUN", "pipeline_run"),

@@ -8,7 +8,7 @@ import sys
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK
 from contentpipe.cli.manifests import parse_message, read_document
-from contentpipe.cli.output import col, print_list, print_resource
+from contentpipe.cli.output import age_col, col, print_list, print_resource
 from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging, resource_name
 from contentpipe.cli.platforms import resolve_connection_references
 from contentpipe.cli.session import Session
@@ -21,14 +21,14 @@ PIPELINE_COLUMNS = [
     col("DISPLAY NAME", "display_name"),
     col("STATE", "state", enum_prefix="PIPELINE_STATE_"),
     col("REV", "revision"),
-    col("UPDATED", "update_time"),
+    age_col("UPDATED", "update_time"),
 ]
 RUN_COLUMNS = [
     col("RUN", "name"),
     col("STATE", "state", enum_prefix="PIPELINE_RUN_STATE_"),
     col("TRIGGER", "trigger.kind", enum_prefix="RUN_TRIGGER_KIND_"),
-    col("CREATED", "create_time"),
-    col("FINISHED", "finish_time"),
+    age_col("AGE", "create_time"),
+    age_col("FINISHED", "finish_time"),
     col("ERROR", "error.reason"),
 ]
 
