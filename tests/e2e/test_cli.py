@@ -83,9 +83,9 @@ def test_cli_drives_the_local_stack(tmp_path: Path, database_env: dict[str, str]
 
         watched = _ok(run_cli(*cp, "runs", "watch", run), "runs watch")
         lines = [line.split(" ", 1)[1] for line in watched.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
-        assert lines[0] == f"run {run} SUCCEEDED"
-        assert [line.split()[1] for line in lines[1:]] == ["video", "caption", "post", "schedule"]
-        assert all(line.split()[2] == "SUCCEEDED" for line in lines[1:])
+        assert lines[-1] == f"run {run} SUCCEEDED"  # after the steps that ended it
+        assert [line.split()[1] for line in lines[:-1]] == ["video", "caption", "post", "schedule"]
+        assert all(line.split()[2] == "SUCCEEDED" for line in lines[:-1])
 
         runs = json.loads(_ok(run_cli(*cp, "pipelines", "runs", pipeline, "-o", "json"), "pipelines runs"))
         assert [r["name"] for r in runs["runs"]] == [run]
