@@ -152,6 +152,19 @@ class FakePipelineService(pb_grpc.PipelineServiceServicer):
             )
         return pb.GetPipelineResponse(pipeline=self.pipelines[request.name])
 
+    def ListPipelines(
+        self, request: pb.ListPipelinesRequest, context: grpc.ServicerContext
+    ) -> pb.ListPipelinesResponse:
+        self._auth(context)
+        return pb.ListPipelinesResponse(pipelines=list(self.pipelines.values()))
+
+    def ListPipelineRuns(
+        self, request: pb.ListPipelineRunsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPipelineRunsResponse:
+        self._auth(context)
+        runs = [run for run in self.script[:1] if request.parent in ("pipelines/-", run.name.split("/runs/")[0])]
+        return pb.ListPipelineRunsResponse(runs=runs)
+
     def RunPipeline(self, request: pb.RunPipelineRequest, context: grpc.ServicerContext) -> pb.RunPipelineResponse:
         self._auth(context)
         if request.name not in self.pipelines:

@@ -11,8 +11,9 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
-from contentpipe.cli.commands import connections, content, jobs, local, pipelines
+from contentpipe.cli.commands import completion, connections, content, jobs, local, pipelines
 from contentpipe.cli.config import resolve_config
 from contentpipe.cli.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from contentpipe.cli.parsing import global_options
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"contentpipe {version('contentpipe-cli')}")
     global_options(parser, suppress=False)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     local.register(sub)
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     connections.register(sub)
     content.register(sub)
+    completion.register(sub, parser)
     return parser
 
 

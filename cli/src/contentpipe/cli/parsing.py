@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -49,7 +50,11 @@ def add_command(
     description: str | None = None,
     reads: bool = False,
     aliases: Sequence[str] = (),
+    deprecated_for: str | None = None,
 ) -> argparse.ArgumentParser:
+    """One subcommand. `deprecated_for`: an old spelling kept working, hidden from help, pointing to the new one."""
+    if deprecated_for is not None and handler is not None:
+        handler = _deprecated(handler, name, deprecated_for)
     epilog = None
     if examples:
         epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
@@ -72,7 +77,18 @@ def add_command(
         )
     if handler is not None:
         parser.set_defaults(handler=handler)
+    if deprecated_for is not None:
+        # argparse has no hidden subcommands: drop its line from the parent's command list (it still parses).
+        sub._choices_actions[:] = [a for a in sub._choices_actions if a.dest != name]
     return parser
+
+
+def _deprecated(handler: Handler, name: str, replacement: str) -> Handler:
+    async def run(session: Any, args: argparse.Namespace) -> int:
+        print(f"hint: `{name}` here is deprecated; use `{replacement}`", file=sys.stderr)
+        return await handler(session, args)
+
+    return run
 
 
 def add_group(

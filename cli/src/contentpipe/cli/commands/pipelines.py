@@ -9,8 +9,9 @@ from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK
 from contentpipe.cli.manifests import parse_message, read_document
 from contentpipe.cli.output import age_col, col, print_list, print_resource
-from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging, resource_name
+from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging
 from contentpipe.cli.platforms import resolve_connection_references
+from contentpipe.cli.references import pipeline_name, run_name
 from contentpipe.cli.session import Session
 from contentpipe.cli.watch import print_summary, watch_run
 from contentpipe.common.ids import new_id
@@ -23,6 +24,8 @@ PIPELINE_COLUMNS = [
     col("REV", "revision"),
     age_col("UPDATED", "update_time"),
 ]
+PIPELINE_HELP = "pipelines/ID, ID or a unique prefix of ID"
+RUN_HELP = "pipelines/P/runs/R, or a run id or a unique prefix of it"
 RUN_COLUMNS = [
     col("RUN", "name"),
     col("STATE", "state", enum_prefix="PIPELINE_RUN_STATE_"),
@@ -76,7 +79,7 @@ def register(sub: SubParsers) -> None:
             "contentpipe pipelines update pipelines/0193... -f p.yaml --fields display_name,steps",
         ],
     )
-    update.add_argument("pipeline", help="pipelines/ID or ID")
+    update.add_argument("pipeline", help=PIPELINE_HELP)
     update.add_argument("-f", "--file", required=True, help="YAML or JSON file, `-` for stdin")
     update.add_argument("--fields", default="", help="comma-separated update mask (default: all)")
     update.add_argument("--etag", default="", help="fail with exit 5 if the pipeline changed since this etag")
@@ -100,7 +103,7 @@ def register(sub: SubParsers) -> None:
         reads=True,
         examples=["contentpipe pipelines get pipelines/0193...", "contentpipe pipelines get 0193... -o yaml > p.yaml"],
     )
-    get.add_argument("pipeline", help="pipelines/ID or ID")
+    get.add_argument("pipeline", help=PIPELINE_HELP)
 
     delete = add_command(
         group,
@@ -109,7 +112,7 @@ def register(sub: SubParsers) -> None:
         handler=delete_pipeline,
         examples=["contentpipe pipelines delete pipelines/0193..."],
     )
-    delete.add_argument("pipeline", help="pipelines/ID or ID")
+    delete.add_argument("pipeline", help=PIPELINE_HELP)
     delete.add_argument("--etag", default="", help="fail with exit 5 if the pipeline changed since this etag")
 
     run = add_command(
@@ -127,7 +130,7 @@ def register(sub: SubParsers) -> None:
             "contentpipe pipelines run pipelines/0193... --wait",
         ],
     )
-    run.add_argument("pipeline", help="pipelines/ID or ID")
+    run.add_argument("pipeline", help=PIPELINE_HELP)
     run.add_argument("--wait", action="store_true", help="follow the run until it ends")
     run.add_argument("--request-id", default="", help="idempotency key (default: a new one)")
     run.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds with --wait")
@@ -139,8 +142,11 @@ def register(sub: SubParsers) -> None:
         handler=list_runs,
         reads=True,
         examples=["contentpipe pipelines runs pipelines/0193...", "contentpipe pipelines runs --state failed"],
+        deprecated_for="contentpipe runs list --pipeline PIPELINE",
     )
-    runs.add_argument("pipeline", nargs="?", default="-", help="pipelines/ID or ID (default: all)")
+    runs.add_argument(
+        "pipeline", nargs="?", default="-", help="pipelines/ID, ID or a unique prefix of ID (default: all)"
+    )
     runs.add_argument("--state", choices=("queued", "running", "succeeded", "failed", "canceled"))
     add_paging(runs)
 
@@ -151,8 +157,9 @@ def register(sub: SubParsers) -> None:
         handler=cancel_run,
         reads=True,
         examples=["contentpipe pipelines cancel pipelines/0193.../runs/0194..."],
+        deprecated_for="contentpipe runs cancel RUN",
     )
-    cancel.add_argument("run", help="pipelines/P/runs/R")
+    cancel.add_argument("run", help=RUN_HELP)
 
     pause = add_command(
         group,
@@ -162,25 +169,22 @@ def register(sub: SubParsers) -> None:
         reads=True,
         examples=["contentpipe pipelines pause pipelines/0193..."],
     )
-    pause.add_argument("pipeline", help="pipelines/ID or ID")
+    pause.add_argument("pipeline", help=PIPELINE_HELP)
 
     resume_parser = add_command(
         group,
         "resume",
-        help="resume a paused pipeline, or continue a failed run (given a run name)",
-        handler=resume,
+        help="resume a paused pipeline",
+        handler=resume_pipeline,
         reads=True,
         description=(
-            "Given a pipeline, set it ACTIVE again. Given a run (pipelines/P/runs/R) that FAILED or was\n"
-            "CANCELED, start a new run that continues from its first unfinished step (like `runs resume`)."
+            "Set a paused pipeline ACTIVE again. To continue a FAILED or CANCELED run from its first unfinished\n"
+            "step, use `contentpipe runs resume RUN`."
         ),
-        examples=[
-            "contentpipe pipelines resume pipelines/0193...",
-            "contentpipe pipelines resume pipelines/0193.../runs/0194... --wait",
-        ],
+        examples=["contentpipe pipelines resume pipelines/0193..."],
     )
-    resume_parser.add_argument("name", help="pipelines/ID, or pipelines/P/runs/R")
-    resume_parser.add_argument("--wait", action="store_true", help="for a run: follow the new run until it ends")
+    resume_parser.add_argument("name", help="pipelines/ID, ID or a unique prefix of ID")
+    resume_parser.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)  # the old run form
 
     _register_runs(sub)
 
@@ -206,7 +210,7 @@ def _register_runs(sub: SubParsers) -> None:
             "contentpipe runs watch pipelines/P/runs/R | tee run.log",
         ],
     )
-    watch.add_argument("run", help="pipelines/P/runs/R")
+    watch.add_argument("run", help=RUN_HELP)
     watch.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds")
     watch.add_argument("--plain", action="store_true", help="plain lines even in a terminal")
 
@@ -218,7 +222,7 @@ def _register_runs(sub: SubParsers) -> None:
         reads=True,
         examples=["contentpipe runs get pipelines/P/runs/R -o yaml"],
     )
-    get.add_argument("run", help="pipelines/P/runs/R")
+    get.add_argument("run", help=RUN_HELP)
 
     listing = add_command(
         group,
@@ -240,18 +244,18 @@ def _register_runs(sub: SubParsers) -> None:
         reads=True,
         examples=["contentpipe runs cancel pipelines/P/runs/R"],
     )
-    cancel.add_argument("run", help="pipelines/P/runs/R")
+    cancel.add_argument("run", help=RUN_HELP)
 
-    resume_run = add_command(
+    resume_parser = add_command(
         group,
         "resume",
         help="continue a FAILED or CANCELED run from its first unfinished step",
-        handler=resume,
+        handler=resume_run,
         reads=True,
-        examples=["contentpipe runs resume pipelines/P/runs/R --wait"],
+        examples=["contentpipe runs resume pipelines/P/runs/R --wait", "contentpipe runs resume 01a2c3 --wait"],
     )
-    resume_run.add_argument("name", help="pipelines/P/runs/R")
-    resume_run.add_argument("--wait", action="store_true", help="follow the new run until it ends")
+    resume_parser.add_argument("name", help=RUN_HELP)
+    resume_parser.add_argument("--wait", action="store_true", help="follow the new run until it ends")
 
 
 async def load_pipeline(session: Session, path: str) -> pb.Pipeline:
@@ -279,7 +283,7 @@ async def create_pipeline(session: Session, args: argparse.Namespace) -> int:
 
 async def update_pipeline(session: Session, args: argparse.Namespace) -> int:
     pipeline = await load_pipeline(session, args.file)
-    pipeline.name = resource_name("pipelines", args.pipeline)
+    pipeline.name = await pipeline_name(session, args.pipeline)
     pipeline.etag = args.etag
     mask = field_mask_pb2.FieldMask(paths=[f.strip() for f in args.fields.split(",") if f.strip()])
     response = await session.call(
@@ -301,14 +305,14 @@ async def get_pipeline(session: Session, args: argparse.Namespace) -> int:
     response = await session.call(
         "pipelines",
         session.pipelines.GetPipeline,
-        pb.GetPipelineRequest(name=resource_name("pipelines", args.pipeline)),
+        pb.GetPipelineRequest(name=await pipeline_name(session, args.pipeline)),
     )
     print_resource(response.pipeline, args.output)
     return EXIT_OK
 
 
 async def delete_pipeline(session: Session, args: argparse.Namespace) -> int:
-    name = resource_name("pipelines", args.pipeline)
+    name = await pipeline_name(session, args.pipeline)
     await session.call(
         "pipelines", session.pipelines.DeletePipeline, pb.DeletePipelineRequest(name=name, etag=args.etag)
     )
@@ -317,7 +321,7 @@ async def delete_pipeline(session: Session, args: argparse.Namespace) -> int:
 
 
 async def run_pipeline(session: Session, args: argparse.Namespace) -> int:
-    name = resource_name("pipelines", args.pipeline)
+    name = await pipeline_name(session, args.pipeline)
     request = pb.RunPipelineRequest(name=name, request_id=args.request_id or new_id())
     response = await session.call("pipelines", session.pipelines.RunPipeline, request)
     return await _after_run(session, response.run, args)
@@ -347,7 +351,7 @@ async def _after_run(session: Session, run: pb.PipelineRun, args: argparse.Names
 
 
 async def list_runs(session: Session, args: argparse.Namespace) -> int:
-    parent = "pipelines/-" if args.pipeline == "-" else resource_name("pipelines", args.pipeline)
+    parent = "pipelines/-" if args.pipeline == "-" else await pipeline_name(session, args.pipeline)
     state = pb.PipelineRunState.Value(f"PIPELINE_RUN_STATE_{args.state.upper()}") if args.state else 0
     request = pb.ListPipelineRunsRequest(
         parent=parent,
@@ -362,7 +366,7 @@ async def list_runs(session: Session, args: argparse.Namespace) -> int:
 
 async def get_run(session: Session, args: argparse.Namespace) -> int:
     response = await session.call(
-        "pipelines", session.pipelines.GetPipelineRun, pb.GetPipelineRunRequest(name=args.run)
+        "pipelines", session.pipelines.GetPipelineRun, pb.GetPipelineRunRequest(name=await run_name(session, args.run))
     )
     if args.output == "table":
         print_summary(response.run)
@@ -372,14 +376,18 @@ async def get_run(session: Session, args: argparse.Namespace) -> int:
 
 
 async def watch_command(session: Session, args: argparse.Namespace) -> int:
-    final = await watch_run(session, args.run, interval=args.interval, live=False if args.plain else None)
+    final = await watch_run(
+        session, await run_name(session, args.run), interval=args.interval, live=False if args.plain else None
+    )
     print_summary(final)
     return EXIT_OK if final.state == pb.PIPELINE_RUN_STATE_SUCCEEDED else EXIT_FAILED
 
 
 async def cancel_run(session: Session, args: argparse.Namespace) -> int:
     response = await session.call(
-        "pipelines", session.pipelines.CancelPipelineRun, pb.CancelPipelineRunRequest(name=args.run)
+        "pipelines",
+        session.pipelines.CancelPipelineRun,
+        pb.CancelPipelineRunRequest(name=await run_name(session, args.run)),
     )
     if args.output == "table":
         print(f"{response.run.name} {pb.PipelineRunState.Name(response.run.state).removeprefix('PIPELINE_RUN_STATE_')}")
@@ -398,17 +406,22 @@ async def _set_state(session: Session, name: str, state: int) -> pb.Pipeline:
 
 
 async def pause_pipeline(session: Session, args: argparse.Namespace) -> int:
-    pipeline = await _set_state(session, resource_name("pipelines", args.pipeline), pb.PIPELINE_STATE_PAUSED)
+    pipeline = await _set_state(session, await pipeline_name(session, args.pipeline), pb.PIPELINE_STATE_PAUSED)
     _print_pipeline_state(pipeline, args.output)
     return EXIT_OK
 
 
-async def resume(session: Session, args: argparse.Namespace) -> int:
-    if "/runs/" in args.name:
-        request = pb.ResumePipelineRunRequest(name=args.name, request_id=new_id())
-        response = await session.call("pipelines", session.pipelines.ResumePipelineRun, request)
-        return await _after_run(session, response.run, args)
-    pipeline = await _set_state(session, resource_name("pipelines", args.name), pb.PIPELINE_STATE_ACTIVE)
+async def resume_run(session: Session, args: argparse.Namespace) -> int:
+    request = pb.ResumePipelineRunRequest(name=await run_name(session, args.name), request_id=new_id())
+    response = await session.call("pipelines", session.pipelines.ResumePipelineRun, request)
+    return await _after_run(session, response.run, args)
+
+
+async def resume_pipeline(session: Session, args: argparse.Namespace) -> int:
+    if "/runs/" in args.name:  # the old double meaning, kept working
+        print(f"hint: to continue a run use `contentpipe runs resume {args.name}`", file=sys.stderr)
+        return await resume_run(session, args)
+    pipeline = await _set_state(session, await pipeline_name(session, args.name), pb.PIPELINE_STATE_ACTIVE)
     _print_pipeline_state(pipeline, args.output)
     return EXIT_OK
 
