@@ -78,7 +78,7 @@ class Session:
             secret = read_secret(self.config)
             if secret is None or address not in self.config.local_addresses.values():
                 # With nothing listening, "no token" sends people after the wrong problem: say what is wrong.
-                if not await stack.answers(address, PROBE_SECONDS):
+                if not await stack.answers(self.channel(service), PROBE_SECONDS):  # TLS as configured
                     raise CliError(
                         f"the services are not running: nothing answers for {service} at {address}",
                         EXIT_UNAVAILABLE,

@@ -166,13 +166,12 @@ async def health(address: str, deadline: float = 1.0) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-async def answers(address: str, deadline: float = 1.0) -> bool:
-    """Whether a gRPC server listens at `address` at all (any answer but UNAVAILABLE/DEADLINE_EXCEEDED counts)."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=deadline)
-        except grpc.aio.AioRpcError as err:
-            return err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+async def answers(channel: grpc.aio.Channel, deadline: float = 1.0) -> bool:
+    """Whether a gRPC server listens behind `channel` at all (any answer but UNAVAILABLE/DEADLINE_EXCEEDED counts)."""
+    try:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=deadline)
+    except grpc.aio.AioRpcError as err:
+        return err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     return True
 
 
