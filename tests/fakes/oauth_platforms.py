@@ -17,6 +17,7 @@ import base64
 import hashlib
 import secrets
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,9 @@ class FakePlatforms:
     revoked: set[str] = field(default_factory=set)
     calls: Counter[str] = field(default_factory=Counter)
     granted_facebook: list[str] = field(default_factory=list)
+    # Instagram: when each long-lived token was issued; ig_refresh_token refuses one younger than 24 h.
+    instagram_issued_at: dict[str, float] = field(default_factory=dict)
+    instagram_min_refresh_age: float = 24 * 3600.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ helpers
@@ -409,6 +413,7 @@ class FakePlatforms:
             return self._graph_error("Error validating access token")
         access = self._token("instagram", "long")
         self.access[access] = "instagram"
+        self.instagram_issued_at[access] = time.time()
         return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": 5183944})
 
     async def instagram_refresh(self, request: Request) -> Response:
@@ -418,9 +423,13 @@ class FakePlatforms:
         token = self._bearer(request, "instagram")
         if token is None:
             return self._graph_error("Error validating access token")
+        if time.time() - self.instagram_issued_at.get(token, 0.0) < self.instagram_min_refresh_age:
+            self.calls["instagram.refresh_too_young"] += 1
+            return self._graph_error("The access token must be at least 24 hours old to be refreshed", 100)
         self.calls["instagram.refresh"] += 1
         access = self._token("instagram", "long")
         self.access[access] = "instagram"
+        self.instagram_issued_at[access] = time.time()
         return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": 5183944})
 
     async def instagram_me(self, request: Request) -> Response:

@@ -115,18 +115,28 @@ async def test_connect_list_refresh_delete(platform: str, stack: Stack, stub: An
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert not (await stub.ListConnections(pb.ListConnectionsRequest(), metadata=bearer(OTHER))).connections
 
-    before = stack.oidc.stats()["refresh"] if platform == "google" else None
-    refreshed = (
-        await stub.RefreshConnection(pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(USER))
-    ).connection
-    assert refreshed.status == pb.CONNECTION_STATUS_ACTIVE
-    assert refreshed.last_refresh_time.ToDatetime() > connection.last_refresh_time.ToDatetime()
-    if platform == "google":
-        assert stack.oidc.stats()["refresh"] == before + 1  # type: ignore[operator]
-    elif platform == "facebook":
-        assert stack.fakes.calls["facebook.exchange"] >= 2  # connect + re-exchange
+    if platform == "instagram":
+        # ig_refresh_token refuses tokens younger than 24 h: refused here, without asking, and the connection stays
+        with pytest.raises(grpc.aio.AioRpcError) as young:
+            await stub.RefreshConnection(pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(USER))
+        assert young.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(young.value) == "TOKEN_TOO_YOUNG" and "24 h" in str(young.value.details())
+        assert stack.fakes.calls["instagram.refresh"] == stack.fakes.calls["instagram.refresh_too_young"] == 0
+        again = await stub.GetConnection(pb.GetConnectionRequest(name=connection.name), metadata=bearer(USER))
+        assert again.connection.status == pb.CONNECTION_STATUS_ACTIVE
     else:
-        assert stack.fakes.calls[f"{platform}.refresh"] >= 1
+        before = stack.oidc.stats()["refresh"] if platform == "google" else None
+        refreshed = (
+            await stub.RefreshConnection(pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(USER))
+        ).connection
+        assert refreshed.status == pb.CONNECTION_STATUS_ACTIVE
+        assert refreshed.last_refresh_time.ToDatetime() > connection.last_refresh_time.ToDatetime()
+        if platform == "google":
+            assert stack.oidc.stats()["refresh"] == before + 1  # type: ignore[operator]
+        elif platform == "facebook":
+            assert stack.fakes.calls["facebook.exchange"] >= 2  # connect + re-exchange
+        else:
+            assert stack.fakes.calls[f"{platform}.refresh"] >= 1
 
     dump = database_dump(stack.database_url)
     assert connection.profile.account_id in dump  # the dump does read the rows

@@ -72,7 +72,8 @@ async def test_google_long_scope_names_count_as_the_requested_openid_scopes() ->
                 "access_token": "a",
                 "expires_in": 3599,
                 "scope": "https://www.googleapis.com/auth/userinfo.email openid "
-                "https://www.googleapis.com/auth/youtube.upload https://www.googleapis.com/auth/userinfo.profile",
+                "https://www.googleapis.com/auth/youtube.upload https://www.googleapis.com/auth/userinfo.profile "
+                "https://www.googleapis.com/auth/youtube.readonly",
             },
             what="t",
         )

@@ -114,3 +114,39 @@ def test_scopes_parse_space_comma_and_lists() -> None:
     assert parse_scopes("a,b,a") == ("a", "b")
     assert parse_scopes(["x", "y"]) == ("x", "y")
     assert parse_scopes(None) is None
+
+
+def test_instagram_tokens_are_not_refreshed_before_they_are_24_hours_old() -> None:
+    policy = RefreshPolicy(margin=timedelta(days=59, hours=23))  # everything is "near expiry"
+    young = _connection(
+        platform=Platform.INSTAGRAM,
+        tokens=TokenSet("at-1", "", NOW + timedelta(days=60)),
+        create_time=NOW,
+        update_time=NOW,
+    )
+    assert policy.refreshable_from(young) == NOW + timedelta(hours=24)
+    assert not policy.needs_refresh(young, NOW + timedelta(hours=23))
+    assert policy.needs_refresh(young, NOW + timedelta(hours=24))
+    assert policy.refresh_due_at(young) == NOW + timedelta(hours=24)
+    # the last refresh (or a reconnect, which sets update_time) restarts the 24 h
+    again = refreshed(young, TokenSet("at-2", "", NOW + timedelta(days=70)), NOW + timedelta(days=10))
+    assert policy.too_young(again, NOW + timedelta(days=10, hours=23))
+    # other platforms have no minimum age
+    assert not policy.too_young(_connection(create_time=NOW, update_time=NOW), NOW)
+
+
+def test_a_refusal_of_a_young_instagram_token_does_not_need_reauth() -> None:
+    policy = RefreshPolicy()
+    young = _connection(
+        platform=Platform.INSTAGRAM, tokens=TokenSet("at-1", "", NOW + timedelta(days=60)), update_time=NOW
+    )
+    for kind in RefreshFailureKind:
+        after = refresh_failed(young, kind, "100", "token too young", NOW + timedelta(hours=2), policy)
+        assert after.status is ConnectionStatus.ACTIVE, kind
+        assert after.last_error is not None and after.last_error.reason == "TOKEN_TOO_YOUNG"
+        assert after.next_refresh_at == NOW + timedelta(hours=25)
+    # once it is old enough, a refusal is the platform's word again
+    dead = refresh_failed(
+        young, RefreshFailureKind.INVALID_GRANT, "INVALID_GRANT", "gone", NOW + timedelta(days=2), policy
+    )
+    assert dead.status is ConnectionStatus.NEEDS_REAUTH

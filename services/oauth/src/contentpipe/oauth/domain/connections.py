@@ -94,6 +94,13 @@ class Connection:
         return self.status in (ConnectionStatus.ACTIVE, ConnectionStatus.REFRESH_FAILING)
 
 
+# Platforms that refuse to refresh a token younger than this: Instagram's ig_refresh_token needs a token at least
+# 24 h old (refresh between day 1 and day 60).
+MIN_TOKEN_AGE: dict[Platform, timedelta] = {Platform.INSTAGRAM: timedelta(hours=24)}
+# A refusal this close to the minimum age is read as "too young" (clocks differ), never as a dead grant.
+TOKEN_AGE_SLACK = timedelta(hours=1)
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshPolicy:
     margin: timedelta = timedelta(minutes=15)
@@ -104,6 +111,23 @@ class RefreshPolicy:
     # token must be spent once.
     min_interval: timedelta = timedelta(seconds=2)
 
+    min_token_age: dict[Platform, timedelta] = field(default_factory=lambda: dict(MIN_TOKEN_AGE))
+
+    def refreshable_from(self, connection: Connection) -> datetime | None:
+        """When the platform starts accepting a refresh of the current token (None: any time).
+
+        The token was obtained at the last refresh or else at the last change of the connection (connect and
+        reconnect set it): a later change only moves this later, never too early."""
+        age = self.min_token_age.get(connection.platform)
+        obtained = connection.last_refresh_at or connection.update_time or connection.create_time
+        if age is None or obtained is None:
+            return None
+        return obtained + age
+
+    def too_young(self, connection: Connection, now: datetime) -> bool:
+        start = self.refreshable_from(connection)
+        return start is not None and now < start
+
     def just_refreshed(self, connection: Connection, now: datetime) -> bool:
         last = connection.last_refresh_at
         return last is not None and now - last < self.min_interval
@@ -113,14 +137,15 @@ class RefreshPolicy:
         if not connection.usable or connection.tokens.expires_at is None:
             return None
         due = connection.tokens.expires_at - self.margin
-        if connection.next_refresh_at is not None and connection.next_refresh_at > due:
-            return connection.next_refresh_at
-        return due
+        start = self.refreshable_from(connection)
+        later = [t for t in (connection.next_refresh_at, start) if t is not None and t > due]
+        return max(later, default=due)
 
     def needs_refresh(self, connection: Connection, now: datetime) -> bool:
-        """Whether the access token expires within the margin (callers then refresh before using it)."""
+        """Whether the access token expires within the margin (callers then refresh before using it); never
+        while the platform would still refuse to refresh it."""
         expires = connection.tokens.expires_at
-        return expires is not None and expires - self.margin <= now
+        return expires is not None and expires - self.margin <= now and not self.too_young(connection, now)
 
     def backoff(self, failures: int) -> timedelta:
         """Full-jitter exponential backoff after `failures` consecutive transient failures."""
@@ -160,6 +185,18 @@ def refresh_failed(  # noqa: PLR0917
     `give_up_after` of failures, or once the token has expired with nothing to refresh it, NEEDS_REAUTH.
     """
     error = ConnectionError(reason=reason, message=message, time=now)
+    start = policy.refreshable_from(connection)
+    if start is not None and now < start + TOKEN_AGE_SLACK:
+        # The platform refuses young tokens (Instagram: 24 h); whatever its error says, the grant is alive.
+        return replace(
+            connection,
+            last_error=ConnectionError(
+                reason="TOKEN_TOO_YOUNG",
+                message=f"{connection.platform.value} refreshes a token only once it is old enough ({message})",
+                time=now,
+            ),
+            next_refresh_at=start + TOKEN_AGE_SLACK,
+        )
     if kind is RefreshFailureKind.INVALID_GRANT:
         return replace(
             connection,

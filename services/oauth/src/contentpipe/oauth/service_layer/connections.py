@@ -339,6 +339,15 @@ class ConnectionService:
         self._require_usable(connection)
         if connection.platform is Platform.OUTBOX:
             raise FailedPrecondition("the outbox has no tokens to refresh", reason="REFRESH_UNSUPPORTED")
+        start = self._policy.refreshable_from(connection)
+        if start is not None and self._now() < start:
+            raise FailedPrecondition(
+                f"{connection.platform.value} refreshes a token only once it is "
+                f"{self._policy.min_token_age[connection.platform].total_seconds() / 3600:g} h old: this one can be "
+                f"refreshed from {start.isoformat(timespec='seconds')} (it stays valid until then)",
+                reason="TOKEN_TOO_YOUNG",
+                metadata={"connection": connection.name},
+            )
         return await self._renew(connection, force=True, raise_errors=True)
 
     async def _renew(self, seen: Connection, *, force: bool, raise_errors: bool, wait: bool = True) -> Connection:
@@ -467,6 +476,10 @@ class ConnectionService:
         connection = await self.get(owner, connection_id)
         self._require_usable(connection)
         if connection.platform is Platform.OUTBOX:
+            return _credentials(connection)
+        if self._policy.too_young(connection, self._now()):
+            # The platform would refuse the refresh; a token it rejected this young is dead: the caller's
+            # retry with it fails and marks the connection for re-authorization.
             return _credentials(connection)
         return _credentials(await self._renew(connection, force=True, raise_errors=True))
 
