@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from contentpipe.common import telemetry
 from contentpipe.common.channels import ServiceToken, create_channel
 from contentpipe.common.server import ServiceRegistration, run_server
 from contentpipe.common.settings import load_common_settings
@@ -20,7 +22,15 @@ from tests.support import TEST_JWT_SECRET, bearer, free_port
 pytestmark = pytest.mark.integration
 
 
-async def test_relay_propagates_identity_request_id_and_deadline() -> None:
+@pytest.fixture(params=[False, True], ids=["untraced", "traced"])
+def tracing(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Peer calls behave the same whether or not client spans are made (only exported traces need them)."""
+    telemetry.enable_tracing(request.param)
+    yield request.param
+    telemetry.enable_tracing(False)
+
+
+async def test_relay_propagates_identity_request_id_and_deadline(tracing: bool) -> None:
     # Services install a TracerProvider in setup_telemetry; without one there is no span to propagate.
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())

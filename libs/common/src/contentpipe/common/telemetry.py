@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +22,8 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 _REDACTED_KEYS = {"authorization", "token", "access_token", "refresh_token", "jwt", "secret", "password"}
 _configured_service: str | None = None
 _instrumented = False
+# Spans of our own making (client spans, per-step spans) only when they are exported somewhere.
+_tracing = False
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,6 +82,8 @@ def setup_telemetry(service: str, *, log_level: str = "INFO", otlp_endpoint: str
     """Configure logs, tracer and meter providers, and gRPC client/httpx instrumentation. Call once."""
     global _configured_service, _instrumented
     setup_logging(service, log_level)
+    if otlp_endpoint:
+        enable_tracing()
     if _configured_service is not None:
         return
     _configured_service = service
@@ -104,6 +110,31 @@ def setup_telemetry(service: str, *, log_level: str = "INFO", otlp_endpoint: str
             logging.getLogger(__name__).warning("httpx instrumentation unavailable", exc_info=True)
 
 
+def enable_tracing(enabled: bool = True) -> None:
+    """Turn on (off) the spans whose only use is export; setup_telemetry turns them on with an OTLP endpoint."""
+    global _tracing
+    _tracing = enabled
+
+
+def tracing_enabled() -> bool:
+    """Whether spans are exported: without it, hot paths skip creating spans (propagation still works)."""
+    return _tracing
+
+
+def optional_span(
+    tracer: trace.Tracer,
+    name: str,
+    *,
+    context: Any = None,
+    links: Sequence[trace.Link] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[Any]:
+    """`tracer.start_as_current_span(...)` when traces are exported, else a no-op context (no span work)."""
+    if not _tracing:
+        return contextlib.nullcontext()
+    return tracer.start_as_current_span(name, context=context, links=links, attributes=attributes)
+
+
 def server_interceptor() -> Any | None:
     """The OpenTelemetry grpc.aio server interceptor (spans + metrics per RPC), or None if unavailable."""
     try:
@@ -112,16 +143,6 @@ def server_interceptor() -> Any | None:
         return aio_server_interceptor()  # type: ignore[no-untyped-call]
     except Exception:
         return None
-
-
-def client_interceptors() -> list[Any]:
-    """OpenTelemetry grpc.aio client interceptors (spans per outgoing RPC)."""
-    try:
-        from opentelemetry.instrumentation.grpc import aio_client_interceptors
-
-        return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
-    except Exception:
-        return []
 
 
 def get_tracer(name: str) -> trace.Tracer:

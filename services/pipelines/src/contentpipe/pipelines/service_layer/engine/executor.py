@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from contentpipe.common import errors
-from contentpipe.common.telemetry import extract_context, get_tracer, span_link_from
+from contentpipe.common.telemetry import extract_context, get_tracer, optional_span, span_link_from, tracing_enabled
 from contentpipe.pipelines.domain import retries, templates
 from contentpipe.pipelines.domain.model import (
     ErrorClass,
@@ -107,12 +107,14 @@ class RunExecutor:
 
     async def execute(self, run: PipelineRun) -> PipelineRun:
         self.run = run
-        link = span_link_from(run.trace_context) if run.trace_context else None
+        carrier = run.trace_context if tracing_enabled() else None
+        link = span_link_from(carrier) if carrier else None
         # Parented by the call that queued the run (scheduler pass → RunPipeline), so one scheduled run is one
         # trace across the four services although it executes later, on any worker; the link says so explicitly.
-        with _tracer.start_as_current_span(
+        with optional_span(
+            _tracer,
             "pipelines.run",
-            context=extract_context(run.trace_context) if run.trace_context else None,
+            context=extract_context(carrier) if carrier else None,
             links=[link] if link else None,
             attributes={"contentpipe.run": run.name, "contentpipe.user": run.owner},
         ):
@@ -172,7 +174,7 @@ class RunExecutor:
             step_run = replace(step_run, state=StepState.RUNNING, start_time=now_utc(), attempts=step_run.attempts or 1)
             await self._save_step(index, step_run)
         policy = step.policy()
-        with _tracer.start_as_current_span("pipelines.step", attributes={"contentpipe.step": step.id}):
+        with optional_span(_tracer, "pipelines.step", attributes={"contentpipe.step": step.id}):
             while True:
                 assert self.run is not None
                 step_run = self.run.steps[index]
