@@ -324,7 +324,13 @@ class FakeX(FakePlatform):
 
 
 class FakeLinkedIn(FakePlatform):
-    """LinkedIn REST: images/videos initializeUpload, PUT parts with ETags, finalize, status polls, `/rest/posts`."""
+    """LinkedIn REST: images/videos initializeUpload, PUT parts with ETags, finalize, status polls, `/rest/posts`.
+
+    Section F2: a post may only reference media that is AVAILABLE (an image becomes so `image_processing_seconds`
+    after its PUT; a video after `processing_polls` status reads) and is refused with "not in AVAILABLE state"
+    otherwise. Member (`w_member_social`) tokens cannot read image status nor list posts (403 ACCESS_DENIED)
+    unless `member_reads` is set.
+    """
 
     name = "linkedin"
     version = "202601"
@@ -334,6 +340,30 @@ class FakeLinkedIn(FakePlatform):
         super().__init__()
         self.videos: dict[str, dict[str, Any]] = {}
         self.images: dict[str, bytes] = {}
+        self.image_ready_at: dict[str, float] = {}
+        self.image_processing_seconds = 0.3
+        self.member_reads = False
+
+    @staticmethod
+    def _access_denied(resource: str) -> JSONResponse:
+        return JSONResponse(
+            {
+                "serviceErrorCode": 100,
+                "code": "ACCESS_DENIED",
+                "message": f"Not enough permissions to access: {resource}",
+                "status": 403,
+            },
+            status_code=403,
+        )
+
+    def _media_status(self, urn: str) -> str | None:
+        if urn.startswith("urn:li:image:"):
+            ready = self.image_ready_at.get(urn)
+            if ready is None:
+                return None
+            return "AVAILABLE" if time.time() >= ready else "PROCESSING"
+        video = self.videos.get(urn)
+        return None if video is None else str(video["status"])
 
     def _versioned(self, request: Request) -> Response | None:
         if (
@@ -368,8 +398,22 @@ class FakeLinkedIn(FakePlatform):
             body = await request.body()
             if problem := await media_problem("linkedin", "image", body):
                 return JSONResponse({"status": 400, "message": f"Invalid image: {problem}"}, status_code=400)
-            self.images[f"urn:li:image:{request.path_params['image_id']}"] = body
+            urn = f"urn:li:image:{request.path_params['image_id']}"
+            self.images[urn] = body
+            self.image_ready_at[urn] = time.time() + self.image_processing_seconds
             return Response(status_code=201)
+
+        async def image_status(request: Request) -> Response:
+            self.log(request, "GET /rest/images/{urn}")
+            if (refused := self._versioned(request)) is not None:
+                return refused
+            if not self.member_reads:
+                return self._access_denied("images.GET.20260101")
+            urn = request.path_params["urn"]
+            status = self._media_status(urn)
+            if status is None:
+                return JSONResponse({"status": 404, "message": "Not Found"}, status_code=404)
+            return JSONResponse({"id": urn, "status": status})
 
         async def videos(request: Request) -> Response:
             action = request.query_params.get("action")
@@ -433,6 +477,8 @@ class FakeLinkedIn(FakePlatform):
         async def posts(request: Request) -> Response:
             if request.method == "GET":
                 self.log(request, "GET /rest/posts?q=author")
+                if not self.member_reads:  # w_member_social alone may not read the member's posts
+                    return self._access_denied("partnerApiPostsExternal.FINDER-author.20260101")
                 author = request.query_params.get("author", "")
                 return JSONResponse(
                     {
@@ -455,10 +501,19 @@ class FakeLinkedIn(FakePlatform):
                     headers={"Retry-After": str(max(1, int(reset - time.time())))},
                 )
             body = await request.json()
-            media = body.get("content", {}).get("media", {}).get("id")
-            if media and media.startswith("urn:li:video:") and self.videos[media]["status"] != "AVAILABLE":
-                return JSONResponse({"status": 400, "message": "MEDIA_ASSET_WAITING_UPLOAD"}, status_code=400)
-            post = FakePost(f"urn:li:share:{self.next_id()}", account, body["commentary"], [media] if media else [])
+            content = body.get("content") or {}
+            media = (content.get("media") or {}).get("id")
+            referenced = [media] if media else [i["id"] for i in (content.get("multiImage") or {}).get("images", [])]
+            for urn in referenced:
+                status = self._media_status(urn)
+                if status is None:
+                    return JSONResponse({"status": 400, "message": f"{urn} does not exist"}, status_code=400)
+                if status != "AVAILABLE":
+                    return JSONResponse(
+                        {"status": 400, "message": f"Media asset {urn} is not in AVAILABLE state (status: {status})"},
+                        status_code=400,
+                    )
+            post = FakePost(f"urn:li:share:{self.next_id()}", account, body["commentary"], referenced)
             await self.record(post)
             return Response(status_code=201, headers={"x-restli-id": post.id})
 
@@ -466,6 +521,7 @@ class FakeLinkedIn(FakePlatform):
             routes=[
                 Route("/rest/images", images, methods=["POST"]),
                 Route("/dms-uploads/image/{image_id}", put_image, methods=["PUT"]),
+                Route("/rest/images/{urn:path}", image_status, methods=["GET"]),
                 Route("/rest/videos", videos, methods=["POST"]),
                 Route("/dms-uploads/video/{video_id}/{part}", put_part, methods=["PUT"]),
                 Route("/rest/videos/{urn:path}", video_status, methods=["GET"]),

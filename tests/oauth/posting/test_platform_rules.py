@@ -166,3 +166,45 @@ async def test_youtube_marks_ai_content_as_synthetic_media(
     assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
     assert fake.posts[0].extra["status"]["containsSyntheticMedia"] is True
     assert fake.posts[0].text == CAPTION
+
+
+async def test_linkedin_post_waits_for_the_image_to_be_available_then_creates_it_once(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "linkedin")
+    fake = fakes["linkedin"]
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=CAPTION,
+            media=[pb.Media(uri=local_media[1].as_uri(), kind=pb.MEDIA_KIND_IMAGE, content_type="image/png")],
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    assert len(fake.posts) == 1 and post.platform_post_id == fake.posts[0].id
+    # the member token may not read the image's status; the create was refused (not AVAILABLE) and sent again
+    assert "GET /rest/images/{urn}" in fake.calls
+    assert fake.calls.count("POST /rest/posts") >= 2
+
+
+async def test_linkedin_unknown_outcome_is_left_to_a_person_without_listing_posts(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "linkedin")
+    fake = fakes["linkedin"]
+    fake.create_delay = 2.5  # the post is created, the client gives up first
+    accept(fake, tokens)
+    env = {**fake_env(fakes), "OAUTH_PUBLISH_REQUEST_TIMEOUT": "1"}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+        created = await stack.create(connection=name, text="did it go out?")
+        post = await stack.wait(
+            created.name,
+            {pb.POST_STATE_UNCONFIRMED},
+            check=lambda p: p.last_error.reason == "LINKEDIN_OUTCOME_UNKNOWN" and not p.HasField("next_attempt_time"),
+        )
+    assert "ResolvePost" in post.last_error.message
+    assert fake.calls.count("POST /rest/posts") == 1 and len(fake.posts) == 1
+    assert "GET /rest/posts?q=author" not in fake.calls

@@ -1,10 +1,20 @@
 """LinkedIn: image or video upload (initialize, PUT bytes; videos in parts, finalize, poll AVAILABLE), then
-`POST /rest/posts` exactly once with the versioned REST headers; the post URN is the `x-restli-id` header.
+`POST /rest/posts` with the versioned REST headers; the post URN is the `x-restli-id` header, recorded at once.
+
+A post may only reference media that is AVAILABLE, and member (`w_member_social`) tokens often cannot read an
+image's status: the status is polled where it can be read, and a create refused because the media is "not in
+AVAILABLE state" (a definite refusal: nothing was created) is sent again after a wait, bounded by the processing
+timeout, then retried later by the queue as a transient failure.
+
+Reconciliation cannot list the member's posts (`GET /rest/posts?q=author` needs read permission that
+`w_member_social` does not give): without the URN recorded from `x-restli-id`, the outcome stays unknown and a
+person resolves it, never a blind second post.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +26,7 @@ from contentpipe.oauth.service_layer.posting_ports import (
     Published,
     Reconciliation,
     RejectedFailure,
+    RetryableFailure,
     Verdict,
 )
 
@@ -68,8 +79,24 @@ class LinkedInPublisher(PublisherBase):
             body["content"] = {"media": {"id": urns[0]}}
         elif urns:
             body["content"] = {"multiImage": {"images": [{"id": urn} for urn in urns]}}
-        await ctx.journal.arm()
-        response = await call.send("POST", f"{self.base}/posts", json=body, headers=self._headers(), create=True)
+        deadline = self.deadline()
+        while True:
+            await ctx.journal.arm()
+            try:
+                response = await call.send(
+                    "POST", f"{self.base}/posts", json=body, headers=self._headers(), create=True
+                )
+                break
+            except RejectedFailure as refused:  # a 4xx: disarmed, nothing was created
+                if not _media_not_available(refused):
+                    raise
+                if time.monotonic() > deadline:
+                    raise RetryableFailure(
+                        "MEDIA_NOT_AVAILABLE",
+                        f"LinkedIn media still not AVAILABLE after {self.settings.processing_timeout:g} s",
+                        retry_after=self.settings.poll_max_interval,
+                    ) from None
+                await poll_delay(None, self.settings.poll_interval, self.settings.poll_max_interval)
         urn = response.headers.get("x-restli-id", "")
         if not urn:
             raise RejectedFailure("NO_POST_ID", "LinkedIn created the post without an x-restli-id header")
@@ -94,7 +121,9 @@ class LinkedInPublisher(PublisherBase):
                     content=await local.read_all(),
                     headers={**self._headers(), "Content-Type": "application/octet-stream"},
                 )
-                return str(value["image"])
+                image = str(value["image"])
+                await self._wait_image(call, image)
+                return image
             init = await call.send(
                 "POST",
                 f"{self.base}/videos",
@@ -149,20 +178,35 @@ class LinkedInPublisher(PublisherBase):
             self.check_deadline(deadline, "LinkedIn video")
             await poll_delay(None, self.settings.poll_interval, self.settings.poll_max_interval)
 
+    async def _wait_image(self, call: PlatformCaller, image: str) -> None:
+        """Poll the image until AVAILABLE where the token may read it; a member token that may not (403) leaves
+        it to the create call's retry."""
+        deadline = self.deadline()
+        while True:
+            try:
+                status = await call.send(
+                    "GET", f"{self.base}/images/{quote(image, safe='')}", headers=self._headers(), retry=False
+                )
+            except RejectedFailure:
+                return
+            state = status.json().get("status")
+            if state == "AVAILABLE":
+                return
+            if state == "PROCESSING_FAILED":
+                raise RejectedFailure("MEDIA_PROCESSING_FAILED", "LinkedIn could not process the image")
+            if time.monotonic() > deadline:
+                return  # the create call's retry takes over
+            await poll_delay(None, self.settings.poll_interval, self.settings.poll_max_interval)
+
     async def reconcile(self, ctx: PublishContext) -> Reconciliation:
         post = ctx.post
         if post.platform_post_id:
             return Reconciliation(Verdict.PUBLISHED, Published(post.platform_post_id, permalink(post.platform_post_id)))
-        call = self.caller(ctx)
-        response = await call.send(
-            "GET",
-            f"{self.base}/posts",
-            headers=self._headers(),
-            params={"author": self.author(ctx), "q": "author", "count": "50", "sortBy": "CREATED"},
-        )
-        wanted = little_text(post.text)
-        for element in response.json().get("elements") or []:
-            if wanted.strip() and element.get("commentary") == wanted:
-                urn = str(element["id"])
-                return Reconciliation(Verdict.PUBLISHED, Published(urn, permalink(urn)))
-        return self.absent_or_unknown(ctx, False)
+        # The URN from x-restli-id was never recorded, and a w_member_social app cannot list the member's posts:
+        # nobody can tell without looking. No retry_after: a person checks the profile and resolves the post.
+        return Reconciliation(Verdict.UNKNOWN, reason="LINKEDIN_OUTCOME_UNKNOWN")
+
+
+def _media_not_available(refused: RejectedFailure) -> bool:
+    text = f"{refused.reason} {refused.message}".upper()
+    return "AVAILABLE" in text or "WAITING_UPLOAD" in text
