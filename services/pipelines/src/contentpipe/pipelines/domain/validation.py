@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from contentpipe.common.cron import cron_violations
 from contentpipe.common.errors import FieldViolation
-from contentpipe.common.timezones import find_time_zone
 from contentpipe.pipelines.domain import templates
 from contentpipe.pipelines.domain.model import (
     GenerateContent,
@@ -222,38 +222,6 @@ def _schedule(index: int, step: Step, action: SchedulePipeline) -> list[FieldVio
     if action.delay_seconds is not None and not MIN_DELAY_SECONDS <= action.delay_seconds <= MAX_DELAY_SECONDS:
         return [FieldViolation(step_path(index, step, "delay"), "1 s to 366 days")]
     return []
-
-
-def cron_violations(path: str, expression: str, time_zone: str) -> list[FieldViolation]:
-    """A five-field expression that can fire, in a known IANA zone (checked locally, no scheduler call)."""
-    from croniter import croniter  # type: ignore[import-untyped]
-
-    violations: list[FieldViolation] = []
-    text = expression.strip()
-    fields = text.split()
-    if not text:
-        violations.append(FieldViolation(f"{path}.expression", "required"))
-    elif text.upper().startswith(("CRON_TZ=", "TZ=")):
-        violations.append(FieldViolation(f"{path}.expression", "CRON_TZ=/TZ= prefixes are refused: use time_zone"))
-    elif len(fields) != 5:
-        violations.append(
-            FieldViolation(
-                f"{path}.expression",
-                f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}",
-            )
-        )
-    elif not croniter.is_valid(text):
-        violations.append(FieldViolation(f"{path}.expression", f"{text!r} is not a valid cron expression"))
-    else:
-        try:
-            from datetime import UTC, datetime
-
-            croniter(text, datetime(2026, 1, 1, tzinfo=UTC), max_years_between_matches=8).get_next(datetime)
-        except Exception:
-            violations.append(FieldViolation(f"{path}.expression", f"{text!r} never fires"))
-    if time_zone and find_time_zone(time_zone) is None:
-        violations.append(FieldViolation(f"{path}.time_zone", f"unknown IANA time zone {time_zone!r}"))
-    return violations
 
 
 def media_violations(

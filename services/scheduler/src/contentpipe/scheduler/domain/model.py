@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
 
+from contentpipe.common.cron import CronSchedule, cron_schedule
 from contentpipe.scheduler.domain.policies import (
     DEFAULT_MAX_CATCH_UP_RUNS,
     DEFAULT_MAX_RETRIES,
@@ -17,7 +18,6 @@ from contentpipe.scheduler.domain.policies import (
     effective_catch_up_window,
     plan_misfires,
 )
-from contentpipe.scheduler.domain.schedule import CronSchedule, cron_schedule
 
 # At most this many fire times are recorded for one job in one pass (a long outage of a */1 job).
 MAX_RECORDS_PER_PASS = 1000

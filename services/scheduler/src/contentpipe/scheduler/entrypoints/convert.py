@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from contentpipe.api.scheduler.v1 import notification_service_pb2 as npb
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2 as pb
+from contentpipe.common.cron import FireTime
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.scheduler.domain.model import Job, JobRun, Notification
-from contentpipe.scheduler.domain.schedule import FireTime
 from contentpipe.scheduler.service_layer.jobs import JobInput
 from google.protobuf import duration_pb2, timestamp_pb2
 

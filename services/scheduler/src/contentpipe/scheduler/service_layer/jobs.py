@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from contentpipe.common.cron import CronSchedule, FireTime
 from contentpipe.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -30,7 +31,6 @@ from contentpipe.scheduler.domain.policies import (
     MisfirePolicy,
     OverlapPolicy,
 )
-from contentpipe.scheduler.domain.schedule import CronSchedule, FireTime
 from contentpipe.scheduler.service_layer.ports import Pipelines
 from contentpipe.scheduler.service_layer.processing import Processor
 from contentpipe.scheduler.service_layer.store import ClaimedRun, SchedulerStore

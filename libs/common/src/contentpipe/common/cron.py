@@ -1,6 +1,9 @@
 """Cron schedules in an IANA zone: validation, fire times in UTC, and the DST rules we adopt.
 
-Rules (prior-art.md §4b, 6-8):
+The one cron implementation of contentpipe: the scheduler computes fire times with it and pipelines validate a
+`schedule_pipeline` step's expression with it, so an expression a pipeline accepts is one the scheduler accepts.
+
+Rules:
 - five fields only, one-minute resolution; the zone is its own field (`CRON_TZ=`/`TZ=` prefixes refused);
 - a local time that does not exist (spring forward) fires once, at the first valid instant after the gap;
 - a local time that happens twice (fall back) fires once, at its first occurrence, for fixed-time expressions;
@@ -258,6 +261,20 @@ class CronSchedule:
 
 
 @lru_cache(maxsize=4096)
+def cron_violations(field_prefix: str, expression: str, time_zone: str) -> list[FieldViolation]:
+    """What is wrong with an expression and its zone, as field violations under `field_prefix` (empty: valid)."""
+    violations: list[FieldViolation] = []
+    try:
+        CronSchedule(expression, "", field_prefix=field_prefix)  # whether it fires does not depend on the zone
+    except InvalidArgument as exc:
+        violations.extend(exc.violations)
+    try:
+        validate_time_zone(time_zone, field=f"{field_prefix}.time_zone")
+    except InvalidArgument as exc:
+        violations.extend(exc.violations)
+    return violations
+
+
 def cron_schedule(expression: str, time_zone: str) -> CronSchedule:
     """A shared, validated schedule per (expression, zone); callers on one event loop may reuse it."""
     return CronSchedule(expression, time_zone)

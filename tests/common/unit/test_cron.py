@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from contentpipe.common.cron import CronSchedule
 from contentpipe.common.errors import InvalidArgument
-from contentpipe.scheduler.domain.schedule import CronSchedule
 
 pytestmark = pytest.mark.unit
 
