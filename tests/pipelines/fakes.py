@@ -72,6 +72,8 @@ class _State:
         self.generation_by_request: dict[tuple[str, str], str] = {}
         self.generation_fail: set[str] = set()
         self.posts: dict[str, post_pb.Post] = {}
+        self.validated_generations: list[gen_pb.Generation] = []  # validate_only requests, nothing created
+        self.validated_posts: list[post_pb.Post] = []
         self.post_created: dict[str, float] = {}
         self.post_by_request: dict[tuple[str, str], str] = {}
         self.connections: dict[str, tuple[str, int, int]] = {}  # name -> owner, platform, status
@@ -88,6 +90,9 @@ class FakeGeneration(gen_grpc.GenerationServiceServicer):
         self.s.calls["CreateGeneration"] += 1
         owner = caller(context)
         key = (owner, request.request_id)
+        if request.validate_only:  # AIP-163: nothing is created, the request comes back as it would be
+            self.s.validated_generations.append(request.generation)
+            return gen_pb.CreateGenerationResponse(generation=request.generation)
         if request.request_id and key in self.s.generation_by_request:
             return gen_pb.CreateGenerationResponse(generation=self.s.generations[self.s.generation_by_request[key]])
         name = f"generations/{new_id()}"
@@ -190,6 +195,9 @@ class FakePosting(post_grpc.PostingServiceServicer):
                 errors.FailedPrecondition(f"{connection} must be authorized again", reason="CONNECTION_NEEDS_REAUTH"),
                 domain="oauth",
             )
+        if request.validate_only:
+            self.s.validated_posts.append(request.post)
+            return post_pb.CreatePostResponse(post=request.post)
         name = f"posts/{new_id()}"
         post = post_pb.Post()
         post.CopyFrom(request.post)

@@ -187,6 +187,7 @@ class FakePeerServices:
     created_posts: list[PostRequest] = field(default_factory=list)
     jobs: list[JobSpec] = field(default_factory=list)
     lookups: list[tuple[str, str | None]] = field(default_factory=list)
+    validated: list[GenerationRequest | PostRequest] = field(default_factory=list)  # validate_only calls
     ids: Any = field(default_factory=lambda: itertools.count(1))
     concurrent: int = 0
     max_concurrent: int = 0
@@ -229,6 +230,10 @@ class _Generations:
             raise lost
         return GenerationStatus(name=name, state="QUEUED")
 
+    async def validate(self, request: GenerationRequest) -> Mapping[str, Any]:
+        self.fake.validated.append(request)
+        return dict(request.options)
+
     async def get(self, owner: str, name: str) -> GenerationStatus:
         return self.fake.generations[name]
 
@@ -262,6 +267,11 @@ class _Posts:
         if lost is not None:
             raise lost
         return PostStatus(name=name, state=PostState.QUEUED)
+
+    async def validate(self, request: PostRequest) -> None:
+        if request.connection not in self.fake.connections:
+            raise errors.NotFound(f"{request.connection} not found")
+        self.fake.validated.append(request)
 
     async def get(self, owner: str, name: str) -> PostStatus:
         return self.fake.posts[name]

@@ -135,7 +135,7 @@ async def test_unknown_connection_and_incompatible_media_are_violations() -> Non
         post(("connections/missing", "connections/yt", "connections/ig", "connections/tt"), media="pic"),
     )
     with pytest.raises(InvalidArgument) as caught:
-        await validate_definition("P", "", steps, peers)
+        await validate_definition("P", "", steps, peers.peers())
     found = {v.field: v.description for v in caught.value.violations}
     assert "does not exist or is not yours" in found["pipeline.steps[1].post_to_platform.connections[0]"]
     assert "YouTube accepts video" in found["pipeline.steps[1].post_to_platform.connections[1]"]

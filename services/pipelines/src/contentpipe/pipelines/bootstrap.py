@@ -90,7 +90,7 @@ def build(config: PipelinesConfig) -> Application:
         engine=engine,
         channels=channels,
         worker=worker,
-        pipelines=PipelineService(pipeline_repo, run_repo, peers.connections),
+        pipelines=PipelineService(pipeline_repo, run_repo, peers),
         runs=RunService(pipeline_repo, run_repo, peers, settings, on_queued=worker.wake),
         page_tokens=PageTokenCodec(config.common.jwt_secret, purpose="pipelines-page-token"),
         run_repo=run_repo,

@@ -6,8 +6,9 @@ incoming call passes no metadata, so the channel forwards the caller's own token
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import grpc.aio
 from contentpipe.api.generation.v1 import generation_service_pb2 as gen_pb
@@ -74,6 +75,37 @@ class GrpcConnections(_Acting):
         )
 
 
+def _generation_message(request: GenerationRequest) -> gen_pb.Generation:
+    generation = gen_pb.Generation(
+        kind=codec.generation_kind_pb(request.kind),  # type: ignore[arg-type]
+        prompt=request.prompt,
+        provider=request.provider,
+        model=request.model,
+    )
+    if request.options:
+        codec.from_dict(request.options, generation.options)
+    return generation
+
+
+def _post_message(request: PostRequest) -> post_pb.Post:
+    # A pipeline's media come from its generation steps: disclosed as AI-made where the platform takes it.
+    post = post_pb.Post(connection=request.connection, text=request.text, ai_generated=bool(request.media))
+    for item in request.media:
+        post.media.add(
+            uri=item.uri,
+            kind=post_pb.MEDIA_KIND_IMAGE if item.kind == "IMAGE" else post_pb.MEDIA_KIND_VIDEO,
+            content_type=item.content_type,
+            size_bytes=item.size_bytes,
+            duration_seconds=item.duration_seconds,
+            width=item.width,
+            height=item.height,
+            sha256=item.sha256,
+        )
+    if request.options:
+        codec.from_dict(request.options, post.options)
+    return post
+
+
 def _generation_status(generation: gen_pb.Generation) -> GenerationStatus:
     return GenerationStatus(
         name=generation.name,
@@ -92,23 +124,26 @@ class GrpcGenerations(_Acting):
         self._stub = gen_grpc.GenerationServiceStub(channel)
 
     async def create(self, owner: str, request: GenerationRequest, request_id: str) -> GenerationStatus:
-        generation = gen_pb.Generation(
-            kind=codec.generation_kind_pb(request.kind),  # type: ignore[arg-type]
-            prompt=request.prompt,
-            provider=request.provider,
-            model=request.model,
-        )
-        if request.options:
-            codec.from_dict(request.options, generation.options)
         try:
             response = await self._stub.CreateGeneration(
-                gen_pb.CreateGenerationRequest(generation=generation, request_id=request_id),
+                gen_pb.CreateGenerationRequest(generation=_generation_message(request), request_id=request_id),
                 metadata=self.metadata(owner),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return _generation_status(response.generation)
+
+    async def validate(self, request: GenerationRequest) -> Mapping[str, Any]:
+        # No metadata: the channel forwards the caller's own token (this runs inside their CreatePipeline).
+        try:
+            response = await self._stub.CreateGeneration(
+                gen_pb.CreateGenerationRequest(generation=_generation_message(request), validate_only=True),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return codec.to_dict(response.generation.options)
 
     async def get(self, owner: str, name: str) -> GenerationStatus:
         try:
@@ -146,30 +181,24 @@ class GrpcPosts(_Acting):
         self._stub = post_grpc.PostingServiceStub(channel)
 
     async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus:
-        # A pipeline's media come from its generation steps: disclosed as AI-made where the platform takes it.
-        post = post_pb.Post(connection=request.connection, text=request.text, ai_generated=bool(request.media))
-        for item in request.media:
-            post.media.add(
-                uri=item.uri,
-                kind=post_pb.MEDIA_KIND_IMAGE if item.kind == "IMAGE" else post_pb.MEDIA_KIND_VIDEO,
-                content_type=item.content_type,
-                size_bytes=item.size_bytes,
-                duration_seconds=item.duration_seconds,
-                width=item.width,
-                height=item.height,
-                sha256=item.sha256,
-            )
-        if request.options:
-            codec.from_dict(request.options, post.options)
         try:
             response = await self._stub.CreatePost(
-                post_pb.CreatePostRequest(post=post, request_id=request_id),
+                post_pb.CreatePostRequest(post=_post_message(request), request_id=request_id),
                 metadata=self.metadata(owner),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return _post_status(response.post)
+
+    async def validate(self, request: PostRequest) -> None:
+        try:
+            await self._stub.CreatePost(
+                post_pb.CreatePostRequest(post=_post_message(request), validate_only=True),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
 
     async def get(self, owner: str, name: str) -> PostStatus:
         try:

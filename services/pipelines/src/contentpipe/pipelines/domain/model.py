@@ -183,7 +183,8 @@ class Pipeline:
 
     @property
     def name(self) -> str:
-        return f"pipelines/{self.id}"
+        # Empty for a pipeline that was only validated (validate_only): it exists nowhere.
+        return f"pipelines/{self.id}" if self.id else ""
 
     @property
     def etag(self) -> str:

@@ -26,7 +26,8 @@ from contentpipe.pipelines.domain.model import (
     PostToPlatform,
     Step,
 )
-from contentpipe.pipelines.service_layer.ports import Connections, Page, PipelineRepository, RunRepository
+from contentpipe.pipelines.service_layer import dry_run
+from contentpipe.pipelines.service_layer.ports import Connections, Page, Peers, PipelineRepository, RunRepository
 
 UPDATABLE_FIELDS = ("display_name", "description", "state", "steps")
 MAX_REQUEST_ID = 128
@@ -48,13 +49,19 @@ def _check_request_id(request_id: str) -> None:
         raise InvalidArgument.single("request_id", f"at most {MAX_REQUEST_ID} characters")
 
 
-async def validate_definition(
-    display_name: str, description: str, steps: tuple[Step, ...], connections: Connections
-) -> None:
-    """All the rules; raises InvalidArgument listing every violation found (static ones and peer lookups)."""
+async def validate_definition(display_name: str, description: str, steps: tuple[Step, ...], peers: Peers) -> None:
+    """All the rules; raises InvalidArgument listing every violation found.
+
+    Static rules first, then the connections' ownership, then what the generation and posting services
+    would refuse when the steps run (dry_run). A field already reported keeps its first description."""
     violations = validation.validate_header(display_name, description)
     violations.extend(validation.validate_steps(steps))
-    violations.extend(await _connection_violations(steps, connections))
+    violations.extend(await _connection_violations(steps, peers.connections))
+    reported = {violation.field for violation in violations}
+    for violation in await dry_run.peer_violations(display_name, steps, peers):
+        if violation.field not in reported:
+            reported.add(violation.field)
+            violations.append(violation)
     if violations:
         first = violations[0]
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
@@ -109,14 +116,14 @@ async def _connection_violations(steps: tuple[Step, ...], connections: Connectio
 
 
 class PipelineService:
-    def __init__(self, pipelines: PipelineRepository, runs: RunRepository, connections: Connections) -> None:
+    def __init__(self, pipelines: PipelineRepository, runs: RunRepository, peers: Peers) -> None:
         self._pipelines = pipelines
         self._runs = runs
-        self._connections = connections
+        self._peers = peers
 
     async def create(self, owner: str, draft: PipelineDraft, request_id: str, validate_only: bool) -> Pipeline:
         _check_request_id(request_id)
-        await validate_definition(draft.display_name, draft.description, draft.steps, self._connections)
+        await validate_definition(draft.display_name, draft.description, draft.steps, self._peers)
         now = datetime.now(UTC)
         pipeline = Pipeline(
             id=new_id(),
@@ -130,7 +137,8 @@ class PipelineService:
             update_time=now,
         )
         if validate_only:
-            return pipeline
+            # AIP-163: what would be created, but nothing was: no id, so no name a client could look up.
+            return replace(pipeline, id="")
         return await self._pipelines.add(pipeline, request_id)
 
     async def get(self, owner: str, pipeline_id: str) -> Pipeline:
@@ -163,7 +171,7 @@ class PipelineService:
             update_time=datetime.now(UTC),
         )
         if "steps" in fields:
-            await validate_definition(updated.display_name, updated.description, updated.steps, self._connections)
+            await validate_definition(updated.display_name, updated.description, updated.steps, self._peers)
         else:
             violations = validation.validate_header(updated.display_name, updated.description)
             if violations:

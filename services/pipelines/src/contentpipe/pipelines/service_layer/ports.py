@@ -136,6 +136,10 @@ class GenerationStatus:
 class Generations(Protocol):
     async def create(self, owner: str, request: GenerationRequest, request_id: str) -> GenerationStatus: ...
 
+    async def validate(self, request: GenerationRequest) -> Mapping[str, Any]:
+        """CreateGeneration with validate_only, as the caller: the options it would run with (the model's
+        defaults filled in); raises InvalidArgument with `generation.*` field violations when it would refuse."""
+
     async def get(self, owner: str, name: str) -> GenerationStatus: ...
 
     async def cancel(self, owner: str, name: str) -> None: ...
@@ -174,6 +178,10 @@ class PostStatus:
 
 class Posts(Protocol):
     async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus: ...
+
+    async def validate(self, request: PostRequest) -> None:
+        """CreatePost with validate_only, as the caller; raises InvalidArgument with `post.*` field violations
+        (NotFound / FailedPrecondition for a missing or unusable connection)."""
 
     async def get(self, owner: str, name: str) -> PostStatus: ...
 

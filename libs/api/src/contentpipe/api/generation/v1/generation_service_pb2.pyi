@@ -429,7 +429,10 @@ class CreateGenerationRequest(_message.Message):
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 128 characters. The same key from the same user returns the first result."""
     validate_only: _builtins.bool
-    """Validate only; queue nothing."""
+    """AIP-163: validate fully (the same checks as a real create, including that the provider is configured on
+    this server), queue nothing. The response is the generation that would be created, with the model's
+    defaults filled into `options`; its `name` is not stored anywhere.
+    """
     @_builtins.property
     def generation(self) -> Global___Generation:
         """The generation to create: `kind`, `prompt`, `options`, optionally `provider` and `model`."""

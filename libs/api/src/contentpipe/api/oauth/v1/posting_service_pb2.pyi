@@ -555,7 +555,9 @@ class CreatePostRequest(_message.Message):
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 128 characters."""
     validate_only: _builtins.bool
-    """Validate only; queue nothing."""
+    """AIP-163: validate fully (the connection, the platform's rules for text, media and options), queue nothing.
+    The response is the post that would be created; its `name` is not stored anywhere.
+    """
     @_builtins.property
     def post(self) -> Global___Post:
         """The post: `connection`, `text`, `media`, `options`, optionally `publish_time`."""

@@ -806,7 +806,11 @@ class CreatePipelineRequest(_message.Message):
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 128 characters."""
     validate_only: _builtins.bool
-    """Validate only; create nothing."""
+    """AIP-163: validate fully, create nothing. Besides the pipeline's own rules, each generate_content step is
+    checked by CreateGeneration and each post_to_platform target by CreatePost (both with validate_only, templates
+    rendered with placeholder values); their violations are named under `pipeline.steps[i]...`. The response is
+    the pipeline that would be created, with an empty `name` (none exists).
+    """
     @_builtins.property
     def pipeline(self) -> Global___Pipeline:
         """The pipeline: `display_name`, `description`, `steps`, optionally `state`."""

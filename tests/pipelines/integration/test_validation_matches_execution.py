@@ -1,0 +1,192 @@
+"""CreatePipeline refuses what the generation and posting services would refuse when the steps run.
+
+The four real services (and the platforms' OAuth fakes): each generate_content step goes to CreateGeneration
+and each post_to_platform target to CreatePost with validate_only; their violations come back under the
+step's path, templates rendered with placeholder values of the right type.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from contentpipe.api.generation.v1 import generation_service_pb2 as gen_pb
+from contentpipe.api.generation.v1 import generation_service_pb2_grpc as gen_grpc
+from contentpipe.api.oauth.v1 import platform_pb2
+from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
+from contentpipe.api.oauth.v1 import posting_service_pb2_grpc as post_grpc
+from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from tests.security.fakes import ExternalFakes
+from tests.security.stack import Stack, user_metadata
+from tests.security.tenants import connect_platform
+
+pytestmark = pytest.mark.integration
+
+VIDEO, IMAGE, TEXT = gen_pb.GENERATION_KIND_VIDEO, gen_pb.GENERATION_KIND_IMAGE, gen_pb.GENERATION_KIND_TEXT
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with ExternalFakes() as fakes:
+        workdir = tmp_path_factory.mktemp("validation-stack")
+        # Replicate is deliberately not configured (no token): its steps must be refused at create.
+        env = {**fakes.service_env(workdir), "REPLICATE_API_TOKEN": "", "COG_MODELS": ""}
+        stack = Stack(workdir, env=env, services=("generation", "oauth", "pipelines"))
+        try:
+            yield stack.start(timeout=180)  # three processes on a shared, loaded machine
+        finally:
+            stack.stop()
+
+
+def violations(error: grpc.RpcError) -> dict[str, str]:
+    metadata: list[tuple[str, bytes]] = list(error.trailing_metadata() or ())  # type: ignore[attr-defined,arg-type]
+    for key, value in metadata:
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    return {v.field: v.description for v in bad.field_violations}
+    return {}
+
+
+def generate(step_id: str, kind: int, prompt: str = "a fox", **fields: Any) -> pb.Step:
+    options = {k: v for k, v in fields.items() if k not in ("provider", "model")}
+    return pb.Step(
+        id=step_id,
+        generate_content=pb.GenerateContentStep(
+            kind=kind,  # type: ignore[arg-type]
+            prompt=prompt,
+            options=gen_pb.GenerationOptions(**options),
+            provider=fields.get("provider", ""),
+            model=fields.get("model", ""),
+        ),
+    )
+
+
+def post(step_id: str, connection: str, caption: str = "hello", media: str = "", **options: Any) -> pb.Step:
+    return pb.Step(
+        id=step_id,
+        post_to_platform=pb.PostToPlatformStep(
+            connections=[connection],
+            caption=caption,
+            media_step_id=media,
+            options=post_pb.PlatformOptions(**options),
+        ),
+    )
+
+
+def refused(stack: Stack, user: str, steps: list[pb.Step]) -> dict[str, str]:
+    stub = pb_grpc.PipelineServiceStub(stack.channel("pipelines"))
+    pipeline = pb.Pipeline(display_name="Checked", steps=steps)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreatePipeline(
+            pb.CreatePipelineRequest(pipeline=pipeline, validate_only=True), metadata=user_metadata(user), timeout=30
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    return violations(caught.value)
+
+
+def test_every_generation_option_limit_is_refused_under_the_steps_path(stack: Stack) -> None:
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    # The rendered prompt is 4,005 characters: only rendering the template shows it is too long.
+    long_prompt = "{{ run.trigger_date }}" + "x" * 3995
+    cases = [
+        (generate("dur", VIDEO, duration_seconds=60), "options.duration_seconds", "0.5 to 30 seconds"),
+        (generate("wide", VIDEO, width=4096), "options.width", "64 to 2048"),
+        (generate("odd", IMAGE, height=500), "options.height", "multiple of 8"),
+        (generate("fps", VIDEO, fps=90), "options.fps", "1 to 60"),
+        (generate("motion", VIDEO, motion_strength=300), "options.motion_strength", "1 to 255"),
+        (generate("stillfps", IMAGE, fps=10), "options.fps", "only used for VIDEO"),
+        (generate("imgdur", IMAGE, duration_seconds=2), "options.duration_seconds", "only used for VIDEO"),
+        (generate("tokens", TEXT, max_tokens=5000), "options.max_tokens", "1 to 4,096"),
+        (generate("textwide", TEXT, width=512), "options.width", "not used for TEXT"),
+        (generate("vidtokens", VIDEO, max_tokens=10), "options.max_tokens", "only used for TEXT"),
+        (generate("ftp", IMAGE, input_image_uri="ftp://example.com/a.png"), "options.input_image_uri", "http(s)"),
+        (generate("typo", IMAGE, provider="replicat"), "provider", "unknown provider 'replicat'"),
+        (generate("repl", IMAGE, provider="replicate"), "provider", "REPLICATE_API_TOKEN"),
+        (generate("cog", IMAGE, provider="cog"), "provider", "COG_MODELS"),
+        (generate("model", IMAGE, model="no-such-model"), "model", "unknown model 'no-such-model'"),
+        (generate("mismatch", IMAGE, model="local-video"), "model", "produces VIDEO, not IMAGE"),
+        (generate("prompt", TEXT, prompt=long_prompt), "prompt", "at most 4,000 characters"),
+    ]
+    found = refused(stack, user, [step for step, _, _ in cases])
+    for index, (step, field, expected) in enumerate(cases):
+        path = f"pipeline.steps[{index}].generate_content.{field}"
+        assert path in found, (step.id, sorted(found))
+        assert expected in found[path], (path, found[path])
+    assert len(found) == len(cases), sorted(found)
+
+
+def test_platform_options_the_posting_service_checks_are_refused(stack: Stack) -> None:
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    metadata = user_metadata(user)
+    x = connect_platform(stack, metadata, platform_pb2.PLATFORM_TWITTER)
+    linkedin = connect_platform(stack, metadata, platform_pb2.PLATFORM_LINKEDIN)
+    tiktok = connect_platform(stack, metadata, platform_pb2.PLATFORM_TIKTOK)
+    facebook = connect_platform(stack, metadata, platform_pb2.PLATFORM_FACEBOOK)
+    over_280 = "{{ run.trigger_date }} " + "y" * 275  # 286 characters once rendered
+    steps = [
+        generate("clip", VIDEO),
+        post("x-long", x, caption=over_280),
+        post("x-reply", x, twitter=post_pb.TwitterOptions(reply_to_post_id="not-a-number")),
+        post("li", linkedin, linkedin=post_pb.LinkedInOptions(visibility="FRIENDS")),
+        post("tt-missing", tiktok, media="clip"),
+        post("tt-bad", tiktok, media="clip", tiktok=post_pb.TikTokOptions(privacy_level="EVERYONE")),
+        post("fb-missing", facebook),
+        post("fb-foreign", facebook, facebook=post_pb.FacebookOptions(page_id="999999")),
+    ]
+    found = refused(stack, user, steps)
+    expected = {
+        "pipeline.steps[1].post_to_platform.caption": "280",
+        "pipeline.steps[2].post_to_platform.options.twitter.reply_to_post_id": "numeric",
+        "pipeline.steps[3].post_to_platform.options.linkedin.visibility": "PUBLIC or CONNECTIONS",
+        "pipeline.steps[4].post_to_platform.options.tiktok.privacy_level": "required",
+        "pipeline.steps[5].post_to_platform.options.tiktok.privacy_level": "one of",
+        "pipeline.steps[6].post_to_platform.options.facebook.page_id": "required",
+        "pipeline.steps[7].post_to_platform.options.facebook.page_id": "not one of this connection's Pages",
+    }
+    for path, text in expected.items():
+        assert path in found, (path, sorted(found))
+        assert text in found[path], (path, found[path])
+    assert "pipeline.steps[0].generate_content.kind" not in found
+
+
+def test_validate_only_creates_nothing_anywhere_and_names_nothing(stack: Stack) -> None:
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    metadata = user_metadata(user)
+    outbox = connect_platform_outbox(stack, metadata)
+    stub = pb_grpc.PipelineServiceStub(stack.channel("pipelines"))
+    pipeline = pb.Pipeline(
+        display_name="Fine",
+        steps=[generate("clip", VIDEO, duration_seconds=2), post("share", outbox, caption="{{ run.trigger_date }}")],
+    )
+    answer = stub.CreatePipeline(
+        pb.CreatePipelineRequest(pipeline=pipeline, validate_only=True), metadata=metadata, timeout=30
+    ).pipeline
+    assert answer.name == "" and answer.display_name == "Fine" and len(answer.steps) == 2
+    assert not stub.ListPipelines(pb.ListPipelinesRequest(), metadata=metadata).pipelines
+    generations = gen_grpc.GenerationServiceStub(stack.channel("generation"))
+    assert not generations.ListGenerations(gen_pb.ListGenerationsRequest(), metadata=metadata).generations
+    posts = post_grpc.PostingServiceStub(stack.channel("oauth"))
+    assert not posts.ListPosts(post_pb.ListPostsRequest(), metadata=metadata).posts
+    # And the real create of the same definition succeeds.
+    created = stub.CreatePipeline(pb.CreatePipelineRequest(pipeline=pipeline), metadata=metadata, timeout=30)
+    assert created.pipeline.name.startswith("pipelines/")
+
+
+def connect_platform_outbox(stack: Stack, metadata: Any) -> str:
+    from contentpipe.api.oauth.v1 import connection_service_pb2 as conn
+    from contentpipe.api.oauth.v1 import connection_service_pb2_grpc as conn_grpc
+
+    stub = conn_grpc.ConnectionServiceStub(stack.channel("oauth"))
+    done = stub.CompleteConnection(
+        conn.CompleteConnectionRequest(platform=platform_pb2.PLATFORM_OUTBOX), metadata=metadata, timeout=15
+    )
+    return str(done.connection.name)
