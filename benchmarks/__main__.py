@@ -40,6 +40,7 @@ TIMEOUTS = {
     "posting": (600, 120),
     "footprint": (600, 120),
     "grpc": (300, 120),
+    "media": (300, 90),
 }
 
 

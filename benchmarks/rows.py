@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from benchmarks.harness import REPO, SEED, STATE_DIR, Row, Sizes, percentile, procrastinate_python, rss_mb
+from benchmarks.media import media
 from tests.support import ServiceProcess, bearer
 from tests.support.postgres import create_database, drop_database
 
@@ -661,6 +662,7 @@ ROWS: dict[str, Callable[[Sizes], list[Row]]] = {
     "posting": posting,
     "footprint": footprint,
     "grpc": grpc_overhead,
+    "media": media,
 }
 
 

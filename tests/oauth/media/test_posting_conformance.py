@@ -106,7 +106,7 @@ async def test_local_default_video_is_conformed_and_published_on_the_strict_fake
     uri = f"{served}/local.mp4" if platform == "instagram" else (storage / "local.mp4").as_uri()
     async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
         created = await stack.create(connection=name, text=CAPTION, media=[video(uri)], options=OPTIONS)
-        post = await stack.wait(created.name, DONE)
+        post = await stack.wait(created.name, DONE, timeout=120)
     assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
     assert len(fakes[platform].posts) == 1
     assert post.media[0].uri == uri  # the stored post keeps the user's original
@@ -125,7 +125,7 @@ async def test_png_becomes_a_jpeg_the_strict_instagram_fake_accepts(
     name = connect(tokens, fakes["instagram"], "instagram")
     async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
         created = await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/image.png")])
-        post = await stack.wait(created.name, DONE)
+        post = await stack.wait(created.name, DONE, timeout=120)
     assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
     (container,) = instagram(fakes).containers.values()
     sent = container["params"]["image_url"]
@@ -142,7 +142,7 @@ async def test_png_sent_as_it_is_is_refused_by_the_strict_instagram_fake(
     env = {**fake_env(fakes), "OAUTH_MEDIA_CONFORM": "0"}
     async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
         created = await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/image.png")])
-        post = await stack.wait(created.name, DONE)
+        post = await stack.wait(created.name, DONE, timeout=120)
     assert post.state == pb.POST_STATE_FAILED
     assert "JPEG" in post.last_error.message and fakes["instagram"].posts == []
 
@@ -156,10 +156,10 @@ async def test_one_rendition_serves_every_post_to_the_platform(
     rendition = storage / "local.mp4.renditions" / "tiktok.mp4"
     async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
         first = await stack.create(connection=name, text="first", media=[video(uri)], options=OPTIONS)
-        assert (await stack.wait(first.name, DONE)).state == pb.POST_STATE_PUBLISHED
+        assert (await stack.wait(first.name, DONE, timeout=120)).state == pb.POST_STATE_PUBLISHED
         made = rendition.stat().st_mtime_ns
         second = await stack.create(connection=name, text="second", media=[video(uri)], options=OPTIONS)
-        assert (await stack.wait(second.name, DONE)).state == pb.POST_STATE_PUBLISHED
+        assert (await stack.wait(second.name, DONE, timeout=120)).state == pb.POST_STATE_PUBLISHED
     assert rendition.stat().st_mtime_ns == made  # not converted twice
     assert [p.text for p in fakes["tiktok"].posts] == ["first", "second"]
 
@@ -198,7 +198,7 @@ async def test_conversion_over_its_time_limit_fails_the_post_with_a_reason(
         created = await stack.create(
             connection=name, text="slow", media=[video((storage / "local.mp4").as_uri())], options=OPTIONS
         )
-        post = await stack.wait(created.name, DONE)
+        post = await stack.wait(created.name, DONE, timeout=120)
     assert post.state == pb.POST_STATE_FAILED
     assert post.last_error.reason == "CONVERSION_TIMEOUT" and "OAUTH_MEDIA_CONVERT_TIMEOUT" in post.last_error.message
     assert fakes["tiktok"].posts == []
