@@ -83,7 +83,7 @@ def lines() -> Iterator[list[Lines]]:
 
 def _serve(servicer: FakePipelineService, port: int) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_PipelineServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_PipelineServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     return server

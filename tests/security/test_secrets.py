@@ -109,7 +109,7 @@ def postgres_token_values(url: str) -> Iterator[tuple[str, object]]:
         for schema, table, column in columns:
             if TOKEN_COLUMN.search(column) and not NOT_A_SECRET_COLUMN.search(column):
                 query = f'SELECT "{column}" FROM "{schema}"."{table}"'  # noqa: S608
-                for (value,) in conn.execute(query):  # type: ignore[arg-type]
+                for (value,) in conn.execute(query):
                     yield f"{dsn.rsplit('/', 1)[-1]}:{table}.{column}", value
 
 

@@ -19,7 +19,7 @@ PNG = MediaProbe("image/png", 2 * MB, 1024, 1024)
 JPEG = MediaProbe("image/jpeg", 300_000, 1080, 1350)
 
 
-def spec(platform: Platform, kind: MediaKind = MediaKind.VIDEO):  # type: ignore[no-untyped-def]
+def spec(platform: Platform, kind: MediaKind = MediaKind.VIDEO):
     found = spec_for(platform, kind)
     assert found is not None
     return found

@@ -39,9 +39,9 @@ def fields(platform: Platform, **kwargs: Any) -> set[str]:
     post = NewPost(
         connection_id="c",
         text=str(kwargs.pop("text", "hello")),
-        media=tuple(kwargs.pop("media", ())),  # type: ignore[arg-type]
+        media=tuple(kwargs.pop("media", ())),
         options=PostOptions(**kwargs),
-    )  # type: ignore[arg-type]
+    )
     try:
         validate_post(post, platform)
     except InvalidArgument as err:

@@ -54,7 +54,7 @@ def client(service: ServiceProcess, user: str) -> Iterator[Client]:
 
 
 def violations(error: grpc.RpcError) -> dict[str, str]:
-    metadata: list[tuple[str, bytes]] = list(error.trailing_metadata() or ())  # type: ignore[attr-defined,arg-type]
+    metadata: list[tuple[str, bytes]] = list(error.trailing_metadata() or ())  # type: ignore[arg-type]
     for key, value in metadata:
         if key == "grpc-status-details-bin":
             status = status_pb2.Status.FromString(value)

@@ -199,7 +199,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         verifier = self._verifier
 
         async def authenticate(request: Any, context: Any, call: Callable[[], Awaitable[Any]]) -> Any:
-            principal, header = await verifier.principal_for(metadata)  # type: ignore[arg-type]
+            principal, header = await verifier.principal_for(metadata)
             principal_token = set_principal(principal)
             auth_token = authorization_var.set(header)
             try:

@@ -41,7 +41,7 @@ _ERRORS_BY_CODE: dict[grpc.StatusCode, type[errors.ContentpipeError]] = {v: k fo
 
 def status_code_for(exc: errors.ContentpipeError) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
-        code = _CODES.get(cls)  # type: ignore[arg-type]
+        code = _CODES.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
@@ -179,7 +179,7 @@ def error_from_rpc(err: grpc.aio.AioRpcError) -> errors.ContentpipeError:
     if cls is errors.InvalidArgument:
         return errors.InvalidArgument(message, violations, reason=reason, metadata=metadata)
     if cls in (errors.ResourceExhausted, errors.Unavailable):
-        return cls(message, retry_after=retry_after, reason=reason, metadata=metadata)  # type: ignore[call-arg]
+        return cls(message, retry_after=retry_after, reason=reason, metadata=metadata)
     if code == grpc.StatusCode.CANCELLED:
         return errors.Unavailable(message, reason=reason or "CANCELLED", metadata=metadata)
     return cls(message, reason=reason, metadata=metadata)

@@ -194,7 +194,7 @@ def pipeline_to_proto(pipeline: Pipeline) -> pb.Pipeline:
         owner=pipeline.owner,
         display_name=pipeline.display_name,
         description=pipeline.description,
-        state=PIPELINE_STATE_PB[pipeline.state],  # type: ignore[arg-type]
+        state=PIPELINE_STATE_PB[pipeline.state],
         steps=[step_to_proto(step) for step in pipeline.steps],
         revision=pipeline.revision,
         etag=pipeline.etag,
@@ -239,7 +239,7 @@ POST_STATE = {value: key for key, value in POST_STATE_PB.items()}
 def _error_pb(error: StepError | None) -> pb.StepError | None:
     if error is None:
         return None
-    return pb.StepError(error_class=ERROR_CLASS_PB[error.error_class], reason=error.reason, message=error.message)  # type: ignore[arg-type]
+    return pb.StepError(error_class=ERROR_CLASS_PB[error.error_class], reason=error.reason, message=error.message)
 
 
 def outputs_to_proto(outputs: StepOutputs | None) -> pb.StepOutputs | None:
@@ -263,9 +263,9 @@ def run_to_proto(run: PipelineRun) -> pb.PipelineRun:
         name=run.name,
         owner=run.owner,
         pipeline_revision=run.pipeline_revision,
-        state=RUN_STATE_PB[run.state],  # type: ignore[arg-type]
+        state=RUN_STATE_PB[run.state],
         trigger=pb.RunTrigger(
-            kind=TRIGGER_PB[trigger.kind],  # type: ignore[arg-type]
+            kind=TRIGGER_PB[trigger.kind],
             job=trigger.job,
             nominal_time=ts(trigger.nominal_time),
             resumed_run=trigger.resumed_run,
@@ -274,7 +274,7 @@ def run_to_proto(run: PipelineRun) -> pb.PipelineRun:
         steps=[
             pb.StepRun(
                 step_id=step.step_id,
-                state=STEP_STATE_PB[step.state],  # type: ignore[arg-type]
+                state=STEP_STATE_PB[step.state],
                 attempts=step.attempts,
                 start_time=ts(step.start_time),
                 finish_time=ts(step.finish_time),
@@ -286,7 +286,7 @@ def run_to_proto(run: PipelineRun) -> pb.PipelineRun:
                     pb.TargetResult(
                         connection=target.connection,
                         post=target.post,
-                        post_state=POST_STATE_PB[target.post_state],  # type: ignore[arg-type]
+                        post_state=POST_STATE_PB[target.post_state],
                         permalink=target.permalink,
                         error=_error_pb(target.error),
                     )

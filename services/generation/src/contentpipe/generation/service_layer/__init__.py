@@ -1,1 +1,3 @@
-"""generation use cases: one function per use case, over a unit of work and ports."""
+"""generation use cases over the ports in `ports` (repository, providers, storage): `services` answers the API,
+`worker` claims queued generations and `runner` drives one through its provider. Each repository method is its
+own short transaction; there is no unit-of-work object."""

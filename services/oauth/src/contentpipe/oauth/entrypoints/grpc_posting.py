@@ -143,7 +143,7 @@ def post_to_pb(post: Post) -> pb.Post:
         name=post.name,
         owner=post.owner,
         connection=post.connection,
-        platform=_PLATFORMS_PB[post.platform],  # type: ignore[arg-type]
+        platform=_PLATFORMS_PB[post.platform],
         text=post.text,
         media=[
             pb.Media(

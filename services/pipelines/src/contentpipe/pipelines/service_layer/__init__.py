@@ -1,1 +1,3 @@
-"""pipelines use cases: one function per use case, over a unit of work and ports."""
+"""pipelines use cases over the ports in `ports` (run repository, peers): `pipelines` (definitions), `runs` (the
+runs API) and the `engine` package (executing runs). Each repository method is its own short transaction; there is
+no unit-of-work object."""
