@@ -45,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def violations(error: grpc.RpcError) -> dict[str, str]:
-    metadata: list[tuple[str, bytes]] = list(error.trailing_metadata() or ())  # type: ignore[attr-defined,arg-type]
+    metadata: list[tuple[str, bytes]] = list(error.trailing_metadata() or ())  # type: ignore[arg-type]
     for key, value in metadata:
         if key == "grpc-status-details-bin":
             for detail in status_pb2.Status.FromString(value).details:
