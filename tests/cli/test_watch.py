@@ -179,3 +179,11 @@ def test_live_view_at_80_columns_never_splits_a_path() -> None:
     fragments = [line for line in shown if "0.mp4" in line or "generated-content/" in line]
     assert all(LONG_PATH in line for line in fragments if "0.mp4" in line), fragments
     assert all(len(line) <= 80 for line in shown[: len(run.steps) + 2])
+
+
+def test_the_summary_names_the_runs_trace() -> None:
+    run = run_at(pb.PIPELINE_RUN_STATE_SUCCEEDED, [])
+    run.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    out = io.StringIO()
+    print_summary(run, out)
+    assert "trace id: 4bf92f3577b34da6a3ce929d0e0e4736" in out.getvalue()

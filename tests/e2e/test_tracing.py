@@ -130,6 +130,7 @@ def test_one_scheduled_run_is_one_trace_across_the_four_services(tmp_path: Path,
             trace_ids = {s.trace_id for s in run_spans}
             assert len(trace_ids) == 1, "a run's spans are split over several traces"
             (trace_id,) = trace_ids
+            assert run.trace_id == trace_id, "GetPipelineRun names the run's trace (what `runs get` shows)"
             spans = otlp.trace(trace_id)
             by_service = {svc: [s.name for s in spans if s.service == f"contentpipe-{svc}"] for svc in SERVICES}
             assert all(by_service.values()), f"services missing from trace {trace_id}: {by_service}"

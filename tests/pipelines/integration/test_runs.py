@@ -22,7 +22,7 @@ from tests.pipelines.integration.support import (
     schedule_step,
     start_pipelines,
 )
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +213,13 @@ def test_deleting_a_pipeline_cancels_its_runs_in_flight_and_their_children(
     with pytest.raises(grpc.RpcError) as caught:
         client.GetPipelineRun(pb.GetPipelineRunRequest(name=queued.name))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_run_names_the_trace_of_the_call_that_queued_it(client: Client, peers: FakePeers, user: str) -> None:
+    pipeline = create(client, generate_step())
+    trace_id = uuid.uuid4().hex
+    metadata = (*bearer(user), ("traceparent", f"00-{trace_id}-{'1' * 16}-01"))
+    request = pb.RunPipelineRequest(name=pipeline.name)
+    queued = client.stub.RunPipeline(request, metadata=metadata, timeout=15).run
+    assert queued.trace_id == trace_id
+    assert client.GetPipelineRun(pb.GetPipelineRunRequest(name=queued.name)).run.trace_id == trace_id

@@ -244,6 +244,8 @@ def print_summary(run: pb.PipelineRun, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     took = _took(run)
     out.write(f"\nrun {run.name} {run_state(run)}{took}\n")
+    if run.trace_id:  # find every service's spans of this run in the tracing backend
+        out.write(f"  trace id: {run.trace_id}\n")
     if run.state != pb.PIPELINE_RUN_STATE_SUCCEEDED and run.error.reason:
         out.write(f"  error: {run.error.reason}: {run.error.message}\n")
         if run.state == pb.PIPELINE_RUN_STATE_FAILED:

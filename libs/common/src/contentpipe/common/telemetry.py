@@ -165,6 +165,12 @@ def extract_context(carrier: Mapping[str, str]) -> Any:
     return propagate.extract(dict(carrier))
 
 
+def trace_id_from(carrier: Mapping[str, str]) -> str:
+    """The trace id in a stored carrier as 32 hex digits (what tracing backends search by); "" if none."""
+    span_context = trace.get_current_span(extract_context(carrier)).get_span_context()
+    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else ""
+
+
 def span_link_from(carrier: Mapping[str, str]) -> trace.Link | None:
     """A Link to the span stored in `carrier`, for work that runs later than the call that caused it."""
     span_context = trace.get_current_span(extract_context(carrier)).get_span_context()

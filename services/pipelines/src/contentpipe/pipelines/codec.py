@@ -10,6 +10,7 @@ from contentpipe.api.generation.v1 import generation_service_pb2 as gen_pb
 from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.common.errors import InvalidArgument
+from contentpipe.common.telemetry import trace_id_from
 from contentpipe.pipelines.domain.model import (
     ErrorClass,
     GenerateContent,
@@ -300,6 +301,7 @@ def run_to_proto(run: PipelineRun) -> pb.PipelineRun:
         start_time=ts(run.start_time),
         finish_time=ts(run.finish_time),
         request_id=run.request_id,
+        trace_id=trace_id_from(run.trace_context),
     )
 
 

@@ -737,6 +737,7 @@ class PipelineRun(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `pipelines/{pipeline_id}/runs/{run_id}`. Output only."""
     owner: _builtins.str
@@ -747,6 +748,10 @@ class PipelineRun(_message.Message):
     """State. Output only."""
     request_id: _builtins.str
     """The request id it was created with. Output only."""
+    trace_id: _builtins.str
+    """The W3C trace id (32 hex digits) of the call that queued it; the run's spans in every service belong to this
+    trace, so it finds them in a tracing backend. Empty when the call carried no trace. Output only.
+    """
     @_builtins.property
     def trigger(self) -> Global___RunTrigger:
         """What started it. Output only."""
@@ -785,10 +790,11 @@ class PipelineRun(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "start_time", b"start_time", "trigger", b"trigger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "name", b"name", "owner", b"owner", "pipeline_revision", b"pipeline_revision", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "steps", b"steps", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "name", b"name", "owner", b"owner", "pipeline_revision", b"pipeline_revision", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "steps", b"steps", "trace_id", b"trace_id", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
