@@ -72,6 +72,7 @@ class FakePlatforms:
         }
     )
     untick: dict[str, set[str]] = field(default_factory=dict)  # scopes the user unticks at consent
+    refuse_consent: set[str] = field(default_factory=set)  # platforms where the user presses "Cancel"
     fail_refresh_with: dict[str, int] = field(default_factory=dict)  # platform → HTTP status for refreshes
     linkedin_refresh_tokens: bool = True  # programmatic refresh approved for the app
     refresh_delay: float = 0.0  # seconds X waits before answering a refresh it has already performed
@@ -142,10 +143,17 @@ class FakePlatforms:
             problems.append("PKCE S256 is required")
         if problems:
             return JSONResponse({"error": "invalid_request", "error_description": "; ".join(problems)}, 400)
+        sep = "&" if "?" in q["redirect_uri"] else "?"
+        if platform in self.refuse_consent:  # RFC 6749 §4.1.2.1: the refusal goes back to the redirect URI
+            refusal = {
+                "error": "access_denied",
+                "error_description": "The user denied the request",
+                "state": q["state"],
+            }
+            return RedirectResponse(f"{q['redirect_uri']}{sep}{urlencode(refusal)}", 302)
         scopes = [s for s in raw_scope.split(separator) if s and s not in self.untick.get(platform, set())]
         code = self._token(platform, "code")
         self.codes[code] = IssuedCode(platform, q["redirect_uri"], scopes, q.get("code_challenge", ""))
-        sep = "&" if "?" in q["redirect_uri"] else "?"
         return RedirectResponse(f"{q['redirect_uri']}{sep}{urlencode({'code': code, 'state': q['state']})}", 302)
 
     def _take_code(self, platform: str, form: Any) -> IssuedCode | Response:

@@ -47,8 +47,13 @@ class InstantPublisher:
 
 async def _remaining(engine: object) -> int:
     async with engine.connect() as connection:  # type: ignore[attr-defined]
-        return int((await connection.execute(
-            sa.select(sa.func.count()).select_from(posts).where(posts.c.state != "PUBLISHED"))).scalar_one())
+        return int(
+            (
+                await connection.execute(
+                    sa.select(sa.func.count()).select_from(posts).where(posts.c.state != "PUBLISHED")
+                )
+            ).scalar_one()
+        )
 
 
 async def _worker(url: str, index: int) -> None:
@@ -56,7 +61,10 @@ async def _worker(url: str, index: int) -> None:
     tokens = FakeTokens()
     tokens.add(FakeConnection(id="outbox", owner="bench", platform="outbox", account_id="bench", token=""))
     worker = PostingWorker(
-        SqlPostRepository(engine), tokens, {Platform.OUTBOX: InstantPublisher()}, SqlRateLimitStore(engine),
+        SqlPostRepository(engine),
+        tokens,
+        {Platform.OUTBOX: InstantPublisher()},
+        SqlRateLimitStore(engine),
         PostingWorkerSettings(worker_id=f"bench-{index}", lease_seconds=30, poll_interval=0.05, concurrency=BATCH),
     )
     task = asyncio.create_task(worker.run())
@@ -74,14 +82,25 @@ async def _bare(url: str, index: int) -> None:
     while True:
         async with sessions.begin() as session:
             now = await db_now(session)
-            rows = await claim_rows(session, posts, where=[posts.c.state == "QUEUED"], order_by=[posts.c.id],
-                                    limit=BATCH, lease_owner=f"bare-{index}", lease_seconds=30, now=now)
+            rows = await claim_rows(
+                session,
+                posts,
+                where=[posts.c.state == "QUEUED"],
+                order_by=[posts.c.id],
+                limit=BATCH,
+                lease_owner=f"bare-{index}",
+                lease_seconds=30,
+                now=now,
+            )
         if not rows:
             break
         for row in rows:
             async with sessions.begin() as session:
-                await session.execute(sa.update(posts).where(posts.c.id == row.id).values(
-                    state="PUBLISHED", lease_owner=None, lease_expires_at=None))
+                await session.execute(
+                    sa.update(posts)
+                    .where(posts.c.id == row.id)
+                    .values(state="PUBLISHED", lease_owner=None, lease_expires_at=None)
+                )
     await engine.dispose()
 
 
@@ -96,9 +115,21 @@ async def _fill(url: str, count: int) -> None:
     repository = SqlPostRepository(engine)
     now = datetime.now(UTC)
     for _ in range(count):
-        await repository.add(Post(id=new_id(), owner="bench", connection_id="outbox", platform=Platform.OUTBOX,
-                                  text="bench", media=(), options=PostOptions(), create_time=now,
-                                  account_id="bench", next_attempt_time=now, update_time=now))
+        await repository.add(
+            Post(
+                id=new_id(),
+                owner="bench",
+                connection_id="outbox",
+                platform=Platform.OUTBOX,
+                text="bench",
+                media=(),
+                options=PostOptions(),
+                create_time=now,
+                account_id="bench",
+                next_attempt_time=now,
+                update_time=now,
+            )
+        )
     await engine.dispose()
 
 
@@ -127,8 +158,10 @@ def main() -> None:
         bare = _timed("bare", url, args.workers)
     finally:
         drop_database(name)
-    print(f"posting queue ({args.workers} worker processes, real PostingWorker): "
-          f"{args.posts / queue:.0f} posts/s ({queue:.2f} s)")
+    print(
+        f"posting queue ({args.workers} worker processes, real PostingWorker): "
+        f"{args.posts / queue:.0f} posts/s ({queue:.2f} s)"
+    )
     print(f"bare claim-and-complete ({args.workers} processes): {args.posts / bare:.0f} rows/s ({bare:.2f} s)")
     print(f"ratio posting/bare: {bare / queue:.2f}")
 

@@ -175,11 +175,21 @@ async def test_platform_rules_are_field_violations(database_url: str, tmp_path: 
         )
         assert "post.media[0].kind" in violations(err)
         for bad_url in ("http://[not-an-ip]/a.png", "https://host:99999/a.png"):
-            err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
-                                media=[pb.Media(uri=bad_url, kind=pb.MEDIA_KIND_IMAGE)])
+            err = await refused(
+                stack,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                connection="connections/outbox",
+                text="t",
+                media=[pb.Media(uri=bad_url, kind=pb.MEDIA_KIND_IMAGE)],
+            )
             assert "post.media[0].uri" in violations(err)
-        err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/outbox", text="t",
-                            publish_time=Timestamp(seconds=-(2**63)))
+        err = await refused(
+            stack,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            connection="connections/outbox",
+            text="t",
+            publish_time=Timestamp(seconds=-(2**63)),
+        )
         assert "post.publish_time" in violations(err)
         err = await refused(stack, grpc.StatusCode.INVALID_ARGUMENT, connection="bad-name", text="t")
         assert "post.connection" in violations(err)

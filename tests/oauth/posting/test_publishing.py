@@ -332,8 +332,9 @@ async def test_daily_cap_defers_the_account_instead_of_failing(
             assert (await stack.wait(post.name, DONE)).state == pb.POST_STATE_PUBLISHED
         third = await stack.create(connection=capped, text="capped 2")
         elsewhere = await stack.create(connection=other, text="other account")
-        deferred = await stack.wait(third.name, {pb.POST_STATE_QUEUED},
-                                    check=lambda p: p.last_error.reason == "DAILY_CAP_REACHED")
+        deferred = await stack.wait(
+            third.name, {pb.POST_STATE_QUEUED}, check=lambda p: p.last_error.reason == "DAILY_CAP_REACHED"
+        )
         assert (await stack.wait(elsewhere.name, DONE)).state == pb.POST_STATE_PUBLISHED
     assert deferred.last_error.error_class == pb.POST_ERROR_CLASS_RATE_LIMITED
     assert deferred.next_attempt_time.seconds >= int(time.time()) + 23 * 3600
@@ -356,8 +357,9 @@ async def test_grant_lost_while_the_outcome_is_unknown_leaves_it_unconfirmed_for
     env = {**fake_env(fakes), "OAUTH_PUBLISH_REQUEST_TIMEOUT": "1"}
     async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
         created = await stack.create(connection=name, text="may be live")
-        post = await stack.wait(created.name, {pb.POST_STATE_UNCONFIRMED},
-                                check=lambda p: not p.HasField("next_attempt_time"))
+        post = await stack.wait(
+            created.name, {pb.POST_STATE_UNCONFIRMED}, check=lambda p: not p.HasField("next_attempt_time")
+        )
         time.sleep(1.0)
         again = await stack.get(created.name)
         resolved = await stack.stub.ResolvePost(
@@ -379,12 +381,17 @@ async def test_meta_business_use_case_limit_defers_that_page_only(
     fake.limited_accounts["p1"] = time.time() + 30 * 60  # Graph (#80001), regain access in 30 minutes
     accept(fake, tokens)
     async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
-        limited = await stack.create(connection=busy, text="page one",
-                                     options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="p1")))
-        flowing = await stack.create(connection=calm, text="page two",
-                                     options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="p2")))
-        deferred = await stack.wait(limited.name, {pb.POST_STATE_QUEUED},
-                                    check=lambda p: p.last_error.error_class == pb.POST_ERROR_CLASS_RATE_LIMITED)
+        limited = await stack.create(
+            connection=busy, text="page one", options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="p1"))
+        )
+        flowing = await stack.create(
+            connection=calm, text="page two", options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="p2"))
+        )
+        deferred = await stack.wait(
+            limited.name,
+            {pb.POST_STATE_QUEUED},
+            check=lambda p: p.last_error.error_class == pb.POST_ERROR_CLASS_RATE_LIMITED,
+        )
         published = await stack.wait(flowing.name, DONE)
     assert published.state == pb.POST_STATE_PUBLISHED
     assert published.permalink.startswith("https://www.facebook.com/p2_")
@@ -402,8 +409,12 @@ async def test_youtube_last_chunk_timeout_is_settled_by_probing_the_session(
     accept(fake, tokens)
     env = {**fake_env(fakes), "OAUTH_PUBLISH_REQUEST_TIMEOUT": "1"}
     async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
-        created = await stack.create(connection=name, text="probe me", media=[video(local_media[0])],
-                                     options=pb.PlatformOptions(youtube=pb.YouTubeOptions(title="Probed")))
+        created = await stack.create(
+            connection=name,
+            text="probe me",
+            media=[video(local_media[0])],
+            options=pb.PlatformOptions(youtube=pb.YouTubeOptions(title="Probed")),
+        )
         post = await stack.wait(created.name, DONE)
     assert post.state == pb.POST_STATE_PUBLISHED and post.platform_post_id == fake.posts[0].id
     assert len(fake.posts) == 1 and "PUT {session} probe" in fake.calls

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
 import webbrowser
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ from contentpipe.cli.platforms import PLATFORM_CHOICES, parse_platform
 from contentpipe.cli.session import Session
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+REMOTE_POLL_SECONDS = 2.0
 CONNECTION_COLUMNS = [
     col("NAME", "name"),
     col("PLATFORM", "platform", enum_prefix="PLATFORM_"),
@@ -44,12 +47,16 @@ def register(sub: SubParsers) -> None:
             "Connect an account on PLATFORM. For `outbox` (the embedded local platform) the connection is made at\n"
             "once. For the others the authorization URL is printed (and opened in a browser unless --no-browser);\n"
             "a listener on the loopback redirect URI receives the platform's redirect and completes the\n"
-            "connection. The redirect URI must be on the oauth service's allowlist (OAUTH_REDIRECT_URIS)."
+            "connection. The redirect URI must be on the oauth service's allowlist (OAUTH_REDIRECT_URIS).\n"
+            "With --remote the platform redirects to the deployment's hosted callback (OAUTH_CALLBACK_URL)\n"
+            "instead: open the printed URL on any device (a phone works); the command waits until the\n"
+            "connection appears."
         ),
         examples=[
             "contentpipe connections connect outbox",
             "contentpipe connections connect x --no-browser",
             "contentpipe connections connect linkedin --redirect-uri http://127.0.0.1:9000/oauth/callback",
+            "contentpipe connections connect youtube --remote",
         ],
     )
     connect_parser.add_argument(
@@ -60,6 +67,11 @@ def register(sub: SubParsers) -> None:
     )
     connect_parser.add_argument("--scope", action="append", default=[], help="extra scope to request (repeatable)")
     connect_parser.add_argument("--no-browser", action="store_true", help="only print the URL")
+    connect_parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="redirect to the deployment's hosted callback; open the URL on any device and wait here",
+    )
     connect_parser.add_argument(
         "--wait-timeout", type=float, default=600, help="seconds to wait for the redirect (default 600)"
     )
@@ -106,6 +118,8 @@ async def connect(session: Session, args: argparse.Namespace) -> int:
         response = await session.call("oauth", session.connections.CompleteConnection, request)
         _print_connection(response.connection, args.output)
         return EXIT_OK
+    if args.remote:
+        return await _connect_remote(session, args, platform)
     target = urlsplit(args.redirect_uri)
     if target.scheme != "http" or target.hostname not in ("127.0.0.1", "localhost", "::1") or not target.port:
         raise CliError(
@@ -144,6 +158,38 @@ async def connect(session: Session, args: argparse.Namespace) -> int:
     response = await session.call("oauth", session.connections.CompleteConnection, complete)
     _print_connection(response.connection, args.output)
     return EXIT_OK
+
+
+async def _connected_versions(session: Session, platform: int) -> dict[str, str]:
+    """name → update time of the caller's connections on `platform` (what changes when one is made or renewed)."""
+    request = pb.ListConnectionsRequest(platform=platform, page_size=1000)  # type: ignore[arg-type]
+    response = await session.call("oauth", session.connections.ListConnections, request)
+    return {c.name: c.update_time.ToJsonString() for c in response.connections}
+
+
+async def _connect_remote(session: Session, args: argparse.Namespace, platform: int) -> int:
+    before = await _connected_versions(session, platform)
+    start = await session.call(
+        "oauth",
+        session.connections.StartConnection,
+        pb.StartConnectionRequest(platform=platform, extra_scopes=args.scope),  # type: ignore[arg-type]
+    )
+    print("Open this URL on any device to authorize contentpipe:", file=sys.stderr)
+    print(start.authorization_uri, flush=True)
+    print("waiting for the connection to appear (Ctrl-C to stop) ...", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + args.wait_timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(min(REMOTE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        after = await _connected_versions(session, platform)
+        changed = [name for name, version in after.items() if before.get(name) != version]
+        if changed:
+            request = pb.GetConnectionRequest(name=changed[0])
+            response = await session.call("oauth", session.connections.GetConnection, request)
+            _print_connection(response.connection, args.output)
+            return EXIT_OK
+    raise CliError(
+        f"no connection within {args.wait_timeout:.0f} s; the page the link led to says what went wrong", EXIT_FAILED
+    )
 
 
 def _print_connection(connection: pb.Connection, fmt: str) -> None:

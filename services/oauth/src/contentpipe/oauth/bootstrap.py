@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from contentpipe.api.oauth.v1 import (
@@ -117,6 +118,7 @@ def build(config: OauthConfig, cipher: TokenCipher) -> Components:
         RedirectAllowlist(config.redirect_uris, config.redirect_prefixes),
         policy=RefreshPolicy(margin=timedelta(seconds=config.refresh_margin_seconds)),
         outbox_dir=str(config.outbox_dir),
+        hosted_redirect_uri=config.callback_url,
     )
     secret = config.common.jwt_secret or base64.b64encode(state_secret(config)).decode()
     posting = build_posting(config.common, config.posting, engine, connections) if config.posting else None
@@ -167,6 +169,16 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
             await sample_queue_forever(repository, default_metrics())
 
         tasks.append(sample_posting_queue)
+    if config.callback_url and config.callback_port:
+        from contentpipe.common.asgi import serve_asgi
+        from contentpipe.oauth.entrypoints.http_callback import callback_app
+
+        app = callback_app(components.connections, urlsplit(config.callback_url).path or "/")
+
+        async def hosted_callback() -> None:
+            await serve_asgi(app, config.callback_host, config.callback_port, name="oauth-callback")
+
+        tasks.append(hosted_callback)
     return tasks
 
 

@@ -163,8 +163,13 @@ class OauthConfig:
     refresh_batch: int = 50
     http_timeout_seconds: float = 15.0
     outbox_dir: Path = Path(".contentpipe/outbox")
-    # Posting (issue 4): OAUTH_POSTING_*, OAUTH_PUBLISH_<PLATFORM>_URL, OAUTH_MEDIA_FILE_ROOTS (publishers/settings.py).
+    # Posting: OAUTH_POSTING_*, OAUTH_PUBLISH_<PLATFORM>_URL, OAUTH_MEDIA_FILE_ROOTS (publishers/settings.py).
     posting: PostingConfig | None = None
+    # The hosted OAuth callback: OAUTH_CALLBACK_URL is the public address platforms redirect to (register it in
+    # each developer console); the HTTP listener serves its path on OAUTH_CALLBACK_HOST:OAUTH_CALLBACK_PORT.
+    callback_url: str | None = None
+    callback_host: str = "127.0.0.1"
+    callback_port: int = 0
 
 
 def load_config(environ: Mapping[str, str]) -> OauthConfig:
@@ -177,6 +182,17 @@ def load_config(environ: Mapping[str, str]) -> OauthConfig:
         except ValueError as exc:
             raise ConfigError(f"OAUTH_TOKEN_KEYS: {exc}") from None
     exact, prefixes = _redirect_allowlist(environ)
+    callback_url = env_optional(environ, "OAUTH_CALLBACK_URL")
+    callback_port = env_int(environ, "OAUTH_CALLBACK_PORT", 8080 if callback_url else 0, minimum=0, maximum=65535)
+    if callback_url is not None:
+        parts = urlsplit(callback_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(
+                f"OAUTH_CALLBACK_URL: expected an absolute http(s) URL without query, got {callback_url!r}"
+            )
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("OAUTH_CALLBACK_URL: platforms redirect only to https (http is for loopback tests)")
+        exact = tuple(dict.fromkeys([*exact, callback_url]))  # allowed exactly, like OAUTH_REDIRECT_URIS
     return OauthConfig(
         common=common,
         token_keys=token_keys,
@@ -192,4 +208,7 @@ def load_config(environ: Mapping[str, str]) -> OauthConfig:
         http_timeout_seconds=env_duration(environ, "OAUTH_HTTP_TIMEOUT", 15.0),
         outbox_dir=Path(env_str(environ, "OAUTH_OUTBOX_DIR", str(Path(common.data_dir) / "outbox"))),
         posting=load_posting_config(environ, Path(common.data_dir), common.grpc_port),
+        callback_url=callback_url,
+        callback_host=env_str(environ, "OAUTH_CALLBACK_HOST", common.grpc_host),
+        callback_port=callback_port,
     )

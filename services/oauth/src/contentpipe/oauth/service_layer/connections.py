@@ -109,7 +109,9 @@ class ConnectionService:
         outbox_dir: str = "",
         clock: Callable[[], datetime] = _utcnow,
         metrics: OAuthMetrics | None = None,
+        hosted_redirect_uri: str | None = None,
     ) -> None:
+        self._hosted_redirect_uri = hosted_redirect_uri
         self._metrics = metrics if metrics is not None else default_metrics()
         self._store = store
         self._clients = dict(clients)
@@ -146,8 +148,11 @@ class ConnectionService:
             violations.append(
                 FieldViolation("platform", "outbox needs no authorization: call CompleteConnection with it")
             )
+        redirect_uri = redirect_uri or self._hosted_redirect_uri or ""
         if not redirect_uri:
-            violations.append(FieldViolation("redirect_uri", "required"))
+            violations.append(
+                FieldViolation("redirect_uri", "required (this deployment has no hosted callback: OAUTH_CALLBACK_URL)")
+            )
         elif not self._allowlist.allows(redirect_uri):
             violations.append(
                 FieldViolation("redirect_uri", "not on this deployment's allowlist (OAUTH_REDIRECT_URIS)")
@@ -188,13 +193,8 @@ class ConnectionService:
 
     async def _check_state(self, owner: str, platform: Platform, state: str) -> PendingAuthorization:
         invalid = InvalidArgument.single("state", "not a state this service issued, or altered", reason="STATE_INVALID")
-        parsed = self._signer.parse(state)
-        if parsed is None:
-            raise invalid
-        pending = await self._store.get_pending(parsed.id)
-        if pending is None or pending.expires_at != parsed.expires_at:
-            raise invalid
-        if not self._signer.verify(parsed, pending.owner, pending.platform.value, pending.redirect_uri):
+        pending = await self.pending_for_state(state)
+        if pending is None:
             raise invalid
         if pending.owner != owner:
             raise InvalidArgument.single("state", "issued to another user", reason="STATE_USER_MISMATCH")
@@ -210,6 +210,23 @@ class ConnectionService:
         if not await self._store.consume_pending(pending.id, now):
             raise FailedPrecondition("state was already used; start the connection again", reason="STATE_ALREADY_USED")
         return pending
+
+    async def pending_for_state(self, state: str) -> PendingAuthorization | None:
+        """The authorization a state belongs to when this service issued it unaltered (used or not), else None."""
+        parsed = self._signer.parse(state)
+        pending = await self._store.get_pending(parsed.id) if parsed is not None else None
+        if parsed is None or pending is None or pending.expires_at != parsed.expires_at:
+            return None
+        if not self._signer.verify(parsed, pending.owner, pending.platform.value, pending.redirect_uri):
+            return None
+        return pending
+
+    async def complete_redirect(self, state: str, code: str) -> Connection:
+        """The hosted callback: the state identifies who started the connection, then `complete` as for them."""
+        pending = await self.pending_for_state(state)
+        if pending is None:
+            raise InvalidArgument.single("state", "not a state this service issued, or altered", reason="STATE_INVALID")
+        return await self.complete(pending.owner, pending.platform, code, state)
 
     async def complete(self, owner: str, platform: Platform | None, code: str, state: str) -> Connection:
         if platform is None:
