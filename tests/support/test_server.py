@@ -1,5 +1,7 @@
 """A test-only service process: run_server with raw-bytes methods `/test.Probe/{Whoami,Slow,Boom,Missing}`.
 
+It runs one background loop, `probe_worker`, that waits forever (CONTENTPIPE_FAULT_INJECTION=true: SIGUSR1 crashes it).
+
 Run as `python -m tests.support.test_server` with the scheduler's variables set; used to pin the runtime's
 behaviour (auth principal, graceful shutdown with an in-flight call, error mapping) end to end.
 """
@@ -50,12 +52,16 @@ def _add(servicer: object, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
+async def probe_worker() -> None:
+    await asyncio.Event().wait()
+
+
 def main() -> int:
     # Reuses the scheduler's variables (port, secret, grace) so ServiceProcess can start it.
     settings = load_common_settings("scheduler", dict(os.environ))
     setup_logging("test", settings.log_level)
     registration = ServiceRegistration(full_name=SERVICE_NAME, add_to_server=_add, servicer=object())
-    return asyncio.run(run_server(settings, [registration]))
+    return asyncio.run(run_server(settings, [registration], background=[probe_worker]))
 
 
 if __name__ == "__main__":

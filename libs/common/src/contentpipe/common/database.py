@@ -24,6 +24,9 @@ _MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist')
 def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
     """An AsyncEngine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created.
 
+    PostgreSQL: size the pool to the process's concurrency (bootstrap passes it). No pre-ping (a round trip per
+    checkout): a connection that died with a database restart fails its statement, which maps to UNAVAILABLE and
+    is retried by the caller or the worker loop; `pool_recycle` retires old connections.
     Bound parameters are hidden from SQLAlchemy's error messages and logs on both backends."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -51,7 +54,6 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo:
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
 
@@ -273,3 +275,52 @@ async def release_rows(
     )
     result = await session.execute(statement)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def lease_held(
+    table: Table,
+    lease_owner: str,
+    now: Any,
+    *,
+    owner_column: str = "lease_owner",
+    expires_column: str = "lease_expires_at",
+) -> ColumnElement[bool]:
+    """The fence for a worker's save: `lease_owner` still holds an unexpired lease (`now`: a datetime or `func.now()`).
+
+    Add it to the WHERE of every UPDATE a worker makes while handling a leased row: a worker whose lease expired
+    (it stalled, another worker took the row) then writes nothing, and learns so from the row count."""
+    held: ColumnElement[bool] = (table.c[owner_column] == lease_owner) & (table.c[expires_column] > now)
+    return held
+
+
+async def renew_rows(
+    session: AsyncSession,
+    table: Table,
+    ids: Sequence[Any],
+    *,
+    lease_owner: str,
+    lease_seconds: float,
+    now: datetime,
+    where: Sequence[ColumnElement[bool]] = (),
+    id_column: str = "id",
+    owner_column: str = "lease_owner",
+    expires_column: str = "lease_expires_at",
+) -> set[Any]:
+    """Extend this owner's unexpired leases on `ids` (and matching `where`: still needing work); returns those ids.
+
+    An expired lease is not revived: another worker may have claimed the row since, or may do so any moment."""
+    if not ids:
+        return set()
+    ident = table.c[id_column]
+    statement = (
+        update(table)
+        .where(
+            ident.in_(ids),
+            lease_held(table, lease_owner, now, owner_column=owner_column, expires_column=expires_column),
+            *where,
+        )
+        .values({expires_column: now + timedelta(seconds=lease_seconds)})
+        .returning(ident)
+    )
+    result = await session.execute(statement)
+    return {row[0] for row in result}

@@ -51,6 +51,15 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _rpc_duration = telemetry.get_meter("contentpipe.server").create_histogram(
     "rpc.server.duration", unit="ms", description="Duration of inbound RPCs by method and status code"
 )
+_loop_failures = telemetry.get_meter("contentpipe.server").create_counter(
+    "contentpipe.background.failures", description="Background loops that crashed or exited (the process restarts)"
+)
+EXIT_BACKGROUND_FAILED = 70  # EX_SOFTWARE: a background loop died; the orchestrator restarts the process
+
+
+class InjectedFault(RuntimeError):
+    """Raised into a background loop on SIGUSR1 when CONTENTPIPE_FAULT_INJECTION is on (chaos, tests)."""
+
 
 Readiness = Callable[[], Awaitable[bool]]
 BackgroundTask = Callable[[], Awaitable[None]]
@@ -260,6 +269,10 @@ async def run_server(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stopping.set)
+    supervisor = _Supervisor(health_servicer, ["", *names], stopping)
+    if settings.fault_injection:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGUSR1, supervisor.inject_fault)
 
     await server.start()
     _log.info(
@@ -276,7 +289,7 @@ async def run_server(
             for name in ["", *names]:
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
             _log.info("serving")
-            tasks = [asyncio.create_task(_supervise(job), name=getattr(job, "__name__", "bg")) for job in background]
+            tasks = [supervisor.start(job) for job in background]
         await stopping.wait()
     finally:
         _log.info("shutting down", extra={"grace_s": settings.shutdown_grace_seconds})
@@ -290,18 +303,65 @@ async def run_server(
                 await hook()
             except Exception:
                 _log.exception("shutdown hook failed")
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
-        _log.info("stopped")
-    return 0
+        _log.info("stopped", extra={"exit_code": supervisor.exit_code})
+    return supervisor.exit_code
 
 
-async def _supervise(job: BackgroundTask) -> None:
-    """Run a background loop; a crash is logged (it is a bug) rather than silently killing the task."""
-    try:
-        await job()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        _log.exception("background task crashed", extra={"task": getattr(job, "__name__", "?")})
+class _Supervisor:
+    """Runs the background loops; one that crashes (or returns) takes the process down instead of idling.
+
+    A worker loop that died leaves a replica that looks healthy and does nothing. So: health NOT_SERVING at once
+    (the load balancer and the probes see it), one error line naming the loop, a metric, then the normal graceful
+    shutdown (in-flight calls get the grace period, the other loops give their leases back) and a non-zero exit,
+    which the orchestrator answers with a restart.
+    """
+
+    def __init__(self, health_servicer: Any, names: Sequence[str], stopping: asyncio.Event) -> None:
+        self._health = health_servicer
+        self._names = names
+        self._stopping = stopping
+        self._faults: list[asyncio.Event] = []
+        self.exit_code = 0
+
+    def start(self, job: BackgroundTask) -> asyncio.Task[None]:
+        name = getattr(job, "__name__", "background")
+        fault = asyncio.Event()
+        self._faults.append(fault)
+        return asyncio.create_task(self._supervise(job, name, fault), name=f"supervised-{name}")
+
+    def inject_fault(self) -> None:
+        """SIGUSR1 with fault injection on: the first loop still running crashes."""
+        for fault in self._faults:
+            if not fault.is_set():
+                fault.set()
+                return
+
+    async def _supervise(self, job: BackgroundTask, name: str, fault: asyncio.Event) -> None:
+        inner: asyncio.Future[None] = asyncio.ensure_future(job())
+        injected: asyncio.Future[Any] = asyncio.ensure_future(fault.wait())
+        try:
+            await asyncio.wait([inner, injected], return_when=asyncio.FIRST_COMPLETED)
+            if not inner.done():
+                inner.cancel()
+                await asyncio.gather(inner, return_exceptions=True)
+                raise InjectedFault(f"fault injected into background loop {name!r}")
+            inner.result()
+            raise RuntimeError(f"background loop {name!r} returned")
+        except asyncio.CancelledError:
+            inner.cancel()
+            await asyncio.gather(inner, return_exceptions=True)
+            raise
+        except Exception:
+            if self._stopping.is_set():
+                return  # already shutting down: a loop failing on the way out is not news
+            _log.exception("background loop died; shutting down to be restarted", extra={"loop": name})
+            _loop_failures.add(1, {"loop": name})
+            self.exit_code = EXIT_BACKGROUND_FAILED
+            for service in self._names:
+                await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._stopping.set()
+        finally:
+            injected.cancel()

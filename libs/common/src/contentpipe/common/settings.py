@@ -220,6 +220,8 @@ class CommonSettings:
     reflection: bool
     allow_private_urls: bool = False
     tls: TlsSettings = field(default_factory=TlsSettings)
+    # Test/chaos only: SIGUSR1 crashes the first background loop (supervision is exercised end to end).
+    fault_injection: bool = False
 
     @property
     def bind_address(self) -> str:
@@ -280,4 +282,5 @@ def load_common_settings(service: str, environ: Mapping[str, str]) -> CommonSett
         reflection=env_bool(environ, "CONTENTPIPE_GRPC_REFLECTION", True),
         allow_private_urls=env_bool(environ, "CONTENTPIPE_ALLOW_PRIVATE_URLS", False),
         tls=load_tls_settings(environ),
+        fault_injection=env_bool(environ, "CONTENTPIPE_FAULT_INJECTION", False),
     )

@@ -1,0 +1,327 @@
+"""The work-queue runtime every worker runs on: leased claims, lease renewal, bounded concurrency, wake-ups.
+
+Mechanism only. A queue is a `LeaseQueue` (a repository port: claim / renew / release, SQL in the service's
+adapters built on `contentpipe.common.database.claim_rows`/`renew_rows`/`release_rows`) and a handler
+(`async def handle(item)`, the business rule). `LeasedWorker` claims up to the free capacity in batches, runs each
+item as an asyncio task, renews all held leases in one call every third of the lease, cancels a task whose lease
+was lost (or whose item no longer needs work), gives finished items' leases back, and sleeps until a `WakeSignal`
+fires or the poll interval passes. `PassLoop` is the same for queues processed in whole passes (the scheduler's
+due jobs, the token refresher). A failing claim or pass (the database restarting) is logged and retried; a
+programming error propagates, so the supervisor in `contentpipe.common.server` sees the loop die.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from contentpipe.common.errors import ContentpipeError
+
+_log = logging.getLogger("contentpipe.workqueue")
+
+ItemT = TypeVar("ItemT")
+ItemT_co = TypeVar("ItemT_co", covariant=True)
+
+# Raised by code, not by the database or the network: retrying them forever would hide a dead worker.
+_BUGS = (TypeError, AttributeError, NameError, AssertionError, LookupError, NotImplementedError)
+
+
+def is_bug(exc: BaseException) -> bool:
+    """Whether an exception is a programming error (crash the loop) rather than a transient failure (retry)."""
+    return isinstance(exc, _BUGS)
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a database call swallowed (SQLAlchemy's async bridge can lose it)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _retrying(queue: str, what: str, exc: Exception) -> None:
+    """Log a transient failure of a loop step (a mapped error without a trace, anything else with one)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # The database driver turned our cancellation into its own error: shutting down, not a failed step.
+        raise asyncio.CancelledError from exc
+    if is_bug(exc):
+        raise exc
+    _log.warning(
+        f"{what} failed; retrying",
+        extra={"queue": queue, "error": type(exc).__name__},
+        exc_info=not isinstance(exc, ContentpipeError),
+    )
+
+
+class WakeSignal:
+    """Level-triggered wake-up for one queue: `set()` from any code in this process (sync, never blocks).
+
+    Cross-replica wake-ups (PostgreSQL LISTEN/NOTIFY) call `set()` too; see `contentpipe.common.notify`.
+    `on_set` hooks run on every local `set()` (the NOTIFY sender registers one), `set_quietly()` skips them.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._event = asyncio.Event()
+        self._hooks: list[Callable[[], None]] = []
+
+    def on_set(self, hook: Callable[[], None]) -> None:
+        self._hooks.append(hook)
+
+    def set(self) -> None:
+        """New work exists (this replica created it): wake the local worker and tell the other replicas."""
+        self._event.set()
+        for hook in self._hooks:
+            hook()
+
+    def set_quietly(self) -> None:
+        """Wake the local worker only (another replica told us, or capacity freed up)."""
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, at_most: float) -> bool:
+        """Until set or `at_most` seconds pass; True when woken."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout=at_most)
+            return True
+        return False
+
+
+class LeaseQueue(Protocol[ItemT_co]):
+    """The repository port a `LeasedWorker` drives. Every call is one short transaction."""
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[ItemT_co]:
+        """Lease up to `limit` items that need work and nobody holds (or whose lease expired)."""
+
+    async def renew(self, owner: str, ids: Sequence[str], lease_seconds: float) -> Collection[str]:
+        """Extend `owner`'s live leases on `ids`; return the ids it still holds that still need work."""
+
+    async def release(self, owner: str, ids: Sequence[str] | None = None) -> None:
+        """Give back `owner`'s leases on `ids` (None: every row it holds, e.g. after a restart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """`owner` is this replica's lease owner (stable across a restart of the same pod lets it resume at once)."""
+
+    owner: str
+    lease_seconds: float = 30.0
+    poll_interval: float = 1.0
+    concurrency: int = 8
+    claim_batch: int = 100
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.claim_batch < 1 or self.lease_seconds <= 0 or self.poll_interval <= 0:
+            raise ValueError(f"invalid queue settings: {self}")
+
+
+class LeasedWorker(Generic[ItemT]):
+    """Claims items of one queue and runs `handle(item)` for each, at most `concurrency` at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        queue: LeaseQueue[ItemT],
+        handle: Callable[[ItemT], Awaitable[None]],
+        settings: QueueSettings,
+        *,
+        key: Callable[[ItemT], str],
+        wake: WakeSignal | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.wake = wake or WakeSignal(name)
+        self._queue = queue
+        self._handle = handle
+        self._key = key
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._finished: list[str] = []
+        self.idle = asyncio.Event()  # set while the loop sleeps until woken (tests and probes wait on it)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def running(self) -> list[str]:
+        return list(self._tasks)
+
+    async def stop_item(self, item_id: str) -> None:
+        """Stop handling one item here (it was cancelled through the API); its lease is given back."""
+        task = self._tasks.get(item_id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def run(self) -> None:
+        """Claim and dispatch until cancelled; then stop the handlers and give their leases back."""
+        s = self.settings
+        await self._queue.release(s.owner)  # ours from before a restart (same owner): claimable again at once
+        renewer = asyncio.create_task(self._renew_forever(), name=f"{self.name}-lease-renewal")
+        try:
+            while True:
+                _raise_if_cancelling()
+                self.wake.clear()
+                if renewer.done():
+                    renewer.result()  # a crashed renewer is this loop's crash
+                started = await self._claim_once()
+                _raise_if_cancelling()
+                if started == -1 or started < self._wanted():
+                    self.idle.set()
+                    try:
+                        await self.wake.wait(s.poll_interval)
+                    finally:
+                        self.idle.clear()
+                else:
+                    await asyncio.sleep(0)  # a full batch: there may be more, but let handlers run first
+        finally:
+            renewer.cancel()
+            await self._stop_all()
+
+    async def drain(self) -> int:
+        """Handle everything claimable now (and what it queues) to the end; returns how many items ran."""
+        renewer = asyncio.create_task(self._renew_forever(), name=f"{self.name}-lease-renewal")
+        handled = 0
+        try:
+            while True:
+                started = await self._claim_once()
+                handled += max(started, 0)
+                if started == -1:
+                    await self.wake.wait(self.settings.poll_interval)
+                    continue
+                if not self._tasks and not started:
+                    await self._release_finished()
+                    return handled
+                if self._tasks:
+                    await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            renewer.cancel()
+            await self._stop_all()
+
+    def _wanted(self) -> int:
+        return min(self.settings.concurrency - len(self._tasks), self.settings.claim_batch)
+
+    async def _claim_once(self) -> int:
+        """Release finished leases, then claim up to the free capacity; -1 when the database failed."""
+        s = self.settings
+        try:
+            await self._release_finished()
+            wanted = self._wanted()
+            if wanted <= 0:
+                return 0
+            claimed = await self._queue.claim(s.owner, wanted, s.lease_seconds)
+        except Exception as exc:
+            _retrying(self.name, "claiming work", exc)
+            return -1
+        started = 0
+        for item in claimed:
+            item_id = self._key(item)
+            if item_id in self._tasks:
+                continue  # its lease had lapsed while it ran here: re-claimed, not started twice
+            self._tasks[item_id] = asyncio.create_task(self._run_one(item_id, item), name=f"{self.name}-{item_id}")
+            started += 1
+        return started
+
+    async def _run_one(self, item_id: str, item: ItemT) -> None:
+        try:
+            await self._handle(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The handler owns its item's failure states; whatever escapes it is a bug in that handler.
+            _log.exception("work item handler failed", extra={"queue": self.name, "item_id": item_id})
+        finally:
+            if self._tasks.get(item_id) is asyncio.current_task():
+                del self._tasks[item_id]
+                self._finished.append(item_id)
+                self.wake.set_quietly()  # capacity freed: claim again
+
+    async def _release_finished(self) -> None:
+        if not self._finished:
+            return
+        ids, self._finished = self._finished, []
+        try:
+            await self._queue.release(self.settings.owner, ids)
+        except Exception:
+            self._finished.extend(ids)
+            raise
+
+    async def _renew_forever(self) -> None:
+        s = self.settings
+        interval = max(s.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._tasks)
+            if not ids:
+                continue
+            try:
+                held = set(await self._queue.renew(s.owner, ids, s.lease_seconds))
+            except Exception as exc:
+                _retrying(self.name, "renewing leases", exc)
+                continue
+            for item_id in ids:
+                task = self._tasks.get(item_id)
+                if item_id not in held and task is not None and not task.done():
+                    _log.warning(
+                        "lease lost or work done elsewhere; stopping here",
+                        extra={"queue": self.name, "item_id": item_id},
+                    )
+                    task.cancel()
+
+    async def _stop_all(self) -> None:
+        tasks = list(self._tasks.values())
+        ids = [*self._tasks, *self._finished]
+        self._finished = []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if ids:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._queue.release(self.settings.owner, ids))
+
+
+class PassLoop:
+    """Runs `run_pass()` whenever woken or every `interval` seconds; a pass returns True when more work waits.
+
+    For queues processed in whole passes: the pass claims, handles and releases its own batch.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run_pass: Callable[[], Awaitable[bool]],
+        *,
+        interval: float,
+        wake: WakeSignal | None = None,
+        max_passes_in_a_row: int = 10,
+    ) -> None:
+        self.name = name
+        self.wake = wake or WakeSignal(name)
+        self._run_pass = run_pass
+        self._interval = interval
+        self._max_in_a_row = max_passes_in_a_row
+
+    async def run(self) -> None:
+        while True:
+            _raise_if_cancelling()
+            self.wake.clear()
+            for _ in range(self._max_in_a_row):  # a backlog drains in full passes, bounded before a breather
+                try:
+                    more = await self._run_pass()
+                except Exception as exc:
+                    _retrying(self.name, "pass", exc)
+                    break
+                if not more:
+                    break
+                await asyncio.sleep(0)
+            _raise_if_cancelling()
+            await self.wake.wait(self._interval)
