@@ -265,14 +265,14 @@ async def run_server(
     if bound_port is not None:
         bound_port(port)
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stopping.set)
     supervisor = _Supervisor(health_servicer, ["", *names], stopping)
+    handlers: dict[signal.Signals, Callable[[], None] | None] = {
+        signal.SIGTERM: stopping.set,
+        signal.SIGINT: stopping.set,
+    }
     if settings.fault_injection:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGUSR1, supervisor.inject_fault)
+        handlers[signal.SIGUSR1] = supervisor.inject_fault
+    _signal_handlers(handlers)
 
     await server.start()
     _log.info(
@@ -303,11 +303,20 @@ async def run_server(
                 await hook()
             except Exception:
                 _log.exception("shutdown hook failed")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
+        _signal_handlers(dict.fromkeys(handlers))
         _log.info("stopped", extra={"exit_code": supervisor.exit_code})
     return supervisor.exit_code
+
+
+def _signal_handlers(handlers: dict[signal.Signals, Callable[[], None] | None]) -> None:
+    """Install (or, with None, remove) loop signal handlers where the platform allows it."""
+    loop = asyncio.get_running_loop()
+    for sig, handler in handlers.items():
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            if handler is None:
+                loop.remove_signal_handler(sig)
+            else:
+                loop.add_signal_handler(sig, handler)
 
 
 class _Supervisor:
