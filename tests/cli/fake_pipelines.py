@@ -106,6 +106,7 @@ class FakePipelineService(pb_grpc.PipelineServiceServicer):
         self.pipelines: dict[str, pb.Pipeline] = {}
         self.script = list(script)
         self.authorizations: list[str] = []
+        self.resumes: list[pb.ResumePipelineRunRequest] = []
         self._lock = threading.Lock()
         # Cleared: GetPipelineRun keeps answering the current entry (a run that stays where it is).
         self.advancing = threading.Event()
@@ -179,3 +180,15 @@ class FakePipelineService(pb_grpc.PipelineServiceServicer):
             advance = len(self.script) > 1 and self.advancing.is_set()
             run = self.script.pop(0) if advance else self.script[0]
         return pb.GetPipelineRunResponse(run=run)
+
+    def ResumePipelineRun(
+        self, request: pb.ResumePipelineRunRequest, context: grpc.ServicerContext
+    ) -> pb.ResumePipelineRunResponse:
+        self._auth(context)
+        self.resumes.append(request)
+        parent = request.name.split("/runs/", 1)[0]
+        failed = self.script[0]
+        revision = self.pipelines[parent].revision if request.use_latest_revision else failed.pipeline_revision
+        resumed = pb.PipelineRun(name=f"{parent}/runs/r2", state=pb.PIPELINE_RUN_STATE_QUEUED)
+        resumed.pipeline_revision = revision
+        return pb.ResumePipelineRunResponse(run=resumed)

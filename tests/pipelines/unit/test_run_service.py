@@ -119,3 +119,58 @@ async def test_resume_reuses_succeeded_steps_and_published_targets() -> None:
     assert post.state == StepState.PENDING and post.attempts == 0
     assert post.targets[0].post == "posts/ok" and post.targets[0].published
     assert post.targets[1] == TargetResult("connections/b")
+
+
+async def _failed_at_post(svc: RunService, runs: MemoryRuns) -> str:
+    queued = await svc.run("alice", "p1", "")
+    row = runs.rows[queued.id]
+    video = StepRun("video", StepState.SUCCEEDED, 1, outputs=StepOutputs(generation="generations/g"))
+    post = StepRun(
+        "post",
+        StepState.FAILED,
+        3,
+        targets=(
+            TargetResult("connections/a", post="posts/ok", post_state=PostState.PUBLISHED, attempt=1),
+            TargetResult("connections/b", post="posts/bad", post_state=PostState.FAILED, attempt=3),
+        ),
+    )
+    row.run = replace(row.run.with_step(0, video).with_step(1, post), state=RunState.FAILED)
+    return queued.id
+
+
+async def _edit(svc: RunService, steps: tuple[Step, ...]) -> None:
+    stored = svc._pipelines.items["p1"]  # type: ignore[attr-defined]
+    svc._pipelines.items["p1"] = replace(stored, steps=steps, revision=stored.revision + 1)  # type: ignore[attr-defined]
+
+
+async def test_resume_after_a_fix_runs_the_latest_revision_reusing_unchanged_steps() -> None:
+    svc, runs, _ = await service()
+    failed = await _failed_at_post(svc, runs)
+    fixed_post = Step(
+        "post",
+        PostToPlatform(connections=("connections/a", "connections/b"), media_step_id="video", caption="fixed"),
+    )
+    await _edit(svc, (pipeline().steps[0], fixed_post))
+
+    same = await svc.resume("alice", "p1", failed, "")
+    assert same.pipeline_revision == 4 and same.definition[1].action.caption == ""  # type: ignore[union-attr]
+
+    latest = await svc.resume("alice", "p1", failed, "", use_latest_revision=True)
+    assert latest.pipeline_revision == 5 and latest.definition[1] == fixed_post
+    video, post = latest.steps
+    assert video.state == StepState.REUSED and video.outputs == StepOutputs(generation="generations/g")
+    # The changed post step starts again, but the target already published is never published twice.
+    assert post.state == StepState.PENDING
+    assert post.targets[0].post == "posts/ok" and post.targets[0].published
+    assert post.targets[1] == TargetResult("connections/b")
+
+
+async def test_a_changed_step_reruns_it_and_every_step_after_it() -> None:
+    svc, runs, _ = await service()
+    failed = await _failed_at_post(svc, runs)
+    new_video = Step("video", GenerateContent(kind=GenerationKind.VIDEO, prompt="a better prompt"))
+    await _edit(svc, (new_video, pipeline().steps[1]))
+    latest = await svc.resume("alice", "p1", failed, "", use_latest_revision=True)
+    video, post = latest.steps
+    assert video == StepRun("video")  # its outputs feed the post step: both run again
+    assert post.targets[0].published and post.targets[1] == TargetResult("connections/b")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
@@ -256,6 +257,22 @@ def _register_runs(sub: SubParsers) -> None:
     )
     resume_parser.add_argument("name", help=RUN_HELP)
     resume_parser.add_argument("--wait", action="store_true", help="follow the new run until it ends")
+    revision = resume_parser.add_mutually_exclusive_group()
+    revision.add_argument(
+        "--latest",
+        dest="revision",
+        action="store_const",
+        const="latest",
+        help="run the pipeline's current revision (after fixing it); steps that succeeded and did not change are "
+        "reused. Asked for when the pipeline changed since the run and a terminal is attached",
+    )
+    revision.add_argument(
+        "--same-revision",
+        dest="revision",
+        action="store_const",
+        const="same",
+        help="run the failed run's own revision even if the pipeline changed since (the default without a terminal)",
+    )
 
 
 async def load_pipeline(session: Session, path: str) -> pb.Pipeline:
@@ -412,9 +429,36 @@ async def pause_pipeline(session: Session, args: argparse.Namespace) -> int:
 
 
 async def resume_run(session: Session, args: argparse.Namespace) -> int:
-    request = pb.ResumePipelineRunRequest(name=await run_name(session, args.name), request_id=new_id())
+    name = await run_name(session, args.name)
+    use_latest = await _resume_with_latest(session, name, getattr(args, "revision", None))
+    request = pb.ResumePipelineRunRequest(name=name, request_id=new_id(), use_latest_revision=use_latest)
     response = await session.call("pipelines", session.pipelines.ResumePipelineRun, request)
+    whose = "the pipeline's latest" if use_latest else "the failed run's"
+    print(f"resuming with revision {response.run.pipeline_revision} ({whose})", file=sys.stderr)
     return await _after_run(session, response.run, args)
+
+
+async def _resume_with_latest(session: Session, run: str, choice: str | None) -> bool:
+    """Whether to resume with the pipeline's current revision: the flag, else ask when it changed since the run."""
+    if choice is not None:
+        return choice == "latest"
+    failed = (await session.call("pipelines", session.pipelines.GetPipelineRun, pb.GetPipelineRunRequest(name=run))).run
+    parent = run.split("/runs/", 1)[0]
+    current = (
+        await session.call("pipelines", session.pipelines.GetPipeline, pb.GetPipelineRequest(name=parent))
+    ).pipeline
+    if current.revision == failed.pipeline_revision:
+        return False
+    changed = (
+        f"{parent} changed since this run: the run used revision {failed.pipeline_revision}, "
+        f"the pipeline is now at revision {current.revision}"
+    )
+    if not sys.stdin.isatty():
+        print(f"{changed}; resuming the run's revision (pass --latest to run the fixed one)", file=sys.stderr)
+        return False
+    prompt = f"{changed}. Resume with revision {current.revision}? [Y/n] "
+    answer = (await asyncio.to_thread(input, prompt)).strip().lower()
+    return answer in ("", "y", "yes")
 
 
 async def resume_pipeline(session: Session, args: argparse.Namespace) -> int:

@@ -126,7 +126,9 @@ class PipelineServiceServicer(pipeline_service_pb2_grpc.PipelineServiceServicer)
         self, request: pb.ResumePipelineRunRequest, context: Context
     ) -> pb.ResumePipelineRunResponse:
         pipeline_id, run_id = parse_name_parts(RUN_PATTERN, request.name)
-        run = await self._runs.resume(_owner(), pipeline_id, run_id, request.request_id)
+        run = await self._runs.resume(
+            _owner(), pipeline_id, run_id, request.request_id, use_latest_revision=request.use_latest_revision
+        )
         return pb.ResumePipelineRunResponse(run=codec.run_to_proto(run))
 
 

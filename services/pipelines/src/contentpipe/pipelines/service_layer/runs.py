@@ -15,8 +15,10 @@ from contentpipe.pipelines.domain.model import (
     PipelineRun,
     PipelineState,
     PostState,
+    PostToPlatform,
     RunState,
     RunTrigger,
+    Step,
     StepRun,
     StepState,
     TargetResult,
@@ -140,7 +142,9 @@ class RunService:
             if step_run.state == StepState.RUNNING:
                 await executor.cancel_children(run.owner, step_run)
 
-    async def resume(self, owner: str, pipeline_id: str, run_id: str, request_id: str) -> PipelineRun:
+    async def resume(
+        self, owner: str, pipeline_id: str, run_id: str, request_id: str, *, use_latest_revision: bool = False
+    ) -> PipelineRun:
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument.single("request_id", f"at most {MAX_REQUEST_ID} characters")
         if request_id:
@@ -162,13 +166,20 @@ class RunService:
                 reason="PIPELINE_PAUSED",
             )
         now = datetime.now(UTC)
+        if use_latest_revision:
+            # The edited pipeline: reuse what succeeded only while nothing up to it changed.
+            revision, display_name = pipeline.revision, pipeline.display_name
+            definition, steps = pipeline.steps, resumed_steps(source, pipeline.steps)
+        else:
+            # The revision the failed run used: resuming continues that run, not the edited pipeline.
+            revision, display_name = source.pipeline_revision, source.pipeline_display_name
+            definition, steps = source.definition, tuple(_carried_over(step_run) for step_run in source.steps)
         run = PipelineRun(
             id=new_id(),
             pipeline_id=source.pipeline_id,
             owner=owner,
-            # The revision the failed run used: resuming continues that run, not the edited pipeline.
-            pipeline_revision=source.pipeline_revision,
-            pipeline_display_name=source.pipeline_display_name,
+            pipeline_revision=revision,
+            pipeline_display_name=display_name,
             state=RunState.QUEUED,
             trigger=RunTrigger(
                 kind=TriggerKind.RESUME,
@@ -177,8 +188,8 @@ class RunService:
                 job=source.trigger.job,
                 nominal_time=source.trigger.nominal_time,
             ),
-            definition=source.definition,
-            steps=tuple(_carried_over(step_run) for step_run in source.steps),
+            definition=definition,
+            steps=steps,
             create_time=now,
             request_id=request_id,
             trace_context=inject_context(),
@@ -186,6 +197,46 @@ class RunService:
         stored = await self._runs.add(run)
         self._on_queued()
         return stored
+
+
+def resumed_steps(source: PipelineRun, definition: tuple[Step, ...]) -> tuple[StepRun, ...]:
+    """Step runs for resuming `source` with another `definition` (the pipeline's latest revision).
+
+    A step is carried over (reused if it succeeded, published targets kept if not) while it and every step
+    before it are identical in both definitions: outputs of a changed step feed later templates, so from the
+    first difference on, steps start again. Published targets of a post step with the same id are kept even
+    then, for the connections it still posts to: a resume never publishes the same post twice."""
+    old_steps = {step.id: (index, step) for index, step in enumerate(source.definition)}
+    carried: list[StepRun] = []
+    unchanged_so_far = True
+    for index, step in enumerate(definition):
+        previous = old_steps.get(step.id)
+        step_run = source.steps[previous[0]] if previous is not None else None
+        same = previous is not None and previous[0] == index and previous[1] == step
+        if unchanged_so_far and same and step_run is not None:
+            carried.append(_carried_over(step_run))
+            unchanged_so_far = step_run.state.done
+            continue
+        unchanged_so_far = False
+        carried.append(_restarted(step, step_run))
+    return tuple(carried)
+
+
+def _restarted(step: Step, step_run: StepRun | None) -> StepRun:
+    """A fresh step run; for a post step, targets already published under the same id stay published."""
+    if step_run is None or not isinstance(step.action, PostToPlatform):
+        return StepRun(step_id=step.id)
+    published = {
+        target.connection: replace(target, attempt=0, error=None)
+        for target in step_run.targets
+        if target.published or target.post_state == PostState.UNCONFIRMED
+    }
+    if not published:
+        return StepRun(step_id=step.id)
+    targets = tuple(published.get(name) or TargetResult(connection=name) for name in step.action.connections)
+    return StepRun(
+        step_id=step.id, targets=targets, children=tuple(t.post for t in targets if t.connection in published)
+    )
 
 
 def _carried_over(step_run: StepRun) -> StepRun:

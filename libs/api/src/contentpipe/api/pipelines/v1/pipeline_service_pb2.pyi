@@ -1301,19 +1301,27 @@ class ResumePipelineRunRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    USE_LATEST_REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The FAILED or CANCELED run to continue, `pipelines/{pipeline_id}/runs/{run_id}`."""
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 128 characters. The scheduler sends one per job retry."""
+    use_latest_revision: _builtins.bool
+    """Run the pipeline's current revision (e.g. after fixing the step that failed) instead of the failed run's.
+    Steps that succeeded are still reused while they and every step before them are unchanged; from the first
+    changed step on, steps run again (post targets already published are never published again). False: the
+    failed run's own revision, as recorded in it.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        use_latest_revision: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id", "use_latest_revision", b"use_latest_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -162,7 +162,8 @@ class PipelineServiceServicer(object):
 
     def ResumePipelineRun(self, request, context):
         """Starts a new run that continues a FAILED or CANCELED run from its first unfinished step, reusing the outputs
-        of the steps (and post targets) that succeeded.
+        of the steps (and post targets) that succeeded. It uses the failed run's revision unless `use_latest_revision`
+        is set, so "fix the pipeline, then resume" needs that flag.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

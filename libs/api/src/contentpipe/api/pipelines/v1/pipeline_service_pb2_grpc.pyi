@@ -60,7 +60,8 @@ class PipelineServiceStub:
     """Cancels a run that is not terminal, and its in-flight children where they can be cancelled."""
     ResumePipelineRun: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ResumePipelineRunRequest, _pipeline_service_pb2.ResumePipelineRunResponse]
     """Starts a new run that continues a FAILED or CANCELED run from its first unfinished step, reusing the outputs
-    of the steps (and post targets) that succeeded.
+    of the steps (and post targets) that succeeded. It uses the failed run's revision unless `use_latest_revision`
+    is set, so "fix the pipeline, then resume" needs that flag.
     """
 
 @_typing.type_check_only
@@ -95,7 +96,8 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Cancels a run that is not terminal, and its in-flight children where they can be cancelled."""
     ResumePipelineRun: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ResumePipelineRunRequest, _pipeline_service_pb2.ResumePipelineRunResponse]  # type: ignore[assignment]
     """Starts a new run that continues a FAILED or CANCELED run from its first unfinished step, reusing the outputs
-    of the steps (and post targets) that succeeded.
+    of the steps (and post targets) that succeeded. It uses the failed run's revision unless `use_latest_revision`
+    is set, so "fix the pipeline, then resume" needs that flag.
     """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -187,7 +189,8 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pipeline_service_pb2.ResumePipelineRunResponse, _abc.Awaitable[_pipeline_service_pb2.ResumePipelineRunResponse]]:
         """Starts a new run that continues a FAILED or CANCELED run from its first unfinished step, reusing the outputs
-        of the steps (and post targets) that succeeded.
+        of the steps (and post targets) that succeeded. It uses the failed run's revision unless `use_latest_revision`
+        is set, so "fix the pipeline, then resume" needs that flag.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
