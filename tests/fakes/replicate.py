@@ -4,7 +4,11 @@
   prediction in `starting`; `Prefer: wait=N` holds the answer until the prediction is terminal or N seconds pass.
 - `GET /v1/predictions/{id}` moves `starting -> processing -> succeeded` over `polls_to_finish` polls (or after
   `latency` seconds when that is set), with `output`, `completed_at` and `metrics.predict_time` filled in.
-- `GET /v1/predictions` lists newest first, paginated by `next` URL; `POST /v1/predictions/{id}/cancel` cancels.
+- `GET /v1/predictions` lists newest first, paginated by `next` URL, filtered by `created_after`/`created_before`;
+  its results have no `webhook` field (the documented list schema has none). `POST /v1/predictions/{id}/cancel`
+  cancels.
+- Inputs are validated strictly against the model's schema (`tests/fakes/replicate_schemas.py`; an `integer` field
+  refuses `14.0`) with Replicate's 422 shape; `GET /v1/models/{o}/{n}[/versions/{v}]` publish that schema.
 - Knobs for failure: `fail_with` (status failed + error), `throttle_creates` (429 + Retry-After), `flaky_gets`
   (every n-th GET answers 500), `hang_creates` (the prediction is created, the answer hangs), `require_token`.
 - Webhooks: when a create carries `webhook`, `start` and `completed` are POSTed, signed with the Standard-Webhooks
@@ -24,12 +28,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.replicate_schemas import openapi_schema, validate_input
 
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -39,6 +46,10 @@ def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> s
     key = base64.b64decode(secret.split("_", 1)[1])
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def _now() -> str:
@@ -63,7 +74,7 @@ class FakePrediction:
     deadline: str | None = None
     cancel_after: float | None = None
 
-    def to_json(self, base_url: str) -> dict[str, Any]:
+    def to_json(self, base_url: str, *, listed: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
             "model": self.model,
@@ -84,7 +95,7 @@ class FakePrediction:
                 "cancel": f"{base_url}/v1/predictions/{self.id}/cancel",
             },
         }
-        if self.webhook:
+        if self.webhook and not listed:
             body["webhook"] = self.webhook
         if self.deadline:
             body["deadline"] = self.deadline
@@ -99,12 +110,14 @@ class FakeReplicate:
         *,
         video_bytes: bytes = b"",
         image_bytes: bytes = b"",
+        jpeg_bytes: bytes = b"",
         polls_to_finish: int = 3,
         latency: float | None = None,
         token: str | None = "r8_test_token",  # noqa: S107 - the fake's test token
     ) -> None:
         self.video_bytes = video_bytes
         self.image_bytes = image_bytes
+        self.jpeg_bytes = jpeg_bytes
         self.polls_to_finish = polls_to_finish
         self.latency = latency
         self.token = token
@@ -125,6 +138,9 @@ class FakeReplicate:
         self.create_calls = 0
         self.get_calls = 0
         self.cancel_calls = 0
+        self.schema_calls = 0
+        self.list_queries: list[dict[str, str]] = []
+        self.refused_inputs: list[list[dict[str, str]]] = []
         self.webhook_deliveries: list[tuple[str, int]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.app = Starlette(
@@ -132,6 +148,8 @@ class FakeReplicate:
                 Route("/v1/predictions", self.create_by_version, methods=["POST"]),
                 Route("/v1/predictions", self.list_predictions, methods=["GET"]),
                 Route("/v1/models/{owner}/{name}/predictions", self.create_by_model, methods=["POST"]),
+                Route("/v1/models/{owner}/{name}", self.get_model, methods=["GET"]),
+                Route("/v1/models/{owner}/{name}/versions/{version}", self.get_version, methods=["GET"]),
                 Route("/v1/predictions/{id}", self.get_prediction, methods=["GET"]),
                 Route("/v1/predictions/{id}/cancel", self.cancel_prediction, methods=["POST"]),
                 Route("/files/{id}/{filename}", self.file, methods=["GET"]),
@@ -159,7 +177,8 @@ class FakeReplicate:
             return f"{url}/out.mp4"
         if "llama" in prediction.model:
             return ["A ", "caption ", "about ", str(prediction.input.get("prompt", ""))]
-        return [f"{url}/out-0.png"]
+        extension = "jpg" if prediction.input.get("output_format") == "jpg" else "png"
+        return [f"{url}/out-0.{extension}"]
 
     def _advance(self, prediction: FakePrediction, *, by_poll: bool) -> None:
         if prediction.status in TERMINAL:
@@ -218,6 +237,14 @@ class FakeReplicate:
                  "invalid_fields": [{"type": "required", "field": "input", "description": "input is required"}]},
                 status_code=422,
             )  # fmt: skip
+        invalid = validate_input(model, body["input"])
+        if invalid:
+            self.refused_inputs.append(invalid)
+            detail = "".join(f"- {f['field']}: {f['description']}\n" for f in invalid)
+            return JSONResponse(
+                {"title": "Input validation failed", "detail": detail, "status": 422, "invalid_fields": invalid},
+                status_code=422,
+            )
         prediction = FakePrediction(
             id=secrets.token_hex(13)[:26],
             model=model,
@@ -265,13 +292,49 @@ class FakeReplicate:
     async def list_predictions(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
             return denied
-        newest_first = list(reversed(self.order))
+        self.list_queries.append(dict(request.query_params))
+        after = _parse(request.query_params.get("created_after"))
+        before = _parse(request.query_params.get("created_before"))
+        newest_first = [
+            i
+            for i in reversed(self.order)
+            if (after is None or _parse(self.predictions[i].created_at) >= after)  # type: ignore[operator]
+            and (before is None or _parse(self.predictions[i].created_at) <= before)  # type: ignore[operator]
+        ]
         start = int(request.query_params.get("cursor", "0"))
         page = newest_first[start : start + 100]
-        following = f"{self.base_url}/v1/predictions?cursor={start + 100}" if start + 100 < len(newest_first) else None
-        previous = f"{self.base_url}/v1/predictions?cursor={max(0, start - 100)}" if start else None
-        results = [self.predictions[i].to_json(self.base_url) for i in page]
+        filters = {k: v for k, v in request.query_params.items() if k != "cursor"}
+
+        def link(cursor: int) -> str:
+            return f"{self.base_url}/v1/predictions?{urlencode({**filters, 'cursor': cursor})}"
+
+        following = link(start + 100) if start + 100 < len(newest_first) else None
+        previous = link(max(0, start - 100)) if start else None
+        results = [self.predictions[i].to_json(self.base_url, listed=True) for i in page]
         return JSONResponse({"previous": previous, "next": following, "results": results})
+
+    async def get_model(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        self.schema_calls += 1
+        model = f"{request.path_params['owner']}/{request.path_params['name']}"
+        schema = openapi_schema(model)
+        if schema is None:
+            return JSONResponse({"detail": "Not found.", "status": 404}, status_code=404)
+        latest = {"id": "0" * 64, "created_at": _now(), "cog_version": "0.9.0", "openapi_schema": schema}
+        owner, name = model.split("/")
+        return JSONResponse({"url": f"https://replicate.com/{model}", "owner": owner, "name": name,
+                             "visibility": "public", "latest_version": latest})  # fmt: skip
+
+    async def get_version(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        self.schema_calls += 1
+        schema = openapi_schema(f"{request.path_params['owner']}/{request.path_params['name']}")
+        if schema is None:
+            return JSONResponse({"detail": "Not found.", "status": 404}, status_code=404)
+        return JSONResponse({"id": request.path_params["version"], "created_at": _now(), "cog_version": "0.9.0",
+                             "openapi_schema": schema})  # fmt: skip
 
     async def cancel_prediction(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
@@ -290,6 +353,8 @@ class FakeReplicate:
         filename = request.path_params["filename"]
         if filename.endswith(".mp4"):
             return Response(self.video_bytes, media_type="video/mp4")
+        if filename.endswith(".jpg"):
+            return Response(self.jpeg_bytes, media_type="image/jpeg")
         return Response(self.image_bytes, media_type="image/png")
 
     # ------------------------------------------------------------------ webhooks

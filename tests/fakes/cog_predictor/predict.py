@@ -24,6 +24,11 @@ class Predictor(BasePredictor):  # type: ignore[misc]
         num_frames: int = Input(default=16),
         seed: int = Input(default=-1),
     ) -> Path:
+        for name, value in (("width", width), ("height", height), ("fps", fps), ("num_frames", num_frames),
+                            ("seed", seed)):  # fmt: skip
+            # This Cog build does not validate inputs against the signature: be as strict as a schema would be.
+            if type(value) is not int:
+                raise ValueError(f"{name}: value is not a valid integer ({value!r})")
         if self.log:
             with open(self.log, "a") as handle:
                 handle.write(f"{prompt}|{width}x{height}|{fps}|{num_frames}|{seed}\n")

@@ -133,8 +133,10 @@ def test_local_acceptance_request_on_a_real_cog_server_succeeds(
         created = client.create(
             kind=pb.GENERATION_KIND_VIDEO,
             prompt="a lighthouse at dusk",
-            options={"width": 320, "height": 192, "fps": 8, "duration_seconds": 2, "seed": 7},
-        )
+            # model_input arrives as a protobuf Struct (numbers are doubles): 16 must reach Cog as an integer
+            options={"width": 320, "height": 192, "fps": 8, "duration_seconds": 2, "seed": 7,
+                     "model_input": {"num_frames": 16}},
+        )  # fmt: skip
         done = client.wait(created.name)
     assert done.state == pb.GENERATION_STATE_SUCCEEDED, done.error
     (prediction,) = done.predictions

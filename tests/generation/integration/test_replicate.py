@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
+import httpx
 import pytest
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
 
@@ -50,8 +51,8 @@ def test_text_to_video_on_svd_is_two_predictions_and_the_mp4_is_stored(
     first, video = (fake.predictions[p.id] for p in done.predictions)
     assert first.input["prompt"] == "a fox in the snow"
     assert video.input["input_image"] == first.output[0]
-    assert video.input["frames_per_second"] == 8
-    assert video.input["video_length"] == "25_frames_with_svd_xt"  # 16 frames asked: SVD-XT makes up to 25
+    # 2 s asked: 14 frames at 7 fps is exactly 2 s (SVD makes 14 or 25 frames at 5-30 fps)
+    assert (video.input["video_length"], video.input["frames_per_second"]) == ("14_frames_with_svd", 7)
     assert (first.input["width"], first.input["height"]) == (320, 192)
     (asset,) = done.outputs
     assert (asset.content_type, asset.width, asset.height, asset.frame_count) == ("video/mp4", 1024, 576, 14)
@@ -74,7 +75,7 @@ def test_retry_after_on_create_delays_the_next_call_and_the_generation_succeeds(
     assert len(creates) == 2
     assert 1.9 <= creates[1] - creates[0] < 6.0
     assert fake.created == 1
-    assert done.outputs[0].content_type == "image/png"
+    assert done.outputs[0].content_type == "image/jpeg"  # flux asked for JPEG (output_format jpg)
 
 
 def test_flaky_polls_are_retried_and_unknown_statuses_tolerated(
@@ -119,6 +120,69 @@ def test_create_that_hangs_is_found_by_listing_not_created_again(
     assert fake.create_calls == 1
     assert fake.created == 1
     assert done.predictions[0].id in fake.predictions
+
+
+def test_integral_model_input_reaches_replicate_as_integers_typed_by_the_versions_schema(
+    replicate_fake: Fake, start_service: Callable[..., ServiceProcess]
+) -> None:
+    fake, url = replicate_fake
+    fake.polls_to_finish = 1
+    service = start_service("generation", env=replicate_env(url))
+    with GenerationClient(service.address) as client:
+        done = client.wait(
+            client.create(
+                kind=pb.GENERATION_KIND_VIDEO,
+                prompt="a kite",
+                options={"duration_seconds": 4,
+                         "model_input": {"decoding_t": 14, "cond_aug": 1, "motion_bucket_id": 90}},
+            ).name
+        )  # fmt: skip
+    assert done.state == pb.GENERATION_STATE_SUCCEEDED, done.error
+    assert not fake.refused_inputs
+    prediction = fake.predictions[done.predictions[1].id]  # first frame (sdxl), then the video (SVD)
+    assert prediction.input["decoding_t"] == 14 and type(prediction.input["decoding_t"]) is int
+    assert type(prediction.input["motion_bucket_id"]) is int
+    assert type(prediction.input["cond_aug"]) is float  # a `number` field keeps its float
+    assert (prediction.input["video_length"], prediction.input["frames_per_second"]) == ("25_frames_with_svd_xt", 6)
+    assert fake.schema_calls == 2  # one per model version, cached
+
+
+def test_the_replicate_fake_refuses_a_float_for_an_integer_field_like_replicate(replicate_fake: Fake) -> None:
+    fake, url = replicate_fake
+    body = {"version": "stability-ai/stable-video-diffusion:" + "3" * 64,
+            "input": {"input_image": "https://i/x.png", "decoding_t": 14.0}}  # fmt: skip
+    response = httpx.post(f"{url}/v1/predictions", json=body, headers={"authorization": "Bearer r8_test_token"})
+    assert response.status_code == 422
+    error = response.json()
+    assert error["title"] == "Input validation failed"
+    assert error["invalid_fields"] == [
+        {"type": "invalid_type", "field": "input.decoding_t", "description": "Invalid type. Expected: integer, "
+         "given: number"}
+    ]  # fmt: skip
+    assert fake.created == 0
+
+
+def test_two_generations_whose_creates_were_lost_never_adopt_the_same_prediction(
+    replicate_fake: Fake, database_url: str, start_service: Callable[..., ServiceProcess]
+) -> None:
+    fake, url = replicate_fake
+    fake.hang_creates = 2  # both creates happen, neither answer arrives
+    fake.hang_seconds = 8
+    fake.polls_to_finish = 2
+    env = replicate_env(url, GENERATION_REPLICATE_CONCURRENCY="2")
+    service = start_service("generation", database_url=database_url, env=env)
+    with GenerationClient(service.address) as client:
+        names = [
+            client.create(kind=pb.GENERATION_KIND_IMAGE, prompt="twin lamps", options={"seed": 5}).name
+            for _ in range(2)
+        ]
+        done = [client.wait(name, timeout=40) for name in names]
+    assert [g.state for g in done] == [pb.GENERATION_STATE_SUCCEEDED] * 2, [g.error for g in done]
+    adopted = {g.predictions[0].id for g in done}
+    assert len(adopted) == 2 and adopted == set(fake.predictions)  # one each, none created a third
+    assert fake.create_calls == 2
+    assert fake.list_queries  # found by listing around the create time, not by a webhook field
+    assert all({"created_after", "created_before"} <= set(query) for query in fake.list_queries)
 
 
 def test_cancel_cancels_the_prediction_at_replicate(
@@ -224,17 +288,17 @@ def test_outputs_are_size_capped_and_content_checked(
 ) -> None:
     fake, url = replicate_fake
     fake.polls_to_finish = 1
-    assert len(fake.image_bytes) > 4096
+    assert len(fake.jpeg_bytes) > 4096
     service = start_service("generation", env=replicate_env(url, GENERATION_MAX_OUTPUT_BYTES="4096"))
     with GenerationClient(service.address) as client:
         big = client.wait(client.create(kind=pb.GENERATION_KIND_IMAGE, prompt="too big").name)
         assert big.state == pb.GENERATION_STATE_FAILED
         assert big.error.reason == "OUTPUT_TOO_LARGE"
-        fake.image_bytes = b"<html><body>not an image</body></html>"
+        fake.jpeg_bytes = b"<html><body>not an image</body></html>"
         wrong = client.wait(client.create(kind=pb.GENERATION_KIND_IMAGE, prompt="not media").name)
     assert wrong.state == pb.GENERATION_STATE_FAILED
     assert wrong.error.reason == "OUTPUT_UNREADABLE"
-    assert not list((service.workdir / "data" / "generated-content").rglob("*.png"))
+    assert not list((service.workdir / "data" / "generated-content").rglob("*.jp*g"))
 
 
 def test_an_earlier_generations_image_is_the_input_of_image_to_video(

@@ -9,13 +9,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from contentpipe.common.settings import ConfigError
 from contentpipe.generation.adapters.media import sniff_content_type
-from contentpipe.generation.adapters.replicate import ReplicateProvider, ReplicateSettings, nearest_aspect_ratio
+from contentpipe.generation.adapters.replicate import (
+    ReplicateProvider,
+    ReplicateSettings,
+    nearest_aspect_ratio,
+    svd_timing,
+)
 from contentpipe.generation.config import load_config, parse_cog_models
 from contentpipe.generation.domain.catalogue import replicate_models
 from contentpipe.generation.domain.model import GenerationKind, GenerationOptions
+from contentpipe.generation.domain.model_input import InputSchema, coerce_model_input
 from contentpipe.generation.entrypoints.webhooks import WebhookReceiver, WebhookRejected, verify_webhook
 from contentpipe.generation.service_layer.ports import StepInput
 from contentpipe.generation.service_layer.worker import TokenBucket
+
+from tests.fakes.replicate_schemas import openapi_schema
 
 pytestmark = pytest.mark.unit
 
@@ -80,15 +88,41 @@ def test_replicate_inputs_follow_each_models_schema() -> None:
     provider = ReplicateProvider(ReplicateSettings(), clients=[])
     svd = provider.model_input(_step("stability-ai/stable-video-diffusion", fps=10, duration_seconds=2, seed=4))
     assert svd == {
-        "input_image": "https://img/x.png", "video_length": "25_frames_with_svd_xt",
-        "sizing_strategy": "maintain_aspect_ratio", "frames_per_second": 10, "motion_bucket_id": 127,
+        "input_image": "https://img/x.png", "video_length": "14_frames_with_svd",
+        "sizing_strategy": "maintain_aspect_ratio", "frames_per_second": 7, "motion_bucket_id": 127,
         "cond_aug": 0.02, "decoding_t": 7, "seed": 4,
     }  # fmt: skip
     flux = provider.model_input(_step("black-forest-labs/flux-schnell", role="image", width=1024, height=576))
     assert flux["aspect_ratio"] == "16:9" and "width" not in flux
+    assert (flux["output_format"], flux["output_quality"]) == ("jpg", 90)  # JPEG: what every platform takes
     llama = provider.model_input(_step("meta/meta-llama-3-8b-instruct", role="text", max_tokens=99))
     assert llama == {"prompt": "a fox", "max_tokens": 99}
     assert nearest_aspect_ratio(576, 1024) == "9:16"
+
+
+@pytest.mark.parametrize(
+    ("duration", "frames", "fps"),
+    [(2.0, 14, 7), (4.0, 25, 6), (5.0, 25, 5), (10.0, 25, 5), (1.0, 25, 25), (0.5, 14, 28), (0.1, 14, 30),
+     (3.0, 25, 8), (0.0, 25, 6)],
+)  # fmt: skip
+def test_svd_frames_and_fps_come_as_close_to_the_duration_as_the_model_allows(
+    duration: float, frames: int, fps: int
+) -> None:
+    assert svd_timing(duration) == (frames, fps)
+
+
+def test_model_input_numbers_are_typed_by_the_schema_or_made_integers_when_integral() -> None:
+    schema = InputSchema.from_openapi(openapi_schema("stability-ai/stable-video-diffusion"))
+    assert schema is not None
+    assert schema.types["decoding_t"] == "integer" and schema.types["cond_aug"] == "number"
+    assert schema.types["video_length"] == "string"  # an enum behind allOf/$ref
+    struct_values = {"decoding_t": 14.0, "cond_aug": 1.0, "seed": 3.0, "name": "x", "flag": True, "list": [1.0, 1.5]}
+    typed = coerce_model_input(struct_values, schema)
+    assert typed == {"decoding_t": 14, "cond_aug": 1.0, "seed": 3, "name": "x", "flag": True, "list": [1, 1.5]}
+    assert type(typed["decoding_t"]) is int and type(typed["cond_aug"]) is float
+    assert type(coerce_model_input({"cond_aug": 1.0})["cond_aug"]) is int  # no schema: integral floats become ints
+    assert coerce_model_input({"nested": {"k": 2.0}, "half": 2.5}) == {"nested": {"k": 2}, "half": 2.5}
+    assert InputSchema.from_openapi({"error": "OpenAPI schema not available"}) is None
 
 
 async def test_token_bucket_spaces_acquisitions_at_the_rate() -> None:

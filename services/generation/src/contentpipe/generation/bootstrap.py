@@ -133,6 +133,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
             lookup_delay_seconds=r.lookup_delay_seconds,
         ),
         replicate_clients,
+        claims=repository,
     )
     cog = CogProvider(
         cog_client,

@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from contentpipe.generation.adapters.input_schemas import InputSchemaCache
 from contentpipe.generation.domain.catalogue import ModelSpec
 from contentpipe.generation.domain.model import ErrorReason, GenerationFailure, GenerationKind, PredictionRecord
+from contentpipe.generation.domain.model_input import InputSchema, coerce_model_input
 from contentpipe.generation.service_layer.ports import Checkpoint, StepInput, StepResult
 
 _log = logging.getLogger(__name__)
@@ -27,8 +29,9 @@ _log = logging.getLogger(__name__)
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 
-def cog_input(step: StepInput) -> dict[str, Any]:
-    """The input convention for contentpipe's Cog models: `prompt` plus the knobs of the kind."""
+def cog_input(step: StepInput, schema: InputSchema | None = None) -> dict[str, Any]:
+    """The input convention for contentpipe's Cog models: `prompt` plus the knobs of the kind, numbers typed as the
+    model's schema declares them (integral floats as ints when the server publishes none)."""
     o = step.options
     body: dict[str, Any] = {"prompt": step.prompt}
     if o.seed is not None:
@@ -42,7 +45,7 @@ def cog_input(step: StepInput) -> dict[str, Any]:
     if step.kind is GenerationKind.VIDEO:
         body.update(fps=o.fps, num_frames=o.frame_count())
     body.update(o.model_input)
-    return body
+    return coerce_model_input(body, schema)
 
 
 class CogProvider:
@@ -62,6 +65,7 @@ class CogProvider:
         self._webhook_key = webhook_key
         self._events: dict[str, asyncio.Event] = {}
         self._latest: dict[str, dict[str, Any]] = {}
+        self._schemas = InputSchemaCache()
 
     def webhook_url(self, prediction_id: str) -> str:
         sig = hmac.new(self._webhook_key, prediction_id.encode(), hashlib.sha256).hexdigest()
@@ -84,7 +88,8 @@ class CogProvider:
             record.create_time = datetime.now(UTC)
         record.status = "starting"
         await checkpoint(0.05)  # the id is durable before the first PUT
-        body: dict[str, Any] = {"input": cog_input(step)}
+        schema = await self._schemas.get(base, lambda: self._fetch_schema(base))
+        body: dict[str, Any] = {"input": cog_input(step, schema)}
         if self._webhook_base:
             prediction = await self._run_async(base, step, record, body, checkpoint)
         else:
@@ -115,6 +120,15 @@ class CogProvider:
         finally:
             self._events.pop(record.id, None)
             self._latest.pop(record.id, None)
+
+    async def _fetch_schema(self, base: str) -> InputSchema | None:
+        """The server's `/openapi.json` input schema (some Cog builds answer an error instead: then None)."""
+        try:
+            response = await self._client.get(f"{base}/openapi.json", timeout=5.0)
+            return InputSchema.from_openapi(response.json()) if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            _log.warning("cog openapi schema unavailable", extra={"base_url": base, "error": type(exc).__name__})
+            return None
 
     async def _put(
         self, base: str, step: StepInput, record: PredictionRecord, body: dict[str, Any], headers: dict[str, str]
@@ -152,8 +166,10 @@ class CogProvider:
             prediction = response.json()
             status = str(prediction.get("status") or "unknown")
             error = str(prediction.get("error") or "")
-            if status == "failed" and "setup has not finished" in error.lower():
-                await asyncio.sleep(delay)  # the model is still loading: wait for READY
+            if status == "failed" and ("setup has not finished" in error.lower() or "at capacity" in error.lower()):
+                # The model is still loading, or all its slots are busy: nothing ran, ask again.
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
                 continue
             return dict(prediction)
 

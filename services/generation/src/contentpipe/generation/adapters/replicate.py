@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import httpx
 from contentpipe.common.http import MAX_RETRY_AFTER_SECONDS, parse_retry_after, retrying_request
+from contentpipe.generation.adapters.input_schemas import InputSchemaCache
 from contentpipe.generation.domain.catalogue import ModelSpec
 from contentpipe.generation.domain.model import (
     ErrorReason,
@@ -27,12 +28,15 @@ from contentpipe.generation.domain.model import (
     GenerationKind,
     PredictionRecord,
 )
-from contentpipe.generation.service_layer.ports import Checkpoint, StepInput, StepResult
+from contentpipe.generation.domain.model_input import InputSchema, coerce_model_input
+from contentpipe.generation.service_layer.ports import Checkpoint, PredictionClaims, StepInput, StepResult
 
 _log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 CANCEL_AFTER_MARGIN_SECONDS = 5
+LOOKUP_CLOCK_SKEW = timedelta(minutes=1)  # our clock against Replicate's, when listing around a create
+SVD_MIN_FPS, SVD_MAX_FPS = 5, 30
 _PERCENT = re.compile(r"(\d{1,3})%")
 _ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 
@@ -58,7 +62,12 @@ class _Ambiguous(Exception):
 class ReplicateProvider:
     name = "replicate"
 
-    def __init__(self, settings: ReplicateSettings, clients: httpx.AsyncClient | Sequence[httpx.AsyncClient]) -> None:
+    def __init__(
+        self,
+        settings: ReplicateSettings,
+        clients: httpx.AsyncClient | Sequence[httpx.AsyncClient],
+        claims: PredictionClaims | None = None,
+    ) -> None:
         self._s = settings
         # Several small connection pools instead of one big one: httpcore scans its whole pool for every request,
         # which costs O(connections) per request and dominated CPU with hundreds of predictions in flight.
@@ -68,22 +77,25 @@ class ReplicateProvider:
         self._base = settings.base_url.rstrip("/")
         self._webhook_events: dict[str, asyncio.Event] = {}
         self._webhook_latest: dict[str, dict[str, Any]] = {}
+        self._claims = claims
+        self._schemas = InputSchemaCache()
 
     def _client(self) -> httpx.AsyncClient:
         return self._clients[next(self._next_client)]
 
     # ------------------------------------------------------------------ input shaping (reference A9)
 
-    def model_input(self, step: StepInput) -> dict[str, Any]:
+    def model_input(self, step: StepInput, schema: InputSchema | None = None) -> dict[str, Any]:
         o, spec = step.options, step.spec
         seed = {"seed": o.seed} if o.seed is not None else {}
         body: dict[str, Any]
         if spec.style == "svd":
+            frames, fps = svd_timing(o.duration_seconds)
             body = {
                 "input_image": step.input_image,
-                "video_length": "14_frames_with_svd" if o.frame_count() <= 14 else "25_frames_with_svd_xt",
+                "video_length": "14_frames_with_svd" if frames == 14 else "25_frames_with_svd_xt",
                 "sizing_strategy": "maintain_aspect_ratio",
-                "frames_per_second": o.fps,
+                "frames_per_second": fps,
                 "motion_bucket_id": o.motion_strength or 127,
                 "cond_aug": 0.02,
                 "decoding_t": 7,
@@ -93,8 +105,9 @@ class ReplicateProvider:
             body = {"prompt": step.prompt, "width": o.width, "height": o.height, "num_frames": o.frame_count(),
                     "fps": o.fps, **seed}  # fmt: skip
         elif spec.style == "flux":
+            # JPEG: what every platform takes without a re-encode (Instagram refuses PNG and WebP).
             body = {"prompt": step.prompt, "aspect_ratio": nearest_aspect_ratio(o.width, o.height), "num_outputs": 1,
-                    "output_format": "png", **seed}  # fmt: skip
+                    "output_format": "jpg", "output_quality": 90, **seed}  # fmt: skip
         elif spec.style == "sdxl":
             body = {"prompt": step.prompt, "width": _clamp8(o.width, 128, 2048), "height": _clamp8(o.height, 128, 2048),
                     "num_outputs": 1, **seed}  # fmt: skip
@@ -106,15 +119,37 @@ class ReplicateProvider:
             body = {"prompt": step.prompt, **seed}
         if step.role != "first_frame":
             body.update(o.model_input)
-        return body
+        return coerce_model_input(body, schema)
 
-    def _create_call(self, step: StepInput) -> tuple[str, dict[str, Any]]:
+    def _create_call(self, step: StepInput, schema: InputSchema | None) -> tuple[str, dict[str, Any]]:
         spec = step.spec
-        body: dict[str, Any] = {"input": self.model_input(step)}
+        body: dict[str, Any] = {"input": self.model_input(step, schema)}
         if spec.version:
             return "/v1/predictions", {"version": f"{spec.name}:{spec.version}", **body}
         owner, _, name = spec.name.partition("/")
         return f"/v1/models/{owner}/{name}/predictions", body
+
+    async def input_schema(self, spec: ModelSpec) -> InputSchema | None:
+        """The model version's input types from its `openapi_schema`; None while unavailable."""
+        return await self._schemas.get(spec.reference, lambda: self._fetch_schema(spec))
+
+    async def _fetch_schema(self, spec: ModelSpec) -> InputSchema | None:
+        owner, _, name = spec.name.partition("/")
+        path = f"/v1/models/{owner}/{name}" + (f"/versions/{spec.version}" if spec.version else "")
+        try:
+            response = await retrying_request(
+                self._client(), "GET", f"{self._base}{path}", headers=self._headers, max_attempts=2, timeout=10.0
+            )
+        except httpx.TransportError as exc:
+            _log.warning("replicate model schema unavailable", extra={"model": spec.reference, "error": str(exc)})
+            return None
+        if response.status_code != 200:
+            _log.warning("replicate model schema unavailable", extra={"model": spec.reference,
+                                                                      "status": response.status_code})  # fmt: skip
+            return None
+        document = response.json()
+        version = document if spec.version else document.get("latest_version") or {}
+        return InputSchema.from_openapi(version.get("openapi_schema"))
 
     def _webhook_for(self, step: StepInput, key: str) -> str | None:
         if not self._s.webhook_url:
@@ -127,10 +162,13 @@ class ReplicateProvider:
 
     async def run(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> StepResult:
         prediction: dict[str, Any] | None = None
-        if not record.id and record.create_started is not None:
-            prediction = await self._find(step, record)  # a create from before a crash may exist
-        if prediction is None and not record.id:
-            prediction = await self._create(step, record, checkpoint)
+        call: tuple[str, dict[str, Any]] | None = None
+        if not record.id:
+            call = self._create_call(step, await self.input_schema(step.spec))
+            if record.create_started is not None:
+                prediction = await self._find(step, record, call[1])  # a create from before a crash may exist
+        if prediction is None and call is not None:
+            prediction = await self._create(step, record, checkpoint, call)
         if prediction is None:
             prediction = await self._get(record.id)
         await self._observe(record, prediction, checkpoint)
@@ -154,8 +192,10 @@ class ReplicateProvider:
 
     # ------------------------------------------------------------------ create, find, get
 
-    async def _create(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> dict[str, Any]:
-        path, body = self._create_call(step)
+    async def _create(
+        self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint, call: tuple[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        path, body = call
         for attempt in range(1 + self._s.lookup_attempts):
             record.create_key = secrets.token_hex(8)
             record.create_started = datetime.now(UTC)
@@ -166,18 +206,33 @@ class ReplicateProvider:
                 body["webhook_events_filter"] = ["start", "completed"]
             await checkpoint(None)  # durable before the POST: a restart looks for this create first
             try:
-                return await self._post_create(path, body, step)
+                created = await self._post_create(path, body, step)
             except _Ambiguous as exc:
                 _log.warning(
                     "replicate create answer lost; looking for it", extra={"error": str(exc), "attempt": attempt}
                 )
-                found = await self._find(step, record)
+                found = await self._find(step, record, body)
                 if found is not None:
                     return found
+                continue
+            if await self._claim(step, str(created.get("id") or "")):
+                return created
+            # Another generation with the same input adopted this prediction while looking for its own lost create:
+            # that one is then ours (same model, same input), unless it was adopted as well.
+            _log.warning("our replicate prediction was adopted by another generation; looking for its twin",
+                         extra={"prediction": created.get("id"), "generation_id": step.generation_id})  # fmt: skip
+            found = await self._find(step, record, body)
+            if found is not None:
+                return found
         raise GenerationFailure(
             ErrorReason.PROVIDER_UNAVAILABLE, "Replicate did not confirm the prediction create; try again later",
             retryable=True,
         )  # fmt: skip
+
+    async def _claim(self, step: StepInput, prediction_id: str) -> bool:
+        if self._claims is None or not prediction_id:
+            return True
+        return await self._claims.hold_prediction(self.name, prediction_id, step.generation_id)
 
     async def _post_create(self, path: str, body: dict[str, Any], step: StepInput) -> dict[str, Any]:
         headers = dict(self._headers)
@@ -219,45 +274,45 @@ class ReplicateProvider:
                 )
             return dict(response.json())
 
-    async def _find(self, step: StepInput, record: PredictionRecord) -> dict[str, Any] | None:
-        """Our prediction among the recent ones (webhook key, else identical model and input), if it exists."""
+    async def _find(self, step: StepInput, record: PredictionRecord, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Our prediction among those created around our create (same model and version, identical input), if any.
+
+        The list is asked for `created_after`/`created_before` around the time the create was sent (a documented
+        filter; list results carry no `webhook`), and a candidate is adopted only if no other generation holds it:
+        two generations with the same prompt and model never share one prediction.
+        """
         started = record.create_started or datetime.now(UTC)
-        _, body = self._create_call(step)
         for attempt in range(self._s.lookup_attempts):
             if attempt:
                 await asyncio.sleep(self._s.lookup_delay_seconds)
-            url: str | None = f"{self._base}/v1/predictions"
+            window = {
+                "created_after": _iso(started - LOOKUP_CLOCK_SKEW),
+                "created_before": _iso(datetime.now(UTC) + LOOKUP_CLOCK_SKEW),
+            }
+            url: str | None = f"{self._base}/v1/predictions?{urlencode(window)}"
+            matches: list[dict[str, Any]] = []
             pages = 0
             while url and pages < 10:
                 pages += 1
                 response = await retrying_request(self._client(), "GET", url, headers=self._headers, timeout=15.0)
                 if response.status_code >= 400:
+                    _log.warning("replicate list failed", extra={"status": response.status_code})
                     break
                 page = response.json()
-                older = False
-                for candidate in page.get("results", []):
-                    created = _parse_time(candidate.get("created_at"))
-                    if created is not None and created < started - timedelta(minutes=2):
-                        older = True
-                        continue
-                    if self._matches(candidate, step, record, body):
-                        _log.info("found our replicate prediction", extra={"prediction": candidate.get("id")})
-                        return dict(candidate)
-                url = None if older else page.get("next")
+                matches.extend(c for c in page.get("results", []) if self._matches(c, step, body))
+                url = page.get("next")
+            # Oldest first: the first identical create after ours started is most likely ours.
+            matches.sort(key=lambda c: _parse_time(c.get("created_at")) or started)
+            for candidate in matches:
+                if await self._claim(step, str(candidate.get("id") or "")):
+                    _log.info("found our replicate prediction", extra={"prediction": candidate.get("id")})
+                    return dict(candidate)
         return None
 
-    def _matches(
-        self, candidate: dict[str, Any], step: StepInput, record: PredictionRecord, body: dict[str, Any]
-    ) -> bool:
-        webhook = candidate.get("webhook") or ""
-        if self._s.webhook_url:
-            return f"key={record.create_key}" in webhook
-        if candidate.get("input") != body["input"]:
+    def _matches(self, candidate: dict[str, Any], step: StepInput, body: dict[str, Any]) -> bool:
+        if candidate.get("input") != body["input"] or candidate.get("model") != step.spec.name:
             return False
-        model = candidate.get("model")
-        return model in (None, step.spec.name) and (
-            not step.spec.version or candidate.get("version") in (None, step.spec.version)
-        )
+        return not step.spec.version or candidate.get("version") == step.spec.version
 
     async def _get(self, prediction_id: str) -> dict[str, Any]:
         """GET the prediction; 5xx, 429 and dropped connections are retried (GETs are safe), and keep trying."""
@@ -368,6 +423,23 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def svd_timing(duration_seconds: float) -> tuple[int, int]:
+    """SVD's (frames, fps) for a duration: 14 or 25 frames at 5-30 fps, as close to it as the model allows
+    (more frames on a tie: smoother motion)."""
+    target = duration_seconds if duration_seconds > 0 else 4.0
+    candidates = [
+        (abs(frames / fps - target), -frames, frames, fps)
+        for frames in (14, 25)
+        for fps in range(SVD_MIN_FPS, SVD_MAX_FPS + 1)
+    ]
+    _, _, frames, fps = min(candidates)
+    return frames, fps
 
 
 def _clamp8(value: int, low: int, high: int) -> int:

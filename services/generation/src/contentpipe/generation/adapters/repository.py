@@ -57,6 +57,17 @@ generations = sa.Table(
     sa.Index("ix_generations_state_create_time", "state", "create_time"),
 )
 
+# Which generation holds each provider prediction: the primary key makes an adoption exclusive.
+provider_predictions = sa.Table(
+    "provider_predictions",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("prediction_id", sa.String(128), primary_key=True),
+    sa.Column("generation_id", sa.String(32), nullable=False),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_provider_predictions_generation_id", "generation_id"),
+)
+
 _OPEN_STATES = [GenerationState.QUEUED.value, GenerationState.RUNNING.value]
 _TERMINAL = [state.value for state in TERMINAL_STATES]
 
@@ -280,3 +291,18 @@ class SqlGenerationRepository:
             await release_rows(session, generations, list(chosen), lease_owner=worker_id)
 
         await self._writes.run(release)
+
+    async def hold_prediction(self, provider: str, prediction_id: str, generation_id: str) -> bool:
+        c = provider_predictions.c
+        values = {"provider": provider, "prediction_id": prediction_id, "generation_id": generation_id,
+                  "create_time": datetime.now(UTC)}  # fmt: skip
+
+        async def hold(session: AsyncSession) -> bool:
+            dialect = postgresql if is_postgresql(session) else sqlite
+            await session.execute(dialect.insert(provider_predictions).values(values).on_conflict_do_nothing())
+            holder = await session.scalar(
+                sa.select(c.generation_id).where(c.provider == provider, c.prediction_id == prediction_id)
+            )
+            return bool(holder == generation_id)
+
+        return await self._writes.run(hold)

@@ -110,6 +110,15 @@ class AssetStore(Protocol):
         """A URI a provider can read the stored file from (http(s) URL, or a `data:` URI for local files)."""
 
 
+class PredictionClaims(Protocol):
+    async def hold_prediction(self, provider: str, prediction_id: str, generation_id: str) -> bool:
+        """Record that `generation_id` holds this provider prediction; False when another generation already does.
+
+        Idempotent for the holder. A prediction found again by looking (its create answer was lost) is adopted only
+        through this, so two generations never share one prediction.
+        """
+
+
 class RateLimiter(Protocol):
     async def acquire(self) -> None: ...
 
