@@ -97,9 +97,9 @@ def test_local_outputs_are_deterministic_and_isolated_per_owner(
         assert [g.state for g in done] == [pb.GENERATION_STATE_SUCCEEDED] * 4, done
         assert done[0].outputs[0].sha256 == done[1].outputs[0].sha256  # same prompt + seed, same bytes
         assert done[0].outputs[0].uri != done[1].outputs[0].uri
-        png = done[2].outputs[0]
-        assert (png.content_type, png.width, png.height) == ("image/png", 64, 96)
-        assert Path(urlsplit(png.uri).path).read_bytes().startswith(b"\x89PNG")
+        jpeg = done[2].outputs[0]
+        assert (jpeg.content_type, jpeg.width, jpeg.height) == ("image/jpeg", 64, 96)
+        assert Path(urlsplit(jpeg.uri).path).read_bytes().startswith(b"\xff\xd8\xff")
         assert "sunrise over the bay" in done[3].text and not done[3].outputs
 
         with pytest.raises(grpc.RpcError) as caught:
@@ -183,3 +183,32 @@ def test_list_pages_and_filters(start_service: Callable[..., ServiceProcess]) ->
         with pytest.raises(grpc.RpcError) as caught:
             client.list(page_size=2, kind=pb.GENERATION_KIND_IMAGE, page_token=token or "bogus.token")
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_local_defaults_are_media_every_platform_takes_without_conversion(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    service = start_service("generation")
+    with GenerationClient(service.address) as client:
+        video = client.create(kind=pb.GENERATION_KIND_VIDEO, prompt="a calm sea")
+        image = client.create(kind=pb.GENERATION_KIND_IMAGE, prompt="a calm sea")
+        done_video, done_image = client.wait(video.name), client.wait(image.name)
+    assert done_video.state == done_image.state == pb.GENERATION_STATE_SUCCEEDED, (done_video.error, done_image.error)
+
+    (mp4,) = done_video.outputs
+    assert (mp4.content_type, mp4.width, mp4.height, mp4.fps, mp4.frame_count) == ("video/mp4", 720, 1280, 30, 150)
+    assert mp4.duration_seconds == pytest.approx(5.0)
+    assert mp4.size_bytes >= 75 * 1024  # LinkedIn's floor
+    data = Path(urlsplit(mp4.uri).path).read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # faststart: the index comes first
+    probe = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", urlsplit(mp4.uri).path],
+        capture_output=True, text=True, check=False,
+    ).stderr  # fmt: skip
+    assert "Video: h264 (High)" in probe and "yuv420p" in probe, probe
+    assert "Audio: aac (LC)" in probe, probe  # a silent track: Instagram wants AAC audio
+    assert decode_mp4(Path(urlsplit(mp4.uri).path)) == ((720, 1280), 150, 30.0)
+
+    (jpeg,) = done_image.outputs
+    assert (jpeg.content_type, jpeg.width, jpeg.height) == ("image/jpeg", 1080, 1350)  # 4:5, Instagram's tallest
+    assert jpeg.size_bytes < 8 * 1024 * 1024

@@ -325,5 +325,5 @@ def test_an_earlier_generations_image_is_the_input_of_image_to_video(
     assert video.state == pb.GENERATION_STATE_SUCCEEDED, video.error
     assert [p.role for p in video.predictions] == ["video"]  # no first frame needed
     (prediction,) = fake.predictions.values()
-    png = Path(urlsplit(image.outputs[0].uri).path).read_bytes()
-    assert prediction.input["input_image"] == "data:image/png;base64," + base64.b64encode(png).decode()
+    jpeg = Path(urlsplit(image.outputs[0].uri).path).read_bytes()
+    assert prediction.input["input_image"] == "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()

@@ -1,4 +1,4 @@
-"""The `local` provider: offline and deterministic in prompt and seed (real PNG, real H.264 MP4, a caption)."""
+"""The `local` provider: offline and deterministic in prompt and seed (real JPEG, real H.264+AAC MP4, a caption)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class LocalProvider:
             if step.kind is GenerationKind.TEXT:
                 result = StepResult(text=caption_for(step.prompt, options.seed, options.max_tokens or 64))
             elif step.kind is GenerationKind.IMAGE:
-                path = self._scratch_file(".png")
+                path = self._scratch_file(".jpg")
                 await encode_image(
                     path,
                     prompt=step.prompt,

@@ -101,10 +101,14 @@ class Catalogue:
         return [spec for (p, _), spec in self._models.items() if p == provider]
 
 
+# Defaults every target platform takes without conversion: a 4:5 1080x1350 JPEG (Instagram's portrait maximum,
+# TikTok's 1080p photo limit) and a 720x1280 vertical MP4 at 30 fps for 5 s (Instagram/TikTok need 23-60 fps and
+# at least 3 s, X at most 1920x1200, TikTok 360-4096 px a side, LinkedIn at least 75 KB).
 LOCAL_MODELS = (
     ModelSpec(provider="local", name="local-video", kind=GenerationKind.VIDEO, style="local",
-              default_width=512, default_height=288),
-    ModelSpec(provider="local", name="local-image", kind=GenerationKind.IMAGE, style="local"),
+              default_width=720, default_height=1280, default_fps=30, default_duration=5.0),
+    ModelSpec(provider="local", name="local-image", kind=GenerationKind.IMAGE, style="local",
+              default_width=1080, default_height=1350),
     ModelSpec(provider="local", name="local-text", kind=GenerationKind.TEXT, style="local"),
 )  # fmt: skip
 
@@ -125,7 +129,7 @@ def replicate_models(
             provider="replicate", name="stability-ai/stable-video-diffusion", kind=GenerationKind.VIDEO,
             style="svd", width=Range(64, 1024), height=Range(64, 1024), size_multiple=64,
             fps=Range(5, 30), duration=Range(0.5, 5), max_frames=25,
-            default_width=1024, default_height=576, default_fps=6, default_duration=2.0,
+            default_width=1024, default_height=576, default_fps=6, default_duration=4.0,
             first_frame_model="stability-ai/sdxl", version=SVD_VERSION,
         ),
         "anotherjesse/zeroscope-v2-xl": ModelSpec(
