@@ -39,9 +39,10 @@ def video(**options: object) -> NewGeneration:
 def test_local_video_defaults_are_filled_from_the_model() -> None:
     valid = validate_new_generation(video(), CATALOGUE)
     assert valid.spec.name == "local-video"
-    assert (valid.options.width, valid.options.height, valid.options.fps) == (512, 288, 8)
-    assert valid.options.duration_seconds == 2.0
-    assert valid.options.frame_count() == 16
+    # a vertical 720p clip at 30 fps for 5 s: what Instagram, TikTok, X, LinkedIn and Facebook all take
+    assert (valid.options.width, valid.options.height, valid.options.fps) == (720, 1280, 30)
+    assert valid.options.duration_seconds == 5.0
+    assert valid.options.frame_count() == 150
 
 
 def test_every_bad_option_is_reported_with_its_field_path() -> None:
