@@ -41,12 +41,14 @@ def ffmpeg(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The local provider's former defaults (512x288 8 fps 2 s H.264, no audio, 7 KB; a PNG), a 20-minute clip."""
+    """The local provider's former defaults (512x288 8 fps 2 s H.264, no audio, 7 KB; a PNG), a 20-minute clip, and
+    a JPEG every image spec takes."""
     folder = tmp_path_factory.mktemp("originals")
     ffmpeg("-f", "lavfi", "-i", "gradients=s=512x288:r=8:n=3:seed=7,format=yuv420p", "-frames:v", "16",
            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-r", "8", "-movflags", "+faststart",
            "-y", str(folder / "local.mp4"))  # fmt: skip
     ffmpeg("-f", "lavfi", "-i", "gradients=s=1024x1024:r=1:seed=3", "-frames:v", "1", "-y", str(folder / "image.png"))
+    ffmpeg("-f", "lavfi", "-i", "gradients=s=1080x1350:r=1:seed=3", "-frames:v", "1", "-y", str(folder / "photo.jpg"))
     ffmpeg("-f", "lavfi", "-i", "color=c=blue:s=64x64:r=1", "-t", "1200", "-c:v", "libx264", "-preset", "ultrafast",
            "-movflags", "+faststart", "-y", str(folder / "long.mp4"))  # fmt: skip
     return folder
@@ -203,3 +205,19 @@ async def test_conversion_over_its_time_limit_fails_the_post_with_a_reason(
     assert post.last_error.reason == "CONVERSION_TIMEOUT" and "OAUTH_MEDIA_CONVERT_TIMEOUT" in post.last_error.message
     assert fakes["tiktok"].posts == []
     assert not list(storage.glob("local.mp4.renditions/.*.part"))  # no half-written rendition left behind
+
+
+async def test_instagram_conversion_without_a_public_url_is_refused_at_create_post(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], served: str
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["instagram"], "instagram")
+    env = {**fake_env(fakes), "OAUTH_RENDITIONS_PUBLIC_URL": ""}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens, worker=False) as stack:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/image.png")])
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "OAUTH_RENDITIONS_PUBLIC_URL" in violations(caught.value)["post.media[0]"]
+        # A JPEG that already conforms needs no conversion, hence no public URL of ours.
+        ok = await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/photo.jpg")])
+        assert ok.state == pb.POST_STATE_QUEUED

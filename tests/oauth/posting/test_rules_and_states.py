@@ -72,8 +72,15 @@ def test_media_count_kind_and_video_limits() -> None:
     assert fields(Platform.TWITTER, media=[IMAGE, VIDEO]) == {"post.media"}
     long = Media("file:///a.mp4", MediaKind.VIDEO, "video/mp4", 10, 141.0)
     assert fields(Platform.TWITTER, media=[long]) == {"post.media[0].duration_seconds"}
-    short = Media("file:///a.mp4", MediaKind.VIDEO, "video/mp4", 10, 1.0)
-    assert fields(Platform.INSTAGRAM, media=[short]) == {"post.media[0].duration_seconds", "post.media[0].uri"}
+    short = Media("file:///a.mp4", MediaKind.VIDEO, "video/mp4", 10, 1.0)  # extended by the conformer
+    assert fields(Platform.INSTAGRAM, media=[short]) == {"post.media[0].uri"}
+    assert fields(Platform.TIKTOK, media=[short], tiktok_privacy_level="SELF_ONLY") == set()
+    twenty_minutes = Media("file:///a.mp4", MediaKind.VIDEO, "video/mp4", 10, 1200.0)
+    assert fields(Platform.TIKTOK, media=[twenty_minutes], tiktok_privacy_level="SELF_ONLY") == {
+        "post.media[0].duration_seconds"
+    }
+    huge_image = Media("file:///a.png", MediaKind.IMAGE, "image/png", 200 * 1024 * 1024)
+    assert fields(Platform.INSTAGRAM, media=[huge_image]) == {"post.media[0].size_bytes", "post.media[0].uri"}
     assert fields(Platform.INSTAGRAM, media=[IMAGE] * 11) == {"post.media"}
     wrong = Media("https://x/a.png", MediaKind.VIDEO, "image/png")
     assert fields(Platform.OUTBOX, media=[wrong]) == {"post.media[0].content_type"}

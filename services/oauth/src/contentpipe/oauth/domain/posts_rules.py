@@ -12,14 +12,14 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from contentpipe.common.errors import FieldViolation, InvalidArgument
+from contentpipe.oauth.domain.media_conformance import MAX_CONVERTIBLE_IMAGE_BYTES
+from contentpipe.oauth.domain.media_specs import spec_for
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform, PostOptions
 
 with warnings.catch_warnings():  # it imports pkg_resources, which warns that it is deprecated
     warnings.simplefilter("ignore")
     from twitter_text import parse_tweet  # type: ignore[import-untyped]
 
-MB = 1024 * 1024
-GB = 1024 * MB
 
 TIKTOK_PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
 YOUTUBE_PRIVACY = ("public", "unlisted", "private")
@@ -40,10 +40,6 @@ class PlatformRules:
     mix_allowed: bool = False  # images and a video in one post
     media_required: bool = False
     text_or_media_required: bool = True
-    max_image_bytes: int = 0
-    max_video_bytes: int = 0
-    min_video_seconds: float = 0.0
-    max_video_seconds: float = 0.0
     needs_public_url: bool = False  # the platform fetches the media itself (no file://)
     images_need_public_url: bool = False
 
@@ -56,10 +52,6 @@ RULES: dict[Platform, PlatformRules] = {
         text_weighted=True,
         max_images=4,
         max_videos=1,
-        max_image_bytes=5 * MB,
-        max_video_bytes=512 * MB,
-        min_video_seconds=0.5,
-        max_video_seconds=140.0,
     ),
     # C2: commentary 3,000; one video or up to 20 images (multiImage); video 3 s - 30 min, 500 MB.
     Platform.LINKEDIN: PlatformRules(
@@ -67,9 +59,6 @@ RULES: dict[Platform, PlatformRules] = {
         3000,
         max_images=20,
         max_videos=1,
-        max_video_bytes=500 * MB,
-        min_video_seconds=3.0,
-        max_video_seconds=1800.0,
     ),
     # C3: caption 2,200; media required, carousel up to 10; Reels 3 s - 15 min; Meta fetches the URL itself.
     Platform.INSTAGRAM: PlatformRules(
@@ -79,10 +68,6 @@ RULES: dict[Platform, PlatformRules] = {
         max_videos=10,
         mix_allowed=True,
         media_required=True,
-        max_image_bytes=8 * MB,
-        max_video_bytes=1 * GB,
-        min_video_seconds=3.0,
-        max_video_seconds=900.0,
         needs_public_url=True,
     ),
     # C4/F2: a video's caption is its title, 2,200; a photo post's is its description, 4,000. One video
@@ -94,9 +79,6 @@ RULES: dict[Platform, PlatformRules] = {
         max_images=35,
         max_videos=1,
         media_required=True,
-        max_video_bytes=4 * GB,
-        min_video_seconds=3.0,
-        max_video_seconds=600.0,
         images_need_public_url=True,
     ),
     # C5: message 63,206; up to 10 photos (4 MB) or one video.
@@ -105,9 +87,6 @@ RULES: dict[Platform, PlatformRules] = {
         63206,
         max_images=10,
         max_videos=1,
-        max_image_bytes=4 * MB,
-        max_video_bytes=10 * GB,
-        max_video_seconds=240 * 60.0,
     ),
     # C6: exactly one video; the text is the description, 5,000 bytes; 256 GB.
     Platform.GOOGLE: PlatformRules(
@@ -116,7 +95,6 @@ RULES: dict[Platform, PlatformRules] = {
         text_in_bytes=True,
         max_videos=1,
         media_required=True,
-        max_video_bytes=256 * GB,
         text_or_media_required=False,
     ),
     Platform.OUTBOX: PlatformRules("the outbox", 100_000, max_images=20, max_videos=20, mix_allowed=True),
@@ -189,7 +167,7 @@ def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str,
             bad("post.media", "a carousel holds at most 10 items")
 
     for index, item in enumerate(post.media):
-        _validate_media(item, index, rules, bad)
+        _validate_media(item, index, rules, platform, bad)
 
     _validate_options(post.options, platform, sub_accounts, bad)
     if violations:
@@ -197,7 +175,7 @@ def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str,
         raise InvalidArgument(f"{first.field}: {first.description}", violations, reason="POST_INVALID")
 
 
-def _validate_media(item: Media, index: int, rules: PlatformRules, bad: object) -> None:
+def _validate_media(item: Media, index: int, rules: PlatformRules, platform: Platform, bad: object) -> None:
     assert callable(bad)
     prefix = f"post.media[{index}]"
     try:
@@ -222,28 +200,28 @@ def _validate_media(item: Media, index: int, rules: PlatformRules, bad: object) 
             bad(f"{prefix}.content_type", f"{item.content_type} does not match kind {item.kind.value}")
     if item.size_bytes < 0:
         bad(f"{prefix}.size_bytes", "must not be negative")
+    # Sizes and durations come from the media spec table (one home for them); only what no conversion can fix is
+    # refused here: a short clip is extended, a PNG re-encoded, a large image shrunk by the conformer at publish.
     if item.kind is MediaKind.IMAGE:
-        limit = rules.max_image_bytes
-        if limit and item.size_bytes > limit:
-            bad(f"{prefix}.size_bytes", f"{item.size_bytes} bytes; {rules.label} images are at most {limit}")
+        if item.size_bytes > MAX_CONVERTIBLE_IMAGE_BYTES:
+            bad(
+                f"{prefix}.size_bytes",
+                f"{item.size_bytes} bytes; images over {MAX_CONVERTIBLE_IMAGE_BYTES} bytes are not converted",
+            )
         return
-    if rules.max_video_bytes and item.size_bytes > rules.max_video_bytes:
-        bad(
-            f"{prefix}.size_bytes", f"{item.size_bytes} bytes; {rules.label} videos are at most {rules.max_video_bytes}"
-        )
+    spec = spec_for(platform, MediaKind.VIDEO)
+    max_bytes = spec.size_bytes.high if spec is not None else None
+    if max_bytes is not None and item.size_bytes > max_bytes:
+        bad(f"{prefix}.size_bytes", f"{item.size_bytes} bytes; {rules.label} videos are at most {max_bytes:g}")
+    max_seconds = spec.duration.high if spec is not None else None
     if item.duration_seconds < 0:
         bad(f"{prefix}.duration_seconds", "must not be negative")
-    elif item.duration_seconds:
-        if rules.max_video_seconds and item.duration_seconds > rules.max_video_seconds:
-            bad(
-                f"{prefix}.duration_seconds",
-                f"{item.duration_seconds:g} s; {rules.label} videos are at most {rules.max_video_seconds:g} s",
-            )
-        if item.duration_seconds < rules.min_video_seconds:
-            bad(
-                f"{prefix}.duration_seconds",
-                f"{item.duration_seconds:g} s; {rules.label} videos are at least {rules.min_video_seconds:g} s",
-            )
+    elif max_seconds is not None and item.duration_seconds > max_seconds:
+        bad(
+            f"{prefix}.duration_seconds",
+            f"{item.duration_seconds:g} s; {rules.label} videos are at most {max_seconds:g} s "
+            "(contentpipe does not cut videos)",
+        )
 
 
 def _validate_options(
