@@ -379,6 +379,21 @@ class FakePlatforms:
         declined = [{"permission": p, "status": "declined"} for p in self.untick.get("facebook", set())]
         return JSONResponse({"data": granted + declined})
 
+    async def facebook_businesses(self, request: Request) -> Response:
+        if self._bearer(request, "facebook") is None:
+            return self._graph_error("Error validating access token")
+        if "business_management" not in self.granted_facebook:
+            return self._graph_error("(#100) Missing Permission: business_management", 100, 403)
+        return JSONResponse({"data": [{"id": "biz-1", "name": "Alice's Business"}]})
+
+    async def facebook_owned_pages(self, request: Request) -> Response:
+        if self._bearer(request, "facebook") is None:
+            return self._graph_error("Error validating access token")
+        if "business_management" not in self.granted_facebook or request.path_params["business"] != "biz-1":
+            return self._graph_error("(#100) Missing Permission: business_management", 100, 403)
+        page_token = self._token("facebook", "page")
+        return JSONResponse({"data": [{"id": "page-biz-1", "name": "Alice's Shop", "access_token": page_token}]})
+
     async def facebook_accounts(self, request: Request) -> Response:
         if self._bearer(request, "facebook") is None:
             return self._graph_error("Error validating access token")
@@ -476,6 +491,8 @@ class FakePlatforms:
             Route(f"/facebook/{GRAPH_VERSION}/me", self.facebook_me),
             Route(f"/facebook/{GRAPH_VERSION}/me/permissions", self.facebook_permissions, methods=["GET", "DELETE"]),
             Route(f"/facebook/{GRAPH_VERSION}/me/accounts", self.facebook_accounts),
+            Route(f"/facebook/{GRAPH_VERSION}/me/businesses", self.facebook_businesses),
+            Route(f"/facebook/{GRAPH_VERSION}/{{business}}/owned_pages", self.facebook_owned_pages),
             Route("/instagram/oauth/authorize", self.instagram_authorize),
             Route("/instagram/oauth/access_token", self.instagram_token, methods=["POST"]),
             Route("/instagram/access_token", self.instagram_exchange),

@@ -55,6 +55,7 @@ class FakePlatform:
         self.create_delay = 0.0
         self.on_create: Callable[[FakePost], None] | None = None
         self.base_url = ""  # set by the test once the server listens
+        self.second_url = ""  # the second host's URL, for platforms that have one (`second_app`)
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         self._upload_failed = False
@@ -93,6 +94,10 @@ class FakePlatform:
 
     def app(self) -> Starlette:
         raise NotImplementedError
+
+    def second_app(self) -> Starlette | None:
+        """A second host of the same platform (Facebook's graph-video), served on its own port; None: none."""
+        return None
 
 
 async def read_form(request: Request) -> dict[str, Any]:
@@ -675,17 +680,97 @@ class FakeInstagram(_FakeGraph):
 
 
 class FakeFacebook(_FakeGraph):
-    """Facebook Pages with Page tokens: `/feed`, `/photos` (published or not), `/videos`; listings for reconcile."""
+    """Facebook Pages with Page tokens: `/feed`, `/photos` (published or not); video files only on the graph-video
+    host (`second_app`: a `source` upload or the Resumable Upload API start/transfer/finish); listings for
+    reconcile. A video file sent to the graph host is refused; a user token is refused (Page token required);
+    `no_publish_permission` Pages answer Graph's (#200) permission error."""
 
     name = "facebook"
+    transfer_chunk = 256 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.no_publish_permission: set[str] = set()
+
+    def _page_refusal(self, request: Request, page: str) -> Response | None:
+        if self.account_of(request) != page:
+            return self.error("Invalid OAuth access token - page token required.", 190, 400)
+        if page in self.no_publish_permission:
+            return self.error("(#200) The user hasn't authorized the application to perform this action", 200, 403)
+        return None
+
+    async def _publish_video(self, page: str, text: str, data: bytes, video_id: str = "") -> Response:
+        if problem := await media_problem("facebook", "video", data):
+            return self.error(f"There was a problem uploading your video file: {problem}", 6000)
+        if (refused := self.limited(page)) is not None:
+            return refused
+        post = FakePost(video_id or self.next_id(), page, text, [], {"edge": "videos", "size": len(data)})
+        await self.record(post)
+        return self.ok({"id": post.id})
+
+    def second_app(self) -> Starlette:
+        """graph-video.facebook.com: video file uploads."""
+
+        async def videos(request: Request) -> Response:
+            page = request.path_params["page"]
+            form = await read_form(request)
+            phase = str(form.get("upload_phase") or "")
+            self.log(request, f"POST graph-video /{{page-id}}/videos {phase or 'source'}".rstrip())
+            if (refused := self._page_refusal(request, page)) is not None:
+                return refused
+            if not phase:
+                upload = form.get("source")
+                if not isinstance(upload, bytes) or not upload:
+                    return self.error("(#100) source is required", 100)
+                return await self._publish_video(page, str(form.get("description") or ""), upload)
+            if phase == "start":
+                size = int(str(form.get("file_size") or 0))
+                if size <= 0:
+                    return self.error("(#100) file_size is required", 100)
+                session = self.next_id()
+                video_id = self.next_id()
+                self.sessions[session] = {"page": page, "size": size, "data": b"", "video_id": video_id}
+                end = min(size, self.transfer_chunk)
+                return self.ok(
+                    {"video_id": video_id, "upload_session_id": session, "start_offset": "0", "end_offset": str(end)}
+                )
+            session_data = self.sessions.get(str(form.get("upload_session_id") or ""))
+            if session_data is None or session_data["page"] != page:
+                return self.error("(#100) Invalid upload_session_id", 100)
+            if phase == "transfer":
+                chunk = form.get("video_file_chunk")
+                if not isinstance(chunk, bytes):
+                    return self.error("(#100) video_file_chunk is required", 100)
+                if self.should_fail_upload():
+                    return self.error("An unknown error has occurred.", 1, 500)
+                offset = int(str(form.get("start_offset") or 0))
+                if offset == len(session_data["data"]):
+                    session_data["data"] += chunk
+                received = len(session_data["data"])
+                end = min(session_data["size"], received + self.transfer_chunk)
+                return self.ok({"start_offset": str(received), "end_offset": str(end)})
+            if phase == "finish":
+                if len(session_data["data"]) != session_data["size"]:
+                    return self.error("(#6001) The video upload is incomplete", 6001)
+                answer = await self._publish_video(
+                    page, str(form.get("description") or ""), session_data["data"], session_data["video_id"]
+                )
+                if answer.status_code != 200:
+                    return answer
+                return self.ok({"success": True})
+            return self.error("(#100) Invalid upload_phase", 100)
+
+        return Starlette(routes=[Route(f"/{self.version}/{{page}}/videos", videos, methods=["POST"])])
 
     def app(self) -> Starlette:
         async def edge(request: Request) -> Response:
             page, kind = request.path_params["page"], request.path_params["edge"]
             self.log(request, f"{request.method} /{{page-id}}/{kind}")
-            account = self.account_of(request)
-            if account != page:
+            if request.method == "GET" and self.account_of(request) != page:
                 return self.error("Invalid OAuth access token - page token required.", 190, 400)
+            if request.method == "POST" and (refused := self._page_refusal(request, page)) is not None:
+                return refused
             if request.method == "GET":
                 field_name = "description" if kind == "videos" else "message"
                 return self.ok(
@@ -698,6 +783,8 @@ class FakeFacebook(_FakeGraph):
                     }
                 )
             form = await read_form(request)
+            if kind == "videos" and ("source" in form or "upload_phase" in form):
+                return self.error("(#100) Video file uploads must be sent to graph-video.facebook.com", 100)
             if kind in ("photos", "videos"):
                 upload = form.get("source")
                 if not isinstance(upload, bytes) or not upload:

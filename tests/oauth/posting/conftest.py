@@ -50,6 +50,9 @@ def fakes() -> Iterator[dict[str, FakePlatform]]:
             server = LoopbackHTTPServer(fake.app()).start()
             fake.base_url = server.url
             servers.append(server)
+            if (second := fake.second_app()) is not None:
+                servers.append(extra := LoopbackHTTPServer(second).start())
+                fake.second_url = extra.url
             started[name] = fake
         yield started
     finally:
@@ -59,4 +62,7 @@ def fakes() -> Iterator[dict[str, FakePlatform]]:
 
 def fake_env(fakes: dict[str, FakePlatform]) -> dict[str, str]:
     names = {"google": "YOUTUBE"}
-    return {f"OAUTH_PUBLISH_{names.get(k, k.upper())}_URL": f.base_url for k, f in fakes.items()}
+    env = {f"OAUTH_PUBLISH_{names.get(k, k.upper())}_URL": f.base_url for k, f in fakes.items()}
+    if "facebook" in fakes:
+        env["OAUTH_PUBLISH_FACEBOOK_VIDEO_URL"] = fakes["facebook"].second_url
+    return env

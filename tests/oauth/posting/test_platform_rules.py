@@ -10,7 +10,7 @@ import grpc
 import pytest
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 
-from tests.fakes.publishing_platforms import FakePlatform, FakeTikTok
+from tests.fakes.publishing_platforms import FakeFacebook, FakePlatform, FakeTikTok
 from tests.fakes.publishing_tokens import FakeTokens
 from tests.oauth.posting.conftest import fake_env
 from tests.oauth.posting.harness import posting_stack
@@ -208,3 +208,46 @@ async def test_linkedin_unknown_outcome_is_left_to_a_person_without_listing_post
     assert "ResolvePost" in post.last_error.message
     assert fake.calls.count("POST /rest/posts") == 1 and len(fake.posts) == 1
     assert "GET /rest/posts?q=author" not in fake.calls
+
+
+async def test_facebook_video_goes_to_the_graph_video_host_in_chunks_with_the_page_token(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "facebook", pages={"42": "page-token-42"})
+    fake = fakes["facebook"]
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=CAPTION,
+            media=[video(local_media[0])],
+            options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="42")),
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    assert fake.posts[0].text == CAPTION and fake.posts[0].extra["size"] > 0
+    assert fake.calls.count("POST graph-video /{page-id}/videos transfer") >= 2  # streamed in Graph's chunks
+    assert "POST /{page-id}/videos" not in fake.calls  # never a file upload to the graph host
+
+
+@pytest.mark.parametrize("missing", ["page_token", "permission"])
+async def test_facebook_page_without_publish_permission_fails_naming_the_fix(
+    missing: str, database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "facebook", pages={"42": "" if missing == "page_token" else "page-token-42"})
+    fake = fakes["facebook"]
+    accept(fake, tokens)
+    fake.tokens["tok-facebook-42"] = "42"  # the user token would be accepted: it must not be used instead
+    assert isinstance(fake, FakeFacebook)
+    fake.no_publish_permission = {"42"} if missing == "permission" else set()
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name, text=CAPTION, options=pb.PlatformOptions(facebook=pb.FacebookOptions(page_id="42"))
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_FAILED
+    assert post.last_error.reason == "FACEBOOK_PAGE_PERMISSION_MISSING"
+    assert "pages_manage_posts" in post.last_error.message
+    assert not fake.posts

@@ -99,7 +99,11 @@ EXPECTED = {
         "PUT {upload_url}",
         "POST /v2/post/publish/status/fetch/",
     ],
-    "facebook": ["POST /{page-id}/videos"],
+    "facebook": [
+        "POST graph-video /{page-id}/videos start",
+        "POST graph-video /{page-id}/videos transfer",
+        "POST graph-video /{page-id}/videos finish",
+    ],
     "google": ["POST /upload/youtube/v3/videos?uploadType=resumable", "PUT {session} chunk"],
 }
 PERMALINK = {

@@ -62,7 +62,12 @@ def _check_authorization_parameters(platform: str, uri: str, state: str) -> None
         assert "https://www.googleapis.com/auth/youtube.readonly" in q["scope"].split(" ")  # channels.list
     elif platform == "facebook":
         assert "/v99.0/dialog/oauth" in uri
-        assert q["scope"].split(",") == ["pages_show_list", "pages_manage_posts", "pages_read_engagement"]
+        assert q["scope"].split(",") == [
+            "pages_show_list",
+            "pages_manage_posts",
+            "pages_read_engagement",
+            "business_management",
+        ]
     elif platform == "instagram":
         assert q["scope"].split(",") == ["instagram_business_basic", "instagram_business_content_publish"]
 
@@ -95,7 +100,11 @@ async def test_connect_list_refresh_delete(platform: str, stack: Stack, stub: An
     assert connection.owner == USER and connection.platform == enum
     assert connection.profile.account_id and connection.profile.display_name
     if platform == "facebook":
-        assert [(s.id, s.kind) for s in connection.sub_accounts] == [("page-1", "facebook_page")]
+        # its own Page and the one its Business Manager owns (business_management granted)
+        assert [(s.id, s.kind) for s in connection.sub_accounts] == [
+            ("page-1", "facebook_page"),
+            ("page-biz-1", "facebook_page"),
+        ]
         assert connection.metadata["api_version"] == "v99.0"
     if platform in ("twitter", "tiktok", "google", "linkedin"):
         assert connection.has_refresh_token

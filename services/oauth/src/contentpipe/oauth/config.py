@@ -94,7 +94,8 @@ _PLATFORM_DEFAULTS: dict[str, dict[str, str]] = {
         "token_url": "https://graph.facebook.com/{version}/oauth/access_token",
         "api_base_url": "https://graph.facebook.com",
         "api_version": "v25.0",
-        "scopes": "pages_show_list,pages_manage_posts,pages_read_engagement",
+        # business_management: Pages owned through Business Manager are listed only with it
+        "scopes": "pages_show_list,pages_manage_posts,pages_read_engagement,business_management",
     },
 }
 PLATFORM_NAMES = tuple(_PLATFORM_DEFAULTS)

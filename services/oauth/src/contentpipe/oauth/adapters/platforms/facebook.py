@@ -65,20 +65,37 @@ class FacebookAdapter(PlatformAdapter):
         )
         return result
 
-    async def _pages(self, token: str) -> tuple[SubAccount, ...]:
+    async def _pages(self, token: str, granted: tuple[str, ...]) -> tuple[SubAccount, ...]:
+        """The user's Pages (`/me/accounts`) plus, with business_management, those owned through Business Manager
+        (`/me/businesses` → `/{business}/owned_pages`), which `/me/accounts` does not list."""
         body = await self._get(
             "/me/accounts", token, "Facebook pages", fields="id,name,access_token,picture.type(large)", limit="100"
         )
-        return tuple(
-            SubAccount(
-                id=str(page.get("id", "")),
-                display_name=str(page.get("name", "")),
-                kind="facebook_page",
-                access_token=str(page.get("access_token", "")),
-            )
-            for page in body.get("data") or []
-            if isinstance(page, dict) and page.get("id")
-        )
+        found = [page for page in body.get("data") or [] if isinstance(page, dict) and page.get("id")]
+        if "business_management" in granted:
+            businesses = await self._get("/me/businesses", token, "Facebook businesses", fields="id,name", limit="100")
+            for business in businesses.get("data") or []:
+                if not isinstance(business, dict) or not business.get("id"):
+                    continue
+                owned = await self._get(
+                    f"/{business['id']}/owned_pages",
+                    token,
+                    "Facebook business pages",
+                    fields="id,name,access_token",
+                    limit="100",
+                )
+                found.extend(page for page in owned.get("data") or [] if isinstance(page, dict) and page.get("id"))
+        pages: dict[str, SubAccount] = {}
+        for page in found:
+            ident = str(page["id"])
+            if ident not in pages or not pages[ident].access_token:  # a Page listed twice: keep one with a token
+                pages[ident] = SubAccount(
+                    id=ident,
+                    display_name=str(page.get("name", "")),
+                    kind="facebook_page",
+                    access_token=str(page.get("access_token", "")),
+                )
+        return tuple(pages.values())
 
     async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str | None) -> Grant:
         short = await self.call(
@@ -113,13 +130,13 @@ class FacebookAdapter(PlatformAdapter):
             tokens=tokens,
             profile=profile,
             granted_scopes=granted,
-            sub_accounts=await self._pages(tokens.access_token),
+            sub_accounts=await self._pages(tokens.access_token, granted),
             metadata={"api_version": self.settings.api_version, "api_base_url": self.settings.api_base_url},
         )
 
     async def refresh(self, connection: Connection) -> Renewal:
         tokens = await self._long_lived(connection.tokens.access_token, "Facebook token re-exchange")
-        return Renewal(tokens=tokens, sub_accounts=await self._pages(tokens.access_token))
+        return Renewal(tokens=tokens, sub_accounts=await self._pages(tokens.access_token, connection.granted_scopes))
 
     async def revoke(self, connection: Connection) -> None:
         token = connection.tokens.access_token

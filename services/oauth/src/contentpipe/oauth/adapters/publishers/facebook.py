@@ -1,5 +1,6 @@
-"""Facebook Pages, with the Page's own token: text to `/feed`, one photo to `/photos`, several photos uploaded
-unpublished then attached to one `/feed` post, a video to `/videos`. The create call is sent exactly once.
+"""Facebook Pages, with the Page's own token (never the user's): text to `/feed`, one photo to `/photos`, several
+photos uploaded unpublished then attached to one `/feed` post, a video through the Resumable Upload API on the
+graph-video host (start, transfer chunks read from disk, finish). The create call (finish for videos) is sent once.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 from contentpipe.oauth.adapters.publishers.base import PublisherBase, matches
 from contentpipe.oauth.adapters.publishers.calls import PlatformCaller
+from contentpipe.oauth.adapters.publishers.refusals import FACEBOOK_PAGE_PERMISSION_MISSING, FACEBOOK_PERMISSION_FIX
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform
 from contentpipe.oauth.service_layer.posting_ports import (
     PublishContext,
@@ -20,8 +22,14 @@ from contentpipe.oauth.service_layer.posting_ports import (
 
 
 def _page_token(ctx: PublishContext) -> str:
-    page = ctx.post.options.facebook_page_id
-    return ctx.credentials.sub_account_tokens.get(page) or ctx.credentials.access_token
+    token = ctx.credentials.sub_account_tokens.get(ctx.post.options.facebook_page_id, "")
+    if not token:  # publishing with the user token is refused by Graph: say what to fix instead
+        raise RejectedFailure(
+            FACEBOOK_PAGE_PERMISSION_MISSING,
+            f"{FACEBOOK_PERMISSION_FIX} (the connection holds no Page token for Page "
+            f"{ctx.post.options.facebook_page_id})",
+        )
+    return token
 
 
 class FacebookPublisher(PublisherBase):
@@ -45,18 +53,9 @@ class FacebookPublisher(PublisherBase):
         call = self._call(ctx)
         images = [m for m in post.media if m.kind is MediaKind.IMAGE]
         videos = [m for m in post.media if m.kind is MediaKind.VIDEO]
+        _page_token(ctx)  # no Page token: fail before uploading anything
         if videos:
-            async with self.media.open(videos[0]) as local:
-                source = await local.read_all()
-            await ctx.journal.arm()
-            response = await call.send(
-                "POST",
-                f"{self.base}/{page}/videos",
-                create=True,
-                data={"description": post.text, "published": "true"},
-                files={"source": ("video.mp4", source, local.content_type)},
-            )
-            video_id = str(response.json().get("id") or "")
+            video_id = await self._upload_video(call, ctx, videos[0])
             return await self._created(ctx, video_id, f"https://www.facebook.com/{page}/videos/{video_id}")
         if len(images) == 1:
             source, content_type = await self._bytes(images[0])
@@ -96,6 +95,44 @@ class FacebookPublisher(PublisherBase):
         return await self._created(
             ctx, post_id, str(body.get("permalink_url") or f"https://www.facebook.com/{post_id}")
         )
+
+    async def _upload_video(self, call: PlatformCaller, ctx: PublishContext, item: Media) -> str:
+        """Resumable Upload API on graph-video: the file goes up in the chunks Graph asks for, never whole in
+        memory; `finish` publishes it (the irreversible call). An interrupted upload starts a new session: an
+        unfinished one is never published."""
+        post = ctx.post
+        page = post.options.facebook_page_id
+        url = f"{self.settings.facebook_video_url}/{self.settings.facebook_version}/{page}/videos"
+        async with self.media.open(item) as local:
+            started = (
+                await call.send("POST", url, data={"upload_phase": "start", "file_size": str(local.size)})
+            ).json()
+            session, video_id = str(started["upload_session_id"]), str(started["video_id"])
+            first, end = int(started["start_offset"]), int(started["end_offset"])
+            while first < end:
+                answer = await call.send(
+                    "POST",
+                    url,
+                    data={"upload_phase": "transfer", "upload_session_id": session, "start_offset": str(first)},
+                    files={
+                        "video_file_chunk": ("chunk", await local.read(first, end - first), "application/octet-stream")
+                    },
+                )
+                first, end = int(answer.json()["start_offset"]), int(answer.json()["end_offset"])
+        await ctx.journal.checkpoint(video_id=video_id)
+        await ctx.journal.arm()
+        await call.send(
+            "POST",
+            url,
+            create=True,
+            data={
+                "upload_phase": "finish",
+                "upload_session_id": session,
+                "description": post.text,
+                "published": "true",
+            },
+        )
+        return video_id
 
     async def _bytes(self, item: Media) -> tuple[bytes, str]:
         async with self.media.open(item) as local:

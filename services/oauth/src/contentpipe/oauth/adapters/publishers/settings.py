@@ -36,6 +36,7 @@ class PublisherSettings:
     instagram_version: str = "v23.0"
     facebook_url: str = "https://graph.facebook.com"
     facebook_version: str = "v23.0"
+    facebook_video_url: str = "https://graph-video.facebook.com"  # video file uploads go to this host
     tiktok_url: str = "https://open.tiktokapis.com"
     # Domains (`example.com`) or URL prefixes (`https://cdn.example.com/media/`) verified for the TikTok app:
     # media under them is pulled by TikTok (PULL_FROM_URL); videos elsewhere are uploaded, photos elsewhere fail.
@@ -144,6 +145,7 @@ def load_posting_config(environ: Mapping[str, str], data_dir: Path, grpc_port: i
         instagram_version=env_str(environ, "OAUTH_PUBLISH_INSTAGRAM_VERSION", "v23.0"),
         facebook_url=_url(environ, "OAUTH_PUBLISH_FACEBOOK_URL", "https://graph.facebook.com"),
         facebook_version=env_str(environ, "OAUTH_PUBLISH_FACEBOOK_VERSION", "v23.0"),
+        facebook_video_url=_url(environ, "OAUTH_PUBLISH_FACEBOOK_VIDEO_URL", "https://graph-video.facebook.com"),
         tiktok_url=_url(environ, "OAUTH_PUBLISH_TIKTOK_URL", "https://open.tiktokapis.com"),
         tiktok_verified_url_prefixes=tuple(
             p.strip()
