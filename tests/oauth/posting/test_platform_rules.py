@@ -13,7 +13,7 @@ from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from tests.fakes.publishing_platforms import FakeFacebook, FakePlatform, FakeTikTok
 from tests.fakes.publishing_tokens import FakeTokens
 from tests.oauth.posting.conftest import fake_env
-from tests.oauth.posting.harness import posting_stack
+from tests.oauth.posting.harness import ffmpeg, posting_stack
 from tests.oauth.posting.test_publishing import DONE, accept, connection, video
 from tests.support import bearer
 
@@ -29,7 +29,11 @@ def tiktok(fakes: dict[str, FakePlatform]) -> FakeTikTok:
 
 
 async def test_tiktok_photo_post_puts_the_caption_in_description_and_is_pulled_from_a_verified_prefix(
-    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], media_server: str
+    database_url: str,
+    tmp_path: Path,
+    fakes: dict[str, FakePlatform],
+    media_server: str,
+    media_files: tuple[Path, Path],
 ) -> None:
     tokens = FakeTokens()
     name = connection(tokens, "tiktok")
@@ -38,11 +42,14 @@ async def test_tiktok_photo_post_puts_the_caption_in_description_and_is_pulled_f
     accept(fake, tokens)
     caption = "x" * 3000  # over a video title's 2,200 but within a photo description's 4,000
     env = {**fake_env(fakes), "OAUTH_PUBLISH_TIKTOK_VERIFIED_URL_PREFIXES": f"{media_server}/"}
+    photo = media_files[0].parent / "frame.jpg"  # already what TikTok takes (JPEG, <= 1080p): no rendition
+    if not photo.exists():
+        ffmpeg("-i", str(media_files[1]), "-y", str(photo))
     async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
         created = await stack.create(
             connection=name,
             text=caption,
-            media=[pb.Media(uri=f"{media_server}/frame.png", kind=pb.MEDIA_KIND_IMAGE)],
+            media=[pb.Media(uri=f"{media_server}/frame.jpg", kind=pb.MEDIA_KIND_IMAGE)],
             options=pb.PlatformOptions(tiktok=pb.TikTokOptions(privacy_level="SELF_ONLY")),
             ai_generated=True,
         )
@@ -97,7 +104,8 @@ async def test_tiktok_video_outside_verified_prefixes_is_uploaded_as_a_file_with
     extra = fake.posts[0].extra
     assert extra["source"] == "FILE_UPLOAD"
     assert extra["post_info"]["title"] == CAPTION and extra["post_info"]["is_aigc"] is True
-    assert fake.publishes[extra["publish_id"]]["received"] == local_media[0].stat().st_size
+    upload = fake.publishes[extra["publish_id"]]
+    assert upload["received"] == upload["size"] > 0
 
 
 async def test_tiktok_public_post_from_an_unaudited_app_fails_naming_the_audit(
