@@ -20,7 +20,7 @@ FIX = (
 
 
 class FailedPosts(pb_grpc.PostingServiceServicer):
-    def GetPost(self, request: pb.GetPostRequest, context: grpc.ServicerContext) -> pb.GetPostResponse:  # noqa: N802
+    def GetPost(self, request: pb.GetPostRequest, context: grpc.ServicerContext) -> pb.GetPostResponse:
         return pb.GetPostResponse(
             post=pb.Post(
                 name=request.name,
@@ -36,7 +36,8 @@ class FailedPosts(pb_grpc.PostingServiceServicer):
 def test_posts_get_shows_the_failure_reason_and_the_fix(
     output: str, run_cli: RunCli, fake_server: Any, token: str
 ) -> None:
-    address = fake_server((FailedPosts(), pb_grpc.add_PostingServiceServicer_to_server))
+    servicer = FailedPosts()  # type: ignore[abstract]  # only GetPost is called
+    address = fake_server((servicer, pb_grpc.add_PostingServiceServicer_to_server))
     result = run_cli(
         "posts", "get", "p1", "-o", output, env={"CONTENTPIPE_OAUTH_ADDR": address, "CONTENTPIPE_TOKEN": token}
     )
