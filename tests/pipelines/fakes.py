@@ -286,6 +286,31 @@ class FakeScheduler(sched_grpc.SchedulerServiceServicer):
         self.s.jobs[job.name] = job
         return sched_pb.UpdateJobResponse(job=job)
 
+    def _owned(self, name: str, context: Any) -> Any:
+        job = self.s.jobs.get(name)
+        return job if job is not None and job.owner == caller(context) else None
+
+    async def ListJobs(self, request: Any, context: Any) -> Any:
+        owner = caller(context)
+        jobs = [j for j in self.s.jobs.values() if j.owner == owner and j.pipeline == request.pipeline]
+        return sched_pb.ListJobsResponse(jobs=jobs)
+
+    async def PauseJob(self, request: Any, context: Any) -> Any:
+        job = self._owned(request.name, context)
+        if job is None:
+            await abort_with_error(context, errors.NotFound(f"{request.name} not found"), domain="scheduler")
+        job.state = sched_pb.JOB_STATE_PAUSED
+        job.state_reason = request.reason
+        return sched_pb.PauseJobResponse(job=job)
+
+    async def ResumeJob(self, request: Any, context: Any) -> Any:
+        job = self._owned(request.name, context)
+        if job is None:
+            await abort_with_error(context, errors.NotFound(f"{request.name} not found"), domain="scheduler")
+        job.state = sched_pb.JOB_STATE_ACTIVE
+        job.state_reason = ""
+        return sched_pb.ResumeJobResponse(job=job)
+
 
 class FakePeers:
     """All four fakes on one loopback port; use `.address` for every CONTENTPIPE_<PEER>_ADDR."""

@@ -186,6 +186,7 @@ class FakePeerServices:
     post_requests: dict[str, str] = field(default_factory=dict)
     created_posts: list[PostRequest] = field(default_factory=list)
     jobs: list[JobSpec] = field(default_factory=list)
+    job_syncs: list[tuple[str, str]] = field(default_factory=list)  # ("pause" | "resume", pipeline)
     lookups: list[tuple[str, str | None]] = field(default_factory=list)
     validated: list[GenerationRequest | PostRequest] = field(default_factory=list)  # validate_only calls
     ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -287,3 +288,11 @@ class _Jobs:
     async def upsert(self, owner: str, spec: JobSpec) -> JobStatus:
         self.fake.jobs.append(spec)
         return JobStatus(name=f"jobs/{spec.job_id}", next_fire_time=spec.run_time)
+
+    async def pause_for_pipeline(self, pipeline: str) -> list[str]:
+        self.fake.job_syncs.append(("pause", pipeline))
+        return [f"jobs/{spec.job_id}" for spec in self.fake.jobs if spec.pipeline == pipeline]
+
+    async def resume_for_pipeline(self, pipeline: str) -> list[str]:
+        self.fake.job_syncs.append(("resume", pipeline))
+        return [f"jobs/{spec.job_id}" for spec in self.fake.jobs if spec.pipeline == pipeline]

@@ -25,6 +25,7 @@ from contentpipe.common.grpc_errors import error_from_rpc
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import Platform, PostState
 from contentpipe.pipelines.service_layer.ports import (
+    PIPELINE_PAUSED_REASON,
     ConnectionInfo,
     GenerationRequest,
     GenerationStatus,
@@ -245,3 +246,47 @@ class GrpcJobs(_Acting):
         result = response.job
         next_fire: datetime | None = codec.dt(result.next_fire_time, result.HasField("next_fire_time"))
         return JobStatus(name=result.name, next_fire_time=next_fire)
+
+    async def _jobs_of(self, pipeline: str) -> list[sched_pb.Job]:
+        jobs: list[sched_pb.Job] = []
+        token = ""
+        while True:
+            try:
+                # No metadata: the caller's own token (this runs inside their UpdatePipeline).
+                response = await self._stub.ListJobs(
+                    sched_pb.ListJobsRequest(pipeline=pipeline, page_size=1000, page_token=token),
+                    timeout=CALL_TIMEOUT_SECONDS,
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc) from None
+            jobs.extend(response.jobs)
+            token = response.next_page_token
+            if not token:
+                return jobs
+
+    async def pause_for_pipeline(self, pipeline: str) -> list[str]:
+        paused: list[str] = []
+        for job in await self._jobs_of(pipeline):
+            if job.state != sched_pb.JOB_STATE_ACTIVE:
+                continue
+            try:
+                await self._stub.PauseJob(
+                    sched_pb.PauseJobRequest(name=job.name, reason=PIPELINE_PAUSED_REASON),
+                    timeout=CALL_TIMEOUT_SECONDS,
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc) from None
+            paused.append(job.name)
+        return paused
+
+    async def resume_for_pipeline(self, pipeline: str) -> list[str]:
+        resumed: list[str] = []
+        for job in await self._jobs_of(pipeline):
+            if job.state != sched_pb.JOB_STATE_PAUSED or job.state_reason != PIPELINE_PAUSED_REASON:
+                continue
+            try:
+                await self._stub.ResumeJob(sched_pb.ResumeJobRequest(name=job.name), timeout=CALL_TIMEOUT_SECONDS)
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc) from None
+            resumed.append(job.name)
+        return resumed

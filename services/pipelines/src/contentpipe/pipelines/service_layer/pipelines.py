@@ -13,6 +13,7 @@ from contentpipe.common.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from contentpipe.common.ids import new_id
 from contentpipe.pipelines.domain import validation
@@ -184,7 +185,27 @@ class PipelineService:
             raise Aborted(
                 f"pipelines/{pipeline_id} was changed concurrently; read it again and retry", reason="ETAG_MISMATCH"
             )
+        if "state" in fields:
+            await self._sync_jobs(updated)
         return updated
+
+    async def _sync_jobs(self, pipeline: Pipeline) -> None:
+        """A paused pipeline's jobs pause with it (and resume with it), so none sits ACTIVE firing refused runs.
+
+        After the pipeline is stored: a failure here leaves the pipeline's state right and the call retryable
+        (pausing or resuming again is a no-op for jobs already done)."""
+        try:
+            if pipeline.state == PipelineState.PAUSED:
+                await self._peers.jobs.pause_for_pipeline(pipeline.name)
+            else:
+                await self._peers.jobs.resume_for_pipeline(pipeline.name)
+        except ContentpipeError as exc:
+            verb = "paused" if pipeline.state == PipelineState.PAUSED else "resumed"
+            raise Unavailable(
+                f"{pipeline.name} is {pipeline.state.value} but its scheduler jobs could not be {verb} "
+                f"({exc.message}); send the same update again",
+                reason="JOBS_NOT_SYNCED",
+            ) from None
 
     async def delete(self, owner: str, pipeline_id: str, etag: str) -> list[PipelineRun]:
         """Deletes the pipeline and its history; returns the runs that were in flight (to cancel children)."""

@@ -204,8 +204,19 @@ class JobStatus:
     next_fire_time: datetime | None
 
 
+# The state_reason a job gets when its pipeline is paused: resuming the pipeline resumes exactly those jobs,
+# not ones their owner paused for reasons of their own.
+PIPELINE_PAUSED_REASON = "its pipeline is paused"
+
+
 class Jobs(Protocol):
     async def upsert(self, owner: str, spec: JobSpec) -> JobStatus: ...
+
+    async def pause_for_pipeline(self, pipeline: str) -> list[str]:
+        """As the caller: pause every ACTIVE job of `pipeline` with PIPELINE_PAUSED_REASON; returns their names."""
+
+    async def resume_for_pipeline(self, pipeline: str) -> list[str]:
+        """As the caller: resume the jobs of `pipeline` paused with PIPELINE_PAUSED_REASON; returns their names."""
 
 
 @dataclass(frozen=True, slots=True)

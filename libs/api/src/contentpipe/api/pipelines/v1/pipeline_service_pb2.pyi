@@ -209,7 +209,9 @@ class Pipeline(_message.Message):
     description: _builtins.str
     """Free text, up to 2,000 characters."""
     state: Global___PipelineState.ValueType
-    """ACTIVE or PAUSED."""
+    """ACTIVE or PAUSED. Pausing refuses new runs and pauses the pipeline's ACTIVE jobs in the scheduler (reason
+    "its pipeline is paused"); setting it ACTIVE again resumes exactly those jobs.
+    """
     revision: _builtins.int
     """Incremented on every update, starting at 1. Output only."""
     etag: _builtins.str
