@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import imageio_ffmpeg  # type: ignore[import-untyped]
@@ -106,3 +111,53 @@ async def test_a_run_over_its_memory_limit_fails_cleanly(files: dict[str, Path],
     with pytest.raises(MediaToolError) as caught:
         await tools.render(files["local"], plan, tmp_path / "out.mp4")
     assert caught.value.reason == "CONVERSION_FAILED"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ffmpeg_dies_with_the_service_even_on_kill_9(tmp_path: Path) -> None:
+    script = (
+        "import asyncio\n"
+        "from contentpipe.oauth.adapters.media_tools import MediaTools, ToolLimits\n"
+        "print('ready', flush=True)\n"
+        "asyncio.run(MediaTools(ToolLimits(timeout_seconds=600))._run("
+        "['-f', 'lavfi', '-i', 'testsrc2=s=320x240:r=30', '-f', 'null', '-'], check=True))\n"
+    )
+    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    children: list[int] = []
+    try:
+        assert service.stdout is not None and service.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while not (children := _children(service.pid)):
+            assert time.monotonic() < deadline, "ffmpeg never started"
+            time.sleep(0.05)
+        service.send_signal(signal.SIGKILL)
+        service.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() and "ffmpeg" in _cmdline(pid) for pid in children):
+            assert time.monotonic() < deadline, "ffmpeg outlived the killed service"
+            time.sleep(0.05)
+    finally:
+        service.kill()
+        service.wait()
+        for pid in children:  # never leak an ffmpeg, even when the test fails
+            if "ffmpeg" in _cmdline(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

@@ -221,3 +221,33 @@ async def test_instagram_conversion_without_a_public_url_is_refused_at_create_po
         # A JPEG that already conforms needs no conversion, hence no public URL of ours.
         ok = await stack.create(connection=name, text=CAPTION, media=[image(f"{served}/photo.jpg")])
         assert ok.state == pb.POST_STATE_QUEUED
+
+
+async def test_rendition_of_a_stored_original_is_written_beside_it_and_served_by_the_storage_url(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], originals: Path
+) -> None:
+    """Generation's local storage served over http (GENERATION_STORAGE_DIR + GENERATION_PUBLIC_BASE_URL): oauth is
+    given the same pair, so an Instagram rendition lands beside the original and goes out under the same URL."""
+    root = tmp_path / "storage"
+    stored = root / "generated-content" / "user-1"
+    stored.mkdir(parents=True)
+    (stored / "image.png").write_bytes((originals / "image.png").read_bytes())
+    app = Starlette()
+    app.mount("/", StaticFiles(directory=str(root)))
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["instagram"], "instagram")
+    with LoopbackHTTPServer(app) as storage_server:
+        env = {
+            **fake_env(fakes),
+            "OAUTH_RENDITIONS_PUBLIC_URL": "",
+            "OAUTH_MEDIA_STORAGE_ROOT": str(root),
+            "OAUTH_MEDIA_STORAGE_PUBLIC_URL": storage_server.url,
+        }
+        original = f"{storage_server.url}/generated-content/user-1/image.png"
+        async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+            created = await stack.create(connection=name, text=CAPTION, media=[image(original)])
+            post = await stack.wait(created.name, DONE, timeout=120)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    (container,) = instagram(fakes).containers.values()
+    assert container["params"]["image_url"] == f"{original}.renditions/instagram.jpg"
+    assert (stored / "image.png.renditions" / "instagram.jpg").read_bytes()[:3] == b"\xff\xd8\xff"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import math
 import os
 import re
 import resource
+import signal
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,10 +151,15 @@ def parse_probe(text: str, container: str, size_bytes: int, faststart: bool) -> 
     )
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def _limit_child(memory_bytes: int) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         os.setsid()  # its own process group: a timeout kills ffmpeg and anything it started
+        with contextlib.suppress(OSError, AttributeError):  # Linux: die with the service (kill -9 included)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return apply
 
@@ -220,7 +227,7 @@ class MediaTools:
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, 9)
+        os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         process.kill()
     await process.wait()
