@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the whole system on one machine, in one command, leaving nothing running.
-#   installs uv if missing and syncs the workspace, starts the four services on free ports with embedded
+#   installs uv if missing and what running needs (no dev tools), starts the four services on free ports with embedded
 #   defaults (SQLite, local files, the offline `local` generation provider, the `outbox` platform), connects the
 #   outbox, creates examples/local-demo.yaml, runs it with live progress, prints where the MP4 and the outbox
 #   post landed and when the next run is scheduled, then stops everything.
@@ -21,8 +21,10 @@ else
   python3 -m pip install --quiet uv 2>/dev/null || python3 -m pip install --quiet --user uv
   if command -v uv >/dev/null 2>&1; then UV=(uv); else UV=(python3 -m uv); fi
 fi
-say "installing dependencies (uv sync)"
-"${UV[@]}" sync --frozen --quiet --compile-bytecode  # compiled once: every service start is faster
+# Only what running needs: the four services and the CLI, without the development group (test, lint, type and
+# deploy tooling; `make test` installs those). --inexact leaves a developer's full environment as it is.
+say "installing what the services and the CLI need (uv sync --no-dev)"
+"${UV[@]}" sync --frozen --no-dev --inexact --compile-bytecode  # compiled once: every service start is faster
 INSTALLED=$SECONDS
 
 CP=("${UV[@]}" run --frozen --no-sync contentpipe --data-dir "$DATA_DIR")

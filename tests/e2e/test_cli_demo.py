@@ -17,6 +17,8 @@ import yaml  # type: ignore[import-untyped]
 
 from tests.cli.harness import REPO_ROOT, cli_environ, processes_using
 
+SERVICES = ("generation", "oauth", "pipelines", "scheduler")
+
 pytestmark = pytest.mark.e2e
 
 
@@ -73,3 +75,23 @@ def test_demo_script_produces_a_playable_video_and_an_outbox_post(tmp_path: Path
     assert processes_using(demo_dir) == []
     secret = demo_dir / "jwt-secret"
     assert oct(os.stat(secret).st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.timeout(600)
+def test_demo_installs_only_what_running_needs(tmp_path: Path) -> None:
+    """The demo's install line, into a fresh environment: services and CLI run, no test/lint/deploy tooling."""
+    script = (REPO_ROOT / "scripts/demo.sh").read_text()
+    [install] = re.findall(r'^"\$\{UV\[@\]\}" (sync [^#\n]*)', script, flags=re.MULTILINE)
+    venv = tmp_path / "venv"
+    env = cli_environ({"UV_PROJECT_ENVIRONMENT": str(venv)})
+    result = subprocess.run(  # noqa: PLW1510 - asserted below
+        ["uv", *install.split()], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    for tool in ("pytest", "mypy", "ruff", "grpcurl", "kubectl", "bandit"):
+        assert not (venv / "bin" / tool).exists(), f"make demo installed {tool}"
+    for command in (["contentpipe", "--version"], *([f"contentpipe-{svc}", "--help"] for svc in SERVICES)):
+        ran = subprocess.run(  # noqa: PLW1510 - asserted below
+            [str(venv / "bin" / command[0]), *command[1:]], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert ran.returncode == 0, f"{command}: {ran.stderr}"
