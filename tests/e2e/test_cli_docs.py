@@ -22,10 +22,16 @@ def bash_blocks(markdown: str) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", markdown, flags=re.DOTALL)
 
 
-def localize(block: str, addresses: dict[str, str]) -> str:
-    """Point the pasted commands at the test's stack: its ports instead of the defaults; it is already up."""
+def on_ports(block: str, addresses: dict[str, str]) -> str:
+    """The pasted commands with the test's ports instead of the defaults (nothing on this machine may use those)."""
     for port, service in DEFAULT_PORTS.items():
         block = block.replace(f"127.0.0.1:{port}", addresses[service])
+    return block
+
+
+def localize(block: str, addresses: dict[str, str]) -> str:
+    """Point the pasted commands at the test's stack: its ports instead of the defaults; it is already up."""
+    block = on_ports(block, addresses)
     block = re.sub(r"^contentpipe up --detach.*$", ":", block, flags=re.MULTILINE)
     return re.sub(r"^uv sync.*$", ":", block, flags=re.MULTILINE)
 
@@ -117,14 +123,15 @@ def test_doc_commands_work_when_pasted(doc: str, tmp_path: Path) -> None:
     addresses = {svc: f"127.0.0.1:{free_port()}" for svc in DEFAULT_PORTS.values()}
     data = tmp_path / "data"
     env = {"CONTENTPIPE_DATA_DIR": str(data)} | {f"CONTENTPIPE_{s.upper()}_ADDR": a for s, a in addresses.items()}
-    script = "set -euo pipefail\n" + "\n".join(localize(block, addresses) for block in blocks)
+    # -x: a failure shows which pasted command failed, with what it printed.
+    script = "set -xeuo pipefail\n" + "\n".join(on_ports(block, addresses) for block in blocks)
     try:
         result = subprocess.run(  # noqa: PLW1510 - asserted below
             ["bash", "-c", script], cwd=REPO_ROOT, env=cli_environ(env), capture_output=True, text=True, timeout=540
         )
     finally:
         run_cli("--data-dir", str(data), "down")
-    assert result.returncode == 0, f"{doc}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"{doc}:\n{result.stdout[-3000:]}\n{result.stderr[-8000:]}"
     if doc == "README.md":
         assert "SUCCEEDED" in result.stdout
         assert "0 9 * * *" in result.stdout  # jobs list shows the schedule the run set
