@@ -238,6 +238,9 @@ class _Generations:
     async def get(self, owner: str, name: str) -> GenerationStatus:
         return self.fake.generations[name]
 
+    async def wait(self, owner: str, name: str, max_wait: float) -> GenerationStatus:
+        return self.fake.generations[name]  # a fake generation is terminal from the start
+
     async def cancel(self, owner: str, name: str) -> None:
         self.fake.generations[name] = replace(self.fake.generations[name], state="CANCELED")
 
@@ -276,6 +279,9 @@ class _Posts:
 
     async def get(self, owner: str, name: str) -> PostStatus:
         return self.fake.posts[name]
+
+    async def wait(self, owner: str, name: str, max_wait: float) -> PostStatus:
+        return self.fake.posts[name]  # a fake post is in its final state from the start
 
     async def cancel(self, owner: str, name: str) -> None:
         return None

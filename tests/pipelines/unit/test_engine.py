@@ -285,3 +285,32 @@ async def test_a_database_hiccup_gives_the_run_back_and_it_continues_without_a_s
     (row,) = runs.rows.values()
     assert row.run.state == RunState.SUCCEEDED
     assert len(peers.generation_requests) == 1 and len(peers.created_posts) == 1
+
+
+async def test_a_cancel_ends_a_long_wait_for_a_child_at_once_and_cancels_the_child() -> None:
+    runs, fake = MemoryRuns(), FakePeerServices()
+    peers = fake.peers()
+    waiting, abandoned = asyncio.Event(), asyncio.Event()
+
+    async def wait_forever(owner: str, name: str, max_wait: float) -> GenerationStatus:
+        assert max_wait == SETTINGS.child_wait
+        waiting.set()
+        try:
+            await asyncio.Event().wait()  # a long poll whose generation never finishes
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+        raise AssertionError("unreachable")
+
+    peers.generations.wait = wait_forever  # type: ignore[method-assign]
+    fake.generation_outcomes = [GenerationStatus(name="", state="RUNNING")]
+    await runs.add(make_run(video()))
+    (claimed,) = await runs.claim("w1", 1, 5)
+    cancel = asyncio.Event()
+    execution = asyncio.create_task(RunExecutor(runs, peers, SETTINGS, cancel).execute(claimed))
+    await waiting.wait()
+    cancel.set()
+    final = await asyncio.wait_for(execution, timeout=10)
+    assert final.state == RunState.CANCELED
+    assert abandoned.is_set()
+    assert fake.generations["generations/g1"].state == "CANCELED"  # the child was cancelled too

@@ -101,3 +101,13 @@ def _value_paths(field: FieldDescriptor, value: Any, path: str) -> Iterator[str]
             yield path
     elif field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
         yield from _nul_paths(value, f"{path}.")
+
+
+def optional_seconds(message: Message, field: str) -> float | None:
+    """A `google.protobuf.Duration` field in seconds, None when unset; negative → INVALID_ARGUMENT on `field`."""
+    if not message.HasField(field):
+        return None
+    seconds: float = getattr(message, field).ToTimedelta().total_seconds()
+    if seconds < 0:
+        raise InvalidArgument.single(field, f"must not be negative, got {seconds:g}s")
+    return seconds

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 from contentpipe.api.generation.v1 import generation_service_pb2, generation_service_pb2_grpc
+from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.database import (
     create_engine,
     database_ready,
@@ -31,6 +32,7 @@ from contentpipe.generation.entrypoints.grpc_generation import GenerationService
 from contentpipe.generation.service_layer.ports import Provider, RateLimiter
 from contentpipe.generation.service_layer.runner import GenerationRunner
 from contentpipe.generation.service_layer.services import GenerationServices
+from contentpipe.generation.service_layer.watch import NotifyingRepository
 from contentpipe.generation.service_layer.worker import (
     GenerationWorker,
     TokenBucket,
@@ -77,7 +79,8 @@ def build_catalogue(config: GenerationConfig) -> Catalogue:
 def build_application(config: GenerationConfig, engine: Any) -> Application:
     assert config.replicate is not None and config.storage is not None
     storage = config.storage
-    repository = SqlGenerationRepository(engine)
+    changes = ChangeNotifier()
+    repository = NotifyingRepository(SqlGenerationRepository(engine), changes)
     catalogue = build_catalogue(config)
     # One connection per concurrent prediction (a `Prefer: wait` create holds its connection), plus polls/cancels,
     # spread over pools of POOL_SIZE (a large httpx pool costs CPU per request).
@@ -173,6 +176,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         canceller=WorkerCanceller(worker, runner),
         deadline=timedelta(seconds=config.deadline_seconds),
         wake_worker=worker.wake if config.worker_enabled else (lambda: None),
+        changes=changes,
     )
     return Application(services=services, worker=worker, replicate=replicate, cog=cog, blobs=blobs, clients=clients)
 

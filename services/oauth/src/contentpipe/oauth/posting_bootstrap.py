@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 from contentpipe.api.oauth.v1 import posting_service_pb2, posting_service_pb2_grpc
+from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.http import create_http_client
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration
@@ -31,6 +32,7 @@ from contentpipe.oauth.domain.posts import Platform
 from contentpipe.oauth.entrypoints.grpc_posting import PostingServiceServicer
 from contentpipe.oauth.service_layer.posting import PostingServices
 from contentpipe.oauth.service_layer.posting_ports import Publisher
+from contentpipe.oauth.service_layer.posting_watch import NotifyingPostRepository
 from contentpipe.oauth.service_layer.posting_worker import PostingWorker
 from contentpipe.oauth.service_layer.tokens import TokenProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -82,7 +84,8 @@ def build_posting(
         Platform.FACEBOOK: FacebookPublisher(platform_client, s, media),
         Platform.GOOGLE: YouTubePublisher(platform_client, s, media),
     }
-    repository = SqlPostRepository(engine)
+    changes = ChangeNotifier()
+    repository = NotifyingPostRepository(SqlPostRepository(engine), changes)
     worker = PostingWorker(
         repository, tokens, publishers, SqlRateLimitStore(engine), config.worker, conformer=renditions
     )
@@ -92,6 +95,7 @@ def build_posting(
         media_check=policy.check,
         media_inspect=renditions.inspect if renditions is not None else None,
         wake_worker=worker.wake if config.worker_enabled else (lambda: None),
+        changes=changes,
     )
     page_tokens = PageTokenCodec(common.jwt_secret or common.jwks_url, purpose="posting-page")
     registration = ServiceRegistration(

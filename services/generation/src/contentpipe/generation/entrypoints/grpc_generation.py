@@ -11,6 +11,7 @@ from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.ids import parse_name
 from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.request_checks import optional_seconds
 from contentpipe.generation.domain.model import (
     Asset,
     Generation,
@@ -162,6 +163,15 @@ class GenerationServiceServicer(generation_service_pb2_grpc.GenerationServiceSer
         owner = current_principal().user_id
         generation = await self._services.get(owner, parse_name(_NAME, request.name))
         return pb.GetGenerationResponse(generation=generation_to_pb(generation))
+
+    async def WaitGeneration(self, request: pb.WaitGenerationRequest, context: Any) -> pb.WaitGenerationResponse:
+        owner = current_principal().user_id
+        generation_id = parse_name(_NAME, request.name)
+        if request.state and request.state not in _STATES:
+            raise InvalidArgument.single("state", f"unknown state {request.state}")
+        timeout = optional_seconds(request, "timeout")
+        generation = await self._services.wait(owner, generation_id, seen=_STATES.get(request.state), max_wait=timeout)
+        return pb.WaitGenerationResponse(generation=generation_to_pb(generation))
 
     async def ListGenerations(self, request: pb.ListGenerationsRequest, context: Any) -> pb.ListGenerationsResponse:
         owner = current_principal().user_id

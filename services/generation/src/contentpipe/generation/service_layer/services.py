@@ -1,11 +1,12 @@
-"""Use cases of the generation service: create, get, list, cancel. One function each, no transport details."""
+"""Use cases of the generation service: create, get, wait, list, cancel. One function each, no transport details."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from contentpipe.common.changes import ChangeNotifier, wait_for, wait_seconds
 from contentpipe.common.errors import FailedPrecondition, NotFound
 from contentpipe.common.ids import new_id
 from contentpipe.common.telemetry import inject_context
@@ -37,6 +38,8 @@ class GenerationServices:
     deadline: timedelta
     wake_worker: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = _utcnow
+    # Told about every committed state change (NotifyingRepository), so `wait` wakes at once.
+    changes: ChangeNotifier = field(default_factory=ChangeNotifier)
 
     async def create(self, owner: str, request: NewGeneration, *, validate_only: bool = False) -> Generation:
         valid = validate_new_generation(request, self.catalogue)
@@ -71,6 +74,24 @@ class GenerationServices:
         generation = await self.repository.get(generation_id)
         if generation is None or generation.owner != owner:
             raise NotFound(f"generations/{generation_id} not found", reason="GENERATION_NOT_FOUND")
+        return self._present(generation)
+
+    async def wait(
+        self, owner: str, generation_id: str, *, seen: GenerationState | None, max_wait: float | None
+    ) -> Generation:
+        """The generation once its state is not `seen` (None: once terminal), or as it is after `max_wait` seconds
+        (capped, see contentpipe.common.changes)."""
+
+        async def read() -> Generation:
+            generation = await self.repository.get(generation_id)
+            if generation is None or generation.owner != owner:
+                raise NotFound(f"generations/{generation_id} not found", reason="GENERATION_NOT_FOUND")
+            return generation
+
+        def done(generation: Generation) -> bool:
+            return generation.state.terminal or (seen is not None and generation.state != seen)
+
+        generation = await wait_for(self.changes, generation_id, read, done, wait_seconds(max_wait))
         return self._present(generation)
 
     async def list_page(

@@ -11,6 +11,7 @@ from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.ids import parse_name
 from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.request_checks import optional_seconds
 from contentpipe.oauth.domain.posts import (
     ErrorClass,
     Media,
@@ -197,6 +198,15 @@ class PostingServiceServicer(posting_service_pb2_grpc.PostingServiceServicer):
         owner = current_principal().user_id
         post = await self._services.get(owner, parse_name(_NAME, request.name))
         return pb.GetPostResponse(post=post_to_pb(post))
+
+    async def WaitPost(self, request: pb.WaitPostRequest, context: Any) -> pb.WaitPostResponse:
+        owner = current_principal().user_id
+        post_id = parse_name(_NAME, request.name)
+        if request.state and request.state not in _STATES:
+            raise InvalidArgument.single("state", f"unknown state {request.state}")
+        max_wait = optional_seconds(request, "timeout")
+        post = await self._services.wait(owner, post_id, seen=_STATES.get(request.state), max_wait=max_wait)
+        return pb.WaitPostResponse(post=post_to_pb(post))
 
     async def ListPosts(self, request: pb.ListPostsRequest, context: Any) -> pb.ListPostsResponse:
         owner = current_principal().user_id

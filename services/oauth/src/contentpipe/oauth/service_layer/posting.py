@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from contentpipe.common.changes import ChangeNotifier, wait_for, wait_seconds
 from contentpipe.common.errors import (
     ContentpipeError,
     FailedPrecondition,
@@ -49,6 +50,8 @@ class PostingServices:
     media_inspect: MediaInspect | None = None
     wake_worker: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = utcnow
+    # Told about every committed state change (NotifyingPostRepository), so `wait` wakes at once.
+    changes: ChangeNotifier = field(default_factory=ChangeNotifier)
 
     async def connection(self, owner: str, connection_id: str) -> ConnectionView:
         """The caller's connection; another user's (or a missing) one is NOT_FOUND."""
@@ -115,6 +118,17 @@ class PostingServices:
         if post is None or post.owner != owner:
             raise NotFound(f"posts/{post_id} not found", reason="POST_NOT_FOUND")
         return post
+
+    async def wait(self, owner: str, post_id: str, *, seen: PostState | None, max_wait: float | None) -> Post:
+        """The post once its state is not `seen` (None: once terminal or UNCONFIRMED), or as it is after
+        `max_wait` seconds (capped, see contentpipe.common.changes)."""
+
+        def done(post: Post) -> bool:
+            if seen is None:
+                return post.state.terminal or post.state is PostState.UNCONFIRMED
+            return post.state != seen
+
+        return await wait_for(self.changes, post_id, lambda: self.get(owner, post_id), done, wait_seconds(max_wait))
 
     async def list_page(self, query: ListQuery) -> tuple[list[Post], bool]:
         wanted = query.limit

@@ -7,7 +7,7 @@ incoming call passes no metadata, so the channel forwards the caller's own token
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc.aio
@@ -34,7 +34,7 @@ from contentpipe.pipelines.service_layer.ports import (
     PostRequest,
     PostStatus,
 )
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 
 Metadata = Sequence[tuple[str, str]]
 CALL_TIMEOUT_SECONDS = 10.0
@@ -44,6 +44,12 @@ _PLATFORM = {value: name.removeprefix("PLATFORM_") for name, value in platform_p
 _CONNECTION_STATUS = {
     value: name.removeprefix("CONNECTION_STATUS_") for name, value in conn_pb.ConnectionStatus.items()
 }
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(timedelta(seconds=seconds))
+    return duration
 
 
 class _Acting:
@@ -155,6 +161,18 @@ class GrpcGenerations(_Acting):
             raise error_from_rpc(exc) from None
         return _generation_status(response.generation)
 
+    async def wait(self, owner: str, name: str, max_wait: float) -> GenerationStatus:
+        request = gen_pb.WaitGenerationRequest(name=name, timeout=_duration(max_wait))
+        try:
+            response = await self._stub.WaitGeneration(
+                request, metadata=self.metadata(owner), timeout=max_wait + CALL_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # a generation service older than the long poll
+                return await self.get(owner, name)
+            raise error_from_rpc(exc) from None
+        return _generation_status(response.generation)
+
     async def cancel(self, owner: str, name: str) -> None:
         try:
             await self._stub.CancelGeneration(
@@ -207,6 +225,18 @@ class GrpcPosts(_Acting):
                 post_pb.GetPostRequest(name=name), metadata=self.metadata(owner), timeout=CALL_TIMEOUT_SECONDS
             )
         except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return _post_status(response.post)
+
+    async def wait(self, owner: str, name: str, max_wait: float) -> PostStatus:
+        request = post_pb.WaitPostRequest(name=name, timeout=_duration(max_wait))
+        try:
+            response = await self._stub.WaitPost(
+                request, metadata=self.metadata(owner), timeout=max_wait + CALL_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # an oauth service older than the long poll
+                return await self.get(owner, name)
             raise error_from_rpc(exc) from None
         return _post_status(response.post)
 

@@ -142,6 +142,11 @@ class Generations(Protocol):
 
     async def get(self, owner: str, name: str) -> GenerationStatus: ...
 
+    async def wait(self, owner: str, name: str, max_wait: float) -> GenerationStatus:
+        """The generation once terminal, or as it is after about `max_wait` seconds (a long poll; a peer
+        without one answers at once, like `get`)."""
+        ...
+
     async def cancel(self, owner: str, name: str) -> None: ...
 
 
@@ -184,6 +189,11 @@ class Posts(Protocol):
         (NotFound / FailedPrecondition for a missing or unusable connection)."""
 
     async def get(self, owner: str, name: str) -> PostStatus: ...
+
+    async def wait(self, owner: str, name: str, max_wait: float) -> PostStatus:
+        """The post once terminal (UNCONFIRMED included), or as it is after about `max_wait` seconds (a long
+        poll; a peer without one answers at once, like `get`)."""
+        ...
 
     async def cancel(self, owner: str, name: str) -> None: ...
 

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6contentpipe/api/generation/v1/generation_service.proto\x12\x1d\x63ontentpipe.api.generation.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x05\n\nGeneration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12;\n\x04kind\x18\x03 \x01(\x0e\x32-.contentpipe.api.generation.v1.GenerationKind\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x41\n\x07options\x18\x05 \x01(\x0b\x32\x30.contentpipe.api.generation.v1.GenerationOptions\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12=\n\x05state\x18\x08 \x01(\x0e\x32..contentpipe.api.generation.v1.GenerationState\x12\x10\n\x08progress\x18\t \x01(\x02\x12>\n\x0bpredictions\x18\n \x03(\x0b\x32).contentpipe.api.generation.v1.Prediction\x12\x35\n\x07outputs\x18\x0b \x03(\x0b\x32$.contentpipe.api.generation.v1.Asset\x12\x0c\n\x04text\x18\x0c \x01(\t\x12=\n\x05\x65rror\x18\r \x01(\x0b\x32..contentpipe.api.generation.v1.GenerationError\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x11 \x01(\t\"\xe9\x01\n\x11GenerationOptions\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x05\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\x0fmotion_strength\x18\x06 \x01(\x05\x12\x17\n\x0finput_image_uri\x18\x07 \x01(\t\x12\x12\n\nmax_tokens\x18\x08 \x01(\x05\x12,\n\x0bmodel_input\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\x07\n\x05_seed\"\x88\x01\n\nPrediction\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x02\n\x05\x41sset\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x08 \x01(\x05\x12\x0b\n\x03\x66ps\x18\t \x01(\x01\x12\x13\n\x0bstorage_key\x18\n \x01(\t\x12/\n\x0b\x65xpire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x44\n\x08metadata\x18\x0c \x03(\x0b\x32\x32.contentpipe.api.generation.v1.Asset.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0fGenerationError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x83\x01\n\x17\x43reateGenerationRequest\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"Y\n\x18\x43reateGenerationResponse\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation\"$\n\x14GetGenerationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"V\n\x15GetGenerationResponse\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation\"\xbb\x01\n\x16ListGenerationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12=\n\x05state\x18\x03 \x01(\x0e\x32..contentpipe.api.generation.v1.GenerationState\x12;\n\x04kind\x18\x04 \x01(\x0e\x32-.contentpipe.api.generation.v1.GenerationKind\"r\n\x17ListGenerationsResponse\x12>\n\x0bgenerations\x18\x01 \x03(\x0b\x32).contentpipe.api.generation.v1.Generation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x43\x61ncelGenerationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Y\n\x18\x43\x61ncelGenerationResponse\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation*\x81\x01\n\x0eGenerationKind\x12\x1f\n\x1bGENERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15GENERATION_KIND_VIDEO\x10\x01\x12\x19\n\x15GENERATION_KIND_IMAGE\x10\x02\x12\x18\n\x14GENERATION_KIND_TEXT\x10\x03*\xca\x01\n\x0fGenerationState\x12 \n\x1cGENERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17GENERATION_STATE_QUEUED\x10\x01\x12\x1c\n\x18GENERATION_STATE_RUNNING\x10\x02\x12\x1e\n\x1aGENERATION_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17GENERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19GENERATION_STATE_CANCELED\x10\x05\x32\x9e\x04\n\x11GenerationService\x12\x83\x01\n\x10\x43reateGeneration\x12\x36.contentpipe.api.generation.v1.CreateGenerationRequest\x1a\x37.contentpipe.api.generation.v1.CreateGenerationResponse\x12z\n\rGetGeneration\x12\x33.contentpipe.api.generation.v1.GetGenerationRequest\x1a\x34.contentpipe.api.generation.v1.GetGenerationResponse\x12\x80\x01\n\x0fListGenerations\x12\x35.contentpipe.api.generation.v1.ListGenerationsRequest\x1a\x36.contentpipe.api.generation.v1.ListGenerationsResponse\x12\x83\x01\n\x10\x43\x61ncelGeneration\x12\x36.contentpipe.api.generation.v1.CancelGenerationRequest\x1a\x37.contentpipe.api.generation.v1.CancelGenerationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6contentpipe/api/generation/v1/generation_service.proto\x12\x1d\x63ontentpipe.api.generation.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x05\n\nGeneration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12;\n\x04kind\x18\x03 \x01(\x0e\x32-.contentpipe.api.generation.v1.GenerationKind\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x41\n\x07options\x18\x05 \x01(\x0b\x32\x30.contentpipe.api.generation.v1.GenerationOptions\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12=\n\x05state\x18\x08 \x01(\x0e\x32..contentpipe.api.generation.v1.GenerationState\x12\x10\n\x08progress\x18\t \x01(\x02\x12>\n\x0bpredictions\x18\n \x03(\x0b\x32).contentpipe.api.generation.v1.Prediction\x12\x35\n\x07outputs\x18\x0b \x03(\x0b\x32$.contentpipe.api.generation.v1.Asset\x12\x0c\n\x04text\x18\x0c \x01(\t\x12=\n\x05\x65rror\x18\r \x01(\x0b\x32..contentpipe.api.generation.v1.GenerationError\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x11 \x01(\t\"\xe9\x01\n\x11GenerationOptions\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x05\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\x0fmotion_strength\x18\x06 \x01(\x05\x12\x17\n\x0finput_image_uri\x18\x07 \x01(\t\x12\x12\n\nmax_tokens\x18\x08 \x01(\x05\x12,\n\x0bmodel_input\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\x07\n\x05_seed\"\x88\x01\n\nPrediction\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x02\n\x05\x41sset\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x08 \x01(\x05\x12\x0b\n\x03\x66ps\x18\t \x01(\x01\x12\x13\n\x0bstorage_key\x18\n \x01(\t\x12/\n\x0b\x65xpire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x44\n\x08metadata\x18\x0c \x03(\x0b\x32\x32.contentpipe.api.generation.v1.Asset.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0fGenerationError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x83\x01\n\x17\x43reateGenerationRequest\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"Y\n\x18\x43reateGenerationResponse\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation\"$\n\x14GetGenerationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"V\n\x15GetGenerationResponse\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation\"\xbb\x01\n\x16ListGenerationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12=\n\x05state\x18\x03 \x01(\x0e\x32..contentpipe.api.generation.v1.GenerationState\x12;\n\x04kind\x18\x04 \x01(\x0e\x32-.contentpipe.api.generation.v1.GenerationKind\"r\n\x17ListGenerationsResponse\x12>\n\x0bgenerations\x18\x01 \x03(\x0b\x32).contentpipe.api.generation.v1.Generation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x90\x01\n\x15WaitGenerationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12=\n\x05state\x18\x02 \x01(\x0e\x32..contentpipe.api.generation.v1.GenerationState\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"W\n\x16WaitGenerationResponse\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation\"\'\n\x17\x43\x61ncelGenerationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Y\n\x18\x43\x61ncelGenerationResponse\x12=\n\ngeneration\x18\x01 \x01(\x0b\x32).contentpipe.api.generation.v1.Generation*\x81\x01\n\x0eGenerationKind\x12\x1f\n\x1bGENERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15GENERATION_KIND_VIDEO\x10\x01\x12\x19\n\x15GENERATION_KIND_IMAGE\x10\x02\x12\x18\n\x14GENERATION_KIND_TEXT\x10\x03*\xca\x01\n\x0fGenerationState\x12 \n\x1cGENERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17GENERATION_STATE_QUEUED\x10\x01\x12\x1c\n\x18GENERATION_STATE_RUNNING\x10\x02\x12\x1e\n\x1aGENERATION_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17GENERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19GENERATION_STATE_CANCELED\x10\x05\x32\x9d\x05\n\x11GenerationService\x12\x83\x01\n\x10\x43reateGeneration\x12\x36.contentpipe.api.generation.v1.CreateGenerationRequest\x1a\x37.contentpipe.api.generation.v1.CreateGenerationResponse\x12z\n\rGetGeneration\x12\x33.contentpipe.api.generation.v1.GetGenerationRequest\x1a\x34.contentpipe.api.generation.v1.GetGenerationResponse\x12\x80\x01\n\x0fListGenerations\x12\x35.contentpipe.api.generation.v1.ListGenerationsRequest\x1a\x36.contentpipe.api.generation.v1.ListGenerationsResponse\x12\x83\x01\n\x10\x43\x61ncelGeneration\x12\x36.contentpipe.api.generation.v1.CancelGenerationRequest\x1a\x37.contentpipe.api.generation.v1.CancelGenerationResponse\x12}\n\x0eWaitGeneration\x12\x34.contentpipe.api.generation.v1.WaitGenerationRequest\x1a\x35.contentpipe.api.generation.v1.WaitGenerationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +36,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASSET_METADATAENTRY']._loaded_options = None
   _globals['_ASSET_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_GENERATIONKIND']._serialized_start=2413
-  _globals['_GENERATIONKIND']._serialized_end=2542
-  _globals['_GENERATIONSTATE']._serialized_start=2545
-  _globals['_GENERATIONSTATE']._serialized_end=2747
-  _globals['_GENERATION']._serialized_start=153
-  _globals['_GENERATION']._serialized_end=814
-  _globals['_GENERATIONOPTIONS']._serialized_start=817
-  _globals['_GENERATIONOPTIONS']._serialized_end=1050
-  _globals['_PREDICTION']._serialized_start=1053
-  _globals['_PREDICTION']._serialized_end=1189
-  _globals['_ASSET']._serialized_start=1192
-  _globals['_ASSET']._serialized_end=1550
-  _globals['_ASSET_METADATAENTRY']._serialized_start=1503
-  _globals['_ASSET_METADATAENTRY']._serialized_end=1550
-  _globals['_GENERATIONERROR']._serialized_start=1552
-  _globals['_GENERATIONERROR']._serialized_end=1621
-  _globals['_CREATEGENERATIONREQUEST']._serialized_start=1624
-  _globals['_CREATEGENERATIONREQUEST']._serialized_end=1755
-  _globals['_CREATEGENERATIONRESPONSE']._serialized_start=1757
-  _globals['_CREATEGENERATIONRESPONSE']._serialized_end=1846
-  _globals['_GETGENERATIONREQUEST']._serialized_start=1848
-  _globals['_GETGENERATIONREQUEST']._serialized_end=1884
-  _globals['_GETGENERATIONRESPONSE']._serialized_start=1886
-  _globals['_GETGENERATIONRESPONSE']._serialized_end=1972
-  _globals['_LISTGENERATIONSREQUEST']._serialized_start=1975
-  _globals['_LISTGENERATIONSREQUEST']._serialized_end=2162
-  _globals['_LISTGENERATIONSRESPONSE']._serialized_start=2164
-  _globals['_LISTGENERATIONSRESPONSE']._serialized_end=2278
-  _globals['_CANCELGENERATIONREQUEST']._serialized_start=2280
-  _globals['_CANCELGENERATIONREQUEST']._serialized_end=2319
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=2321
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=2410
-  _globals['_GENERATIONSERVICE']._serialized_start=2750
-  _globals['_GENERATIONSERVICE']._serialized_end=3292
+  _globals['_GENERATIONKIND']._serialized_start=2681
+  _globals['_GENERATIONKIND']._serialized_end=2810
+  _globals['_GENERATIONSTATE']._serialized_start=2813
+  _globals['_GENERATIONSTATE']._serialized_end=3015
+  _globals['_GENERATION']._serialized_start=185
+  _globals['_GENERATION']._serialized_end=846
+  _globals['_GENERATIONOPTIONS']._serialized_start=849
+  _globals['_GENERATIONOPTIONS']._serialized_end=1082
+  _globals['_PREDICTION']._serialized_start=1085
+  _globals['_PREDICTION']._serialized_end=1221
+  _globals['_ASSET']._serialized_start=1224
+  _globals['_ASSET']._serialized_end=1582
+  _globals['_ASSET_METADATAENTRY']._serialized_start=1535
+  _globals['_ASSET_METADATAENTRY']._serialized_end=1582
+  _globals['_GENERATIONERROR']._serialized_start=1584
+  _globals['_GENERATIONERROR']._serialized_end=1653
+  _globals['_CREATEGENERATIONREQUEST']._serialized_start=1656
+  _globals['_CREATEGENERATIONREQUEST']._serialized_end=1787
+  _globals['_CREATEGENERATIONRESPONSE']._serialized_start=1789
+  _globals['_CREATEGENERATIONRESPONSE']._serialized_end=1878
+  _globals['_GETGENERATIONREQUEST']._serialized_start=1880
+  _globals['_GETGENERATIONREQUEST']._serialized_end=1916
+  _globals['_GETGENERATIONRESPONSE']._serialized_start=1918
+  _globals['_GETGENERATIONRESPONSE']._serialized_end=2004
+  _globals['_LISTGENERATIONSREQUEST']._serialized_start=2007
+  _globals['_LISTGENERATIONSREQUEST']._serialized_end=2194
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_start=2196
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_end=2310
+  _globals['_WAITGENERATIONREQUEST']._serialized_start=2313
+  _globals['_WAITGENERATIONREQUEST']._serialized_end=2457
+  _globals['_WAITGENERATIONRESPONSE']._serialized_start=2459
+  _globals['_WAITGENERATIONRESPONSE']._serialized_end=2546
+  _globals['_CANCELGENERATIONREQUEST']._serialized_start=2548
+  _globals['_CANCELGENERATIONREQUEST']._serialized_end=2587
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=2589
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=2678
+  _globals['_GENERATIONSERVICE']._serialized_start=3018
+  _globals['_GENERATIONSERVICE']._serialized_end=3687
 # @@protoc_insertion_point(module_scope)

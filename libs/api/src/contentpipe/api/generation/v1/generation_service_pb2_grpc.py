@@ -60,6 +60,11 @@ class GenerationServiceStub(object):
                 request_serializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.CancelGenerationRequest.SerializeToString,
                 response_deserializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.CancelGenerationResponse.FromString,
                 _registered_method=True)
+        self.WaitGeneration = channel.unary_unary(
+                '/contentpipe.api.generation.v1.GenerationService/WaitGeneration',
+                request_serializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.WaitGenerationRequest.SerializeToString,
+                response_deserializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.WaitGenerationResponse.FromString,
+                _registered_method=True)
 
 
 class GenerationServiceServicer(object):
@@ -101,6 +106,16 @@ class GenerationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitGeneration(self, request, context):
+        """Long poll: returns the generation as soon as its state differs from `state` (with `state` unset: as soon as
+        it is terminal), or when `timeout` has passed, whichever comes first. Use it instead of polling
+        GetGeneration; call it again while the returned state is not the one you wait for. Same access rules as
+        GetGeneration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +138,11 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     servicer.CancelGeneration,
                     request_deserializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.CancelGenerationRequest.FromString,
                     response_serializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.CancelGenerationResponse.SerializeToString,
+            ),
+            'WaitGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitGeneration,
+                    request_deserializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.WaitGenerationRequest.FromString,
+                    response_serializer=contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.WaitGenerationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +259,33 @@ class GenerationService(object):
             '/contentpipe.api.generation.v1.GenerationService/CancelGeneration',
             contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.CancelGenerationRequest.SerializeToString,
             contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.CancelGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentpipe.api.generation.v1.GenerationService/WaitGeneration',
+            contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.WaitGenerationRequest.SerializeToString,
+            contentpipe_dot_api_dot_generation_dot_v1_dot_generation__service__pb2.WaitGenerationResponse.FromString,
             options,
             channel_credentials,
             insecure,

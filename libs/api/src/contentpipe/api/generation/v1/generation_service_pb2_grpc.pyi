@@ -51,6 +51,12 @@ class GenerationServiceStub:
     """Cancels a generation that is not terminal yet, including the provider's prediction. Cancelling a terminal
     generation answers FAILED_PRECONDITION.
     """
+    WaitGeneration: _grpc.UnaryUnaryMultiCallable[_generation_service_pb2.WaitGenerationRequest, _generation_service_pb2.WaitGenerationResponse]
+    """Long poll: returns the generation as soon as its state differs from `state` (with `state` unset: as soon as
+    it is terminal), or when `timeout` has passed, whichever comes first. Use it instead of polling
+    GetGeneration; call it again while the returned state is not the one you wait for. Same access rules as
+    GetGeneration.
+    """
 
 @_typing.type_check_only
 class GenerationServiceAsyncStub(GenerationServiceStub):
@@ -74,6 +80,12 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     CancelGeneration: _aio.UnaryUnaryMultiCallable[_generation_service_pb2.CancelGenerationRequest, _generation_service_pb2.CancelGenerationResponse]  # type: ignore[assignment]
     """Cancels a generation that is not terminal yet, including the provider's prediction. Cancelling a terminal
     generation answers FAILED_PRECONDITION.
+    """
+    WaitGeneration: _aio.UnaryUnaryMultiCallable[_generation_service_pb2.WaitGenerationRequest, _generation_service_pb2.WaitGenerationResponse]  # type: ignore[assignment]
+    """Long poll: returns the generation as soon as its state differs from `state` (with `state` unset: as soon as
+    it is terminal), or when `timeout` has passed, whichever comes first. Use it instead of polling
+    GetGeneration; call it again while the returned state is not the one you wait for. Same access rules as
+    GetGeneration.
     """
 
 class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -119,6 +131,18 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_generation_service_pb2.CancelGenerationResponse, _abc.Awaitable[_generation_service_pb2.CancelGenerationResponse]]:
         """Cancels a generation that is not terminal yet, including the provider's prediction. Cancelling a terminal
         generation answers FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitGeneration(
+        self,
+        request: _generation_service_pb2.WaitGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_service_pb2.WaitGenerationResponse, _abc.Awaitable[_generation_service_pb2.WaitGenerationResponse]]:
+        """Long poll: returns the generation as soon as its state differs from `state` (with `state` unset: as soon as
+        it is terminal), or when `timeout` has passed, whichever comes first. Use it instead of polling
+        GetGeneration; call it again while the returned state is not the one you wait for. Same access rules as
+        GetGeneration.
         """
 
 def add_GenerationServiceServicer_to_server(servicer: GenerationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,62 +23,67 @@ _sym_db = _symbol_database.Default()
 
 
 from contentpipe.api.oauth.v1 import platform_pb2 as contentpipe_dot_api_dot_oauth_dot_v1_dot_platform__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.contentpipe/api/oauth/v1/posting_service.proto\x12\x18\x63ontentpipe.api.oauth.v1\x1a\'contentpipe/api/oauth/v1/platform.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x05Media\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32#.contentpipe.api.oauth.v1.MediaKind\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x0e\n\x06sha256\x18\x08 \x01(\t\"*\n\x0eTwitterOptions\x12\x18\n\x10reply_to_post_id\x18\x01 \x01(\t\"%\n\x0fLinkedInOptions\x12\x12\n\nvisibility\x18\x01 \x01(\t\"@\n\x10InstagramOptions\x12\x1a\n\rshare_to_feed\x18\x01 \x01(\x08H\x00\x88\x01\x01\x42\x10\n\x0e_share_to_feed\"m\n\rTikTokOptions\x12\x15\n\rprivacy_level\x18\x01 \x01(\t\x12\x17\n\x0f\x64isable_comment\x18\x02 \x01(\x08\x12\x14\n\x0c\x64isable_duet\x18\x03 \x01(\x08\x12\x16\n\x0e\x64isable_stitch\x18\x04 \x01(\x08\"\x86\x01\n\x0eYouTubeOptions\x12\r\n\x05title\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x16\n\x0eprivacy_status\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x05 \x01(\t\x12\x15\n\rmade_for_kids\x18\x06 \x01(\x08\"\"\n\x0f\x46\x61\x63\x65\x62ookOptions\x12\x0f\n\x07page_id\x18\x01 \x01(\t\"\xf9\x02\n\x0fPlatformOptions\x12\x39\n\x07twitter\x18\x01 \x01(\x0b\x32(.contentpipe.api.oauth.v1.TwitterOptions\x12;\n\x08linkedin\x18\x02 \x01(\x0b\x32).contentpipe.api.oauth.v1.LinkedInOptions\x12=\n\tinstagram\x18\x03 \x01(\x0b\x32*.contentpipe.api.oauth.v1.InstagramOptions\x12\x37\n\x06tiktok\x18\x04 \x01(\x0b\x32\'.contentpipe.api.oauth.v1.TikTokOptions\x12\x39\n\x07youtube\x18\x05 \x01(\x0b\x32(.contentpipe.api.oauth.v1.YouTubeOptions\x12;\n\x08\x66\x61\x63\x65\x62ook\x18\x06 \x01(\x0b\x32).contentpipe.api.oauth.v1.FacebookOptions\"\x95\x01\n\tPostError\x12=\n\x0b\x65rror_class\x18\x01 \x01(\x0e\x32(.contentpipe.api.oauth.v1.PostErrorClass\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbc\x05\n\x04Post\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x12\n\nconnection\x18\x03 \x01(\t\x12\x34\n\x08platform\x18\x04 \x01(\x0e\x32\".contentpipe.api.oauth.v1.Platform\x12\x0c\n\x04text\x18\x05 \x01(\t\x12.\n\x05media\x18\x06 \x03(\x0b\x32\x1f.contentpipe.api.oauth.v1.Media\x12:\n\x07options\x18\x07 \x01(\x0b\x32).contentpipe.api.oauth.v1.PlatformOptions\x12\x30\n\x0cpublish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x05state\x18\t \x01(\x0e\x32#.contentpipe.api.oauth.v1.PostState\x12\x18\n\x10platform_post_id\x18\n \x01(\t\x12\x11\n\tpermalink\x18\x0b \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x37\n\nlast_error\x18\r \x01(\x0b\x32#.contentpipe.api.oauth.v1.PostError\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0epublished_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x35\n\x11next_attempt_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61i_generated\x18\x13 \x01(\x08\"l\n\x11\x43reatePostRequest\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"B\n\x12\x43reatePostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\"\x1e\n\x0eGetPostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x0fGetPostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\"\xb7\x01\n\x10ListPostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32#.contentpipe.api.oauth.v1.PostState\x12\x34\n\x08platform\x18\x04 \x01(\x0e\x32\".contentpipe.api.oauth.v1.Platform\x12\x12\n\nconnection\x18\x05 \x01(\t\"[\n\x11ListPostsResponse\x12-\n\x05posts\x18\x01 \x03(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11\x43\x61ncelPostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x12\x43\x61ncelPostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\"b\n\x12ResolvePostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x08\x12\x18\n\x10platform_post_id\x18\x03 \x01(\t\x12\x11\n\tpermalink\x18\x04 \x01(\t\"C\n\x13ResolvePostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post*\xbf\x01\n\tPostState\x12\x1a\n\x16POST_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11POST_STATE_QUEUED\x10\x01\x12\x19\n\x15POST_STATE_PUBLISHING\x10\x02\x12\x18\n\x14POST_STATE_PUBLISHED\x10\x03\x12\x15\n\x11POST_STATE_FAILED\x10\x04\x12\x17\n\x13POST_STATE_CANCELED\x10\x05\x12\x1a\n\x16POST_STATE_UNCONFIRMED\x10\x06*S\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02*\xc3\x01\n\x0ePostErrorClass\x12 \n\x1cPOST_ERROR_CLASS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPOST_ERROR_CLASS_RETRYABLE\x10\x01\x12!\n\x1dPOST_ERROR_CLASS_RATE_LIMITED\x10\x02\x12!\n\x1dPOST_ERROR_CLASS_NEEDS_REAUTH\x10\x03\x12)\n%POST_ERROR_CLASS_REJECTED_BY_PLATFORM\x10\x04\x32\x94\x04\n\x0ePostingService\x12g\n\nCreatePost\x12+.contentpipe.api.oauth.v1.CreatePostRequest\x1a,.contentpipe.api.oauth.v1.CreatePostResponse\x12^\n\x07GetPost\x12(.contentpipe.api.oauth.v1.GetPostRequest\x1a).contentpipe.api.oauth.v1.GetPostResponse\x12\x64\n\tListPosts\x12*.contentpipe.api.oauth.v1.ListPostsRequest\x1a+.contentpipe.api.oauth.v1.ListPostsResponse\x12g\n\nCancelPost\x12+.contentpipe.api.oauth.v1.CancelPostRequest\x1a,.contentpipe.api.oauth.v1.CancelPostResponse\x12j\n\x0bResolvePost\x12,.contentpipe.api.oauth.v1.ResolvePostRequest\x1a-.contentpipe.api.oauth.v1.ResolvePostResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.contentpipe/api/oauth/v1/posting_service.proto\x12\x18\x63ontentpipe.api.oauth.v1\x1a\'contentpipe/api/oauth/v1/platform.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x05Media\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32#.contentpipe.api.oauth.v1.MediaKind\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x0e\n\x06sha256\x18\x08 \x01(\t\"*\n\x0eTwitterOptions\x12\x18\n\x10reply_to_post_id\x18\x01 \x01(\t\"%\n\x0fLinkedInOptions\x12\x12\n\nvisibility\x18\x01 \x01(\t\"@\n\x10InstagramOptions\x12\x1a\n\rshare_to_feed\x18\x01 \x01(\x08H\x00\x88\x01\x01\x42\x10\n\x0e_share_to_feed\"m\n\rTikTokOptions\x12\x15\n\rprivacy_level\x18\x01 \x01(\t\x12\x17\n\x0f\x64isable_comment\x18\x02 \x01(\x08\x12\x14\n\x0c\x64isable_duet\x18\x03 \x01(\x08\x12\x16\n\x0e\x64isable_stitch\x18\x04 \x01(\x08\"\x86\x01\n\x0eYouTubeOptions\x12\r\n\x05title\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x16\n\x0eprivacy_status\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x05 \x01(\t\x12\x15\n\rmade_for_kids\x18\x06 \x01(\x08\"\"\n\x0f\x46\x61\x63\x65\x62ookOptions\x12\x0f\n\x07page_id\x18\x01 \x01(\t\"\xf9\x02\n\x0fPlatformOptions\x12\x39\n\x07twitter\x18\x01 \x01(\x0b\x32(.contentpipe.api.oauth.v1.TwitterOptions\x12;\n\x08linkedin\x18\x02 \x01(\x0b\x32).contentpipe.api.oauth.v1.LinkedInOptions\x12=\n\tinstagram\x18\x03 \x01(\x0b\x32*.contentpipe.api.oauth.v1.InstagramOptions\x12\x37\n\x06tiktok\x18\x04 \x01(\x0b\x32\'.contentpipe.api.oauth.v1.TikTokOptions\x12\x39\n\x07youtube\x18\x05 \x01(\x0b\x32(.contentpipe.api.oauth.v1.YouTubeOptions\x12;\n\x08\x66\x61\x63\x65\x62ook\x18\x06 \x01(\x0b\x32).contentpipe.api.oauth.v1.FacebookOptions\"\x95\x01\n\tPostError\x12=\n\x0b\x65rror_class\x18\x01 \x01(\x0e\x32(.contentpipe.api.oauth.v1.PostErrorClass\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbc\x05\n\x04Post\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x12\n\nconnection\x18\x03 \x01(\t\x12\x34\n\x08platform\x18\x04 \x01(\x0e\x32\".contentpipe.api.oauth.v1.Platform\x12\x0c\n\x04text\x18\x05 \x01(\t\x12.\n\x05media\x18\x06 \x03(\x0b\x32\x1f.contentpipe.api.oauth.v1.Media\x12:\n\x07options\x18\x07 \x01(\x0b\x32).contentpipe.api.oauth.v1.PlatformOptions\x12\x30\n\x0cpublish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x05state\x18\t \x01(\x0e\x32#.contentpipe.api.oauth.v1.PostState\x12\x18\n\x10platform_post_id\x18\n \x01(\t\x12\x11\n\tpermalink\x18\x0b \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x37\n\nlast_error\x18\r \x01(\x0b\x32#.contentpipe.api.oauth.v1.PostError\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0epublished_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x35\n\x11next_attempt_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61i_generated\x18\x13 \x01(\x08\"l\n\x11\x43reatePostRequest\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"B\n\x12\x43reatePostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\"\x1e\n\x0eGetPostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x0fGetPostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\"\xb7\x01\n\x10ListPostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32#.contentpipe.api.oauth.v1.PostState\x12\x34\n\x08platform\x18\x04 \x01(\x0e\x32\".contentpipe.api.oauth.v1.Platform\x12\x12\n\nconnection\x18\x05 \x01(\t\"[\n\x11ListPostsResponse\x12-\n\x05posts\x18\x01 \x03(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x0fWaitPostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.contentpipe.api.oauth.v1.PostState\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"@\n\x10WaitPostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\"!\n\x11\x43\x61ncelPostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x12\x43\x61ncelPostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post\"b\n\x12ResolvePostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x08\x12\x18\n\x10platform_post_id\x18\x03 \x01(\t\x12\x11\n\tpermalink\x18\x04 \x01(\t\"C\n\x13ResolvePostResponse\x12,\n\x04post\x18\x01 \x01(\x0b\x32\x1e.contentpipe.api.oauth.v1.Post*\xbf\x01\n\tPostState\x12\x1a\n\x16POST_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11POST_STATE_QUEUED\x10\x01\x12\x19\n\x15POST_STATE_PUBLISHING\x10\x02\x12\x18\n\x14POST_STATE_PUBLISHED\x10\x03\x12\x15\n\x11POST_STATE_FAILED\x10\x04\x12\x17\n\x13POST_STATE_CANCELED\x10\x05\x12\x1a\n\x16POST_STATE_UNCONFIRMED\x10\x06*S\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02*\xc3\x01\n\x0ePostErrorClass\x12 \n\x1cPOST_ERROR_CLASS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPOST_ERROR_CLASS_RETRYABLE\x10\x01\x12!\n\x1dPOST_ERROR_CLASS_RATE_LIMITED\x10\x02\x12!\n\x1dPOST_ERROR_CLASS_NEEDS_REAUTH\x10\x03\x12)\n%POST_ERROR_CLASS_REJECTED_BY_PLATFORM\x10\x04\x32\xf7\x04\n\x0ePostingService\x12g\n\nCreatePost\x12+.contentpipe.api.oauth.v1.CreatePostRequest\x1a,.contentpipe.api.oauth.v1.CreatePostResponse\x12^\n\x07GetPost\x12(.contentpipe.api.oauth.v1.GetPostRequest\x1a).contentpipe.api.oauth.v1.GetPostResponse\x12\x64\n\tListPosts\x12*.contentpipe.api.oauth.v1.ListPostsRequest\x1a+.contentpipe.api.oauth.v1.ListPostsResponse\x12g\n\nCancelPost\x12+.contentpipe.api.oauth.v1.CancelPostRequest\x1a,.contentpipe.api.oauth.v1.CancelPostResponse\x12j\n\x0bResolvePost\x12,.contentpipe.api.oauth.v1.ResolvePostRequest\x1a-.contentpipe.api.oauth.v1.ResolvePostResponse\x12\x61\n\x08WaitPost\x12).contentpipe.api.oauth.v1.WaitPostRequest\x1a*.contentpipe.api.oauth.v1.WaitPostResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contentpipe.api.oauth.v1.posting_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POSTSTATE']._serialized_start=2834
-  _globals['_POSTSTATE']._serialized_end=3025
-  _globals['_MEDIAKIND']._serialized_start=3027
-  _globals['_MEDIAKIND']._serialized_end=3110
-  _globals['_POSTERRORCLASS']._serialized_start=3113
-  _globals['_POSTERRORCLASS']._serialized_end=3308
-  _globals['_MEDIA']._serialized_start=151
-  _globals['_MEDIA']._serialized_end=337
-  _globals['_TWITTEROPTIONS']._serialized_start=339
-  _globals['_TWITTEROPTIONS']._serialized_end=381
-  _globals['_LINKEDINOPTIONS']._serialized_start=383
-  _globals['_LINKEDINOPTIONS']._serialized_end=420
-  _globals['_INSTAGRAMOPTIONS']._serialized_start=422
-  _globals['_INSTAGRAMOPTIONS']._serialized_end=486
-  _globals['_TIKTOKOPTIONS']._serialized_start=488
-  _globals['_TIKTOKOPTIONS']._serialized_end=597
-  _globals['_YOUTUBEOPTIONS']._serialized_start=600
-  _globals['_YOUTUBEOPTIONS']._serialized_end=734
-  _globals['_FACEBOOKOPTIONS']._serialized_start=736
-  _globals['_FACEBOOKOPTIONS']._serialized_end=770
-  _globals['_PLATFORMOPTIONS']._serialized_start=773
-  _globals['_PLATFORMOPTIONS']._serialized_end=1150
-  _globals['_POSTERROR']._serialized_start=1153
-  _globals['_POSTERROR']._serialized_end=1302
-  _globals['_POST']._serialized_start=1305
-  _globals['_POST']._serialized_end=2005
-  _globals['_CREATEPOSTREQUEST']._serialized_start=2007
-  _globals['_CREATEPOSTREQUEST']._serialized_end=2115
-  _globals['_CREATEPOSTRESPONSE']._serialized_start=2117
-  _globals['_CREATEPOSTRESPONSE']._serialized_end=2183
-  _globals['_GETPOSTREQUEST']._serialized_start=2185
-  _globals['_GETPOSTREQUEST']._serialized_end=2215
-  _globals['_GETPOSTRESPONSE']._serialized_start=2217
-  _globals['_GETPOSTRESPONSE']._serialized_end=2280
-  _globals['_LISTPOSTSREQUEST']._serialized_start=2283
-  _globals['_LISTPOSTSREQUEST']._serialized_end=2466
-  _globals['_LISTPOSTSRESPONSE']._serialized_start=2468
-  _globals['_LISTPOSTSRESPONSE']._serialized_end=2559
-  _globals['_CANCELPOSTREQUEST']._serialized_start=2561
-  _globals['_CANCELPOSTREQUEST']._serialized_end=2594
-  _globals['_CANCELPOSTRESPONSE']._serialized_start=2596
-  _globals['_CANCELPOSTRESPONSE']._serialized_end=2662
-  _globals['_RESOLVEPOSTREQUEST']._serialized_start=2664
-  _globals['_RESOLVEPOSTREQUEST']._serialized_end=2762
-  _globals['_RESOLVEPOSTRESPONSE']._serialized_start=2764
-  _globals['_RESOLVEPOSTRESPONSE']._serialized_end=2831
-  _globals['_POSTINGSERVICE']._serialized_start=3311
-  _globals['_POSTINGSERVICE']._serialized_end=3843
+  _globals['_POSTSTATE']._serialized_start=3061
+  _globals['_POSTSTATE']._serialized_end=3252
+  _globals['_MEDIAKIND']._serialized_start=3254
+  _globals['_MEDIAKIND']._serialized_end=3337
+  _globals['_POSTERRORCLASS']._serialized_start=3340
+  _globals['_POSTERRORCLASS']._serialized_end=3535
+  _globals['_MEDIA']._serialized_start=183
+  _globals['_MEDIA']._serialized_end=369
+  _globals['_TWITTEROPTIONS']._serialized_start=371
+  _globals['_TWITTEROPTIONS']._serialized_end=413
+  _globals['_LINKEDINOPTIONS']._serialized_start=415
+  _globals['_LINKEDINOPTIONS']._serialized_end=452
+  _globals['_INSTAGRAMOPTIONS']._serialized_start=454
+  _globals['_INSTAGRAMOPTIONS']._serialized_end=518
+  _globals['_TIKTOKOPTIONS']._serialized_start=520
+  _globals['_TIKTOKOPTIONS']._serialized_end=629
+  _globals['_YOUTUBEOPTIONS']._serialized_start=632
+  _globals['_YOUTUBEOPTIONS']._serialized_end=766
+  _globals['_FACEBOOKOPTIONS']._serialized_start=768
+  _globals['_FACEBOOKOPTIONS']._serialized_end=802
+  _globals['_PLATFORMOPTIONS']._serialized_start=805
+  _globals['_PLATFORMOPTIONS']._serialized_end=1182
+  _globals['_POSTERROR']._serialized_start=1185
+  _globals['_POSTERROR']._serialized_end=1334
+  _globals['_POST']._serialized_start=1337
+  _globals['_POST']._serialized_end=2037
+  _globals['_CREATEPOSTREQUEST']._serialized_start=2039
+  _globals['_CREATEPOSTREQUEST']._serialized_end=2147
+  _globals['_CREATEPOSTRESPONSE']._serialized_start=2149
+  _globals['_CREATEPOSTRESPONSE']._serialized_end=2215
+  _globals['_GETPOSTREQUEST']._serialized_start=2217
+  _globals['_GETPOSTREQUEST']._serialized_end=2247
+  _globals['_GETPOSTRESPONSE']._serialized_start=2249
+  _globals['_GETPOSTRESPONSE']._serialized_end=2312
+  _globals['_LISTPOSTSREQUEST']._serialized_start=2315
+  _globals['_LISTPOSTSREQUEST']._serialized_end=2498
+  _globals['_LISTPOSTSRESPONSE']._serialized_start=2500
+  _globals['_LISTPOSTSRESPONSE']._serialized_end=2591
+  _globals['_WAITPOSTREQUEST']._serialized_start=2593
+  _globals['_WAITPOSTREQUEST']._serialized_end=2720
+  _globals['_WAITPOSTRESPONSE']._serialized_start=2722
+  _globals['_WAITPOSTRESPONSE']._serialized_end=2786
+  _globals['_CANCELPOSTREQUEST']._serialized_start=2788
+  _globals['_CANCELPOSTREQUEST']._serialized_end=2821
+  _globals['_CANCELPOSTRESPONSE']._serialized_start=2823
+  _globals['_CANCELPOSTRESPONSE']._serialized_end=2889
+  _globals['_RESOLVEPOSTREQUEST']._serialized_start=2891
+  _globals['_RESOLVEPOSTREQUEST']._serialized_end=2989
+  _globals['_RESOLVEPOSTRESPONSE']._serialized_start=2991
+  _globals['_RESOLVEPOSTRESPONSE']._serialized_end=3058
+  _globals['_POSTINGSERVICE']._serialized_start=3538
+  _globals['_POSTINGSERVICE']._serialized_end=4169
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from contentpipe.api.oauth.v1 import platform_pb2 as _platform_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -714,6 +715,64 @@ class ListPostsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPostsResponse: _TypeAlias = ListPostsResponse  # noqa: Y015
+
+@_typing.final
+class WaitPostRequest(_message.Message):
+    """Request for WaitPost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`posts/{post_id}`."""
+    state: Global___PostState.ValueType
+    """The state the caller last saw: the call returns once the state is another one. Unset: once it is terminal."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long to wait at most. Unset, zero or above 30 s: 30 s. Negative: INVALID_ARGUMENT. Keep the call's
+        deadline longer than this, or the call ends DEADLINE_EXCEEDED instead of returning the post.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        state: Global___PostState.ValueType = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "state", b"state", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitPostRequest: _TypeAlias = WaitPostRequest  # noqa: Y015
+
+@_typing.final
+class WaitPostResponse(_message.Message):
+    """Response for WaitPost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def post(self) -> Global___Post:
+        """The post as it is when the wait ends (its state may still equal the requested one after `timeout`)."""
+
+    def __init__(
+        self,
+        *,
+        post: Global___Post | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["post", b"post"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["post", b"post"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitPostResponse: _TypeAlias = WaitPostResponse  # noqa: Y015
 
 @_typing.final
 class CancelPostRequest(_message.Message):

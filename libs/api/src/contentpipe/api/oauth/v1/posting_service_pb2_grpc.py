@@ -62,6 +62,11 @@ class PostingServiceStub(object):
                 request_serializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.ResolvePostRequest.SerializeToString,
                 response_deserializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.ResolvePostResponse.FromString,
                 _registered_method=True)
+        self.WaitPost = channel.unary_unary(
+                '/contentpipe.api.oauth.v1.PostingService/WaitPost',
+                request_serializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.WaitPostRequest.SerializeToString,
+                response_deserializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.WaitPostResponse.FromString,
+                _registered_method=True)
 
 
 class PostingServiceServicer(object):
@@ -106,6 +111,15 @@ class PostingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitPost(self, request, context):
+        """Long poll: returns the post as soon as its state differs from `state` (with `state` unset: as soon as it is
+        terminal, i.e. PUBLISHED, FAILED, CANCELED or UNCONFIRMED), or when `timeout` has passed, whichever comes
+        first. Use it instead of polling GetPost. Same access rules as GetPost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PostingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +147,11 @@ def add_PostingServiceServicer_to_server(servicer, server):
                     servicer.ResolvePost,
                     request_deserializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.ResolvePostRequest.FromString,
                     response_serializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.ResolvePostResponse.SerializeToString,
+            ),
+            'WaitPost': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitPost,
+                    request_deserializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.WaitPostRequest.FromString,
+                    response_serializer=contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.WaitPostResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +292,33 @@ class PostingService(object):
             '/contentpipe.api.oauth.v1.PostingService/ResolvePost',
             contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.ResolvePostRequest.SerializeToString,
             contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.ResolvePostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitPost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentpipe.api.oauth.v1.PostingService/WaitPost',
+            contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.WaitPostRequest.SerializeToString,
+            contentpipe_dot_api_dot_oauth_dot_v1_dot_posting__service__pb2.WaitPostResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,11 @@ class PostingServiceStub:
     """Cancels a post that is still QUEUED. Other states answer FAILED_PRECONDITION."""
     ResolvePost: _grpc.UnaryUnaryMultiCallable[_posting_service_pb2.ResolvePostRequest, _posting_service_pb2.ResolvePostResponse]
     """Resolves an UNCONFIRMED post by hand: the person checked the platform and says whether it went out."""
+    WaitPost: _grpc.UnaryUnaryMultiCallable[_posting_service_pb2.WaitPostRequest, _posting_service_pb2.WaitPostResponse]
+    """Long poll: returns the post as soon as its state differs from `state` (with `state` unset: as soon as it is
+    terminal, i.e. PUBLISHED, FAILED, CANCELED or UNCONFIRMED), or when `timeout` has passed, whichever comes
+    first. Use it instead of polling GetPost. Same access rules as GetPost.
+    """
 
 @_typing.type_check_only
 class PostingServiceAsyncStub(PostingServiceStub):
@@ -69,6 +74,11 @@ class PostingServiceAsyncStub(PostingServiceStub):
     """Cancels a post that is still QUEUED. Other states answer FAILED_PRECONDITION."""
     ResolvePost: _aio.UnaryUnaryMultiCallable[_posting_service_pb2.ResolvePostRequest, _posting_service_pb2.ResolvePostResponse]  # type: ignore[assignment]
     """Resolves an UNCONFIRMED post by hand: the person checked the platform and says whether it went out."""
+    WaitPost: _aio.UnaryUnaryMultiCallable[_posting_service_pb2.WaitPostRequest, _posting_service_pb2.WaitPostResponse]  # type: ignore[assignment]
+    """Long poll: returns the post as soon as its state differs from `state` (with `state` unset: as soon as it is
+    terminal, i.e. PUBLISHED, FAILED, CANCELED or UNCONFIRMED), or when `timeout` has passed, whichever comes
+    first. Use it instead of polling GetPost. Same access rules as GetPost.
+    """
 
 class PostingServiceServicer(metaclass=_abc_1.ABCMeta):
     """PostingService publishes posts through a user's connections by way of a durable posting queue. CreatePost
@@ -117,5 +127,16 @@ class PostingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_posting_service_pb2.ResolvePostResponse, _abc.Awaitable[_posting_service_pb2.ResolvePostResponse]]:
         """Resolves an UNCONFIRMED post by hand: the person checked the platform and says whether it went out."""
+
+    @_abc_1.abstractmethod
+    def WaitPost(
+        self,
+        request: _posting_service_pb2.WaitPostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_posting_service_pb2.WaitPostResponse, _abc.Awaitable[_posting_service_pb2.WaitPostResponse]]:
+        """Long poll: returns the post as soon as its state differs from `state` (with `state` unset: as soon as it is
+        terminal, i.e. PUBLISHED, FAILED, CANCELED or UNCONFIRMED), or when `timeout` has passed, whichever comes
+        first. Use it instead of polling GetPost. Same access rules as GetPost.
+        """
 
 def add_PostingServiceServicer_to_server(servicer: PostingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -21,6 +21,9 @@ class EngineSettings:
     poll_max: float = 10.0
     poll_multiplier: float = 1.5
     cancel_check_interval: float = 1.0
+    # One long poll (WaitGeneration/WaitPost) of a child lasts at most this long; polling with backoff
+    # (poll_*) only follows errors and peers without long polls.
+    child_wait: float = 20.0
 
 
 class StepFailed(Exception):

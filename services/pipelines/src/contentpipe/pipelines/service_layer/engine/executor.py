@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from contentpipe.common import errors
 from contentpipe.common.telemetry import extract_context, get_tracer, optional_span, span_link_from, tracing_enabled
@@ -45,6 +46,7 @@ from contentpipe.pipelines.service_layer.ports import (
     RunRepository,
 )
 
+T = TypeVar("T")
 _log = logging.getLogger(__name__)
 _tracer = get_tracer(__name__)
 
@@ -102,6 +104,40 @@ class RunExecutor:
                     await asyncio.wait_for(self._cancel_event.wait(), timeout=remaining)
             else:
                 await asyncio.sleep(min(remaining, 2.0))
+
+    def _child_wait(self) -> float:
+        """How long one long poll of a child may last: short without a cancel watcher, which only checks
+        for cancel requests between calls."""
+        if self._cancel_event is None:
+            return min(self._settings.child_wait, 2.0)
+        return self._settings.child_wait
+
+    async def _until_cancelled(self, awaitable: Awaitable[T]) -> T:
+        """Await a peer call, abandoning it (CancelRequested) as soon as the run is cancelled."""
+        await self._check_cancel()
+        if self._cancel_event is None:
+            return await awaitable
+        call = asyncio.ensure_future(awaitable)
+        cancelled = asyncio.ensure_future(self._cancel_event.wait())
+        try:
+            done, _ = await asyncio.wait((call, cancelled), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            call.cancel()
+            raise
+        finally:
+            cancelled.cancel()
+        if call not in done:
+            call.cancel()
+            raise CancelRequested
+        return call.result()
+
+    async def _pace(self, started: float, delay: float) -> float:
+        """After a wait for a child that ended without its outcome: go again at once if the long poll used its
+        time, else (an error, or a peer without long polls answering at once) back off. Returns the next delay."""
+        if asyncio.get_running_loop().time() - started >= self._child_wait() / 2:
+            return self._settings.poll_initial
+        await self._sleep(delay)
+        return min(delay * self._settings.poll_multiplier, self._settings.poll_max)
 
     # ------------------------------------------------------------ run
 
@@ -321,10 +357,12 @@ class RunExecutor:
     async def _await_generation(self, index: int, name: str) -> GenerationStatus:
         assert self.run is not None
         owner = self.run.owner
+        loop = asyncio.get_running_loop()
         delay = self._settings.poll_initial
         while True:
+            started = loop.time()
             try:
-                status = await self._peers.generations.get(owner, name)
+                status = await self._until_cancelled(self._peers.generations.wait(owner, name, self._child_wait()))
                 if status.terminal:
                     return status
             except errors.ContentpipeError as exc:
@@ -332,8 +370,7 @@ class RunExecutor:
                     raise StepFailed(
                         retries.step_error(exc, f"step {self.run.definition[index].id!r}: reading {name} failed")
                     ) from None
-            await self._sleep(delay)
-            delay = min(delay * self._settings.poll_multiplier, self._settings.poll_max)
+            delay = await self._pace(started, delay)
 
     # ------------------------------------------------------------ post_to_platform
 
@@ -424,10 +461,12 @@ class RunExecutor:
         owner = self.run.owner
         step_id = self.run.definition[index].id
         target = self.run.steps[index].targets[position]
+        loop = asyncio.get_running_loop()
         delay = self._settings.poll_initial
         while True:
+            started = loop.time()
             try:
-                status = await self._peers.posts.get(owner, target.post)
+                status = await self._until_cancelled(self._peers.posts.wait(owner, target.post, self._child_wait()))
                 if status.state.terminal:
                     break
             except errors.ContentpipeError as exc:
@@ -437,8 +476,7 @@ class RunExecutor:
                     )
                     await self._update_target(index, position, replace(target, error=error))
                     return
-            await self._sleep(delay)
-            delay = min(delay * self._settings.poll_multiplier, self._settings.poll_max)
+            delay = await self._pace(started, delay)
         await self._update_target(index, position, target_outcome(step_id, target, status))
 
     async def _conclude_post(self, index: int) -> None:

@@ -1,0 +1,62 @@
+"""Long polls wake on a notification, not on their re-read interval; they return at their bound otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from contentpipe.common.changes import MAX_WAIT_SECONDS, ChangeNotifier, wait_for, wait_seconds
+
+pytestmark = pytest.mark.unit
+
+
+async def test_a_notification_wakes_the_waiter_long_before_its_recheck() -> None:
+    notifier = ChangeNotifier()
+    state = {"value": "QUEUED"}
+    reads = 0
+    subscribed = asyncio.Event()
+
+    async def read() -> str:
+        nonlocal reads
+        reads += 1
+        subscribed.set()
+        return state["value"]
+
+    # recheck and bound of an hour: only the notification can end this wait within the test's timeout.
+    waiter = asyncio.create_task(wait_for(notifier, "g1", read, lambda v: v == "DONE", 3600, recheck=3600))
+    await subscribed.wait()
+    state["value"] = "DONE"
+    notifier.notify("other")  # another key wakes nobody here
+    notifier.notify("g1")
+    assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
+    assert reads == 2
+    assert notifier.watched == 0  # the subscription is gone with the waiter
+
+
+async def test_a_change_between_read_and_wait_is_not_missed() -> None:
+    notifier = ChangeNotifier()
+    values = iter(["QUEUED", "DONE"])
+
+    async def read() -> str:
+        value = next(values)
+        notifier.notify("g1")  # the change lands right after the read, before the waiter sleeps
+        return value
+
+    assert (
+        await asyncio.wait_for(wait_for(notifier, "g1", read, lambda v: v == "DONE", 3600, recheck=3600), 10) == "DONE"
+    )
+
+
+async def test_without_a_change_the_wait_returns_the_last_value_at_its_bound() -> None:
+    notifier = ChangeNotifier()
+
+    async def read() -> str:
+        return "QUEUED"
+
+    assert await wait_for(notifier, "g1", read, lambda v: v == "DONE", 0.01) == "QUEUED"
+
+
+def test_the_bound_is_capped() -> None:
+    assert wait_seconds(None) == wait_seconds(0) == MAX_WAIT_SECONDS
+    assert wait_seconds(5) == 5
+    assert wait_seconds(MAX_WAIT_SECONDS * 10) == MAX_WAIT_SECONDS
