@@ -143,7 +143,7 @@ async def test_two_racing_workers_handle_each_item_exactly_once(items: SqlItems)
     finished: set[str] = set()
     all_done = asyncio.Event()
 
-    def handler_for(owner: str):  # type: ignore[no-untyped-def]
+    def handler_for(owner: str):
         async def handle(item: Item) -> None:
             handled[item.id] += 1
             await asyncio.sleep(0)  # let the other worker interleave

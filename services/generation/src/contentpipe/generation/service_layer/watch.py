@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.generation.domain.model import Generation
-from contentpipe.generation.service_layer.ports import GenerationRepository, ListQuery
+from contentpipe.generation.service_layer.ports import GenerationRepository, ListQuery, PredictionClaims
+
+
+class StoredGenerations(GenerationRepository, PredictionClaims, Protocol):
+    """The repository the service builds on: generations and the provider predictions they hold."""
 
 
 class NotifyingRepository:
     """A GenerationRepository that calls `notifier.notify(id)` after each committed save and claim (the state
     changes a WaitGeneration in this process waits for); everything else goes straight to `inner`."""
 
-    def __init__(self, inner: GenerationRepository, notifier: ChangeNotifier) -> None:
+    def __init__(self, inner: StoredGenerations, notifier: ChangeNotifier) -> None:
         self._inner = inner
         self._notifier = notifier
 
@@ -43,3 +48,6 @@ class NotifyingRepository:
 
     async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
         await self._inner.release(worker_id, ids)
+
+    async def hold_prediction(self, provider: str, prediction_id: str, generation_id: str) -> bool:
+        return await self._inner.hold_prediction(provider, prediction_id, generation_id)
