@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -178,6 +179,7 @@ class Renditions:
 
     async def _render(self, source: Path, plan: RenditionPlan, path: Path, spec: MediaSpec, index: int) -> MediaProbe:
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_remove_abandoned, path, self._tools.limits.timeout_seconds * 2)
         scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         try:
             attempts = _IMAGE_ATTEMPTS if plan.kind is MediaKind.IMAGE else ((3, 1.0),)
@@ -262,6 +264,15 @@ def _scaled(plan: RenditionPlan, factor: float) -> RenditionPlan:
         canvas_width=even(plan.canvas_width),
         canvas_height=even(plan.canvas_height),
     )
+
+
+def _remove_abandoned(path: Path, older_than: float) -> None:
+    """Temporary files of this rendition left by a process killed mid-conversion (none survives a normal run)."""
+    cutoff = time.time() - older_than
+    for leftover in path.parent.glob(f".{path.name}.*.part"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
 
 
 def _writable(folder: Path) -> bool:
