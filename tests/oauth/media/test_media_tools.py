@@ -161,3 +161,19 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_abandoned_temporary_renditions_are_removed_recent_ones_kept(tmp_path: Path) -> None:
+    from contentpipe.oauth.adapters.renditions import _remove_abandoned
+
+    rendition = tmp_path / "clip.mp4.renditions" / "tiktok.mp4"
+    rendition.parent.mkdir()
+    old = rendition.with_name(".tiktok.mp4.dead.part")
+    fresh = rendition.with_name(".tiktok.mp4.live.part")
+    other = rendition.with_name(".instagram.mp4.dead.part")
+    for leftover in (old, fresh, other):
+        leftover.write_bytes(b"half a file")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    os.utime(other, (time.time() - 3600, time.time() - 3600))
+    _remove_abandoned(rendition, older_than=600)
+    assert not old.exists() and fresh.exists() and other.exists()  # only this rendition's, only stale ones
