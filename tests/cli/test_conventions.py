@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
+import grpc
 import pytest
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
+from contentpipe.api.scheduler.v1 import notification_service_pb2 as npb
+from contentpipe.api.scheduler.v1 import notification_service_pb2_grpc as npb_grpc
 
 from tests.cli.conftest import RunCli
 from tests.cli.fake_pipelines import RUN_NAME, FakePipelineService, succeeding_run_script
@@ -97,3 +101,32 @@ def test_old_spellings_still_work_hidden_and_point_to_the_one_verb(run_cli: RunC
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout == f"{RUN_NAME}\n"
     assert "use `contentpipe runs list --pipeline PIPELINE`" in listed.stderr
+
+
+class OneNotification(npb_grpc.NotificationServiceServicer):
+    def GetNotification(
+        self, request: npb.GetNotificationRequest, context: grpc.ServicerContext
+    ) -> npb.GetNotificationResponse:
+        if request.name != "notifications/n1":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"notification {request.name} not found")
+        return npb.GetNotificationResponse(
+            notification=npb.Notification(
+                name=request.name, kind=npb.NOTIFICATION_KIND_JOB_DEACTIVATED, title="job deactivated", job="jobs/j1"
+            )
+        )
+
+
+def test_notifications_get_shows_one(run_cli: RunCli, fake_server, token: str) -> None:
+    servicer = OneNotification()  # type: ignore[abstract]  # only GetNotification is called
+    address = fake_server((servicer, npb_grpc.add_NotificationServiceServicer_to_server))
+    env = {"CONTENTPIPE_SCHEDULER_ADDR": address, "CONTENTPIPE_TOKEN": token}
+    shown = run_cli("notifications", "get", "n1", "-o", "json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {
+        "name": "notifications/n1",
+        "kind": "JOB_DEACTIVATED",
+        "title": "job deactivated",
+        "job": "jobs/j1",
+    }
+    missing = run_cli("notifications", "get", "n2", env=env)
+    assert missing.returncode == 4

@@ -67,6 +67,11 @@ def test_every_command_has_help_with_runnable_examples() -> None:
         "generations create",
         "posts list",
         "notifications list",
+        "notifications get",
+        "completion",
+        "runs list",
+        "runs get",
+        "runs cancel",
     ],
 )
 def test_the_commands_of_the_issue_exist(command: str) -> None:

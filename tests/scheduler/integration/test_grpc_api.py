@@ -12,7 +12,10 @@ from contentpipe.api.scheduler.v1 import notification_service_pb2_grpc as npb_gr
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2 as pb
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2_grpc as pb_grpc
 from contentpipe.common.database import create_engine
+from contentpipe.scheduler.adapters.sql_store import SqlSchedulerStore
 from contentpipe.scheduler.adapters.tables import jobs
+from contentpipe.scheduler.domain.model import NotificationKind
+from contentpipe.scheduler.service_layer.store import NotificationDraft
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -167,3 +170,40 @@ def mint_token_service() -> str:
     from tests.support import TEST_JWT_SECRET
 
     return mint_token(TEST_JWT_SECRET, "service:pipelines", "service")
+
+
+async def test_get_notification_returns_the_callers_own_only(
+    database_url: str, fake_pipelines: FakePipelines, start_service
+) -> None:
+    await clean_database(database_url)
+    engine = create_engine(database_url)
+    try:
+        draft = NotificationDraft(
+            owner="user-1",
+            kind=NotificationKind.JOB_DEACTIVATED,
+            title="job deactivated",
+            message="jobs/j1 failed 5 times in a row",
+            dedupe_key="get-notification-test",
+            job="jobs/j1",
+        )
+        assert await SqlSchedulerStore(engine).add_notifications([draft], deliver=False) == 1
+    finally:
+        await engine.dispose()
+    proc = start_service(
+        "scheduler",
+        database_url=database_url,
+        env=scheduler_env(database_url, fake_pipelines.address, SCHEDULER_PROCESS_INTERVAL="1h"),
+    )
+    me, other = bearer("user-1"), bearer("user-2")
+    async with grpc.aio.insecure_channel(proc.address) as channel:
+        notes = npb_grpc.NotificationServiceStub(channel)
+        [listed] = (await notes.ListNotifications(npb.ListNotificationsRequest(), metadata=me)).notifications
+        got = (await notes.GetNotification(npb.GetNotificationRequest(name=listed.name), metadata=me)).notification
+        assert got == listed
+        assert got.kind == npb.NOTIFICATION_KIND_JOB_DEACTIVATED and got.job == "jobs/j1"
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await notes.GetNotification(npb.GetNotificationRequest(name=listed.name), metadata=other)
+        assert foreign.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as malformed:
+            await notes.GetNotification(npb.GetNotificationRequest(name="jobs/j1"), metadata=me)
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT

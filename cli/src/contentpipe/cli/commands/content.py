@@ -193,6 +193,18 @@ def _register_notifications(sub: SubParsers) -> None:
     )
     listing.add_argument("--unread", action="store_true", help="only unread ones")
     add_paging(listing)
+    get = add_command(
+        group,
+        "get",
+        help="show one notification",
+        handler=get_notification,
+        reads=True,
+        examples=[
+            "contentpipe notifications get notifications/0193...",
+            "contentpipe notifications get 0193... -o json",
+        ],
+    )
+    get.add_argument("notification", help="notifications/ID or ID")
     ack = add_command(
         group,
         "ack",
@@ -355,6 +367,15 @@ async def list_notifications(session: Session, args: argparse.Namespace) -> int:
     )
     response = await session.call("scheduler", session.notifications.ListNotifications, request)
     print_list(response, "notifications", NOTIFICATION_COLUMNS, args.output)
+    return EXIT_OK
+
+
+async def get_notification(session: Session, args: argparse.Namespace) -> int:
+    name = resource_name("notifications", args.notification)
+    response = await session.call(
+        "scheduler", session.notifications.GetNotification, note_pb.GetNotificationRequest(name=name)
+    )
+    print_resource(response.notification, args.output)
     return EXIT_OK
 
 

@@ -75,6 +75,15 @@ class SqlNotifications(SqlStoreBase):
             query = query.order_by(notifications.c.create_time.desc(), notifications.c.id.desc()).limit(limit)
             return [notification_from_row(row) for row in (await session.execute(query)).all()]
 
+    async def get_notification(self, owner: str, notification_id: str) -> Notification | None:
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(notifications).where(notifications.c.id == notification_id, notifications.c.owner == owner)
+                )
+            ).first()
+            return None if row is None else notification_from_row(row)
+
     async def acknowledge_notification(self, owner: str, notification_id: str) -> Notification | None:
         async with self._sessions() as session, session.begin():
             now = await db_now(session)

@@ -34,6 +34,10 @@ class NotificationServiceServicer(notification_service_pb2_grpc.NotificationServ
             notifications=[convert.notification_message(n) for n in items[:limit]], next_page_token=token
         )
 
+    async def GetNotification(self, request: pb.GetNotificationRequest, context: Any) -> pb.GetNotificationResponse:
+        notification = await self._notifications.get(current_principal().user_id, request.name)
+        return pb.GetNotificationResponse(notification=convert.notification_message(notification))
+
     async def AcknowledgeNotification(
         self, request: pb.AcknowledgeNotificationRequest, context: Any
     ) -> pb.AcknowledgeNotificationResponse:

@@ -29,6 +29,12 @@ class NotificationService:
     ) -> list[Notification]:
         return await self._store.list_notifications(owner, unread_only=unread_only, after=after, limit=limit)
 
+    async def get(self, owner: str, name: str) -> Notification:
+        notification = await self._store.get_notification(owner, parse_name("notifications/{id}", name))
+        if notification is None:
+            raise NotFound(f"notification {name} not found", reason="NOTIFICATION_NOT_FOUND")
+        return notification
+
     async def acknowledge(self, owner: str, name: str) -> Notification:
         notification_id = parse_name("notifications/{id}", name)
         notification = await self._store.acknowledge_notification(owner, notification_id)

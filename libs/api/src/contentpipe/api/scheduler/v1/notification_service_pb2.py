@@ -25,25 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7contentpipe/api/scheduler/v1/notification_service.proto\x12\x1c\x63ontentpipe.api.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n\x0cNotification\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12<\n\x04kind\x18\x03 \x01(\x0e\x32..contentpipe.api.scheduler.v1.NotificationKind\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0b\n\x03job\x18\x06 \x01(\t\x12\x14\n\x0cpipeline_run\x18\x07 \x01(\t\x12\x12\n\nconnection\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65liver_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x18ListNotificationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bunread_only\x18\x03 \x01(\x08\"w\n\x19ListNotificationsResponse\x12\x41\n\rnotifications\x18\x01 \x03(\x0b\x32*.contentpipe.api.scheduler.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x1e\x41\x63knowledgeNotificationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"c\n\x1f\x41\x63knowledgeNotificationResponse\x12@\n\x0cnotification\x18\x01 \x01(\x0b\x32*.contentpipe.api.scheduler.v1.Notification*\x80\x02\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12%\n!NOTIFICATION_KIND_JOB_DEACTIVATED\x10\x01\x12#\n\x1fNOTIFICATION_KIND_JOB_RECOVERED\x10\x02\x12,\n(NOTIFICATION_KIND_RUN_FAILED_PERMANENTLY\x10\x03\x12-\n)NOTIFICATION_KIND_CONNECTION_NEEDS_REAUTH\x10\x04\x12 \n\x1cNOTIFICATION_KIND_JOB_PAUSED\x10\x05\x32\xb5\x02\n\x13NotificationService\x12\x84\x01\n\x11ListNotifications\x12\x36.contentpipe.api.scheduler.v1.ListNotificationsRequest\x1a\x37.contentpipe.api.scheduler.v1.ListNotificationsResponse\x12\x96\x01\n\x17\x41\x63knowledgeNotification\x12<.contentpipe.api.scheduler.v1.AcknowledgeNotificationRequest\x1a=.contentpipe.api.scheduler.v1.AcknowledgeNotificationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7contentpipe/api/scheduler/v1/notification_service.proto\x12\x1c\x63ontentpipe.api.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n\x0cNotification\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12<\n\x04kind\x18\x03 \x01(\x0e\x32..contentpipe.api.scheduler.v1.NotificationKind\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0b\n\x03job\x18\x06 \x01(\t\x12\x14\n\x0cpipeline_run\x18\x07 \x01(\t\x12\x12\n\nconnection\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65liver_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x18ListNotificationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bunread_only\x18\x03 \x01(\x08\"w\n\x19ListNotificationsResponse\x12\x41\n\rnotifications\x18\x01 \x03(\x0b\x32*.contentpipe.api.scheduler.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16GetNotificationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"[\n\x17GetNotificationResponse\x12@\n\x0cnotification\x18\x01 \x01(\x0b\x32*.contentpipe.api.scheduler.v1.Notification\".\n\x1e\x41\x63knowledgeNotificationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"c\n\x1f\x41\x63knowledgeNotificationResponse\x12@\n\x0cnotification\x18\x01 \x01(\x0b\x32*.contentpipe.api.scheduler.v1.Notification*\x80\x02\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12%\n!NOTIFICATION_KIND_JOB_DEACTIVATED\x10\x01\x12#\n\x1fNOTIFICATION_KIND_JOB_RECOVERED\x10\x02\x12,\n(NOTIFICATION_KIND_RUN_FAILED_PERMANENTLY\x10\x03\x12-\n)NOTIFICATION_KIND_CONNECTION_NEEDS_REAUTH\x10\x04\x12 \n\x1cNOTIFICATION_KIND_JOB_PAUSED\x10\x05\x32\xb5\x03\n\x13NotificationService\x12\x84\x01\n\x11ListNotifications\x12\x36.contentpipe.api.scheduler.v1.ListNotificationsRequest\x1a\x37.contentpipe.api.scheduler.v1.ListNotificationsResponse\x12~\n\x0fGetNotification\x12\x34.contentpipe.api.scheduler.v1.GetNotificationRequest\x1a\x35.contentpipe.api.scheduler.v1.GetNotificationResponse\x12\x96\x01\n\x17\x41\x63knowledgeNotification\x12<.contentpipe.api.scheduler.v1.AcknowledgeNotificationRequest\x1a=.contentpipe.api.scheduler.v1.AcknowledgeNotificationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contentpipe.api.scheduler.v1.notification_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTIFICATIONKIND']._serialized_start=829
-  _globals['_NOTIFICATIONKIND']._serialized_end=1085
+  _globals['_NOTIFICATIONKIND']._serialized_start=962
+  _globals['_NOTIFICATIONKIND']._serialized_end=1218
   _globals['_NOTIFICATION']._serialized_start=123
   _globals['_NOTIFICATION']._serialized_end=468
   _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=470
   _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=556
   _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=558
   _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=677
-  _globals['_ACKNOWLEDGENOTIFICATIONREQUEST']._serialized_start=679
-  _globals['_ACKNOWLEDGENOTIFICATIONREQUEST']._serialized_end=725
-  _globals['_ACKNOWLEDGENOTIFICATIONRESPONSE']._serialized_start=727
-  _globals['_ACKNOWLEDGENOTIFICATIONRESPONSE']._serialized_end=826
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=1088
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=1397
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=679
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=717
+  _globals['_GETNOTIFICATIONRESPONSE']._serialized_start=719
+  _globals['_GETNOTIFICATIONRESPONSE']._serialized_end=810
+  _globals['_ACKNOWLEDGENOTIFICATIONREQUEST']._serialized_start=812
+  _globals['_ACKNOWLEDGENOTIFICATIONREQUEST']._serialized_end=858
+  _globals['_ACKNOWLEDGENOTIFICATIONRESPONSE']._serialized_start=860
+  _globals['_ACKNOWLEDGENOTIFICATIONRESPONSE']._serialized_end=959
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=1221
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=1658
 # @@protoc_insertion_point(module_scope)

@@ -41,6 +41,11 @@ class NotificationServiceStub(object):
                 request_serializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.ListNotificationsRequest.SerializeToString,
                 response_deserializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.ListNotificationsResponse.FromString,
                 _registered_method=True)
+        self.GetNotification = channel.unary_unary(
+                '/contentpipe.api.scheduler.v1.NotificationService/GetNotification',
+                request_serializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.GetNotificationRequest.SerializeToString,
+                response_deserializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.GetNotificationResponse.FromString,
+                _registered_method=True)
         self.AcknowledgeNotification = channel.unary_unary(
                 '/contentpipe.api.scheduler.v1.NotificationService/AcknowledgeNotification',
                 request_serializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.AcknowledgeNotificationRequest.SerializeToString,
@@ -60,6 +65,13 @@ class NotificationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNotification(self, request, context):
+        """Gets one of the caller's notifications (another user's is NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AcknowledgeNotification(self, request, context):
         """Marks a notification as read.
         """
@@ -74,6 +86,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.ListNotifications,
                     request_deserializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.ListNotificationsRequest.FromString,
                     response_serializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.ListNotificationsResponse.SerializeToString,
+            ),
+            'GetNotification': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNotification,
+                    request_deserializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.GetNotificationRequest.FromString,
+                    response_serializer=contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.GetNotificationResponse.SerializeToString,
             ),
             'AcknowledgeNotification': grpc.unary_unary_rpc_method_handler(
                     servicer.AcknowledgeNotification,
@@ -110,6 +127,33 @@ class NotificationService(object):
             '/contentpipe.api.scheduler.v1.NotificationService/ListNotifications',
             contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.ListNotificationsRequest.SerializeToString,
             contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.ListNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNotification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentpipe.api.scheduler.v1.NotificationService/GetNotification',
+            contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.GetNotificationRequest.SerializeToString,
+            contentpipe_dot_api_dot_scheduler_dot_v1_dot_notification__service__pb2.GetNotificationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,8 @@ class NotificationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> NotificationServiceAsyncStub: ...
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ListNotificationsRequest, _notification_service_pb2.ListNotificationsResponse]
     """Lists the caller's notifications, newest first."""
+    GetNotification: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.GetNotificationRequest, _notification_service_pb2.GetNotificationResponse]
+    """Gets one of the caller's notifications (another user's is NOT_FOUND)."""
     AcknowledgeNotification: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.AcknowledgeNotificationRequest, _notification_service_pb2.AcknowledgeNotificationResponse]
     """Marks a notification as read."""
 
@@ -49,6 +51,8 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListNotifications: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ListNotificationsRequest, _notification_service_pb2.ListNotificationsResponse]  # type: ignore[assignment]
     """Lists the caller's notifications, newest first."""
+    GetNotification: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.GetNotificationRequest, _notification_service_pb2.GetNotificationResponse]  # type: ignore[assignment]
+    """Gets one of the caller's notifications (another user's is NOT_FOUND)."""
     AcknowledgeNotification: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.AcknowledgeNotificationRequest, _notification_service_pb2.AcknowledgeNotificationResponse]  # type: ignore[assignment]
     """Marks a notification as read."""
 
@@ -64,6 +68,14 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notification_service_pb2.ListNotificationsResponse, _abc.Awaitable[_notification_service_pb2.ListNotificationsResponse]]:
         """Lists the caller's notifications, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetNotification(
+        self,
+        request: _notification_service_pb2.GetNotificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.GetNotificationResponse, _abc.Awaitable[_notification_service_pb2.GetNotificationResponse]]:
+        """Gets one of the caller's notifications (another user's is NOT_FOUND)."""
 
     @_abc_1.abstractmethod
     def AcknowledgeNotification(
