@@ -74,12 +74,27 @@ def cog_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def big_cog_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MP4 over 5 MB (a constant 20 Mbit/s for 3 s): ~10 MB of base64 in Cog's webhook body."""
+    path = tmp_path_factory.mktemp("cog-big") / "big.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+         "-i", "testsrc2=s=320x192:r=30", "-frames:v", "90", "-c:v", "libx264", "-preset", "ultrafast",
+         "-b:v", "20M", "-minrate", "20M", "-maxrate", "20M", "-bufsize", "20M", "-x264-params", "nal-hrd=cbr",
+         "-pix_fmt", "yuv420p", "-y", str(path)],
+        check=True,
+    )  # fmt: skip
+    assert path.stat().st_size > 5 * 1024 * 1024
+    return path
+
+
 @pytest.fixture
 def start_cog(tmp_path: Path, cog_video: Path) -> Iterator[Callable[..., CogServer]]:
     venv = cog_venv()
     servers: list[CogServer] = []
 
-    def start(delay: float = 0.0) -> CogServer:
+    def start(delay: float = 0.0, video: Path | None = None) -> CogServer:
         port = free_port()
         log = tmp_path / f"cog-{port}.log"
         env = {
@@ -87,7 +102,7 @@ def start_cog(tmp_path: Path, cog_video: Path) -> Iterator[Callable[..., CogServ
             "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",  # the worker runs `python` from PATH
             "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
             "PORT": str(port),
-            "COG_FAKE_VIDEO": str(cog_video),
+            "COG_FAKE_VIDEO": str(video or cog_video),
             "COG_FAKE_LOG": str(log),
             "COG_FAKE_DELAY": str(delay),
         }
@@ -214,3 +229,88 @@ def test_cancel_stops_the_cog_prediction_and_stays_cancelled(
     assert final.state == pb.GENERATION_STATE_CANCELED
     assert not final.outputs
     assert len(cog.predictions()) == 1
+
+
+def test_a_cog_mp4_over_5_mb_arrives_by_webhook_and_the_generation_succeeds(
+    start_cog: Callable[..., CogServer], big_cog_video: Path, start_service: Callable[..., ServiceProcess]
+) -> None:
+    cog = start_cog(video=big_cog_video)
+    env = {
+        "GENERATION_DEFAULT_PROVIDER": "cog",
+        "COG_MODELS": f"svd-local:VIDEO={cog.url}",
+        "GENERATION_WEBHOOK_PORT": str(free_port()),
+    }
+    service = start_service("generation", env=env)
+    with GenerationClient(service.address) as client:
+        created = client.create(kind=pb.GENERATION_KIND_VIDEO, prompt="big", options={"width": 320, "height": 192})
+        done = client.wait(created.name, timeout=90)
+    assert done.state == pb.GENERATION_STATE_SUCCEEDED, (done.error, service.logs())
+    (asset,) = done.outputs
+    assert asset.size_bytes == big_cog_video.stat().st_size > 5 * 1024 * 1024
+    assert asset.sha256 == hashlib.sha256(big_cog_video.read_bytes()).hexdigest()
+    assert len(cog.predictions()) == 1
+
+
+def test_an_oversized_cog_delivery_fails_the_generation_at_once_with_a_clear_message(
+    start_cog: Callable[..., CogServer], big_cog_video: Path, start_service: Callable[..., ServiceProcess]
+) -> None:
+    cog = start_cog(video=big_cog_video)
+    env = {
+        "GENERATION_DEFAULT_PROVIDER": "cog",
+        "COG_MODELS": f"svd-local:VIDEO={cog.url}",
+        "GENERATION_WEBHOOK_PORT": str(free_port()),
+        "GENERATION_WEBHOOK_MAX_BODY": "1048576",  # 1 MiB: the video alone is over 5 MB
+        "GENERATION_DEADLINE": "10m",
+    }
+    service = start_service("generation", env=env)
+    with GenerationClient(service.address) as client:
+        created = client.create(kind=pb.GENERATION_KIND_VIDEO, prompt="fat", options={"width": 320, "height": 192})
+        done = client.wait(created.name, timeout=60)  # well before the 10 min deadline
+    assert done.state == pb.GENERATION_STATE_FAILED
+    assert done.error.reason == "OUTPUT_TOO_LARGE"
+    assert "GENERATION_WEBHOOK_MAX_BODY" in done.error.message
+    generation_id = created.name.split("/")[1]
+    assert any("cog webhook refused" in line and generation_id in line for line in service.logs().splitlines()), (
+        service.logs()
+    )
+
+
+def test_a_cog_prediction_that_finished_while_the_service_was_down_is_not_run_twice(
+    start_cog: Callable[..., CogServer], tmp_path: Path
+) -> None:
+    cog = start_cog(delay=3.0)
+    env = {
+        "GENERATION_DEFAULT_PROVIDER": "cog",
+        "COG_MODELS": f"svd-local:VIDEO={cog.url}",
+        "GENERATION_WORKER_ID": "worker-cog",
+        "GENERATION_WEBHOOK_PORT": str(free_port()),
+    }
+    first = ServiceProcess("generation", tmp_path / "svc", env=env).start()
+    try:
+        with GenerationClient(first.address) as client:
+            created = client.create(kind=pb.GENERATION_KIND_VIDEO, prompt="while down",
+                                    options={"width": 320, "height": 192})  # fmt: skip
+            deadline = time.monotonic() + 20
+            while not cog.predictions():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert first.process is not None
+        first.process.kill()  # SIGKILL while the prediction runs
+        first.process.wait()
+    finally:
+        first.terminate()
+    # The prediction finishes while the service is down (Cog is idle again, its webhook unanswered).
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{cog.url}/health-check", timeout=5).json()["status"] != "READY":
+        assert time.monotonic() < deadline, "the Cog prediction did not finish"
+        time.sleep(0.1)
+    second = ServiceProcess("generation", tmp_path / "svc", env=env).start()
+    try:
+        with GenerationClient(second.address) as client:
+            done = client.wait(created.name, timeout=90)
+    finally:
+        second.terminate()
+    assert done.state == pb.GENERATION_STATE_SUCCEEDED, (done.error, second.logs())
+    assert len(cog.predictions()) == 1  # found where it was delivered, not PUT (and run) again
+    (asset,) = done.outputs
+    assert (asset.content_type, asset.frame_count) == ("video/mp4", 16)

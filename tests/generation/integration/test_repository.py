@@ -49,3 +49,27 @@ async def test_a_replayed_request_id_answers_with_the_stored_generation_not_a_ne
         assert await repository.get(first.id) is not None
     finally:
         await engine.dispose()
+
+
+async def test_a_prediction_is_held_by_one_generation_and_a_final_delivery_is_never_replaced(
+    database_url: str,
+) -> None:
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        repository = SqlGenerationRepository(engine)
+        prediction = new_id()
+        assert await repository.hold_prediction("replicate", prediction, "gen-a")
+        assert await repository.hold_prediction("replicate", prediction, "gen-a")  # idempotent for the holder
+        assert not await repository.hold_prediction("replicate", prediction, "gen-b")
+        assert await repository.hold_prediction("cog", prediction, "gen-b")  # another provider's id space
+
+        assert await repository.delivery("cog", prediction) is None
+        await repository.save_delivery("cog", prediction, {"id": prediction, "status": "processing"})
+        assert await repository.delivery("cog", prediction) == {"id": prediction, "status": "processing"}
+        done = {"id": prediction, "status": "succeeded", "output": "file:///x.mp4"}
+        await repository.save_delivery("cog", prediction, done)
+        await repository.save_delivery("cog", prediction, {"id": prediction, "status": "processing"})  # late, stale
+        assert await repository.delivery("cog", prediction) == done
+    finally:
+        await engine.dispose()

@@ -57,6 +57,15 @@ class Application:
     clients: list[httpx.AsyncClient]
 
 
+def scratch_dir(config: GenerationConfig) -> Path:
+    """Where outputs wait before storage (webhook bodies spooled under it: ingest takes files only from here)."""
+    return config.common.data_dir / "tmp" / "generation"
+
+
+def cog_webhook_key(config: GenerationConfig) -> bytes:
+    return hashlib.sha256(f"cog-webhook:{config.webhook_secret}".encode()).digest()
+
+
 def build_catalogue(config: GenerationConfig) -> Catalogue:
     replicate = config.replicate
     models = [*LOCAL_MODELS, *cog_models(config.cog_models)]
@@ -119,7 +128,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
     assets = StoredAssets(
         blobs,
         fetch_client,
-        scratch_dir=config.common.data_dir / "tmp" / "generation",
+        scratch_dir=scratch_dir(config),
         max_bytes=storage.max_output_bytes,
     )
     r = config.replicate
@@ -141,7 +150,9 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
     cog = CogProvider(
         cog_client,
         webhook_base_url=config.webhook_base_url if config.webhook_port else None,
-        webhook_key=hashlib.sha256(f"cog-webhook:{config.webhook_secret}".encode()).digest(),
+        webhook_key=cog_webhook_key(config),
+        deliveries=repository,
+        redelivery_wait_seconds=config.cog_redelivery_wait_seconds,
     )
     providers: dict[str, Provider] = {
         "local": LocalProvider(assets.scratch_file, time_limit_seconds=config.local_time_limit_seconds),
@@ -214,27 +225,21 @@ async def serve(config: GenerationConfig) -> int:
     if config.worker_enabled:
         background.append(app.worker.run)
     if config.webhook_port:
-        from contentpipe.generation.entrypoints.webhooks import (
-            WebhookRoute,
-            cog_webhook_route,
-            replicate_webhook_route,
-            start_webhook_server,
+        from contentpipe.generation.entrypoints.webhooks import WebhookSettings, serve_webhooks, webhook_app
+
+        hooks = webhook_app(
+            WebhookSettings(
+                cog_key=cog_webhook_key(config),
+                spool_dir=scratch_dir(config) / "webhooks",
+                max_body_bytes=config.webhook_max_body_bytes,
+                replicate_secret=config.replicate.webhook_secret if config.replicate else None,
+            ),
+            app.cog,
+            app.replicate.deliver_webhook,
         )
 
-        routes: dict[str, WebhookRoute] = {
-            "/webhooks/cog": cog_webhook_route(
-                hashlib.sha256(f"cog-webhook:{config.webhook_secret}".encode()).digest(), app.cog.deliver_webhook
-            )
-        }
-        if config.replicate and config.replicate.webhook_secret:
-            routes["/webhooks/replicate"] = replicate_webhook_route(
-                config.replicate.webhook_secret, app.replicate.deliver_webhook
-            )
-
         async def webhooks() -> None:
-            server = await start_webhook_server(config.webhook_host, config.webhook_port, routes)
-            async with server:
-                await server.serve_forever()
+            await serve_webhooks(hooks, config.webhook_host, config.webhook_port)
 
         background.append(webhooks)
 

@@ -83,6 +83,8 @@ class GenerationConfig:
     webhook_host: str = "127.0.0.1"
     webhook_base_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
+    webhook_max_body_bytes: int = 256 * 1024 * 1024
+    cog_redelivery_wait_seconds: float = 600.0
 
 
 def parse_cog_models(raw: str) -> dict[str, tuple[GenerationKind, str]]:
@@ -211,4 +213,9 @@ def load_config(environ: Mapping[str, str]) -> GenerationConfig:
         webhook_host=webhook_host,
         webhook_base_url=webhook_base_url,
         webhook_secret=webhook_secret,
+        # Cog inlines outputs as base64 data: URIs (4/3 of the file): 256 MiB takes a ~190 MB video.
+        webhook_max_body_bytes=env_int(
+            environ, "GENERATION_WEBHOOK_MAX_BODY", 256 * 1024 * 1024, minimum=64 * 1024, maximum=2**40
+        ),
+        cog_redelivery_wait_seconds=env_duration(environ, "COG_REDELIVERY_WAIT", 600.0),
     )

@@ -68,6 +68,19 @@ provider_predictions = sa.Table(
     sa.Index("ix_provider_predictions_generation_id", "generation_id"),
 )
 
+# The latest webhook delivery per provider prediction (Cog results arrive only by webhook, maybe while no worker runs).
+provider_deliveries = sa.Table(
+    "provider_deliveries",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("prediction_id", sa.String(128), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+)
+
+_DELIVERY_TERMINAL = ("succeeded", "failed", "canceled", "aborted", "refused")
+
 _OPEN_STATES = [GenerationState.QUEUED.value, GenerationState.RUNNING.value]
 _TERMINAL = [state.value for state in TERMINAL_STATES]
 
@@ -306,3 +319,31 @@ class SqlGenerationRepository:
             return bool(holder == generation_id)
 
         return await self._writes.run(hold)
+
+    async def save_delivery(self, provider: str, prediction_id: str, prediction: dict[str, Any]) -> None:
+        c = provider_deliveries.c
+        status = str(prediction.get("status") or "unknown")
+        key = (c.provider == provider, c.prediction_id == prediction_id)
+
+        async def save(session: AsyncSession) -> None:
+            stored = await session.scalar(sa.select(c.status).where(*key))
+            values = {"status": status, "payload": prediction, "update_time": datetime.now(UTC)}
+            if stored is None:
+                dialect = postgresql if is_postgresql(session) else sqlite
+                insert = dialect.insert(provider_deliveries).values(provider=provider, prediction_id=prediction_id,
+                                                                     **values)  # fmt: skip
+                await session.execute(
+                    insert.on_conflict_do_update(index_elements=[c.provider, c.prediction_id], set_=values)
+                )
+            elif stored not in _DELIVERY_TERMINAL:
+                await session.execute(sa.update(provider_deliveries).where(*key).values(values))
+
+        await self._writes.run(save)
+
+    async def delivery(self, provider: str, prediction_id: str) -> dict[str, Any] | None:
+        c = provider_deliveries.c
+        async with self._sessions() as session:
+            payload = await session.scalar(
+                sa.select(c.payload).where(c.provider == provider, c.prediction_id == prediction_id)
+            )
+        return dict(payload) if isinstance(payload, dict) else None

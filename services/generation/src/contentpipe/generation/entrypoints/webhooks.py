@@ -1,7 +1,10 @@
-"""Replicate webhook endpoint: verifies the Standard-Webhooks signature (reference A7) and wakes the poller.
+"""Webhook endpoints: `POST /webhooks/replicate` (Standard-Webhooks signature, reference A7) and `POST /webhooks/cog`.
 
-A tiny HTTP/1.1 server on asyncio streams (one POST route), so the service needs no web framework. Deliveries
-are idempotent: a duplicate only wakes a poller that then reads the same state again.
+Served by uvicorn + Starlette (ASGI): a maintained HTTP parser, and request bodies read as a stream, so a Cog result
+with a video inlined as a `data:` URI (megabytes) is written to disk as it arrives, up to
+GENERATION_WEBHOOK_MAX_BODY, instead of being held in memory or refused. A Cog delivery is persisted before it is
+acknowledged (a 5xx makes Cog retry it), so a result that arrives while no worker waits for it, e.g. right after a
+restart, is found by the worker instead of running the prediction again. Deliveries are idempotent.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
-from urllib.parse import parse_qsl
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import uvicorn
+from contentpipe.generation.entrypoints.webhook_spool import BodyTooLarge, extract_data_uris
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 _log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
+REPLICATE_MAX_BODY_BYTES = 1024 * 1024  # Replicate outputs are URLs: its bodies are small
 TOLERANCE_SECONDS = 300
 
 
@@ -78,66 +90,151 @@ class WebhookReceiver:
         return 200
 
 
-WebhookRoute = Callable[[dict[str, str], dict[str, str], bytes], int]
+class CogDeliveries(Protocol):
+    """Where a verified Cog delivery goes: persisted, then handed to the waiting step (the Cog provider)."""
+
+    async def receive(self, prediction: dict[str, Any]) -> None: ...
+
+    async def refuse(self, prediction_id: str, message: str) -> None:
+        """A delivery we could not accept (too large): fail the prediction's generation with `message`."""
 
 
-def cog_webhook_route(key: bytes, deliver: Callable[[dict[str, Any]], None]) -> WebhookRoute:
-    """Cog does not sign webhooks: the URL carries `sig` = HMAC(key, prediction id), checked here."""
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    cog_key: bytes
+    spool_dir: Path
+    max_body_bytes: int
+    replicate_secret: str | None = None
 
-    def handle(headers: dict[str, str], query: dict[str, str], body: bytes) -> int:
-        prediction_id = query.get("id", "")
-        expected = hmac.new(key, prediction_id.encode(), hashlib.sha256).hexdigest()
-        if not prediction_id or not hmac.compare_digest(query.get("sig", ""), expected):
-            return 401
+
+def cog_signature(key: bytes, prediction_id: str) -> str:
+    """Cog does not sign webhooks: the URL we give it carries `sig` = HMAC(key, prediction id)."""
+    return hmac.new(key, prediction_id.encode(), hashlib.sha256).hexdigest()
+
+
+def generation_of(prediction_id: str) -> str:
+    """Our Cog prediction ids are `{generation id}-{role}`."""
+    return prediction_id.rsplit("-", 1)[0]
+
+
+def webhook_app(
+    settings: WebhookSettings,
+    cog: CogDeliveries,
+    replicate_deliver: Callable[[dict[str, Any]], None] | None = None,
+) -> Starlette:
+    """The ASGI app serving both webhook routes."""
+    replicate = (
+        WebhookReceiver(settings.replicate_secret, replicate_deliver)
+        if settings.replicate_secret and replicate_deliver is not None
+        else None
+    )
+
+    async def replicate_route(request: Request) -> Response:
+        if replicate is None:
+            return Response(status_code=404)
         try:
-            prediction = json.loads(body)
-        except ValueError:
-            return 400
+            body = await _read_small(request, REPLICATE_MAX_BODY_BYTES)
+        except BodyTooLarge:
+            _log.warning("replicate webhook refused: body too large")
+            return Response(status_code=413)
+        return Response(status_code=replicate.handle({k.lower(): v for k, v in request.headers.items()}, body))
+
+    async def cog_route(request: Request) -> Response:
+        prediction_id = request.query_params.get("id", "")
+        if not prediction_id or not hmac.compare_digest(
+            request.query_params.get("sig", ""), cog_signature(settings.cog_key, prediction_id)
+        ):
+            return Response(status_code=401)
+        settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        spooled = settings.spool_dir / f"{secrets.token_hex(8)}.json"
+        try:
+            try:
+                await _spool(request, spooled, settings.max_body_bytes)
+            except BodyTooLarge as exc:
+                message = (
+                    f"the Cog server's result for prediction {prediction_id} was larger than "
+                    f"GENERATION_WEBHOOK_MAX_BODY ({exc.limit} bytes) and was refused; raise it, or run the Cog "
+                    "server with --upload-url so outputs arrive as URLs"
+                )
+                _log.warning("cog webhook refused: body too large", extra={
+                    "generation_id": generation_of(prediction_id), "prediction": prediction_id,
+                    "limit": exc.limit})  # fmt: skip
+                await cog.refuse(prediction_id, message)
+                return Response(status_code=413)
+            outputs_dir = settings.spool_dir / "outputs"
+            try:
+                prediction = await asyncio.to_thread(extract_data_uris, spooled, outputs_dir)
+            except ValueError:
+                _log.warning("cog webhook refused: not JSON", extra={"generation_id": generation_of(prediction_id)})
+                return Response(status_code=400)
+        finally:
+            spooled.unlink(missing_ok=True)
         if not isinstance(prediction, dict) or str(prediction.get("id", prediction_id)) != prediction_id:
-            return 400
+            return Response(status_code=400)
         prediction.setdefault("id", prediction_id)
-        deliver(prediction)
-        return 200
-
-    return handle
-
-
-def replicate_webhook_route(secret: str, deliver: Callable[[dict[str, Any]], None]) -> WebhookRoute:
-    receiver = WebhookReceiver(secret, deliver)
-    return lambda headers, query, body: receiver.handle(headers, body)
-
-
-async def start_webhook_server(host: str, port: int, routes: dict[str, WebhookRoute]) -> asyncio.Server:
-    """Serve `POST <path>` for each route; anything else is 404/405."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        status = 400
         try:
-            async with asyncio.timeout(10):
-                request_line = (await reader.readline()).decode("latin-1").split()
-                headers: dict[str, str] = {}
-                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    name, _, value = line.decode("latin-1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                length = int(headers.get("content-length", "0") or 0)
-                path, _, raw_query = (request_line[1] if len(request_line) >= 2 else "").partition("?")
-                route = routes.get(path)
-                if route is None:
-                    status = 404
-                elif request_line[0] != "POST":
-                    status = 405
-                elif not 0 <= length <= MAX_BODY_BYTES:
-                    status = 413
-                else:
-                    body = await reader.readexactly(length)
-                    status = route(headers, dict(parse_qsl(raw_query)), body)
-        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
-            status = 400
-        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
-        with contextlib.suppress(ConnectionError):
-            head = f"HTTP/1.1 {status} {reason.get(status, 'Payload Too Large')}\r\n"
-            writer.write(f"{head}content-length: 0\r\nconnection: close\r\n\r\n".encode())
-            await writer.drain()
-        writer.close()
+            await cog.receive(prediction)
+        except Exception:
+            # Not durable: answer 5xx so that Cog sends it again.
+            _log.exception("cog webhook not stored", extra={"generation_id": generation_of(prediction_id)})
+            return Response(status_code=503)
+        return Response(status_code=200)
 
-    return await asyncio.start_server(serve, host, port)
+    return Starlette(
+        routes=[
+            Route("/webhooks/replicate", replicate_route, methods=["POST"]),
+            Route("/webhooks/cog", cog_route, methods=["POST"]),
+        ]
+    )
+
+
+async def _read_small(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+    return bytes(body)
+
+
+async def _spool(request: Request, path: Path, limit: int) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)  # refused before reading: the sender learns it at once
+    size = 0
+    handle = await asyncio.to_thread(path.open, "wb")
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            await asyncio.to_thread(handle.write, chunk)
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the service's own event loop: the service owns SIGTERM (graceful gRPC shutdown), not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_webhooks(app: Starlette, host: str, port: int) -> None:
+    """Serve `app` until cancelled (the service's shutdown), then stop accepting and finish requests in flight."""
+    config = uvicorn.Config(
+        app, host=host, port=port, lifespan="off", access_log=False, log_config=None, timeout_graceful_shutdown=5
+    )
+    server = _EmbeddedServer(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(serving, timeout=10)
+        raise

@@ -119,6 +119,15 @@ class PredictionClaims(Protocol):
         """
 
 
+class DeliveryStore(Protocol):
+    """Provider results received by webhook, kept durably until a worker reads them (it may have been down)."""
+
+    async def save_delivery(self, provider: str, prediction_id: str, prediction: dict[str, Any]) -> None:
+        """Keep the latest state of a prediction; a terminal state is never replaced by an earlier one."""
+
+    async def delivery(self, provider: str, prediction_id: str) -> dict[str, Any] | None: ...
+
+
 class RateLimiter(Protocol):
     async def acquire(self) -> None: ...
 
