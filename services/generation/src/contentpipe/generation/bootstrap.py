@@ -89,7 +89,8 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
     assert config.replicate is not None and config.storage is not None
     storage = config.storage
     changes = ChangeNotifier()
-    repository = NotifyingRepository(SqlGenerationRepository(engine), changes)
+    stored = SqlGenerationRepository(engine)
+    repository = NotifyingRepository(stored, changes)
     catalogue = build_catalogue(config)
     # One connection per concurrent prediction (a `Prefer: wait` create holds its connection), plus polls/cancels,
     # spread over pools of POOL_SIZE (a large httpx pool costs CPU per request).
@@ -151,7 +152,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         cog_client,
         webhook_base_url=config.webhook_base_url if config.webhook_port else None,
         webhook_key=cog_webhook_key(config),
-        deliveries=repository,
+        deliveries=stored,  # webhook deliveries change no generation: nothing to notify
         redelivery_wait_seconds=config.cog_redelivery_wait_seconds,
     )
     providers: dict[str, Provider] = {
