@@ -4,8 +4,10 @@ CreatePost with the field and the rule. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -13,6 +15,9 @@ import imageio_ffmpeg  # type: ignore[import-untyped]
 import pytest
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from tests.fakes import LoopbackHTTPServer
@@ -251,3 +256,31 @@ async def test_rendition_of_a_stored_original_is_written_beside_it_and_served_by
     (container,) = instagram(fakes).containers.values()
     assert container["params"]["image_url"] == f"{original}.renditions/instagram.jpg"
     assert (stored / "image.png.renditions" / "instagram.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+async def test_a_stalling_media_host_does_not_hold_create_post(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform]
+) -> None:
+    release = threading.Event()
+
+    async def stall(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"\x00\x00\x00\x18ftypmp42"  # a video's first bytes, then nothing until the test ends
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+
+        return StreamingResponse(body(), media_type="video/mp4")
+
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["tiktok"], "tiktok")
+    with LoopbackHTTPServer(Starlette(routes=[Route("/slow.mp4", stall)])) as host:
+        try:
+            async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens, worker=False) as st:
+                request = pb.CreatePostRequest(
+                    post=pb.Post(connection=name, text=CAPTION, media=[video(f"{host.url}/slow.mp4")], options=OPTIONS)
+                )
+                # Left to publish time once the create-time read is out of time, well within the caller's deadline.
+                response = await st.stub.CreatePost(request, metadata=bearer("user-1"), timeout=30)
+                assert response.post.state == pb.POST_STATE_QUEUED
+        finally:
+            release.set()

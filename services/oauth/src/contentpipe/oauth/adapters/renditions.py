@@ -42,6 +42,8 @@ _FETCHED_BY_URL = {(Platform.INSTAGRAM, MediaKind.IMAGE), (Platform.INSTAGRAM, M
                    (Platform.TIKTOK, MediaKind.IMAGE)}  # fmt: skip
 # JPEG quality (ffmpeg's 2-31, lower is better) and scale tried in turn until an image fits the byte limit.
 _IMAGE_ATTEMPTS = ((3, 1.0), (7, 1.0), (12, 1.0), (7, 0.7), (10, 0.5))
+# What CreatePost may spend reading and probing one media item; beyond it the check is left to publish time.
+INSPECT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,8 @@ class Renditions:
                 continue
             field = f"post.media[{index}]"
             try:
-                async with self._fetcher.open(item, head_only=True) as local:
+                # Bounded in time too: a slow media host must not make CreatePost miss its caller's deadline.
+                async with asyncio.timeout(INSPECT_SECONDS), self._fetcher.open(item, head_only=True) as local:
                     probe = await self._tools.probe(local.path)
                     if local.truncated:
                         probe = replace(probe, size_bytes=local.size)
@@ -100,8 +103,8 @@ class Renditions:
                 if failure.reason in ("MEDIA_NOT_FOUND", "MEDIA_URL_REFUSED"):
                     found.append(FieldViolation(f"{field}.uri", failure.message))
                 continue  # a transient fetch problem: decided at publish time
-            except MediaToolError:
-                continue
+            except (MediaToolError, TimeoutError):
+                continue  # not known in time: decided at publish time
             if local.truncated and not probe.width:
                 continue  # the head alone does not tell (index at the end): decided at publish time
             result = assess(probe, spec)
