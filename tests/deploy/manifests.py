@@ -33,9 +33,11 @@ def kubectl() -> str:
 
 @functools.cache
 def render(overlay: str) -> str:
-    """`kubectl kustomize deploy/k8s/overlays/<overlay>` as YAML text; raises with kustomize's error."""
+    """`kubectl kustomize deploy/k8s/overlays/<overlay>` as YAML text (or any kustomization under deploy/k8s given
+    by its relative path, e.g. `database-init`); raises with kustomize's error."""
+    path = K8S / "overlays" / overlay if overlay in OVERLAYS else K8S / overlay
     result = subprocess.run(
-        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        [kubectl(), "kustomize", str(path)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -4,13 +4,18 @@ rendered values are accepted by the service's own `load_config` (durations, URLs
 from __future__ import annotations
 
 import base64
+import functools
 import importlib
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.deploy.manifests import OVERLAYS, SERVICES, pod_spec, rendered, secret_templates
+from tests.support.tls import issue, make_ca
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +52,21 @@ class RecordingEnviron(Mapping[str, str]):
         return len(self._values)
 
 
+TLS_MOUNT = "/etc/contentpipe/tls/"
+
+
+@functools.cache
+def _tls_files() -> Path:
+    """What components/tls mounts (ca.crt, tls.crt, tls.key), made by a test CA in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="contentpipe-tls-"))
+    ca = make_ca(folder)
+    pair = issue(ca, folder, "service")
+    shutil.copyfile(ca.cert, folder / "ca.crt")
+    shutil.copyfile(pair.cert, folder / "tls.crt")
+    shutil.copyfile(pair.key, folder / "tls.key")
+    return folder
+
+
 def _secret_value(name: str) -> str:
     if name.endswith("_DATABASE_URL"):
         return f"postgresql://contentpipe:pw@postgres:5432/{name.split('_', maxsplit=1)[0].lower()}"
@@ -74,6 +94,9 @@ def _pod_environment(overlay: str, service: str) -> tuple[dict[str, str], dict[s
     for item in container.get("env", []):
         env[item["name"]] = item.get("value", "from-field")
         source[item["name"]] = "Deployment env"
+    for key, value in env.items():  # files the pod mounts exist here too (the settings check they do)
+        if value.startswith(TLS_MOUNT):
+            env[key] = str(_tls_files() / value.removeprefix(TLS_MOUNT))
     return env, source
 
 

@@ -38,7 +38,8 @@ def _assert_hardened(spec: dict[str, Any], where: str) -> None:
         mounted |= {m["mountPath"] for m in container["volumeMounts"]}
     # Scratch space on emptyDir volumes, since the root filesystem is read-only.
     assert {"/data", "/tmp"} <= mounted, where  # noqa: S108 (paths inside the pod)
-    assert all("emptyDir" in v for v in spec["volumes"]), where
+    # ... and the only other volume is the TLS certificate Secret of components/tls, read-only.
+    assert all("emptyDir" in v or (v["name"] == "tls" and "secret" in v) for v in spec["volumes"]), where
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -55,7 +56,10 @@ def test_each_service_has_a_hardened_deployment_with_grpc_probes(overlay: str, s
     port = PORTS[service]
     assert {"name": "grpc", "containerPort": port, "protocol": "TCP"} in container["ports"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == port, probe  # native gRPC probe on grpc.health.v1
+        if "exec" in container[probe]:  # components/tls: the kubelet's gRPC probes cannot speak TLS
+            assert container[probe]["exec"]["command"] == ["python", "-m", "contentpipe.common.probe", service]
+        else:
+            assert container[probe]["grpc"]["port"] == port, probe  # native gRPC probe on grpc.health.v1
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env[f"{service.upper()}_GRPC_HOST"] == "0.0.0.0"
     assert env[f"{service.upper()}_GRPC_PORT"] == str(port)
@@ -80,9 +84,11 @@ def test_each_service_has_a_grpc_service_pdb_and_migrate_job(overlay: str, servi
     r = rendered(overlay)
     pod_labels = r.get("Deployment", service)["spec"]["template"]["metadata"]["labels"]
     svc = r.get("Service", service)
-    assert svc["spec"]["ports"] == [
-        {"name": "grpc", "port": PORTS[service], "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
-    ]
+    grpc_port, *others = sorted(svc["spec"]["ports"], key=lambda p: p["name"] != "grpc")
+    assert grpc_port == {
+        "name": "grpc", "port": PORTS[service], "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"
+    }  # fmt: skip
+    assert [p["name"] for p in others] == (["http-callback"] if service == "oauth" and overlay == "prod" else [])
     assert svc["spec"]["selector"].items() <= pod_labels.items()
     pdb = r.get("PodDisruptionBudget", service)
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()

@@ -150,3 +150,16 @@ def test_the_cli_speaks_mutual_tls_with_a_ca_bundle_and_a_client_certificate(
     assert listed.returncode == 0, listed.stderr
     broken = run_cli("jobs", "list", env={**tls, "CONTENTPIPE_TLS_CLIENT_CERT_FILE": str(client.cert)})
     assert broken.returncode == 2 and "CONTENTPIPE_TLS_CLIENT_KEY_FILE: required" in broken.stderr
+
+
+def test_the_probe_command_checks_health_over_mutual_tls(
+    tmp_path: Path, start_service: Callable[..., ServiceProcess]
+) -> None:
+    ca = make_ca(tmp_path / "ca")
+    service = start_service("scheduler", env=server_env(issue(ca, tmp_path / "certs", "scheduler"), ca))
+    probe = [sys.executable, "-m", "contentpipe.common.probe", "scheduler"]
+    ok = subprocess.run(probe, env=service.env, capture_output=True, text=True, timeout=30, check=False)
+    assert ok.returncode == 0, ok.stderr
+    service.terminate()
+    down = subprocess.run(probe, env=service.env, capture_output=True, text=True, timeout=30, check=False)
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
