@@ -1,0 +1,28 @@
+"""docs/deploy.md points only at manifests that exist (and so are rendered and validated by tests/deploy)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.deploy.manifests import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+GUIDE = REPO_ROOT / "docs" / "deploy.md"
+
+
+def test_every_deploy_k8s_path_in_the_guide_exists() -> None:
+    paths = set(re.findall(r"deploy/k8s/[\w./-]*[\w/]", GUIDE.read_text()))
+    assert len(paths) > 10
+    missing = sorted(p for p in paths if not (REPO_ROOT / p).exists())
+    assert missing == []
+
+
+def test_the_guide_names_every_component_and_overlay() -> None:
+    text = GUIDE.read_text()
+    for folder in ("components", "overlays"):
+        for entry in sorted((REPO_ROOT / "deploy" / "k8s" / folder).iterdir()):
+            if entry.name not in ("debug", "network-policies"):
+                assert f"{folder}/{entry.name}" in text, entry.name
