@@ -88,6 +88,7 @@ class FakePlatforms:
     # Instagram: when each long-lived token was issued; ig_refresh_token refuses one younger than 24 h.
     instagram_issued_at: dict[str, float] = field(default_factory=dict)
     instagram_min_refresh_age: float = 24 * 3600.0
+    page_tokens: dict[str, str] = field(default_factory=dict)  # Facebook Page token → Page id
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ helpers
@@ -392,12 +393,14 @@ class FakePlatforms:
         if "business_management" not in self.granted_facebook or request.path_params["business"] != "biz-1":
             return self._graph_error("(#100) Missing Permission: business_management", 100, 403)
         page_token = self._token("facebook", "page")
+        self.page_tokens[page_token] = "page-biz-1"
         return JSONResponse({"data": [{"id": "page-biz-1", "name": "Alice's Shop", "access_token": page_token}]})
 
     async def facebook_accounts(self, request: Request) -> Response:
         if self._bearer(request, "facebook") is None:
             return self._graph_error("Error validating access token")
         page_token = self._token("facebook", "page")
+        self.page_tokens[page_token] = "page-1"
         return JSONResponse({"data": [{"id": "page-1", "name": "Alice's Page", "access_token": page_token}]})
 
     # ------------------------------------------------------------------ Instagram

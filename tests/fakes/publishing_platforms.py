@@ -1051,19 +1051,33 @@ def _tiktok_reason(problem: str) -> str:
 
 
 class FakeYouTube(FakePlatform):
-    """YouTube resumable upload: session (Location), chunk PUTs (308 + Range), probes, 5xx mid-upload."""
+    """YouTube resumable upload: session (Location), chunk PUTs (308 + Range), probes, 5xx mid-upload.
+
+    Tokens: `tokens`, or, with `userinfo_url` set (the Google stand-in's), any token that endpoint accepts."""
 
     name = "google"
 
     def __init__(self) -> None:
         super().__init__()
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.userinfo_url = ""
+
+    async def _account(self, request: Request) -> str | None:
+        account = self.account_of(request)
+        if account is None and self.userinfo_url and request.headers.get("authorization", "").startswith("Bearer "):
+            async with httpx.AsyncClient() as client:
+                answer = await client.get(
+                    self.userinfo_url, headers={"Authorization": request.headers["authorization"]}
+                )
+            if answer.status_code == 200:
+                account = str(answer.json().get("sub") or "") or None
+        return account
 
     def app(self) -> Starlette:
         async def videos(request: Request) -> Response:
             if request.method == "POST":
                 self.log(request, "POST /upload/youtube/v3/videos?uploadType=resumable")
-                account = self.account_of(request)
+                account = await self._account(request)
                 if account is None:
                     return JSONResponse(
                         {"error": {"code": 401, "message": "Invalid Credentials", "errors": [{"reason": "authError"}]}},
