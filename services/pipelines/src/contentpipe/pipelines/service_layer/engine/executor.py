@@ -70,12 +70,16 @@ class RunExecutor:
         # Set by the worker's cancel watcher (one query for all runs); without it, ask the repository.
         self._cancel_event = cancel_event
         self.run: PipelineRun | None = None
+        # The run as last written: some changes are kept in `run` only and written with the next save (the
+        # state they record is derived again after a crash); metrics compare what was written.
+        self._saved: PipelineRun | None = None
 
     # ------------------------------------------------------------ persistence
 
     async def _save(self, run: PipelineRun) -> PipelineRun:
         await self._runs.save(run, self._settings.worker_id)
-        before, self.run = self.run, run
+        before, self._saved = self._saved, run
+        self.run = run
         self._metrics.transition(before, run)
         return run
 
@@ -142,7 +146,7 @@ class RunExecutor:
     # ------------------------------------------------------------ run
 
     async def execute(self, run: PipelineRun) -> PipelineRun:
-        self.run = run
+        self.run = self._saved = run
         carrier = run.trace_context if tracing_enabled() else None
         link = span_link_from(carrier) if carrier else None
         # Parented by the call that queued the run (scheduler pass → RunPipeline), so one scheduled run is one
@@ -168,6 +172,7 @@ class RunExecutor:
                     if self.run.state.terminal:
                         return self.run
                 assert self.run is not None
+                # Every step was done already (a resumed run whose last write missed the run's success).
                 final = replace(self.run, state=RunState.SUCCEEDED, finish_time=now_utc(), error=None)
                 _log.info("run succeeded", extra={"run": run.name})
                 return await self._save(final)
@@ -177,6 +182,8 @@ class RunExecutor:
 
     async def cancel(self, run: PipelineRun) -> PipelineRun:
         """Cancel in-flight children where possible and mark the run CANCELED (caller holds the lease)."""
+        if self._saved is None:
+            self._saved = run
         self.run = run
         steps = list(run.steps)
         finished = now_utc()
@@ -267,17 +274,31 @@ class RunExecutor:
         await self._save(replace(run, state=RunState.FAILED, error=error, finish_time=finished))
 
     async def _succeed(self, index: int, outputs: StepOutputs, **changes: Any) -> None:
+        """Record the step's success in one write together with what follows it: the next step's start, or
+        (after the last step) the run's success."""
         assert self.run is not None
+        finished = now_utc()
         step_run = replace(
             self.run.steps[index],
             state=StepState.SUCCEEDED,
             outputs=outputs,
-            finish_time=now_utc(),
+            finish_time=finished,
             error=None,
             next_attempt_time=None,
             **changes,
         )
-        await self._save_step(index, step_run)
+        run = self.run.with_step(index, step_run)
+        following = next((i for i in range(index + 1, len(run.steps)) if not run.steps[i].state.done), None)
+        if following is None:
+            run = replace(run, state=RunState.SUCCEEDED, finish_time=finished, error=None)
+            _log.info("run succeeded", extra={"run": run.name})
+        elif run.steps[following].state == StepState.PENDING:
+            pending = run.steps[following]
+            run = run.with_step(
+                following,
+                replace(pending, state=StepState.RUNNING, start_time=finished, attempts=pending.attempts or 1),
+            )
+        await self._save(run)
 
     async def _attempt(self, index: int) -> None:
         assert self.run is not None
@@ -316,8 +337,10 @@ class RunExecutor:
             # The key survives a failed create (lost reply, UNAVAILABLE, crash): the retry gets the same generation.
             key_attempt = step_run.child_attempt or step_run.attempts
             if step_run.child_attempt != key_attempt:
+                # Kept in memory only: until the next write, a resumed attempt derives the same key from
+                # `attempts`; every later write (the child's name, a retry) carries it.
                 step_run = replace(step_run, child_attempt=key_attempt)
-                await self._save_step(index, step_run)
+                self.run = run = run.with_step(index, step_run)
             try:
                 status = await self._peers.generations.create(
                     run.owner, request, child_request_id(run.id, index, key_attempt)
@@ -423,7 +446,11 @@ class RunExecutor:
         await asyncio.gather(*(self._await_post(index, pos) for pos in waiting))
         await self._conclude_post(index)
 
-    async def _update_target(self, index: int, position: int, target: TargetResult, child: str = "") -> None:
+    async def _update_target(
+        self, index: int, position: int, target: TargetResult, child: str = "", *, save: bool = True
+    ) -> None:
+        """Change one target; `save=False` keeps the change for the step's next write (a post's outcome: it is
+        read again from the posting service after a crash)."""
         async with self._lock:
             assert self.run is not None
             step_run = self.run.steps[index]
@@ -432,7 +459,10 @@ class RunExecutor:
             step_run = replace(step_run, targets=tuple(targets))
             if child and child not in step_run.children:
                 step_run = replace(step_run, children=(*step_run.children, child))
-            await self._save_step(index, step_run)
+            if save:
+                await self._save_step(index, step_run)
+            else:
+                self.run = self.run.with_step(index, step_run)
 
     async def _create_post(self, index: int, position: int, request: PostRequest) -> None:
         assert self.run is not None
@@ -474,10 +504,10 @@ class RunExecutor:
                     error = retries.step_error(
                         exc, f"step {step_id!r}, target {target.connection}: reading {target.post} failed"
                     )
-                    await self._update_target(index, position, replace(target, error=error))
+                    await self._update_target(index, position, replace(target, error=error), save=False)
                     return
             delay = await self._pace(started, delay)
-        await self._update_target(index, position, target_outcome(step_id, target, status))
+        await self._update_target(index, position, target_outcome(step_id, target, status), save=False)
 
     async def _conclude_post(self, index: int) -> None:
         assert self.run is not None
