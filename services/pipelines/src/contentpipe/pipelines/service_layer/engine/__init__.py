@@ -6,7 +6,8 @@ and as soon as the child's name is known, so a run picked up by another worker a
 the child instead of creating a second one. Saves are fenced by the lease: a worker that lost a run
 cannot overwrite the new holder's progress.
 
-Modules: `core` (settings, step outcomes, child request ids), `context` (what templates and media see),
+Modules: `core` (settings, step outcomes, child request ids), `context` (what templates and media see), `waits`
+(cancel-aware sleeps and long polls of children),
 `targets` (the outcome of each target of a post step), `executor` (one run's steps), `worker` (claiming,
 lease renewal, cancel watching).
 """

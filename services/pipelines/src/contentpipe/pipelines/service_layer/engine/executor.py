@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from contentpipe.common import errors
 from contentpipe.common.telemetry import extract_context, get_tracer, optional_span, span_link_from, tracing_enabled
@@ -36,6 +35,7 @@ from contentpipe.pipelines.service_layer.engine.core import (
     now_utc,
 )
 from contentpipe.pipelines.service_layer.engine.targets import SEVERITY, target_for_attempt, target_outcome
+from contentpipe.pipelines.service_layer.engine.waits import RunWaits
 from contentpipe.pipelines.service_layer.metrics import PipelineMetrics, default_metrics
 from contentpipe.pipelines.service_layer.ports import (
     GenerationRequest,
@@ -46,7 +46,6 @@ from contentpipe.pipelines.service_layer.ports import (
     RunRepository,
 )
 
-T = TypeVar("T")
 _log = logging.getLogger(__name__)
 _tracer = get_tracer(__name__)
 
@@ -67,8 +66,8 @@ class RunExecutor:
         self._settings = settings
         self._metrics = metrics if metrics is not None else default_metrics()
         self._lock = asyncio.Lock()
-        # Set by the worker's cancel watcher (one query for all runs); without it, ask the repository.
-        self._cancel_event = cancel_event
+        # cancel_event is set by the worker's cancel watcher (one query for all runs); without it, ask the repository.
+        self._waits = RunWaits(settings, cancel_event, self._cancel_requested)
         self.run: PipelineRun | None = None
         # The run as last written: some changes are kept in `run` only and written with the next save (the
         # state they record is derived again after a crash); metrics compare what was written.
@@ -87,61 +86,9 @@ class RunExecutor:
         assert self.run is not None
         return await self._save(self.run.with_step(index, step_run))
 
-    async def _check_cancel(self) -> None:
+    async def _cancel_requested(self) -> bool:
         assert self.run is not None
-        if self._cancel_event is not None:
-            if self._cancel_event.is_set():
-                raise CancelRequested
-        elif await self._runs.cancel_requested(self.run.id):
-            raise CancelRequested
-
-    async def _sleep(self, seconds: float) -> None:
-        """Wait, waking at once when the run is cancelled (or checking every few seconds without a watcher)."""
-        deadline = asyncio.get_running_loop().time() + max(seconds, 0.0)
-        while True:
-            await self._check_cancel()
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return
-            if self._cancel_event is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cancel_event.wait(), timeout=remaining)
-            else:
-                await asyncio.sleep(min(remaining, 2.0))
-
-    def _child_wait(self) -> float:
-        """How long one long poll of a child may last: short without a cancel watcher, which only checks
-        for cancel requests between calls."""
-        if self._cancel_event is None:
-            return min(self._settings.child_wait, 2.0)
-        return self._settings.child_wait
-
-    async def _until_cancelled(self, awaitable: Awaitable[T]) -> T:
-        """Await a peer call, abandoning it (CancelRequested) as soon as the run is cancelled."""
-        await self._check_cancel()
-        if self._cancel_event is None:
-            return await awaitable
-        call = asyncio.ensure_future(awaitable)
-        cancelled = asyncio.ensure_future(self._cancel_event.wait())
-        try:
-            done, _ = await asyncio.wait((call, cancelled), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            call.cancel()
-            raise
-        finally:
-            cancelled.cancel()
-        if call not in done:
-            call.cancel()
-            raise CancelRequested
-        return call.result()
-
-    async def _pace(self, started: float, delay: float) -> float:
-        """After a wait for a child that ended without its outcome: go again at once if the long poll used its
-        time, else (an error, or a peer without long polls answering at once) back off. Returns the next delay."""
-        if asyncio.get_running_loop().time() - started >= self._child_wait() / 2:
-            return self._settings.poll_initial
-        await self._sleep(delay)
-        return min(delay * self._settings.poll_multiplier, self._settings.poll_max)
+        return await self._runs.cancel_requested(self.run.id)
 
     # ------------------------------------------------------------ run
 
@@ -159,7 +106,7 @@ class RunExecutor:
             attributes={"contentpipe.run": run.name, "contentpipe.user": run.owner},
         ):
             try:
-                await self._check_cancel()
+                await self._waits.check()
                 if run.state == RunState.QUEUED:
                     # Persisted with the first step's start (one write fewer per run).
                     self.run = replace(run, state=RunState.RUNNING, start_time=run.start_time or now_utc())
@@ -222,7 +169,7 @@ class RunExecutor:
                 assert self.run is not None
                 step_run = self.run.steps[index]
                 if step_run.next_attempt_time is not None:
-                    await self._sleep((step_run.next_attempt_time - now_utc()).total_seconds())
+                    await self._waits.sleep((step_run.next_attempt_time - now_utc()).total_seconds())
                     # current_child stays: only the child's own failure clears it (see _generate).
                     step_run = replace(step_run, attempts=step_run.attempts + 1, next_attempt_time=None)
                     await self._save_step(index, step_run)
@@ -385,7 +332,9 @@ class RunExecutor:
         while True:
             started = loop.time()
             try:
-                status = await self._until_cancelled(self._peers.generations.wait(owner, name, self._child_wait()))
+                status = await self._waits.until_cancelled(
+                    lambda: self._peers.generations.wait(owner, name, self._waits.child_wait())
+                )
                 if status.terminal:
                     return status
             except errors.ContentpipeError as exc:
@@ -393,7 +342,7 @@ class RunExecutor:
                     raise StepFailed(
                         retries.step_error(exc, f"step {self.run.definition[index].id!r}: reading {name} failed")
                     ) from None
-            delay = await self._pace(started, delay)
+            delay = await self._waits.pace(started, delay)
 
     # ------------------------------------------------------------ post_to_platform
 
@@ -496,7 +445,9 @@ class RunExecutor:
         while True:
             started = loop.time()
             try:
-                status = await self._until_cancelled(self._peers.posts.wait(owner, target.post, self._child_wait()))
+                status = await self._waits.until_cancelled(
+                    lambda: self._peers.posts.wait(owner, target.post, self._waits.child_wait())
+                )
                 if status.state.terminal:
                     break
             except errors.ContentpipeError as exc:
@@ -506,7 +457,7 @@ class RunExecutor:
                     )
                     await self._update_target(index, position, replace(target, error=error), save=False)
                     return
-            delay = await self._pace(started, delay)
+            delay = await self._waits.pace(started, delay)
         await self._update_target(index, position, target_outcome(step_id, target, status), save=False)
 
     async def _conclude_post(self, index: int) -> None:
