@@ -104,6 +104,11 @@ def test_old_spellings_still_work_hidden_and_point_to_the_one_verb(run_cli: RunC
 
 
 class OneNotification(npb_grpc.NotificationServiceServicer):
+    def ListNotifications(
+        self, request: npb.ListNotificationsRequest, context: grpc.ServicerContext
+    ) -> npb.ListNotificationsResponse:
+        return npb.ListNotificationsResponse(notifications=[npb.Notification(name="notifications/n1")])
+
     def GetNotification(
         self, request: npb.GetNotificationRequest, context: grpc.ServicerContext
     ) -> npb.GetNotificationResponse:
@@ -117,10 +122,10 @@ class OneNotification(npb_grpc.NotificationServiceServicer):
 
 
 def test_notifications_get_shows_one(run_cli: RunCli, fake_server, token: str) -> None:
-    servicer = OneNotification()  # type: ignore[abstract]  # only GetNotification is called
+    servicer = OneNotification()  # type: ignore[abstract]  # Acknowledge is not called
     address = fake_server((servicer, npb_grpc.add_NotificationServiceServicer_to_server))
     env = {"CONTENTPIPE_SCHEDULER_ADDR": address, "CONTENTPIPE_TOKEN": token}
-    shown = run_cli("notifications", "get", "n1", "-o", "json", env=env)
+    shown = run_cli("notifications", "get", "n", "-o", "json", env=env)  # a unique prefix
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == {
         "name": "notifications/n1",

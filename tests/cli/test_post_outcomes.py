@@ -19,6 +19,9 @@ FIX = (
 )
 
 
+POST_ID = "01a23c504cad78a7942588acde8dd9cb"  # a full id: nothing to resolve by prefix
+
+
 class FailedPosts(pb_grpc.PostingServiceServicer):
     def GetPost(self, request: pb.GetPostRequest, context: grpc.ServicerContext) -> pb.GetPostResponse:
         return pb.GetPostResponse(
@@ -39,7 +42,7 @@ def test_posts_get_shows_the_failure_reason_and_the_fix(
     servicer = FailedPosts()  # type: ignore[abstract]  # only GetPost is called
     address = fake_server((servicer, pb_grpc.add_PostingServiceServicer_to_server))
     result = run_cli(
-        "posts", "get", "p1", "-o", output, env={"CONTENTPIPE_OAUTH_ADDR": address, "CONTENTPIPE_TOKEN": token}
+        "posts", "get", POST_ID, "-o", output, env={"CONTENTPIPE_OAUTH_ADDR": address, "CONTENTPIPE_TOKEN": token}
     )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())  # the table folds long values over lines

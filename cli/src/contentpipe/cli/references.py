@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
+from contentpipe.api.generation.v1 import generation_service_pb2 as gen_pb
+from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+from contentpipe.api.scheduler.v1 import notification_service_pb2 as note_pb
 from contentpipe.cli.errors import EXIT_INVALID, EXIT_NOT_FOUND, CliError
 from contentpipe.cli.session import Session
 
@@ -50,19 +53,53 @@ async def _match(kind: str, value: str, prefix: str, list_page: Callable[[str], 
     )
 
 
+async def _pipelines(session: Session, token: str) -> Page:
+    request = pb.ListPipelinesRequest(page_size=PAGE_SIZE, page_token=token)
+    response = await session.call("pipelines", session.pipelines.ListPipelines, request)
+    return [p.name for p in response.pipelines], response.next_page_token
+
+
+async def _generations(session: Session, token: str) -> Page:
+    request = gen_pb.ListGenerationsRequest(page_size=PAGE_SIZE, page_token=token)
+    response = await session.call("generation", session.generations.ListGenerations, request)
+    return [g.name for g in response.generations], response.next_page_token
+
+
+async def _posts(session: Session, token: str) -> Page:
+    request = post_pb.ListPostsRequest(page_size=PAGE_SIZE, page_token=token)
+    response = await session.call("oauth", session.posts.ListPosts, request)
+    return [p.name for p in response.posts], response.next_page_token
+
+
+async def _notifications(session: Session, token: str) -> Page:
+    request = note_pb.ListNotificationsRequest(page_size=PAGE_SIZE, page_token=token)
+    response = await session.call("scheduler", session.notifications.ListNotifications, request)
+    return [n.name for n in response.notifications], response.next_page_token
+
+
+# Collections whose ids are generated (32 hex digits), so a shorter one can only be a prefix. Jobs are not here:
+# their ids are chosen by people, and a short id is an id.
+_LISTERS: dict[str, Callable[[Session, str], Awaitable[Page]]] = {
+    "pipelines": _pipelines,
+    "generations": _generations,
+    "posts": _posts,
+    "notifications": _notifications,
+}
+
+
+async def resolve_name(session: Session, collection: str, value: str) -> str:
+    """`COLLECTION/ID`, `ID` or a unique prefix of ID -> `COLLECTION/ID` (ambiguous: CliError with the candidates)."""
+    resource_id = value.removeprefix(f"{collection}/")
+    name = f"{collection}/{resource_id}"
+    lister = _LISTERS[collection]
+    if not _is_short(resource_id):
+        return name
+    return await _match(collection, value, resource_id, lambda token: lister(session, token)) or name
+
+
 async def pipeline_name(session: Session, value: str) -> str:
     """`pipelines/ID`, `ID` or a unique prefix of ID -> `pipelines/ID`."""
-    pipeline_id = value.removeprefix("pipelines/")
-    name = f"pipelines/{pipeline_id}"
-    if not _is_short(pipeline_id):
-        return name
-
-    async def page(token: str) -> Page:
-        request = pb.ListPipelinesRequest(page_size=PAGE_SIZE, page_token=token)
-        response = await session.call("pipelines", session.pipelines.ListPipelines, request)
-        return [p.name for p in response.pipelines], response.next_page_token
-
-    return await _match("pipelines", value, pipeline_id, page) or name
+    return await resolve_name(session, "pipelines", value)
 
 
 async def run_name(session: Session, value: str) -> str:

@@ -15,6 +15,7 @@ from contentpipe.cli.manifests import parse_message, read_document
 from contentpipe.cli.output import age_col, col, print_list, print_resource
 from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging, resource_name
 from contentpipe.cli.platforms import PLATFORM_CHOICES, parse_platform
+from contentpipe.cli.references import resolve_name
 from contentpipe.cli.session import Session
 from contentpipe.common.ids import new_id
 
@@ -104,7 +105,7 @@ def _register_generations(sub: SubParsers) -> None:
             reads=True,
             examples=[f"contentpipe generations {name} generations/0193..."],
         )
-        command.add_argument("generation", help="generations/ID or ID")
+        command.add_argument("generation", help="generations/ID, ID or a unique prefix of ID")
 
 
 def _register_posts(sub: SubParsers) -> None:
@@ -156,7 +157,7 @@ def _register_posts(sub: SubParsers) -> None:
             reads=True,
             examples=[f"contentpipe posts {name} posts/0193..."],
         )
-        command.add_argument("post", help="posts/ID or ID")
+        command.add_argument("post", help="posts/ID, ID or a unique prefix of ID")
     resolve = add_command(
         group,
         "resolve",
@@ -168,7 +169,7 @@ def _register_posts(sub: SubParsers) -> None:
             "contentpipe posts resolve posts/0193... --not-published",
         ],
     )
-    resolve.add_argument("post", help="posts/ID or ID")
+    resolve.add_argument("post", help="posts/ID, ID or a unique prefix of ID")
     outcome = resolve.add_mutually_exclusive_group(required=True)
     outcome.add_argument("--published", action="store_true", help="it went out")
     outcome.add_argument("--not-published", action="store_true", help="it did not; queue it again")
@@ -204,7 +205,7 @@ def _register_notifications(sub: SubParsers) -> None:
             "contentpipe notifications get 0193... -o json",
         ],
     )
-    get.add_argument("notification", help="notifications/ID or ID")
+    get.add_argument("notification", help="notifications/ID, ID or a unique prefix of ID")
     ack = add_command(
         group,
         "ack",
@@ -213,7 +214,7 @@ def _register_notifications(sub: SubParsers) -> None:
         reads=True,
         examples=["contentpipe notifications ack notifications/0193..."],
     )
-    ack.add_argument("notification", help="notifications/ID or ID")
+    ack.add_argument("notification", help="notifications/ID, ID or a unique prefix of ID")
 
 
 async def create_generation(session: Session, args: argparse.Namespace) -> int:
@@ -265,7 +266,7 @@ async def list_generations(session: Session, args: argparse.Namespace) -> int:
 
 
 async def get_generation(session: Session, args: argparse.Namespace) -> int:
-    name = resource_name("generations", args.generation)
+    name = await resolve_name(session, "generations", args.generation)
     response = await session.call(
         "generation", session.generations.GetGeneration, gen_pb.GetGenerationRequest(name=name)
     )
@@ -274,7 +275,7 @@ async def get_generation(session: Session, args: argparse.Namespace) -> int:
 
 
 async def cancel_generation(session: Session, args: argparse.Namespace) -> int:
-    name = resource_name("generations", args.generation)
+    name = await resolve_name(session, "generations", args.generation)
     response = await session.call(
         "generation", session.generations.CancelGeneration, gen_pb.CancelGenerationRequest(name=name)
     )
@@ -335,23 +336,22 @@ async def list_posts(session: Session, args: argparse.Namespace) -> int:
 
 async def get_post(session: Session, args: argparse.Namespace) -> int:
     response = await session.call(
-        "oauth", session.posts.GetPost, post_pb.GetPostRequest(name=resource_name("posts", args.post))
+        "oauth", session.posts.GetPost, post_pb.GetPostRequest(name=await resolve_name(session, "posts", args.post))
     )
     print_resource(response.post, args.output)
     return EXIT_OK
 
 
 async def cancel_post(session: Session, args: argparse.Namespace) -> int:
-    response = await session.call(
-        "oauth", session.posts.CancelPost, post_pb.CancelPostRequest(name=resource_name("posts", args.post))
-    )
+    name = await resolve_name(session, "posts", args.post)
+    response = await session.call("oauth", session.posts.CancelPost, post_pb.CancelPostRequest(name=name))
     print_resource(response.post, args.output)
     return EXIT_OK
 
 
 async def resolve_post(session: Session, args: argparse.Namespace) -> int:
     request = post_pb.ResolvePostRequest(
-        name=resource_name("posts", args.post),
+        name=await resolve_name(session, "posts", args.post),
         published=bool(args.published),
         platform_post_id=args.platform_post_id,
         permalink=args.permalink,
@@ -371,7 +371,7 @@ async def list_notifications(session: Session, args: argparse.Namespace) -> int:
 
 
 async def get_notification(session: Session, args: argparse.Namespace) -> int:
-    name = resource_name("notifications", args.notification)
+    name = await resolve_name(session, "notifications", args.notification)
     response = await session.call(
         "scheduler", session.notifications.GetNotification, note_pb.GetNotificationRequest(name=name)
     )
@@ -380,7 +380,7 @@ async def get_notification(session: Session, args: argparse.Namespace) -> int:
 
 
 async def ack_notification(session: Session, args: argparse.Namespace) -> int:
-    name = resource_name("notifications", args.notification)
+    name = await resolve_name(session, "notifications", args.notification)
     response = await session.call(
         "scheduler", session.notifications.AcknowledgeNotification, note_pb.AcknowledgeNotificationRequest(name=name)
     )
