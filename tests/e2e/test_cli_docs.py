@@ -119,7 +119,7 @@ def test_doc_commands_work_when_pasted(doc: str, tmp_path: Path) -> None:
     data dir (as CONTENTPIPE_<SERVICE>_ADDR and CONTENTPIPE_DATA_DIR), nothing else is changed."""
     blocks = [block for block, reason in command_blocks((REPO_ROOT / doc).read_text()) if reason is None]
     if not blocks:
-        pytest.skip(f"{doc} has no command blocks")
+        pytest.skip(f"{doc}: every command block says why it is not executed")
     addresses = {svc: f"127.0.0.1:{free_port()}" for svc in DEFAULT_PORTS.values()}
     data = tmp_path / "data"
     env = {"CONTENTPIPE_DATA_DIR": str(data)} | {f"CONTENTPIPE_{s.upper()}_ADDR": a for s, a in addresses.items()}
