@@ -16,6 +16,8 @@ import uvicorn
 
 _log = logging.getLogger(__name__)
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 
 class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -33,7 +35,14 @@ async def serve_asgi(
 ) -> None:
     """Serve `app` on host:port until cancelled; `bound_port` receives the port once listening (0 → a free one)."""
     config = uvicorn.Config(
-        app, host=host, port=port, lifespan="off", log_config=None, access_log=False, server_header=False
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     server = _EmbeddedServer(config)
     serving = asyncio.create_task(server.serve(), name=f"{name}-http")
@@ -50,6 +59,7 @@ async def serve_asgi(
     try:
         await asyncio.shield(serving)
     except asyncio.CancelledError:
-        server.should_exit = True
-        await serving
+        server.should_exit = True  # stop accepting, finish requests in flight (bounded)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(serving, timeout=GRACEFUL_SHUTDOWN_SECONDS * 2)
         raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -19,12 +18,12 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import uvicorn
+from contentpipe.common.asgi import serve_asgi
 from contentpipe.generation.entrypoints.webhook_spool import BodyTooLarge, extract_data_uris
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -216,25 +215,6 @@ async def _spool(request: Request, path: Path, limit: int) -> None:
         await asyncio.to_thread(handle.close)
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the service's own event loop: the service owns SIGTERM (graceful gRPC shutdown), not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 async def serve_webhooks(app: Starlette, host: str, port: int) -> None:
     """Serve `app` until cancelled (the service's shutdown), then stop accepting and finish requests in flight."""
-    config = uvicorn.Config(
-        app, host=host, port=port, lifespan="off", access_log=False, log_config=None, timeout_graceful_shutdown=5
-    )
-    server = _EmbeddedServer(config)
-    serving = asyncio.ensure_future(server.serve())
-    try:
-        await asyncio.shield(serving)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, timeout=10)
-        raise
+    await serve_asgi(app, host, port, name="generation-webhooks")
