@@ -177,3 +177,38 @@ def test_abandoned_temporary_renditions_are_removed_recent_ones_kept(tmp_path: P
     os.utime(other, (time.time() - 3600, time.time() - 3600))
     _remove_abandoned(rendition, older_than=600)
     assert not old.exists() and fresh.exists() and other.exists()  # only this rendition's, only stale ones
+
+
+async def test_conformance_results_and_conversion_time_are_metered(files: dict[str, Path], tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    import httpx
+    from contentpipe.oauth.adapters.publishers.media import MediaFetcher, MediaPolicy
+    from contentpipe.oauth.adapters.renditions import Renditions, RenditionSettings, StorageArea
+    from contentpipe.oauth.domain.posts import Media, Post, PostOptions
+    from contentpipe.oauth.service_layer.metrics import OAuthMetrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    original = tmp_path / "local.mp4"
+    original.write_bytes(files["local"].read_bytes())
+    reader = InMemoryMetricReader()
+    async with httpx.AsyncClient() as client:
+        policy = MediaPolicy(allow_private=True, file_roots=[tmp_path])
+        fetcher = MediaFetcher(client, policy, tmp_path / "tmp", 1 << 30)
+        renditions = Renditions(MediaTools(ToolLimits()), fetcher, RenditionSettings(StorageArea(tmp_path / "r")))
+        renditions.metrics = OAuthMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+        for platform in (Platform.TIKTOK, Platform.TIKTOK, Platform.GOOGLE):
+            post = Post("p", "user-1", "c", platform, "", (Media(original.as_uri(), MediaKind.VIDEO),), PostOptions(),
+                        datetime.now(UTC))  # fmt: skip
+            await renditions.conform(post)
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics = {m.name: m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    counted = {
+        (str((p.attributes or {})["platform"]), str((p.attributes or {})["result"])): p.value  # type: ignore[union-attr]
+        for p in metrics["contentpipe.oauth.media.conformance"].data.data_points
+    }
+    assert counted == {("tiktok", "converted"): 1, ("tiktok", "reused"): 1, ("google", "conforms"): 1}
+    (timing,) = metrics["contentpipe.oauth.media.conversion.duration"].data.data_points
+    assert timing.count == 1  # type: ignore[union-attr]

@@ -32,6 +32,7 @@ from contentpipe.oauth.domain.media_conformance import Assessment, MediaProbe, R
 from contentpipe.oauth.domain.media_conformance import violations as rule_violations
 from contentpipe.oauth.domain.media_specs import MediaSpec, spec_for
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform, Post
+from contentpipe.oauth.service_layer.metrics import default_metrics
 from contentpipe.oauth.service_layer.posting_ports import PublishFailure, RejectedFailure
 
 _log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Renditions:
         self._fetcher = fetcher
         self._settings = settings
         self._locks: dict[Path, asyncio.Lock] = {}
+        self.metrics = default_metrics()
 
     # ------------------------------------------------------------------ CreatePost
 
@@ -127,17 +129,22 @@ class Renditions:
         return tuple(out)
 
     async def _conform_one(self, post: Post, index: int, item: Media, spec: MediaSpec) -> Media:
-        async with self._fetcher.open(item) as local:
-            try:
-                probe = await self._tools.probe(local.path)
-            except MediaToolError as exc:
-                raise RejectedFailure(exc.reason, f"post.media[{index}]: {exc.message}") from None
-            result = assess(probe, spec)
-            if result.verdict is Verdict.CONFORMS:
-                return item
-            if result.verdict is Verdict.IMPOSSIBLE or result.plan is None:
-                raise RejectedFailure("MEDIA_NOT_CONVERTIBLE", f"post.media[{index}]: {result.message}")
-            return await self._rendition(post, index, item, local, spec=spec, result=result)
+        try:
+            async with self._fetcher.open(item) as local:
+                try:
+                    probe = await self._tools.probe(local.path)
+                except MediaToolError as exc:
+                    raise RejectedFailure(exc.reason, f"post.media[{index}]: {exc.message}") from None
+                result = assess(probe, spec)
+                if result.verdict is Verdict.CONFORMS:
+                    self.metrics.media_checked(post.platform.value, item.kind.value, "conforms")
+                    return item
+                if result.verdict is Verdict.IMPOSSIBLE or result.plan is None:
+                    raise RejectedFailure("MEDIA_NOT_CONVERTIBLE", f"post.media[{index}]: {result.message}")
+                return await self._rendition(post, index, item, local, spec=spec, result=result)
+        except PublishFailure as failure:
+            self.metrics.media_checked(post.platform.value, item.kind.value, failure.reason.lower())
+            raise
 
     async def _rendition(
         self, post: Post, index: int, item: Media, local: LocalMedia, *, spec: MediaSpec, result: Assessment
@@ -158,7 +165,12 @@ class Renditions:
                     "converting media",
                     extra={"post_id": post.id, "platform": post.platform.value, "plan": result.plan.describe()},
                 )
+                started = time.monotonic()
                 probe = await self._render(local.path, result.plan, path, spec, index)
+                self.metrics.media_converted(post.platform.value, item.kind.value, time.monotonic() - started)
+                self.metrics.media_checked(post.platform.value, item.kind.value, "converted")
+            else:
+                self.metrics.media_checked(post.platform.value, item.kind.value, "reused")
         self._locks.pop(path, None)
         return Media(
             uri=uri,

@@ -1,5 +1,6 @@
 """oauth metrics (OpenTelemetry): posts finished by platform and state, token refresh outcomes by platform, posting
-queue depth and oldest age (observable gauges over a sample the process refreshes periodically)."""
+queue depth and oldest age (observable gauges over a sample the process refreshes periodically), media conformance
+results and conversion time."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ class OAuthMetrics:
             "contentpipe.oauth.token.refreshes",
             description="Token refresh attempts at the platform, by platform and result (success, error, needs_reauth)",
         )
+        self._conversions = meter.create_counter(
+            "contentpipe.oauth.media.conformance",
+            description="Media items checked before publishing, by platform, kind and result (conforms, converted, "
+            "reused, impossible, conversion_failed, conversion_timeout, ...)",
+        )
+        self._conversion_seconds = meter.create_histogram(
+            "contentpipe.oauth.media.conversion.duration",
+            unit="s",
+            description="Time to render and check one rendition, by platform and kind",
+        )
         self._queued = 0
         self._oldest_age = 0.0
         meter.create_observable_gauge(
@@ -62,6 +73,12 @@ class OAuthMetrics:
 
     def post_finished(self, platform: str, state: str) -> None:
         self._posts.add(1, {"platform": platform, "state": state})
+
+    def media_checked(self, platform: str, kind: str, result: str) -> None:
+        self._conversions.add(1, {"platform": platform, "kind": kind, "result": result})
+
+    def media_converted(self, platform: str, kind: str, seconds: float) -> None:
+        self._conversion_seconds.record(seconds, {"platform": platform, "kind": kind})
 
     def token_refresh(self, platform: str, result: str, reason: str = "") -> None:
         attributes = {"platform": platform, "result": result}
