@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from contentpipe.generation.entrypoints.webhook_spool import extract_data_uris
+from contentpipe.generation.entrypoints.webhook_spool import extract_data_uris, remove_stale_files
 from contentpipe.generation.entrypoints.webhooks import WebhookSettings, cog_signature, webhook_app
 
 pytestmark = pytest.mark.unit
@@ -92,3 +92,14 @@ async def test_routes_and_methods(tmp_path: Path) -> None:
     assert (await _post(app, "/webhooks/replicate", b"{}")).status_code == 404  # no Replicate secret configured
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hooks") as client:
         assert (await client.get("/webhooks/cog")).status_code == 405
+
+
+def test_spooled_files_nobody_took_are_removed_after_their_age(tmp_path: Path) -> None:
+    old, fresh = tmp_path / "outputs" / "old.mp4", tmp_path / "outputs" / "fresh.mp4"
+    old.parent.mkdir()
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (1_000_000, 1_000_000))
+    assert remove_stale_files(tmp_path, older_than_seconds=3600) == 1
+    assert not old.exists() and fresh.exists()
+    assert remove_stale_files(tmp_path / "missing", older_than_seconds=1) == 0

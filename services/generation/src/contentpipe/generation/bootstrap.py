@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -64,6 +66,14 @@ def scratch_dir(config: GenerationConfig) -> Path:
 
 def cog_webhook_key(config: GenerationConfig) -> bytes:
     return hashlib.sha256(f"cog-webhook:{config.webhook_secret}".encode()).digest()
+
+
+def cog_webhook_signer(config: GenerationConfig) -> Callable[[str], str]:
+    """Signs the Cog webhook URLs the way the webhook endpoint checks them (imported only when webhooks are on)."""
+    from contentpipe.generation.entrypoints.webhooks import cog_signature
+
+    key = cog_webhook_key(config)
+    return lambda prediction_id: cog_signature(key, prediction_id)
 
 
 def build_catalogue(config: GenerationConfig) -> Catalogue:
@@ -151,7 +161,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
     cog = CogProvider(
         cog_client,
         webhook_base_url=config.webhook_base_url if config.webhook_port else None,
-        webhook_key=cog_webhook_key(config),
+        sign_webhook=cog_webhook_signer(config) if config.webhook_port else None,
         deliveries=stored,  # webhook deliveries change no generation: nothing to notify
         redelivery_wait_seconds=config.cog_redelivery_wait_seconds,
     )
@@ -226,12 +236,15 @@ async def serve(config: GenerationConfig) -> int:
     if config.worker_enabled:
         background.append(app.worker.run)
     if config.webhook_port:
+        from contentpipe.generation.entrypoints.webhook_spool import remove_stale_files
         from contentpipe.generation.entrypoints.webhooks import WebhookSettings, serve_webhooks, webhook_app
+
+        spool = scratch_dir(config) / "webhooks"
 
         hooks = webhook_app(
             WebhookSettings(
                 cog_key=cog_webhook_key(config),
-                spool_dir=scratch_dir(config) / "webhooks",
+                spool_dir=spool,
                 max_body_bytes=config.webhook_max_body_bytes,
                 replicate_secret=config.replicate.webhook_secret if config.replicate else None,
             ),
@@ -240,6 +253,8 @@ async def serve(config: GenerationConfig) -> int:
         )
 
         async def webhooks() -> None:
+            # Results spooled before a restart and never taken: a stored delivery outlives no generation's deadline.
+            await asyncio.to_thread(remove_stale_files, spool, 2 * config.deadline_seconds)
             await serve_webhooks(hooks, config.webhook_host, config.webhook_port)
 
         background.append(webhooks)

@@ -14,12 +14,12 @@ prediction after it finishes. The id is recorded before the first PUT.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from contentpipe.generation.adapters.input_schemas import InputSchemaCache
@@ -62,7 +62,7 @@ class CogProvider:
         client: httpx.AsyncClient,
         *,
         webhook_base_url: str | None = None,
-        webhook_key: bytes = b"",
+        sign_webhook: Callable[[str], str] | None = None,
         retry_delay_seconds: float = 1.0,
         deliveries: DeliveryStore | None = None,
         probe_interval_seconds: float = 5.0,
@@ -74,14 +74,15 @@ class CogProvider:
         self._probe_interval = probe_interval_seconds
         self._redelivery_wait = redelivery_wait_seconds
         self._webhook_base = webhook_base_url.rstrip("/") if webhook_base_url else None
-        self._webhook_key = webhook_key
+        self._sign = sign_webhook
         self._events: dict[str, asyncio.Event] = {}
         self._latest: dict[str, dict[str, Any]] = {}
         self._schemas = InputSchemaCache()
 
     def webhook_url(self, prediction_id: str) -> str:
-        sig = hmac.new(self._webhook_key, prediction_id.encode(), hashlib.sha256).hexdigest()
-        return f"{self._webhook_base}/webhooks/cog?id={prediction_id}&sig={sig}"
+        """Our webhook endpoint for this prediction; Cog does not sign webhooks, so the URL carries our signature."""
+        sig = self._sign(prediction_id) if self._sign is not None else ""
+        return f"{self._webhook_base}/webhooks/cog?{urlencode({'id': prediction_id, 'sig': sig})}"
 
     def deliver_webhook(self, prediction: dict[str, Any]) -> None:
         """A verified webhook from a Cog server: keep the latest state and wake the waiting step."""

@@ -10,6 +10,7 @@ import base64
 import json
 import mimetypes
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,19 @@ def _decode_to_file(handle: Any, data: bytes, start: int, header: str, out_dir: 
             data, start = handle.read(_CHUNK), 0
             if not data:
                 raise ValueError("unterminated data: URI")
+
+
+def remove_stale_files(directory: Path, older_than_seconds: float) -> int:
+    """Delete spooled files nobody took (e.g. the result of a prediction whose generation was cancelled)."""
+    if not directory.is_dir():
+        return 0
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    for path in directory.rglob("*"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue  # taken by ingest meanwhile
+    return removed
