@@ -1061,6 +1061,7 @@ class FakeYouTube(FakePlatform):
         super().__init__()
         self.sessions: dict[str, dict[str, Any]] = {}
         self.userinfo_url = ""
+        self.upload_scope_granted = True  # False: the token lacks youtube.upload (403 insufficientPermissions)
 
     async def _account(self, request: Request) -> str | None:
         account = self.account_of(request)
@@ -1082,6 +1083,21 @@ class FakeYouTube(FakePlatform):
                     return JSONResponse(
                         {"error": {"code": 401, "message": "Invalid Credentials", "errors": [{"reason": "authError"}]}},
                         status_code=401,
+                    )
+                if not self.upload_scope_granted:
+                    message = "Request had insufficient authentication scopes."
+                    return JSONResponse(
+                        {
+                            "error": {
+                                "code": 403,
+                                "message": message,
+                                "errors": [
+                                    {"message": message, "domain": "global", "reason": "insufficientPermissions"}
+                                ],
+                                "status": "PERMISSION_DENIED",
+                            }
+                        },
+                        status_code=403,
                     )
                 meta = await request.json()
                 if (refused := self._metadata_refusal(meta)) is not None:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 
-from tests.fakes.publishing_platforms import FakeFacebook, FakePlatform, FakeTikTok
+from tests.fakes.publishing_platforms import FakeFacebook, FakePlatform, FakeTikTok, FakeYouTube
 from tests.fakes.publishing_tokens import FakeTokens
 from tests.oauth.posting.conftest import fake_env
 from tests.oauth.posting.harness import ffmpeg, posting_stack
@@ -258,4 +258,27 @@ async def test_facebook_page_without_publish_permission_fails_naming_the_fix(
     assert post.state == pb.POST_STATE_FAILED
     assert post.last_error.reason == "FACEBOOK_PAGE_PERMISSION_MISSING"
     assert "pages_manage_posts" in post.last_error.message
+    assert not fake.posts
+
+
+async def test_youtube_upload_without_the_upload_scope_fails_naming_the_scope(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], local_media: tuple[Path, Path]
+) -> None:
+    tokens = FakeTokens()
+    name = connection(tokens, "google")
+    fake = fakes["google"]
+    assert isinstance(fake, FakeYouTube)
+    fake.upload_scope_granted = False
+    accept(fake, tokens)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
+        created = await stack.create(
+            connection=name,
+            text=CAPTION,
+            media=[video(local_media[0])],
+            options=pb.PlatformOptions(youtube=pb.YouTubeOptions(title="Sunrise")),
+        )
+        post = await stack.wait(created.name, DONE)
+    assert post.state == pb.POST_STATE_FAILED
+    assert post.last_error.reason == "YOUTUBE_SCOPE_MISSING"
+    assert "youtube.upload" in post.last_error.message and "reconnect" in post.last_error.message
     assert not fake.posts
