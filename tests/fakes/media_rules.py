@@ -1,4 +1,4 @@
-"""What each platform's media processing refuses (platform-apis.md F1), for the publishing fakes.
+"""What each platform's media processing refuses (their published media guides), for the publishing fakes.
 
 The fakes call `media_problem(platform, kind, data)` on the bytes they receive (upload) or download (Instagram,
 TikTok photos) and refuse with their platform's own error shape when it returns a problem. The probe and the rules here

@@ -1,4 +1,4 @@
-"""Loopback fakes of the OAuth endpoints of X, LinkedIn, TikTok, Facebook and Instagram (platform-apis.md B1-B6).
+"""Loopback fakes of the OAuth endpoints of X, LinkedIn, TikTok, Facebook and Instagram.
 
 One Starlette app, each platform under its own prefix (`/twitter`, `/linkedin`, ...). They follow the documented
 contracts: X wants HTTP Basic client auth on token/revoke and rotates single-use refresh tokens (a spent one
@@ -418,7 +418,7 @@ class FakePlatforms:
         if isinstance(code, Response):
             return JSONResponse({"error_type": "OAuthException", "code": 400, "error_message": "Invalid code"}, 400)
         body = self._grant("instagram", code.scopes, with_refresh=False)
-        # The documented shape wraps it in data[] (platform-apis.md B6): the adapter must accept it.
+        # The documented shape wraps it in data[] (Instagram's documentation): the adapter must accept it.
         return JSONResponse(
             {
                 "data": [

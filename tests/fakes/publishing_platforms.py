@@ -1,4 +1,4 @@
-"""Loopback fakes of the six platforms' publishing APIs, following platform-apis.md section C.
+"""Loopback fakes of the six platforms' publishing APIs, following the platforms' API references.
 
 Each fake keeps what it "published" (`posts`), the ordered call log (`calls`, e.g. "POST /2/tweets"), and knobs for
 the failures that matter: processing that takes several polls, 429 with reset headers for one account, a 5xx in the

@@ -1,1 +1,1 @@
-"""Tests of the posting half of the oauth service (issue 4)."""
+"""Tests of the posting half of the oauth service."""

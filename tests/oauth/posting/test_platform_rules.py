@@ -1,4 +1,4 @@
-"""Each platform's published rules (platform-apis.md F2) against fakes that enforce them: what a post sends, and
+"""Each platform's published rules against fakes that enforce them: what a post sends, and
 the clear FAILED outcome (our reason code, a message naming the fix) for what only an operator can fix.
 Every test runs on SQLite and PostgreSQL."""
 

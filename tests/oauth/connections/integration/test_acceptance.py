@@ -1,4 +1,4 @@
-"""Issue 3 acceptance through a real gRPC server: for each platform StartConnection → the platform's authorization
+"""Connections acceptance through a real gRPC server: for each platform StartConnection → the platform's authorization
 parameters → CompleteConnection against a server speaking its protocol → listed ACTIVE with its profile →
 RefreshConnection renews → DeleteConnection revokes and removes; outbox; another user's connection is NOT_FOUND;
 no token in clear in the database, the logs or any error."""

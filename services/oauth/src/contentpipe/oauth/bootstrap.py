@@ -162,7 +162,7 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
 
     tasks: list[BackgroundTask] = [token_refresher]
     if components.posting is not None and components.posting.worker_enabled:
-        tasks.append(components.posting.worker.run)  # the posting queue (issue 4)
+        tasks.append(components.posting.worker.run)  # the posting queue
         repository = components.posting.services.repository
 
         async def sample_posting_queue() -> None:

@@ -46,7 +46,7 @@ class PlatformSettings:
         return bool(self.client_id and self.client_secret)
 
 
-# name → (env prefix, defaults); the defaults are the real endpoints from platform-apis.md section B.
+# name → (env prefix, defaults); the defaults are the platforms' documented production endpoints.
 _PLATFORM_DEFAULTS: dict[str, dict[str, str]] = {
     "instagram": {
         "authorize_url": "https://www.instagram.com/oauth/authorize",

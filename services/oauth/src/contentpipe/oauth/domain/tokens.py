@@ -20,7 +20,7 @@ class TokenSet:
         """This new set, keeping the stored refresh token (and its expiry) when the platform sent none.
 
         Platforms (Google refresh, reconnects without consent) often omit `refresh_token`; wiping the stored one
-        would force the user to reconnect (postiz PR #1884, nango #298).
+        would force the user to reconnect (a bug other OAuth integrations have shipped).
         """
         merged = self
         if stored is not None and not self.refresh_token and stored.refresh_token:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 
-# A fire time is not a misfire until it is this late (n8n's grace, prior-art.md §4b rule 3).
+# A fire time is not a misfire until it is this late (the grace n8n's scheduler uses).
 MISFIRE_GRACE = timedelta(seconds=60)
 DEFAULT_CATCH_UP_WINDOW = timedelta(hours=1)
 DEFAULT_MAX_CATCH_UP_RUNS = 10

@@ -20,7 +20,7 @@ from contentpipe.oauth.service_layer.connections_ports import PlatformCallError,
 _log = logging.getLogger(__name__)
 
 # OAuth `error` values meaning the grant (code or refresh token) is dead; X also answers `invalid_request`
-# with "Value passed for the token was invalid" for a spent refresh token (platform-apis.md B1).
+# with "Value passed for the token was invalid" for a spent refresh token (as X documents it).
 _DEAD_GRANT_ERRORS = {"invalid_grant", "invalid_token", "access_denied"}
 
 

@@ -13,7 +13,7 @@ from contentpipe.oauth.domain.posts import Platform
 from contentpipe.oauth.service_layer.posting_worker import PostingWorkerSettings
 
 MB = 1024 * 1024
-# Daily caps per account (0: none). Instagram: 25/50/100 by source (platform-apis E.2), the safe middle.
+# Daily caps per account (0: none). Instagram: 25/50/100 by source (sources say 25, 50 or 100): the safe middle.
 DEFAULT_DAILY_CAPS = {
     Platform.INSTAGRAM: 50,
     Platform.GOOGLE: 100,
