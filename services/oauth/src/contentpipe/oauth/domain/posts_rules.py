@@ -1,4 +1,4 @@
-"""Each platform's publishing rules (as its API reference states them; docs/platforms.md) and the validation of a new post against them.
+"""Each platform's publishing rules (as its API reference states them) and the validation of a new post.
 
 Everything that can be checked before queueing is checked here, with one field violation per problem, so a post
 the platform would refuse never waits in the queue (nor spends quota) first.
