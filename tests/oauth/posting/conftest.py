@@ -22,8 +22,8 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def local_media(tmp_path: Path, media_files: tuple[Path, Path]) -> tuple[Path, Path]:
-    """The media copied into the service's data dir (its file:// storage root)."""
-    folder = tmp_path / "data" / "generated-content"
+    """The media copied into the service's data dir (its file:// storage root), as user-1's generation output."""
+    folder = tmp_path / "data" / "generated-content" / "user-1" / "generation-1"
     folder.mkdir(parents=True, exist_ok=True)
     video, image = folder / "clip.mp4", folder / "frame.png"
     shutil.copyfile(media_files[0], video)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import grpc
@@ -267,3 +268,29 @@ async def test_cancel_list_and_resolve(database_url: str, tmp_path: Path) -> Non
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stack.stub.ListPosts(pb.ListPostsRequest(page_token="forged"), metadata=bearer())
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_file_media_must_be_the_callers_own_stored_output(
+    database_url: str, tmp_path: Path, media_files: tuple[Path, Path]
+) -> None:
+    storage = tmp_path / "data" / "generated-content"
+    mine, theirs = storage / "user-1" / "generation-1" / "frame.png", storage / "user-2" / "generation-2" / "frame.png"
+    for path in (mine, theirs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(media_files[1], path)
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+
+        def post(path: Path) -> pb.Post:
+            media = [pb.Media(uri=path.as_uri(), kind=pb.MEDIA_KIND_IMAGE, content_type="image/png")]
+            return pb.Post(connection="connections/outbox", text="t", media=media)
+
+        ok = await stack.stub.CreatePost(pb.CreatePostRequest(post=post(mine), validate_only=True), metadata=bearer())
+        assert ok.post.media[0].uri == mine.as_uri()
+        # Another user's generated file, by its path: refused exactly like a file that does not exist.
+        answers = []
+        for path in (theirs, storage / "user-1" / "generation-1" / "missing.png"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stack.stub.CreatePost(pb.CreatePostRequest(post=post(path)), metadata=bearer())
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            answers.append(violations(info.value)["post.media[0].uri"])
+        assert answers[0] == answers[1] and "your own outputs" in answers[0]

@@ -54,7 +54,7 @@ def test_sigkill_during_100_posts_loses_none_and_duplicates_none(database_url: s
     connections_file = tmp_path / "connections.json"
     tokens.save(connections_file)
     data = tmp_path / "oauth" / "data"
-    _video, image = make_media(data / "media")
+    _video, image = make_media(data / "media" / "user-1" / "generation-1")  # user-1's stored output
 
     proc_box: dict[str, ServiceProcess] = {}
     creates = {"n": 0}

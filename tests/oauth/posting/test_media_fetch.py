@@ -68,10 +68,10 @@ class LoopbackOnlyPolicy(MediaPolicy):
     def __init__(self) -> None:
         super().__init__(allow_private=False, file_roots=())
 
-    async def check(self, uri: str, field: str) -> None:
+    async def check(self, uri: str, field: str, owner: str | None = None) -> None:
         if urlsplit(uri).hostname == "127.0.0.1":
             return
-        await super().check(uri, field)
+        await super().check(uri, field, owner)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_outbox_post_through_the_real_service(
             if db.execute(sa.text("SELECT to_regclass('posts')")).scalar():
                 db.execute(sa.text("DELETE FROM posts"))
         engine.dispose()
-    clip, _image = make_media(tmp_path / "oauth" / "data" / "generated-content")
+    clip, _image = make_media(tmp_path / "oauth" / "data" / "generated-content" / "user-1" / "generation-1")
     service = start_service(
         "oauth",
         database_url=database_url,

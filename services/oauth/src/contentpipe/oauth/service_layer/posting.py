@@ -28,7 +28,8 @@ from contentpipe.oauth.service_layer.posting_ports import (
 )
 from contentpipe.oauth.service_layer.tokens import TokenProvider
 
-UrlCheck = Callable[[str, str], Awaitable[None]]  # (uri, field) -> raises InvalidArgument(field)
+# (uri, field, owner) -> raises InvalidArgument(field); a file:// item must be one of `owner`'s stored outputs
+UrlCheck = Callable[[str, str, str], Awaitable[None]]
 # (platform, media) -> a violation per item that no conversion can make acceptable (MediaConformer.inspect)
 MediaInspect = Callable[[Platform, tuple[Media, ...]], Awaitable[list[FieldViolation]]]
 
@@ -80,7 +81,7 @@ class PostingServices:
             request, conn.platform, sub_accounts=conn.sub_accounts if conn.platform is Platform.FACEBOOK else None
         )
         for index, item in enumerate(request.media):
-            await self.media_check(item.uri, f"post.media[{index}].uri")
+            await self.media_check(item.uri, f"post.media[{index}].uri", owner)
         if self.media_inspect is not None and request.media:
             # Probed now (a bounded read): media no conversion can fix never wait in the queue to fail there.
             found = await self.media_inspect(conn.platform, request.media)

@@ -70,15 +70,26 @@ class MediaPolicy:
             return None
         return path if path.is_file() and looks_like_media(path) else None
 
-    async def check(self, uri: str, field: str) -> None:
+    def owned_by(self, path: Path, owner: str) -> bool:
+        """Whether a stored file is `owner`'s: generation stores outputs under `<bucket>/<owner>/<generation>/`,
+        so the owner's id is a folder between the storage root and the file."""
+        root = next((r for r in self._roots if path.is_relative_to(r)), None)
+        folders = (path.relative_to(root) if root is not None else path).parts[:-1]
+        return bool(owner) and owner in folders
+
+    async def check(self, uri: str, field: str, owner: str | None = None) -> None:
         try:
             scheme = urlsplit(uri).scheme
         except ValueError:
             raise InvalidArgument.single(field, "not a valid URL") from None
         if scheme == "file":
-            if self.allows_file(uri) is None:
+            path = self.allows_file(uri)
+            # Another user's file gets the same answer as a missing one: no oracle for what others stored.
+            if path is None or (owner is not None and not self.owned_by(path, owner)):
                 raise InvalidArgument.single(
-                    field, "file:// media must be an existing image or video file in contentpipe's storage"
+                    field,
+                    "file:// media must be an existing image or video file among your own outputs in contentpipe's "
+                    "storage (…/<your user id>/<generation id>/<file>)",
                 )
             return
         try:
