@@ -363,7 +363,8 @@ class StartConnectionRequest(_message.Message):
     """The platform to connect. Required."""
     redirect_uri: _builtins.str
     """Where the platform sends the user back. Must be on the deployment's allowlist (derived from
-    CONTENTPIPE_WEBSITE_URL and OAUTH_REDIRECT_URIS). Required except for OUTBOX.
+    CONTENTPIPE_WEBSITE_URL, OAUTH_REDIRECT_URIS and OAUTH_CALLBACK_URL). Empty: the deployment's hosted callback
+    page (OAUTH_CALLBACK_URL), which completes the connection itself; INVALID_ARGUMENT when there is none.
     """
     @_builtins.property
     def extra_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
