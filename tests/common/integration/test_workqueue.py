@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -143,7 +143,7 @@ async def test_two_racing_workers_handle_each_item_exactly_once(items: SqlItems)
     finished: set[str] = set()
     all_done = asyncio.Event()
 
-    def handler_for(owner: str):
+    def handler_for(owner: str) -> Callable[[Item], Awaitable[None]]:
         async def handle(item: Item) -> None:
             handled[item.id] += 1
             await asyncio.sleep(0)  # let the other worker interleave

@@ -58,7 +58,7 @@ class MemoryRepository:
         return [replace(g, predictions=list(g.predictions)) for g in free]
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
-        return {i for i in ids if self.rows[i].state.terminal}
+        return {i for i in ids if self.leases.get(i) == worker_id and not self.rows[i].state.terminal}
 
     async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
         for generation_id in list(self.leases if ids is None else ids):

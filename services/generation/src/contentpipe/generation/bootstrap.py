@@ -20,8 +20,9 @@ from contentpipe.common.database import (
     version_table_for,
 )
 from contentpipe.common.http import OutboundUrlPolicy, create_http_client
+from contentpipe.common.notify import wake_channel
 from contentpipe.common.pagination import PageTokenCodec
-from contentpipe.common.server import ServiceRegistration, run_server
+from contentpipe.common.server import BackgroundTask, ServiceRegistration, ShutdownHook, run_server
 from contentpipe.common.telemetry import setup_telemetry
 from contentpipe.generation.adapters.cog import CogProvider
 from contentpipe.generation.adapters.local_provider import LocalProvider
@@ -101,6 +102,8 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
     changes = ChangeNotifier()
     stored = SqlGenerationRepository(engine)
     repository = NotifyingRepository(stored, changes)
+    # The worker's saves are fenced by its lease: a replica that lost a generation cannot overwrite the new holder.
+    leased = NotifyingRepository(stored.leased_by(config.worker_id), changes)
     catalogue = build_catalogue(config)
     # One connection per concurrent prediction (a `Prefer: wait` create holds its connection), plus polls/cancels,
     # spread over pools of POOL_SIZE (a large httpx pool costs CPU per request).
@@ -175,9 +178,9 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         for name, limit in config.limits.items()
         if limit.creates_per_second > 0
     }
-    runner = GenerationRunner(repository, providers, catalogue, assets, rate_limiters=limiters)
+    runner = GenerationRunner(leased, providers, catalogue, assets, rate_limiters=limiters)
     worker = GenerationWorker(
-        repository,
+        leased,
         runner,
         WorkerSettings(
             worker_id=config.worker_id,
@@ -197,7 +200,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         url_check=policy.check,
         canceller=WorkerCanceller(worker, runner),
         deadline=timedelta(seconds=config.deadline_seconds),
-        wake_worker=worker.wake if config.worker_enabled else (lambda: None),
+        wake_worker=worker.wake,  # also wakes the other replicas (NOTIFY), even when this one runs no worker
         changes=changes,
     )
     return Application(services=services, worker=worker, replicate=replicate, cog=cog, blobs=blobs, clients=clients)
@@ -232,9 +235,22 @@ async def serve(config: GenerationConfig) -> int:
             await app.blobs.ensure_bucket()
         return await database_ready(engine, VERSION_TABLE, MIGRATIONS)
 
-    background = []
+    async def close_clients() -> None:
+        for client in app.clients:
+            await client.aclose()
+        if isinstance(app.blobs, S3Blobs):
+            await app.blobs.aclose()
+
+    background: list[BackgroundTask] = []
+    shutdown: list[ShutdownHook] = [close_clients]
     if config.worker_enabled:
         background.append(app.worker.run)
+    # Another replica's CreateGeneration wakes this worker (PostgreSQL LISTEN/NOTIFY; SQLite: in-process only).
+    notify = wake_channel(engine, "contentpipe_generation", app.worker.queue.wake)
+    if notify is not None:
+        if config.worker_enabled:
+            background.append(notify.listen_forever)
+        shutdown.append(notify.close)
     if config.webhook_port:
         from contentpipe.generation.entrypoints.webhook_spool import remove_stale_files
         from contentpipe.generation.entrypoints.webhooks import WebhookSettings, serve_webhooks, webhook_app
@@ -259,16 +275,10 @@ async def serve(config: GenerationConfig) -> int:
 
         background.append(webhooks)
 
-    async def close_clients() -> None:
-        for client in app.clients:
-            await client.aclose()
-        if isinstance(app.blobs, S3Blobs):
-            await app.blobs.aclose()
-
     return await run_server(
         config.common,
         registrations(app.services, page_tokens),
         on_ready=ready,
         background=background,
-        on_shutdown=[close_clients, engine.dispose],
+        on_shutdown=[*shutdown, engine.dispose],
     )

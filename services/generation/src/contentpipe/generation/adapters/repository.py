@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from contentpipe.common.database import claim_rows, db_now, is_postgresql, release_rows, session_factory
+from contentpipe.common.database import (
+    claim_rows,
+    db_now,
+    is_postgresql,
+    lease_held,
+    release_rows,
+    renew_rows,
+    session_factory,
+)
 from contentpipe.generation.domain.model import (
-    TERMINAL_STATES,
     Asset,
     Generation,
     GenerationError,
@@ -82,7 +89,6 @@ provider_deliveries = sa.Table(
 _DELIVERY_TERMINAL = ("succeeded", "failed", "canceled", "aborted", "refused")
 
 _OPEN_STATES = [GenerationState.QUEUED.value, GenerationState.RUNNING.value]
-_TERMINAL = [state.value for state in TERMINAL_STATES]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -187,11 +193,20 @@ class GroupCommit:
 
 
 class SqlGenerationRepository:
-    """Writes go through one group committer; the worker's saves are conditional on a non-terminal row."""
+    """Writes go through one group committer; saves are conditional on a non-terminal row.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    `leased_by(worker_id)` is the worker's view: its saves are also fenced by the lease, so a worker that lost a
+    generation (it stalled past the lease, another replica took over) writes nothing and stops."""
+
+    def __init__(self, engine: AsyncEngine, *, _writes: GroupCommit | None = None, _fence: str | None = None) -> None:
+        self._engine = engine
         self._sessions = session_factory(engine)
-        self._writes = GroupCommit(self._sessions)
+        self._writes = _writes or GroupCommit(self._sessions)
+        self._fence = _fence
+
+    def leased_by(self, worker_id: str) -> SqlGenerationRepository:
+        """The same repository (one group committer) with saves fenced by `worker_id`'s lease."""
+        return SqlGenerationRepository(self._engine, _writes=self._writes, _fence=worker_id)
 
     async def add(self, generation: Generation) -> Generation:
         now = datetime.now(UTC)
@@ -257,9 +272,14 @@ class SqlGenerationRepository:
             .where(generations.c.id == generation.id, generations.c.state.in_(_OPEN_STATES))
             .values(_row_values(generation, datetime.now(UTC)))
         )
+        fence = self._fence
 
         async def update(session: AsyncSession) -> bool:
-            result = await session.execute(statement)
+            fenced = statement
+            if fence is not None:
+                now: Any = sa.func.now() if is_postgresql(session) else datetime.now(UTC)
+                fenced = statement.where(lease_held(generations, fence, now))
+            result = await session.execute(fenced)
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
         return await self._writes.run(update)
@@ -283,14 +303,16 @@ class SqlGenerationRepository:
         c = generations.c
 
         async def renew(session: AsyncSession) -> set[str]:
-            now = await db_now(session)
-            await session.execute(
-                sa.update(generations)
-                .where(c.id.in_(ids), c.lease_owner == worker_id)
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            held: set[str] = await renew_rows(
+                session,
+                generations,
+                ids,
+                lease_owner=worker_id,
+                lease_seconds=lease_seconds,
+                now=await db_now(session),
+                where=[c.state.in_(_OPEN_STATES)],
             )
-            finished = await session.execute(sa.select(c.id).where(c.id.in_(ids), c.state.in_(_TERMINAL)))
-            return {row[0] for row in finished}
+            return held
 
         return await self._writes.run(renew)
 

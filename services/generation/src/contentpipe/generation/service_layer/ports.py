@@ -42,7 +42,8 @@ class GenerationRepository(Protocol):
         """Lease QUEUED/RUNNING generations that nobody holds (or whose lease expired)."""
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
-        """Extend this worker's leases; returns the ids among `ids` that are terminal now (cancelled elsewhere)."""
+        """Extend this worker's live leases; returns the ids among `ids` it still holds that are still open (the
+        rest were cancelled or finished elsewhere, or their lease was lost: the runtime stops them here)."""
 
     async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
         """Give back this worker's leases (`None`: all rows it holds, e.g. after a restart)."""

@@ -2,8 +2,8 @@
 
 No thread per generation: a generation waiting on a provider is a suspended coroutine (async polling), so
 hundreds in flight cost little memory. Per-provider concurrency is a semaphore, create rate a token bucket.
-Leases are renewed by one heartbeat for all held rows; a restarted worker with the same id takes its rows back
-at once and resumes them from the stored prediction ids.
+Claims, lease renewal, wake-ups and shutdown are the common work-queue runtime's (`contentpipe.common.workqueue`);
+a restarted worker with the same id takes its rows back at once and resumes them from the stored prediction ids.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from contentpipe.common.telemetry import extract_context, get_tracer
+from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
 from contentpipe.generation.domain.model import ErrorReason, Generation, GenerationError
 from contentpipe.generation.service_layer.ports import GenerationRepository
 from contentpipe.generation.service_layer.runner import GenerationRunner, GenerationStopped
@@ -56,66 +57,54 @@ class WorkerSettings:
     poll_interval: float = 1.0
     max_in_flight: int = 1000
     concurrency: Mapping[str, int] | None = None
+    claim_batch: int = 200
 
 
 class GenerationWorker:
-    def __init__(self, repository: GenerationRepository, runner: GenerationRunner, settings: WorkerSettings) -> None:
+    """The generation queue's handler on the common work-queue runtime (claims, leases, wake-ups live there)."""
+
+    def __init__(
+        self,
+        repository: GenerationRepository,
+        runner: GenerationRunner,
+        settings: WorkerSettings,
+        *,
+        wake: WakeSignal | None = None,
+    ) -> None:
         self._repository = repository
         self._runner = runner
         self._settings = settings
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
         self._semaphores = {name: asyncio.Semaphore(limit) for name, limit in (settings.concurrency or {}).items()}
+        self.queue: LeasedWorker[Generation] = LeasedWorker(
+            "generation",
+            repository,
+            self._run_one,
+            QueueSettings(
+                owner=settings.worker_id,
+                lease_seconds=settings.lease_seconds,
+                poll_interval=settings.poll_interval,
+                concurrency=settings.max_in_flight,
+                claim_batch=settings.claim_batch,
+            ),
+            key=lambda generation: generation.id,
+            wake=wake,
+        )
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return self.queue.in_flight
 
     def wake(self) -> None:
-        """A generation was queued: claim now rather than at the next poll."""
-        self._wake.set()
+        """A generation was queued: claim now rather than at the next poll (and tell the other replicas)."""
+        self.queue.wake.set()
 
     async def run(self) -> None:
         """Claim and dispatch until cancelled; on cancellation stop the tasks and give back their leases."""
-        settings = self._settings
-        await self._repository.release(settings.worker_id)  # our rows from before a restart: resume them now
-        heartbeat = asyncio.create_task(self._heartbeat(), name="generation-heartbeat")
-        try:
-            while True:
-                self._wake.clear()
-                free = settings.max_in_flight - len(self._tasks)
-                if free > 0:
-                    try:
-                        claimed = await self._repository.claim(settings.worker_id, free, settings.lease_seconds)
-                    except Exception:
-                        _log.exception("claiming generations failed; retrying")
-                        claimed = []
-                    for generation in claimed:
-                        if generation.id not in self._tasks:
-                            self._tasks[generation.id] = asyncio.create_task(
-                                self._run_one(generation), name=f"generation-{generation.id}"
-                            )
-                    if len(claimed) == free:
-                        await asyncio.sleep(0)
-                        continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=settings.poll_interval)
-        finally:
-            heartbeat.cancel()
-            tasks = list(self._tasks.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(heartbeat, *tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._repository.release(settings.worker_id, list(self._tasks)))
+        await self.queue.run()
 
     async def cancel_local(self, generation_id: str) -> None:
         """Stop running a generation here (it was cancelled through the API)."""
-        task = self._tasks.get(generation_id)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.queue.stop_item(generation_id)
 
     async def _run_one(self, generation: Generation) -> None:
         semaphore = self._semaphores.get(generation.provider)
@@ -150,28 +139,6 @@ class GenerationWorker:
                         ),
                     )
                     await self._repository.save(generation)
-        finally:
-            self._tasks.pop(generation.id, None)
-            with contextlib.suppress(Exception):
-                if not generation.state.terminal:
-                    await asyncio.shield(self._repository.release(self._settings.worker_id, [generation.id]))
-
-    async def _heartbeat(self) -> None:
-        interval = max(0.2, self._settings.lease_seconds / 3)
-        while True:
-            await asyncio.sleep(interval)
-            ids = list(self._tasks)
-            if not ids:
-                continue
-            try:
-                finished = await self._repository.renew(self._settings.worker_id, ids, self._settings.lease_seconds)
-            except Exception:
-                _log.exception("renewing leases failed")
-                continue
-            for generation_id in finished:
-                task = self._tasks.get(generation_id)
-                if task is not None:
-                    task.cancel()
 
 
 class WorkerCanceller:
