@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from tests.fakes import LoopbackHTTPServer
 from tests.fakes.media_rules import check
-from tests.fakes.publishing_platforms import FakeInstagram, FakePlatform
+from tests.fakes.publishing_platforms import FakeInstagram, FakePlatform, FakeTikTok
 from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
 from tests.oauth.posting.conftest import fake_env
 from tests.oauth.posting.harness import posting_stack
@@ -284,3 +284,33 @@ async def test_a_stalling_media_host_does_not_hold_create_post(
                 assert response.post.state == pb.POST_STATE_QUEUED
         finally:
             release.set()
+
+
+async def test_png_becomes_a_tiktok_photo_the_strict_fake_pulls(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform], served: str
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["tiktok"], "tiktok")
+    folder = tmp_path / "data" / "renditions"
+    folder.mkdir(parents=True)
+    app = Starlette()
+    app.mount("/r", StaticFiles(directory=str(folder)))
+    with LoopbackHTTPServer(app) as renditions:
+        tiktok = fakes["tiktok"]
+        assert isinstance(tiktok, FakeTikTok)
+        tiktok.verified_prefixes = [f"{renditions.url}/r/"]
+        env = {
+            **fake_env(fakes),
+            "OAUTH_RENDITIONS_PUBLIC_URL": f"{renditions.url}/r",
+            # TikTok pulls photos only from prefixes verified for the app: ours is one.
+            "OAUTH_PUBLISH_TIKTOK_VERIFIED_URL_PREFIXES": f"{renditions.url}/r/",
+        }
+        async with posting_stack(database_url, tmp_path, env=env, tokens=tokens) as stack:
+            created = await stack.create(
+                connection=name, text="a photo", media=[image(f"{served}/image.png")], options=OPTIONS
+            )
+            post = await stack.wait(created.name, DONE, timeout=120)
+    assert post.state == pb.POST_STATE_PUBLISHED, post.last_error
+    (published,) = fakes["tiktok"].posts
+    assert published.extra["photo"]
+    assert len(list(folder.glob("user-1/*/tiktok.jpg"))) == 1
