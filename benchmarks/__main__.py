@@ -35,7 +35,7 @@ T = TypeVar("T")
 # Upper bounds per row process (seconds): full, smoke.
 TIMEOUTS = {
     "scheduler": (900, 150),
-    "pipelines": (600, 120),
+    "pipelines": (1500, 120),  # with the Temporal baselines (two dev servers, 281 workflows each)
     "generation": (600, 120),
     "posting": (600, 120),
     "footprint": (600, 120),

