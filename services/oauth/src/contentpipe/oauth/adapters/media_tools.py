@@ -154,12 +154,24 @@ def parse_probe(text: str, container: str, size_bytes: int, faststart: bool) -> 
 _PR_SET_PDEATHSIG = 1
 
 
+@cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up in the parent (no dynamic loading between fork and exec); None off Linux."""
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def _limit_child(memory_bytes: int) -> Callable[[], None]:
+    prctl = _prctl()
+
     def apply() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         os.setsid()  # its own process group: a timeout kills ffmpeg and anything it started
-        with contextlib.suppress(OSError, AttributeError):  # Linux: die with the service (kill -9 included)
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if prctl is not None:  # Linux: the kernel kills it when the service dies (kill -9 included)
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return apply
 
