@@ -42,14 +42,16 @@ class Sizes:
     idle_seconds: float
     # 6 gRPC
     unary_seconds: float
+    # 8 top of the hour
+    hour_jobs: int = 10
 
     @staticmethod
     def full() -> Sizes:
-        return Sizes(False, 3, 3000, 15000, 2000, 5.0, 20, 256, 200, 2000, 500, 1.0, 1000, 3.0, 5.0)
+        return Sizes(False, 3, 3000, 15000, 2000, 5.0, 20, 256, 200, 2000, 500, 1.0, 1000, 3.0, 5.0, hour_jobs=2000)
 
     @staticmethod
     def tiny() -> Sizes:
-        return Sizes(True, 1, 150, 1000, 200, 1.0, 3, 16, 20, 100, 20, 1.0, 40, 0.5, 1.0)
+        return Sizes(True, 1, 150, 1000, 200, 1.0, 3, 16, 20, 100, 20, 1.0, 40, 0.5, 1.0, hour_jobs=10)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from benchmarks.harness import (
     rss_mb,
     temporal_python,
 )
+from benchmarks.hour import top_of_hour
 from benchmarks.media import media
 from tests.support import ServiceProcess, bearer
 from tests.support.postgres import create_database, drop_database
@@ -719,6 +720,7 @@ ROWS: dict[str, Callable[[Sizes], list[Row]]] = {
     "footprint": footprint,
     "grpc": grpc_overhead,
     "media": media,
+    "hour": top_of_hour,
 }
 
 
