@@ -108,9 +108,8 @@ def _platform_settings(environ: Mapping[str, str], name: str) -> PlatformSetting
     version = values.get("api_version", "")
     for key in ("authorize_url", "token_url"):
         values[key] = values[key].replace("{version}", version)
-    client_id = env_optional(environ, f"{prefix}_CLIENT_ID")
-    if name == "tiktok":
-        client_id = env_optional(environ, "TIKTOK_CLIENT_KEY") or client_id
+    # TikTok calls the client id its "client key": TIKTOK_CLIENT_KEY is the one variable for it.
+    client_id = env_optional(environ, "TIKTOK_CLIENT_KEY" if name == "tiktok" else f"{prefix}_CLIENT_ID")
     for key, value in values.items():
         if key.endswith("_url") and urlsplit(value).scheme not in ("http", "https"):
             raise ConfigError(f"{prefix}_{key.upper()}: expected an http(s) URL, got {value!r}")
