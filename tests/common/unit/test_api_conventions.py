@@ -39,3 +39,15 @@ def test_every_page_size_documents_the_coercion_that_applies() -> None:
     assert page_size(MAX_PAGE_SIZE + 1) == page_size(10**6) == 1000
     with pytest.raises(InvalidArgument):
         page_size(-1)
+
+
+def test_one_etag_format_and_check() -> None:
+    from contentpipe.common.errors import Aborted
+    from contentpipe.common.etags import check_etag, etag_for
+
+    assert etag_for(7) == '"7"'
+    check_etag("", 7, "jobs/j")  # no etag sent: no check
+    check_etag('"7"', 7, "jobs/j")
+    with pytest.raises(Aborted) as stale:
+        check_etag('"6"', 7, "jobs/j")
+    assert stale.value.reason == "ETAG_MISMATCH" and "jobs/j changed since it was read" in stale.value.message

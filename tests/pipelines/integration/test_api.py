@@ -90,7 +90,7 @@ def test_invalid_pipeline_names_every_step_and_field(client: Client, peers: Fake
 
 def test_update_with_mask_and_etag_bumps_revision_and_stale_etag_aborts(client: Client, peers: FakePeers) -> None:
     created = create(client, generate_step())
-    assert created.revision == 1 and created.etag
+    assert created.revision == 1 and created.etag == '"1"'  # the etag format every service uses
 
     change = pb.Pipeline(name=created.name, display_name="Renamed", description="ignored", etag=created.etag)
     updated = client.UpdatePipeline(

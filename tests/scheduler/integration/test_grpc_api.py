@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import grpc
@@ -101,6 +102,16 @@ async def test_jobs_api_end_to_end(database_url: str, fake_pipelines: FakePipeli
         with pytest.raises(grpc.aio.AioRpcError) as empty:
             await stub.UpdateJob(pb.UpdateJobRequest(job=pb.Job(name="jobs/api-job-0")), metadata=me)
         assert violations(empty.value) == ["update_mask"]
+        # Etags: the one format every service uses; a stale one is ABORTED, the current one goes through.
+        assert re.fullmatch(r'"\d+"', implied.etag) and implied.etag != created[0].etag
+        with pytest.raises(grpc.aio.AioRpcError) as stale:
+            await stub.UpdateJob(
+                pb.UpdateJobRequest(job=pb.Job(name="jobs/api-job-0", display_name="x", etag=created[0].etag)),
+                metadata=me,
+            )
+        assert stale.value.code() == grpc.StatusCode.ABORTED
+        fresh = pb.Job(name="jobs/api-job-0", display_name="current", etag=implied.etag)
+        assert (await stub.UpdateJob(pb.UpdateJobRequest(job=fresh), metadata=me)).job.display_name == "current"
 
         # Pause, resume, trigger, runs, delete.
         paused = (await stub.PauseJob(pb.PauseJobRequest(name="jobs/api-job-1", reason="holiday"), metadata=me)).job

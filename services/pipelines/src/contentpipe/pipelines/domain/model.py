@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from contentpipe.common.etags import etag_for
+
 PIPELINE_PATTERN = "pipelines/{id}"
 RUN_PATTERN = "pipelines/{id}/runs/{id}"
 CONNECTION_PATTERN = "connections/{id}"
@@ -189,7 +191,7 @@ class Pipeline:
     @property
     def etag(self) -> str:
         # Changes whenever anything changes: every update bumps the revision.
-        return f'"{self.revision}"'
+        return etag_for(self.revision)
 
 
 # ---------------------------------------------------------------- runs

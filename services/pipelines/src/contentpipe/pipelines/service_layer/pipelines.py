@@ -15,6 +15,7 @@ from contentpipe.common.errors import (
     NotFound,
     Unavailable,
 )
+from contentpipe.common.etags import check_etag
 from contentpipe.common.ids import new_id
 from contentpipe.pipelines.domain import validation
 from contentpipe.pipelines.domain.model import (
@@ -156,12 +157,7 @@ class PipelineService:
     async def update(self, owner: str, pipeline_id: str, draft: PipelineDraft, mask: Sequence[str]) -> Pipeline:
         fields = _mask(mask)
         current = await self.get(owner, pipeline_id)
-        if draft.etag and draft.etag != current.etag:
-            raise Aborted(
-                f"pipelines/{pipeline_id} changed since it was read (etag {draft.etag}, now {current.etag}); "
-                "read it again and retry",
-                reason="ETAG_MISMATCH",
-            )
+        check_etag(draft.etag, current.revision, current.name)
         updated = replace(
             current,
             display_name=draft.display_name if "display_name" in fields else current.display_name,
@@ -210,10 +206,7 @@ class PipelineService:
     async def delete(self, owner: str, pipeline_id: str, etag: str) -> list[PipelineRun]:
         """Deletes the pipeline and its history; returns the runs that were in flight (to cancel children)."""
         current = await self.get(owner, pipeline_id)
-        if etag and etag != current.etag:
-            raise Aborted(
-                f"pipelines/{pipeline_id} changed since it was read; read it again and retry", reason="ETAG_MISMATCH"
-            )
+        check_etag(etag, current.revision, current.name)
         in_flight = await self._runs.cancel_runs_of_pipeline(pipeline_id)
         if not await self._pipelines.delete(owner, pipeline_id, current.revision):
             raise Aborted(

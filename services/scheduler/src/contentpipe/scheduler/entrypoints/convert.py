@@ -8,6 +8,7 @@ from contentpipe.api.scheduler.v1 import notification_service_pb2 as npb
 from contentpipe.api.scheduler.v1 import scheduler_service_pb2 as pb
 from contentpipe.common.cron import FireTime
 from contentpipe.common.errors import InvalidArgument
+from contentpipe.common.etags import etag_for
 from contentpipe.scheduler.domain.model import Job, JobRun, Notification
 from contentpipe.scheduler.service_layer.jobs import JobInput
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -108,7 +109,7 @@ def job_message(job: Job) -> pb.Job:
         ),
         create_time=timestamp(job.create_time),
         update_time=timestamp(job.update_time),
-        etag=f'W/"{job.version}"',
+        etag=etag_for(job.version),
     )
     if job.cron_expression is not None:
         message.cron.CopyFrom(pb.CronSchedule(expression=job.cron_expression, time_zone=job.time_zone))

@@ -84,6 +84,7 @@ class SchedulerServiceServicer(scheduler_service_pb2_grpc.SchedulerServiceServic
             convert.job_input(request.job),
             effective_update_mask(request.job, request.update_mask.paths, UPDATABLE_FIELDS),
             allow_missing=request.allow_missing,
+            etag=request.job.etag,
         )
         return pb.UpdateJobResponse(job=convert.job_message(job))
 

@@ -14,6 +14,7 @@ from contentpipe.common.errors import (
     InvalidArgument,
     NotFound,
 )
+from contentpipe.common.etags import check_etag
 from contentpipe.common.ids import new_id, parse_name
 from contentpipe.scheduler.domain.model import (
     Job,
@@ -286,7 +287,9 @@ class JobService:
             owner=owner, pipeline=pipeline or None, state=state, overdue_only=overdue_only, after=after, limit=limit
         )
 
-    async def update_job(self, owner: str, name: str, value: JobInput, paths: list[str], *, allow_missing: bool) -> Job:
+    async def update_job(
+        self, owner: str, name: str, value: JobInput, paths: list[str], *, allow_missing: bool, etag: str = ""
+    ) -> Job:
         fields = mask_paths(paths)
         job_id = parse_name("jobs/{id}", name, field="job.name")
         current = await self._store.get_job(job_id)
@@ -303,6 +306,7 @@ class JobService:
                         raise NotFound(f"job {name} not found", reason="JOB_NOT_FOUND") from None
             else:
                 raise NotFound(f"job {name} not found", reason="JOB_NOT_FOUND")
+        check_etag(etag, current.version, f"jobs/{current.id}")
         merged = _merge(current, value, fields)
         now = await self._store.now()
         rebuilt = build_job(current.id, owner, merged, now)

@@ -318,7 +318,9 @@ class Job(_message.Message):
     overlap_policy: Global___OverlapPolicy.ValueType
     """Overlapping runs. Unspecified: SKIP."""
     etag: _builtins.str
-    """Opaque version tag (AIP-154). Output only."""
+    """Opaque version tag (AIP-154), the same format as every contentpipe resource's. Send it back in UpdateJob's
+    `job.etag`: a stale one answers ABORTED (ETAG_MISMATCH); empty means no check.
+    """
     @_builtins.property
     def cron(self) -> Global___CronSchedule:
         """Recurring."""
