@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from tests.cli.harness import REPO_ROOT, pid_alive, processes_using, run_cli
 from tests.support.postgres import create_database, drop_database, postgres_available
@@ -76,7 +77,9 @@ def test_cli_drives_the_local_stack(tmp_path: Path, database_env: dict[str, str]
         assert run_name, ran
         run = run_name.group(1) or run_name.group(2)
         assert f"run {run} SUCCEEDED" in ran
-        assert re.search(r"video: video/mp4 320x240, 2s -> /\S+\.mp4", ran), ran
+        video = yaml.safe_load((REPO_ROOT / "examples/local-demo.yaml").read_text())["steps"][0]
+        size = "{width}x{height}, {duration_seconds:g}s".format(**video["generate_content"]["options"])
+        assert re.search(rf"video: video/mp4 {size} -> /\S+\.mp4", ran), ran
         assert re.search(r"post: posted posts/\S+ via connections/\S+ -> \S+", ran), ran
         next_run = re.search(r"schedule: next scheduled run (\S+T09:00:00Z) \((jobs/\S+)\)", ran)
         assert next_run, ran
