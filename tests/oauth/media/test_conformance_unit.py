@@ -148,3 +148,48 @@ def test_tiktok_photo_stays_within_1080p() -> None:
     big = MediaProbe("image/png", 3 * MB, 2160, 3840)
     plan = assess(big, spec(Platform.TIKTOK, MediaKind.IMAGE)).plan
     assert plan is not None and plan.canvas_width <= 1080 and plan.canvas_height <= 1920
+
+
+def test_overrides_replace_one_rows_fields_and_leave_the_rest() -> None:
+    from contentpipe.oauth.domain.media_specs import SPECS, with_overrides
+
+    table = with_overrides({"twitter/video": {"duration": [0.5, 600], "video_profiles": ["High"]}})
+    x = spec_for(Platform.TWITTER, MediaKind.VIDEO, table)
+    assert x is not None and x.duration.high == 600 and x.video_profiles == frozenset({"High"})
+    assert spec_for(Platform.TIKTOK, MediaKind.VIDEO, table) is SPECS[(Platform.TIKTOK, MediaKind.VIDEO)]
+    five_minutes = MediaProbe("video/mp4", 50 * MB, 1280, 720, "h264", "High", "yuv420p", 30.0, 300.0, "aac", "LC")
+    assert assess(five_minutes, spec(Platform.TWITTER)).verdict is Verdict.IMPOSSIBLE
+    assert x is not None and assess(five_minutes, x).verdict is Verdict.CONFORMS
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"myspace/video": {}}, "'myspace/video'"),
+        ({"google/image": {}}, "no such row"),
+        ({"twitter/video": {"duration": 600}}, "twitter/video.duration"),
+        ({"twitter/video": {"duration": ["a", 1]}}, "numbers or null"),
+        ({"twitter/video": {"label": "Y"}}, "twitter/video.label"),
+    ],
+)
+def test_bad_overrides_name_what_is_wrong(overrides: dict[str, dict[str, object]], named: str) -> None:
+    from contentpipe.oauth.domain.media_specs import with_overrides
+
+    with pytest.raises(ValueError, match=named.replace(".", r"\.").replace("'", "'")):
+        with_overrides(overrides)
+
+
+def test_spec_overrides_come_from_the_environment_and_bad_ones_stop_start_up() -> None:
+    from pathlib import Path
+
+    from contentpipe.common.settings import ConfigError
+    from contentpipe.oauth.adapters.publishers.settings import load_media_config
+
+    config = load_media_config({"OAUTH_MEDIA_SPEC_OVERRIDES": '{"linkedin/video": {"fps": [1, 60]}}'}, Path("/d"))
+    assert config.specs is not None
+    linkedin = spec_for(Platform.LINKEDIN, MediaKind.VIDEO, config.specs)
+    assert linkedin is not None and linkedin.fps.low == 1
+    with pytest.raises(ConfigError, match="OAUTH_MEDIA_SPEC_OVERRIDES"):
+        load_media_config({"OAUTH_MEDIA_SPEC_OVERRIDES": "[1, 2]"}, Path("/d"))
+    with pytest.raises(ConfigError, match="OAUTH_MEDIA_SPEC_OVERRIDES: 'x': expected"):
+        load_media_config({"OAUTH_MEDIA_SPEC_OVERRIDES": '{"x": {}}'}, Path("/d"))

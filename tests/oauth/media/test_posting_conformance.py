@@ -314,3 +314,19 @@ async def test_png_becomes_a_tiktok_photo_the_strict_fake_pulls(
     (published,) = fakes["tiktok"].posts
     assert published.extra["photo"]
     assert len(list(folder.glob("user-1/*/tiktok.jpg"))) == 1
+
+
+async def test_configured_spec_overrides_reach_create_post(
+    database_url: str, tmp_path: Path, fakes: dict[str, FakePlatform]
+) -> None:
+    tokens = FakeTokens()
+    name = connect(tokens, fakes["twitter"], "twitter")
+    five_minutes = pb.Media(uri="https://cdn.example.com/a.mp4", kind=pb.MEDIA_KIND_VIDEO, duration_seconds=300)
+    request = pb.CreatePostRequest(post=pb.Post(connection=name, text="long", media=[five_minutes]), validate_only=True)
+    async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens, worker=False) as stack:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stack.stub.CreatePost(request, metadata=bearer("user-1"))
+        assert "post.media[0].duration_seconds" in violations(caught.value)
+    env = {**fake_env(fakes), "OAUTH_MEDIA_SPEC_OVERRIDES": '{"twitter/video": {"duration": [0.5, 600]}}'}
+    async with posting_stack(database_url, tmp_path, env=env, tokens=tokens, worker=False) as stack:
+        assert (await stack.stub.CreatePost(request, metadata=bearer("user-1"))).post.text == "long"

@@ -70,6 +70,7 @@ def build_posting(
             RenditionSettings(
                 own=StorageArea(m.renditions_dir, m.renditions_public_url),
                 shared=StorageArea(m.storage_root, m.storage_public_url) if m.storage_root else None,
+                specs=m.specs,
             ),
         )
         if m.enabled
@@ -94,6 +95,7 @@ def build_posting(
         tokens=tokens,
         media_check=policy.check,
         media_inspect=renditions.inspect if renditions is not None else None,
+        media_specs=m.specs,
         wake_worker=worker.wake if config.worker_enabled else (lambda: None),
         changes=changes,
     )

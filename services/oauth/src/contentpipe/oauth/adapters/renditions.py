@@ -30,7 +30,7 @@ from contentpipe.oauth.adapters.media_tools import MediaToolError, MediaTools
 from contentpipe.oauth.adapters.publishers.media import LocalMedia, MediaFetcher, file_path
 from contentpipe.oauth.domain.media_conformance import Assessment, MediaProbe, RenditionPlan, Verdict, assess
 from contentpipe.oauth.domain.media_conformance import violations as rule_violations
-from contentpipe.oauth.domain.media_specs import MediaSpec, spec_for
+from contentpipe.oauth.domain.media_specs import MediaSpec, SpecTable, spec_for
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform, Post
 from contentpipe.oauth.service_layer.metrics import default_metrics
 from contentpipe.oauth.service_layer.posting_ports import PublishFailure, RejectedFailure
@@ -73,6 +73,7 @@ class StorageArea:
 class RenditionSettings:
     own: StorageArea  # oauth's renditions folder
     shared: StorageArea | None = None  # the media storage originals live in (generation's bucket)
+    specs: SpecTable | None = None  # the media spec table with configured overrides (None: as shipped)
 
 
 class Renditions:
@@ -91,7 +92,7 @@ class Renditions:
         """Violations for media that no conversion can make acceptable (a bounded read of each original)."""
         found: list[FieldViolation] = []
         for index, item in enumerate(media):
-            spec = spec_for(platform, item.kind)
+            spec = spec_for(platform, item.kind, self._settings.specs)
             if spec is None:
                 continue
             field = f"post.media[{index}]"
@@ -124,7 +125,7 @@ class Renditions:
         """The post's media as its platform accepts them: originals that conform, renditions for the rest."""
         out = []
         for index, item in enumerate(post.media):
-            spec = spec_for(post.platform, item.kind)
+            spec = spec_for(post.platform, item.kind, self._settings.specs)
             out.append(item if spec is None else await self._conform_one(post, index, item, spec))
         return tuple(out)
 

@@ -7,7 +7,9 @@ pixel formats use ffmpeg's names (`h264`, `High`, `yuv420p`, `aac`, `LC`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from contentpipe.oauth.domain.posts import MediaKind, Platform
 
@@ -205,13 +207,53 @@ _TABLE: tuple[MediaSpec, ...] = (
     ),
 )
 
-SPECS: dict[tuple[Platform, MediaKind], MediaSpec] = {(spec.platform, spec.kind): spec for spec in _TABLE}
+SpecTable = Mapping[tuple[Platform, MediaKind], MediaSpec]
+SPECS: SpecTable = {(spec.platform, spec.kind): spec for spec in _TABLE}
+_BOUNDS = {
+    "fps", "duration", "width", "height", "side", "long_side", "short_side", "aspect", "megapixels", "size_bytes",
+}  # fmt: skip
+_SETS = {"containers", "video_codecs", "video_profiles", "pixel_formats", "audio_codecs"}
+_FLAGS = {"audio_required", "faststart"}
 
 
-def spec_for(platform: Platform, kind: MediaKind) -> MediaSpec | None:
+def spec_for(platform: Platform, kind: MediaKind, table: SpecTable | None = None) -> MediaSpec | None:
     """The rules media of `kind` must meet to be published on `platform`; None: the platform takes anything (outbox)
     or does not take that kind at all (the post rules refuse it before media are looked at)."""
-    return SPECS.get((platform, kind))
+    return (SPECS if table is None else table).get((platform, kind))
+
+
+def with_overrides(overrides: Mapping[str, Mapping[str, Any]]) -> SpecTable:
+    """The table with some rows' fields replaced, e.g. `{"twitter/video": {"duration": [0.5, 600]}}` (a platform
+    that changed a limit, or an account with larger ones). Bounds are `[low, high]` (null: open), sets are lists.
+    Raises ValueError naming the bad key or field."""
+    table = dict(SPECS)
+    for key, fields in overrides.items():
+        platform_name, _, kind_name = key.partition("/")
+        try:
+            target = (Platform(platform_name), MediaKind(kind_name.upper()))
+        except ValueError:
+            raise ValueError(f"{key!r}: expected <platform>/<image|video>, e.g. twitter/video") from None
+        spec = table.get(target)
+        if spec is None:
+            raise ValueError(f"{key!r}: no such row in the media spec table")
+        changes: dict[str, Any] = {}
+        for name, value in fields.items():
+            if name in _BOUNDS:
+                if not (isinstance(value, list) and len(value) == 2):
+                    raise ValueError(f"{key}.{name}: expected [low, high] (null for an open end)")
+                try:
+                    low, high = (None if v is None else float(v) for v in value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{key}.{name}: bounds must be numbers or null") from None
+                changes[name] = Bounds(low, high)
+            elif name in _SETS and isinstance(value, list):
+                changes[name] = frozenset(str(v) for v in value)
+            elif name in _FLAGS and isinstance(value, bool):
+                changes[name] = value
+            else:
+                raise ValueError(f"{key}.{name}: not an overridable field of the right type")
+        table[target] = replace(spec, **changes)
+    return table
 
 
 def all_specs() -> tuple[MediaSpec, ...]:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from contentpipe.common.errors import FieldViolation, InvalidArgument
 from contentpipe.oauth.domain.media_conformance import MAX_CONVERTIBLE_IMAGE_BYTES
-from contentpipe.oauth.domain.media_specs import spec_for
+from contentpipe.oauth.domain.media_specs import MediaSpec, SpecTable, spec_for
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform, PostOptions
 
 with warnings.catch_warnings():  # it imports pkg_resources, which warns that it is deprecated
@@ -135,7 +135,9 @@ def text_too_long(text: str, platform: Platform, *, photos_only: bool = False) -
     return f"{length} {unit}; {rules.label} allows at most {limit}"
 
 
-def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str, ...] | None = None) -> None:
+def validate_post(
+    post: NewPost, platform: Platform, *, sub_accounts: tuple[str, ...] | None = None, specs: SpecTable | None = None
+) -> None:
     """Raise InvalidArgument with every violation of `platform`'s rules (fields named as in the API)."""
     rules = RULES[platform]
     violations: list[FieldViolation] = []
@@ -167,7 +169,7 @@ def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str,
             bad("post.media", "a carousel holds at most 10 items")
 
     for index, item in enumerate(post.media):
-        _validate_media(item, index, rules, platform, bad)
+        _validate_media(item, index, rules, spec_for(platform, MediaKind.VIDEO, specs), bad)
 
     _validate_options(post.options, platform, sub_accounts, bad)
     if violations:
@@ -175,7 +177,7 @@ def validate_post(post: NewPost, platform: Platform, *, sub_accounts: tuple[str,
         raise InvalidArgument(f"{first.field}: {first.description}", violations, reason="POST_INVALID")
 
 
-def _validate_media(item: Media, index: int, rules: PlatformRules, platform: Platform, bad: object) -> None:
+def _validate_media(item: Media, index: int, rules: PlatformRules, spec: MediaSpec | None, bad: object) -> None:
     assert callable(bad)
     prefix = f"post.media[{index}]"
     try:
@@ -209,7 +211,6 @@ def _validate_media(item: Media, index: int, rules: PlatformRules, platform: Pla
                 f"{item.size_bytes} bytes; images over {MAX_CONVERTIBLE_IMAGE_BYTES} bytes are not converted",
             )
         return
-    spec = spec_for(platform, MediaKind.VIDEO)
     max_bytes = spec.size_bytes.high if spec is not None else None
     if max_bytes is not None and item.size_bytes > max_bytes:
         bad(f"{prefix}.size_bytes", f"{item.size_bytes} bytes; {rules.label} videos are at most {max_bytes:g}")

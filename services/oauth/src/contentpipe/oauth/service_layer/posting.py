@@ -17,6 +17,7 @@ from contentpipe.common.errors import (
 )
 from contentpipe.common.ids import new_id
 from contentpipe.common.telemetry import inject_context
+from contentpipe.oauth.domain.media_specs import SpecTable
 from contentpipe.oauth.domain.posts import Media, Platform, Post, PostState, utcnow
 from contentpipe.oauth.domain.posts_rules import NewPost, validate_post
 from contentpipe.oauth.service_layer.metrics import default_metrics
@@ -49,6 +50,7 @@ class PostingServices:
     tokens: TokenProvider
     media_check: UrlCheck
     media_inspect: MediaInspect | None = None
+    media_specs: SpecTable | None = None  # the media spec table with configured overrides (None: as shipped)
     wake_worker: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = utcnow
     # Told about every committed state change (NotifyingPostRepository), so `wait` wakes at once.
@@ -78,7 +80,10 @@ class PostingServices:
                 metadata={"connection": conn.name, "status": conn.status},
             )
         validate_post(
-            request, conn.platform, sub_accounts=conn.sub_accounts if conn.platform is Platform.FACEBOOK else None
+            request,
+            conn.platform,
+            sub_accounts=conn.sub_accounts if conn.platform is Platform.FACEBOOK else None,
+            specs=self.media_specs,
         )
         for index, item in enumerate(request.media):
             await self.media_check(item.uri, f"post.media[{index}].uri", owner)

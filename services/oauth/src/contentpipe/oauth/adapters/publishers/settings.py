@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from contentpipe.common.settings import ConfigError, env_bool, env_duration, env_int, env_str
 from contentpipe.oauth.adapters.publishers.calls import LimitPolicy
+from contentpipe.oauth.domain.media_specs import SpecTable, with_overrides
 from contentpipe.oauth.domain.posts import Platform
 from contentpipe.oauth.service_layer.posting_worker import PostingWorkerSettings
 
@@ -67,6 +69,7 @@ class MediaConversionConfig:
     memory_bytes: int = 2048 * MB
     threads: int = 2
     concurrency: int = 2
+    specs: SpecTable | None = None  # OAUTH_MEDIA_SPEC_OVERRIDES applied to the shipped table
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,18 @@ def load_media_config(environ: Mapping[str, str], data_dir: Path) -> MediaConver
     storage_url = _optional_url(environ, "OAUTH_MEDIA_STORAGE_PUBLIC_URL")
     if storage_url and not storage_root:
         raise ConfigError("OAUTH_MEDIA_STORAGE_PUBLIC_URL: needs OAUTH_MEDIA_STORAGE_ROOT (the folder it serves)")
+    overrides = environ.get("OAUTH_MEDIA_SPEC_OVERRIDES", "").strip()
+    specs = None
+    if overrides:
+        try:
+            parsed = json.loads(overrides)
+            if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+                raise ValueError('expected a JSON object like {"twitter/video": {"duration": [0.5, 600]}}')
+            specs = with_overrides(parsed)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise ConfigError(f"OAUTH_MEDIA_SPEC_OVERRIDES: {exc}") from None
     return MediaConversionConfig(
+        specs=specs,
         enabled=env_bool(environ, "OAUTH_MEDIA_CONFORM", True),
         renditions_dir=Path(env_str(environ, "OAUTH_RENDITIONS_DIR", str(data_dir / "renditions"))),
         renditions_public_url=_optional_url(environ, "OAUTH_RENDITIONS_PUBLIC_URL"),
