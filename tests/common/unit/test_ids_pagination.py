@@ -61,3 +61,23 @@ def test_tampered_or_foreign_page_token_is_invalid_argument_on_page_token() -> N
         assert info.value.violations[0].field == "page_token"
     with pytest.raises(InvalidArgument, match="different query"):
         codec.decode(token, query="state=PAUSED")
+
+
+def test_keyset_tokens_round_trip_and_refuse_other_queries_and_shapes() -> None:
+    from datetime import UTC, datetime
+
+    from contentpipe.common.pagination import keyset_after, keyset_token, next_keyset_token
+
+    codec = PageTokenCodec("secret")
+    when = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    token = keyset_token(codec, when, "abc", query="q1")
+    assert keyset_after(codec, token, query="q1") == (when, "abc")
+    assert keyset_after(codec, "", query="q1") is None
+    with pytest.raises(InvalidArgument) as caught:
+        keyset_after(codec, token, query="q2")
+    assert caught.value.violations[0].field == "page_token"
+    with pytest.raises(InvalidArgument):
+        keyset_after(codec, codec.encode({"create_time": when.isoformat(), "id": "abc"}, query="q1"), query="q1")
+    items = [(when, "c"), (when, "b"), (when, "a")]
+    assert next_keyset_token(codec, items, 3, query="q1") == ""
+    assert keyset_after(codec, next_keyset_token(codec, items, 2, query="q1"), query="q1") == (when, "b")

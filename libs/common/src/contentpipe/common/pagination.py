@@ -7,8 +7,9 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from contentpipe.common.errors import InvalidArgument
@@ -83,3 +84,35 @@ class PageTokenCodec:
         if not isinstance(last, dict):
             raise invalid
         return PageCursor(last=last, query=query)
+
+
+# ---------------------------------------------------------------- keyset over (time, id), newest first
+# The one cursor format of lists sorted by a timestamp and an id: {"t": ISO time, "id": id}.
+
+
+def keyset_after(codec: PageTokenCodec, token: str, *, query: str) -> tuple[datetime, str] | None:
+    """The (time, id) a page token continues after; None for the first page; INVALID_ARGUMENT on `page_token`
+    for a tampered, foreign or malformed token."""
+    cursor = codec.decode(token, query=query)
+    if cursor is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(cursor.last["t"])), str(cursor.last["id"])
+    except (KeyError, ValueError):
+        raise InvalidArgument.single("page_token", "invalid or tampered page token") from None
+
+
+def keyset_token(codec: PageTokenCodec, last_time: datetime, last_id: str, *, query: str) -> str:
+    """The token of the page after the item (last_time, last_id)."""
+    return codec.encode({"t": last_time.isoformat(), "id": last_id}, query=query)
+
+
+def next_keyset_token(
+    codec: PageTokenCodec, items: Sequence[tuple[datetime | None, str]], limit: int, *, query: str
+) -> str:
+    """A token for the page after the first `limit` of `items` (callers fetch limit + 1); '' on the last page."""
+    if len(items) <= limit:
+        return ""
+    last_time, last_id = items[limit - 1]
+    assert last_time is not None
+    return keyset_token(codec, last_time, last_id, query=query)

@@ -10,7 +10,7 @@ from contentpipe.api.generation.v1 import generation_service_pb2_grpc
 from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.ids import parse_name
-from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.pagination import PageTokenCodec, keyset_after, keyset_token, page_size
 from contentpipe.common.request_checks import optional_seconds
 from contentpipe.generation.domain.model import (
     Asset,
@@ -181,20 +181,14 @@ class GenerationServiceServicer(generation_service_pb2_grpc.GenerationServiceSer
         if request.kind and request.kind not in _KINDS:
             raise InvalidArgument.single("kind", f"unknown kind {request.kind}")
         query = f"{owner}|{request.state}|{request.kind}"
-        cursor = self._tokens.decode(request.page_token, query=query)
-        after = None
-        if cursor is not None:
-            try:
-                after = (datetime.fromisoformat(str(cursor.last["create_time"])), str(cursor.last["id"]))
-            except (KeyError, ValueError):
-                raise InvalidArgument.single("page_token", "invalid page token") from None
+        after = keyset_after(self._tokens, request.page_token, query=query)
         items, more = await self._services.list_page(
             owner, limit=limit, state=_STATES.get(request.state), kind=_KINDS.get(request.kind), after=after
         )
         token = ""
         if more and items:
             last = items[-1]
-            token = self._tokens.encode({"create_time": last.create_time.isoformat(), "id": last.id}, query=query)
+            token = keyset_token(self._tokens, last.create_time, last.id, query=query)
         return pb.ListGenerationsResponse(generations=[generation_to_pb(g) for g in items], next_page_token=token)
 
     async def CancelGeneration(self, request: pb.CancelGenerationRequest, context: Any) -> pb.CancelGenerationResponse:

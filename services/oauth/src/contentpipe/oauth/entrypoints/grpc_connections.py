@@ -10,7 +10,7 @@ from contentpipe.api.oauth.v1 import connection_service_pb2_grpc, platform_pb2
 from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.ids import parse_name
-from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.pagination import PageTokenCodec, keyset_after, keyset_token, page_size
 from contentpipe.oauth.domain.connections import Connection, ConnectionStatus, Platform
 from contentpipe.oauth.service_layer.connections import ConnectionService
 from contentpipe.oauth.service_layer.connections_ports import PlatformSpec
@@ -155,19 +155,11 @@ class ConnectionServiceServicer(connection_service_pb2_grpc.ConnectionServiceSer
         platform = _platform(request.platform, required=False)
         status = _status(request.status)
         query = f"{platform or ''}|{status or ''}"
-        cursor = self._codec.decode(request.page_token, query=query)
-        after = None
-        if cursor is not None:
-            try:
-                after = (datetime.fromisoformat(str(cursor.last["create_time"])), str(cursor.last["id"]))
-            except (KeyError, ValueError):
-                raise InvalidArgument.single("page_token", "invalid page token") from None
+        after = keyset_after(self._codec, request.page_token, query=query)
         page = await self._connections.list_page(owner, platform=platform, status=status, limit=limit, after=after)
         token = ""
         if page.next_after is not None:
-            token = self._codec.encode(
-                {"create_time": page.next_after[0].isoformat(), "id": page.next_after[1]}, query=query
-            )
+            token = keyset_token(self._codec, page.next_after[0], page.next_after[1], query=query)
         return pb.ListConnectionsResponse(
             connections=[connection_message(c) for c in page.connections], next_page_token=token
         )

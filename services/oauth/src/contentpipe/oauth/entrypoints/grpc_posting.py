@@ -10,7 +10,7 @@ from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.ids import parse_name
-from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.pagination import PageTokenCodec, keyset_after, keyset_token, page_size
 from contentpipe.common.request_checks import optional_seconds
 from contentpipe.oauth.domain.posts import (
     ErrorClass,
@@ -217,13 +217,7 @@ class PostingServiceServicer(posting_service_pb2_grpc.PostingServiceServicer):
             raise InvalidArgument.single("platform", f"unknown platform {request.platform}")
         connection = connection_id_from(request.connection, "connection") if request.connection else None
         query = f"{owner}|{request.state}|{request.platform}|{connection or ''}"
-        cursor = self._tokens.decode(request.page_token, query=query)
-        after = None
-        if cursor is not None:
-            try:
-                after = (datetime.fromisoformat(str(cursor.last["create_time"])), str(cursor.last["id"]))
-            except (KeyError, ValueError):
-                raise InvalidArgument.single("page_token", "invalid page token") from None
+        after = keyset_after(self._tokens, request.page_token, query=query)
         items, more = await self._services.list_page(
             ListQuery(
                 owner=owner,
@@ -237,7 +231,7 @@ class PostingServiceServicer(posting_service_pb2_grpc.PostingServiceServicer):
         token = ""
         if more and items:
             last = items[-1]
-            token = self._tokens.encode({"create_time": last.create_time.isoformat(), "id": last.id}, query=query)
+            token = keyset_token(self._tokens, last.create_time, last.id, query=query)
         return pb.ListPostsResponse(posts=[post_to_pb(p) for p in items], next_page_token=token)
 
     async def CancelPost(self, request: pb.CancelPostRequest, context: Any) -> pb.CancelPostResponse:

@@ -166,7 +166,7 @@ def _progress(run: PipelineRun) -> dict[str, Any]:
 def _cursor_filter(create_column: Any, id_column: Any, after: Mapping[str, Any] | None) -> list[Any]:
     if not after:
         return []
-    last_time = datetime.fromisoformat(str(after["create_time"]))
+    last_time = datetime.fromisoformat(str(after["t"]))
     last_id = str(after["id"])
     return [or_(create_column < last_time, and_(create_column == last_time, id_column < last_id))]
 
@@ -176,7 +176,8 @@ def _page(rows: Sequence[Row[Any]], limit: int, convert: Any) -> Page:
     next_cursor = None
     if len(rows) > limit and items:
         last = items[-1]
-        next_cursor = {"create_time": last.create_time.isoformat(), "id": last.id}
+        # The cursor format of contentpipe.common.pagination.keyset_token.
+        next_cursor = {"t": last.create_time.isoformat(), "id": last.id}
     return Page(items=items, next_cursor=next_cursor)
 
 

@@ -7,9 +7,8 @@ from typing import Any
 from contentpipe.api.scheduler.v1 import notification_service_pb2 as pb
 from contentpipe.api.scheduler.v1 import notification_service_pb2_grpc
 from contentpipe.common.auth import current_principal
-from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.pagination import PageTokenCodec, keyset_after, next_keyset_token, page_size
 from contentpipe.scheduler.entrypoints import convert
-from contentpipe.scheduler.entrypoints.paging import decode_after, next_token
 from contentpipe.scheduler.service_layer.notifications import NotificationService
 
 
@@ -25,11 +24,11 @@ class NotificationServiceServicer(notification_service_pb2_grpc.NotificationServ
     ) -> pb.ListNotificationsResponse:
         limit = page_size(request.page_size)
         query = f"notifications|{request.unread_only}"
-        after = decode_after(self._codec, request.page_token, query)
+        after = keyset_after(self._codec, request.page_token, query=query)
         items = await self._notifications.list(
             current_principal().user_id, unread_only=request.unread_only, after=after, limit=limit + 1
         )
-        token = next_token(self._codec, [(n.create_time, n.id) for n in items], limit, query)
+        token = next_keyset_token(self._codec, [(n.create_time, n.id) for n in items], limit, query=query)
         return pb.ListNotificationsResponse(
             notifications=[convert.notification_message(n) for n in items[:limit]], next_page_token=token
         )

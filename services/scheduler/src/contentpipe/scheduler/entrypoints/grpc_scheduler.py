@@ -10,10 +10,9 @@ from contentpipe.common.auth import SERVICE_ROLE, current_principal
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.field_masks import effective_update_mask
 from contentpipe.common.ids import parse_name
-from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.pagination import PageTokenCodec, keyset_after, next_keyset_token, page_size
 from contentpipe.scheduler.domain.model import JobRunState, JobState
 from contentpipe.scheduler.entrypoints import convert
-from contentpipe.scheduler.entrypoints.paging import decode_after, next_token
 from contentpipe.scheduler.service_layer.jobs import UPDATABLE_FIELDS, JobService
 from contentpipe.scheduler.service_layer.processing import Processor
 
@@ -65,7 +64,7 @@ class SchedulerServiceServicer(scheduler_service_pb2_grpc.SchedulerServiceServic
         limit = page_size(request.page_size)
         state = _job_state(int(request.state))
         query = f"{request.pipeline}|{int(request.state)}|{request.overdue_only}"
-        after = decode_after(self._codec, request.page_token, query)
+        after = keyset_after(self._codec, request.page_token, query=query)
         jobs = await self._jobs.list_jobs(
             current_principal().user_id,
             pipeline=request.pipeline,
@@ -74,7 +73,7 @@ class SchedulerServiceServicer(scheduler_service_pb2_grpc.SchedulerServiceServic
             after=after,
             limit=limit + 1,
         )
-        token = next_token(self._codec, [(j.create_time, j.id) for j in jobs], limit, query)
+        token = next_keyset_token(self._codec, [(j.create_time, j.id) for j in jobs], limit, query=query)
         return pb.ListJobsResponse(jobs=[convert.job_message(j) for j in jobs[:limit]], next_page_token=token)
 
     async def UpdateJob(self, request: pb.UpdateJobRequest, context: Any) -> pb.UpdateJobResponse:
@@ -126,11 +125,11 @@ class SchedulerServiceServicer(scheduler_service_pb2_grpc.SchedulerServiceServic
         limit = page_size(request.page_size)
         state = _run_state(int(request.state))
         query = f"{request.parent}|{int(request.state)}"
-        after = decode_after(self._codec, request.page_token, query)
+        after = keyset_after(self._codec, request.page_token, query=query)
         runs = await self._jobs.list_runs(
             current_principal().user_id, request.parent, state=state, after=after, limit=limit + 1
         )
-        token = next_token(self._codec, [(r.nominal_time, r.id) for r in runs], limit, query)
+        token = next_keyset_token(self._codec, [(r.nominal_time, r.id) for r in runs], limit, query=query)
         return pb.ListJobRunsResponse(
             job_runs=[convert.job_run_message(r) for r in runs[:limit]], next_page_token=token
         )
