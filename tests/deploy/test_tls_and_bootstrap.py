@@ -43,6 +43,10 @@ def test_prod_serves_mutual_tls_with_certificates_that_name_what_peers_dial() ->
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert "grpc" not in container[probe]  # the kubelet's gRPC probes cannot speak TLS
             assert container[probe]["exec"]["command"] == ["python", "-m", "contentpipe.common.probe", service]
+        # every workload that loads the settings mounts the files they name (the service checks they exist)
+        migrate = prod.get("Job", f"{service}-migrate")
+        assert {v["name"]: v for v in pod_spec(migrate)["volumes"]}["tls"]["secret"]["secretName"] == f"{service}-tls"
+        assert {"name": "tls", "mountPath": TLS_DIR, "readOnly": True} in _container(migrate)["volumeMounts"]
     tick = prod.get("CronJob", "scheduler-tick")
     assert {v["name"]: v for v in pod_spec(tick)["volumes"]}["tls"]["secret"]["secretName"] == "scheduler-tls"
 
