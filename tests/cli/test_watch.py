@@ -15,6 +15,7 @@ from concurrent import futures
 import grpc
 import pytest
 from contentpipe.api.generation.v1 import generation_service_pb2 as gen_pb
+from contentpipe.api.generation.v1 import generation_service_pb2_grpc as gen_grpc
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
 from contentpipe.cli.watch import print_summary, render_table
@@ -187,3 +188,42 @@ def test_the_summary_names_the_runs_trace() -> None:
     out = io.StringIO()
     print_summary(run, out)
     assert "trace id: 4bf92f3577b34da6a3ce929d0e0e4736" in out.getvalue()
+
+
+class EndlessGeneration(gen_grpc.GenerationServiceServicer):
+    """A generation that stays RUNNING: the CLI waits until interrupted."""
+
+    def CreateGeneration(
+        self, request: gen_pb.CreateGenerationRequest, context: grpc.ServicerContext
+    ) -> gen_pb.CreateGenerationResponse:
+        return gen_pb.CreateGenerationResponse(generation=self._running())
+
+    def GetGeneration(
+        self, request: gen_pb.GetGenerationRequest, context: grpc.ServicerContext
+    ) -> gen_pb.GetGenerationResponse:
+        return gen_pb.GetGenerationResponse(generation=self._running())
+
+    def _running(self) -> gen_pb.Generation:
+        return gen_pb.Generation(name="generations/g1", state=gen_pb.GENERATION_STATE_RUNNING, progress=0.5)
+
+
+def test_ctrl_c_while_a_generation_is_awaited_says_it_goes_on(lines: list[Lines]) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    gen_grpc.add_GenerationServiceServicer_to_server(EndlessGeneration(), server)  # type: ignore[abstract]
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        token = mint_token(TEST_JWT_SECRET, "u")
+        env = {"CONTENTPIPE_GENERATION_ADDR": f"127.0.0.1:{port}", "CONTENTPIPE_TOKEN": token}
+        wait = Lines("generations", "create", "--kind", "text", "--prompt", "a caption", "--wait", env=env)
+        lines.append(wait)
+        wait.wait_for("generations/g1 RUNNING 50%")
+        wait.process.send_signal(signal.SIGINT)
+        code, output = wait.finish()
+    finally:
+        server.stop(None)
+    assert code == 130
+    assert "the generation goes on" in output
+    assert "contentpipe generations get generations/g1" in output
+    assert "contentpipe generations cancel generations/g1" in output

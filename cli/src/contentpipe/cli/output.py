@@ -224,3 +224,11 @@ def print_list(
     token = data.get("next_page_token")
     if token:
         print(f"more: --page-token {token}", file=sys.stderr)
+
+
+def print_still_going(what: str, *, follow: str, cancel: str, stream: TextIO | None = None) -> None:
+    """After Ctrl-C while waiting: the work goes on server-side; say how to come back to it or stop it."""
+    out = stream or sys.stderr
+    out.write(f"\nstopped watching; {what} goes on in the service.\n")
+    out.write(f"  follow it again: {follow}\n  cancel it:       {cancel}\n")
+    out.flush()

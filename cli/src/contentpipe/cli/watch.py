@@ -12,7 +12,7 @@ from typing import TextIO
 from contentpipe.api.oauth.v1 import posting_service_pb2 as posting_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.cli.errors import EXIT_UNAVAILABLE, CliError
-from contentpipe.cli.output import console, short_enum
+from contentpipe.cli.output import console, print_still_going, short_enum
 from contentpipe.cli.session import Session
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.live import Live
@@ -151,13 +151,9 @@ async def watch_run(
 
 
 def print_detached(name: str, stream: TextIO | None = None) -> None:
-    out = stream or sys.stderr
-    out.write(
-        f"\nstopped watching; the run goes on in the service.\n"
-        f"  follow it again: contentpipe runs watch {name}\n"
-        f"  cancel it:       contentpipe runs cancel {name}\n"
+    print_still_going(
+        "the run", follow=f"contentpipe runs watch {name}", cancel=f"contentpipe runs cancel {name}", stream=stream
     )
-    out.flush()
 
 
 async def _reconnecting(fetch: Callable[[], Awaitable[pb.PipelineRun]], budget: float) -> pb.PipelineRun:

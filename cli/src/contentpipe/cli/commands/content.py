@@ -12,7 +12,7 @@ from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.scheduler.v1 import notification_service_pb2 as note_pb
 from contentpipe.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from contentpipe.cli.manifests import parse_message, read_document
-from contentpipe.cli.output import age_col, col, print_list, print_resource
+from contentpipe.cli.output import age_col, col, print_list, print_resource, print_still_going
 from contentpipe.cli.parsing import SubParsers, add_command, add_group, add_paging, resource_name
 from contentpipe.cli.platforms import PLATFORM_CHOICES, parse_platform
 from contentpipe.cli.references import resolve_name
@@ -236,21 +236,34 @@ async def create_generation(session: Session, args: argparse.Namespace) -> int:
     response = await session.call("generation", session.generations.CreateGeneration, request)
     result = response.generation
     if args.wait:
-        shown = ""
-        while result.state not in _GEN_TERMINAL:
-            await asyncio.sleep(0.5)
-            got = await session.call(
-                "generation", session.generations.GetGeneration, gen_pb.GetGenerationRequest(name=result.name)
+        try:
+            result = await _wait_generation(session, result)
+        except asyncio.CancelledError:  # Ctrl-C stops the waiting, not the generation
+            print_still_going(
+                "the generation",
+                follow=f"contentpipe generations get {result.name}",
+                cancel=f"contentpipe generations cancel {result.name}",
             )
-            result = got.generation
-            line = f"{result.name} {_gen_state(result)} {result.progress:.0%}"
-            if line != shown:  # one line per change, not per poll
-                print(line, file=sys.stderr, flush=True)
-                shown = line
+            raise
     print_resource(result, args.output)
     if args.wait and result.state != gen_pb.GENERATION_STATE_SUCCEEDED:
         return EXIT_FAILED
     return EXIT_OK
+
+
+async def _wait_generation(session: Session, result: gen_pb.Generation) -> gen_pb.Generation:
+    shown = ""
+    while result.state not in _GEN_TERMINAL:
+        await asyncio.sleep(0.5)
+        got = await session.call(
+            "generation", session.generations.GetGeneration, gen_pb.GetGenerationRequest(name=result.name)
+        )
+        result = got.generation
+        line = f"{result.name} {_gen_state(result)} {result.progress:.0%}"
+        if line != shown:  # one line per change, not per poll
+            print(line, file=sys.stderr, flush=True)
+            shown = line
+    return result
 
 
 async def list_generations(session: Session, args: argparse.Namespace) -> int:
