@@ -106,7 +106,7 @@ def services(*procs: ServiceProcess) -> Iterator[None]:
         for proc in procs:
             proc.start(wait=False)
         for proc in procs:
-            proc.wait_serving(timeout=60)
+            proc.wait_serving(timeout=180)  # four services importing at once on 2 shared cores
         yield
     finally:
         for proc in reversed(procs):
