@@ -157,7 +157,7 @@ def test_request_id_returns_the_same_generation(start_service: Callable[..., Ser
         alice.wait(one.name)
         assert len(alice.list().generations) == 1
         checked = alice.create(validate_only=True, kind=pb.GENERATION_KIND_TEXT, prompt="hello")
-        assert checked.state == pb.GENERATION_STATE_QUEUED
+        assert checked.state == pb.GENERATION_STATE_QUEUED and checked.name == ""  # nothing to look up
         assert len(alice.list().generations) == 1
 
 

@@ -285,7 +285,7 @@ async def test_file_media_must_be_the_callers_own_stored_output(
             return pb.Post(connection="connections/outbox", text="t", media=media)
 
         ok = await stack.stub.CreatePost(pb.CreatePostRequest(post=post(mine), validate_only=True), metadata=bearer())
-        assert ok.post.media[0].uri == mine.as_uri()
+        assert ok.post.media[0].uri == mine.as_uri() and ok.post.name == ""  # validated, not created
         # Another user's generated file, by its path: refused exactly like a file that does not exist.
         answers = []
         for path in (theirs, storage / "user-1" / "generation-1" / "missing.png"):

@@ -243,7 +243,8 @@ class Generation:
 
     @property
     def name(self) -> str:
-        return f"generations/{self.id}"
+        # Empty for a generation that was only validated (validate_only): it exists nowhere.
+        return f"generations/{self.id}" if self.id else ""
 
     def start(self, now: datetime) -> None:
         """QUEUED -> RUNNING (idempotent for a resumed RUNNING generation)."""

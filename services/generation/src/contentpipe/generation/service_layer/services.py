@@ -64,6 +64,7 @@ class GenerationServices:
             trace_context=inject_context(),
         )
         if validate_only:
+            generation.id = ""  # AIP-163: what would be created; no name a client could look up
             return generation
         stored = await self.repository.add(generation)
         if stored.id == generation.id:

@@ -196,7 +196,8 @@ class Post:
 
     @property
     def name(self) -> str:
-        return f"posts/{self.id}"
+        # Empty for a post that was only validated (validate_only): it exists nowhere.
+        return f"posts/{self.id}" if self.id else ""
 
     @property
     def connection(self) -> str:

@@ -113,6 +113,7 @@ class PostingServices:
             next_attempt_time=max(now, request.publish_time) if request.publish_time else now,
         )
         if validate_only:
+            post.id = ""  # AIP-163: what would be created; no name a client could look up
             return post
         stored = await self.repository.add(post)
         if stored.id == post.id:

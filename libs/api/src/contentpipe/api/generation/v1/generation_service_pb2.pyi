@@ -432,7 +432,7 @@ class CreateGenerationRequest(_message.Message):
     validate_only: _builtins.bool
     """AIP-163: validate fully (the same checks as a real create, including that the provider is configured on
     this server), queue nothing. The response is the generation that would be created, with the model's
-    defaults filled into `options`; its `name` is not stored anywhere.
+    defaults filled into `options` and an empty `name` (none exists).
     """
     @_builtins.property
     def generation(self) -> Global___Generation:

@@ -557,7 +557,7 @@ class CreatePostRequest(_message.Message):
     """Idempotency key (AIP-155), up to 128 characters."""
     validate_only: _builtins.bool
     """AIP-163: validate fully (the connection, the platform's rules for text, media and options), queue nothing.
-    The response is the post that would be created; its `name` is not stored anywhere.
+    The response is the post that would be created, with an empty `name` (none exists).
     """
     @_builtins.property
     def post(self) -> Global___Post:
