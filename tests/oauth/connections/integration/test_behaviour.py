@@ -267,7 +267,7 @@ async def test_rotate_keys_re_encrypts_every_row_under_the_first_key(
             pb.RefreshConnectionRequest(name=connection.name), metadata=bearer(user)
         )
         assert refreshed.connection.status == pb.CONNECTION_STATUS_ACTIVE
-        assert [s.id for s in refreshed.connection.sub_accounts] == ["page-1", "page-biz-1"]  # /me/accounts + Business Manager
+        assert [s.id for s in refreshed.connection.sub_accounts] == ["page-1", "page-biz-1"]
         await channel.close(None)
     finally:
         only_new.terminate()
