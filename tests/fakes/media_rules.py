@@ -1,7 +1,7 @@
 """What each platform's media processing refuses (their published media guides), for the publishing fakes.
 
 The fakes call `media_problem(platform, kind, data)` on the bytes they receive (upload) or download (Instagram,
-TikTok photos) and refuse with their platform's own error shape when it returns a problem. The probe and the rules here
+TikTok pulls) and refuse with their platform's own error shape when it returns a problem. The probe and the rules here
 are written independently of contentpipe's conformer (its own ffmpeg parsing, the platforms' limits as they state
 them), so a mistake in the service's spec table shows up as a refusal instead of being shared by the test.
 """
@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-import httpx
 import imageio_ffmpeg  # type: ignore[import-untyped]
 
 MIB = 1024 * 1024
@@ -213,17 +212,4 @@ async def media_problem(platform: str, kind: str, data: bytes) -> str | None:
     return await asyncio.to_thread(check, platform, kind, data)
 
 
-def kind_of(data: bytes) -> str:
-    return "video" if _format(data[:16]) in VIDEO_FORMATS else "image"
-
-
-async def fetch_problem(platform: str, url: str, kind: str | None = None) -> str | None:
-    """Download `url` (as Instagram or TikTok do) and check it."""
-    async with httpx.AsyncClient() as client:
-        response = await client.get(url)
-    if response.status_code != 200:
-        return f"media fetch failed with HTTP {response.status_code}"
-    return await media_problem(platform, kind or kind_of(response.content), response.content)
-
-
-__all__ = ["Seen", "check", "fetch_problem", "kind_of", "media_problem", "see"]
+__all__ = ["Seen", "check", "media_problem", "see"]

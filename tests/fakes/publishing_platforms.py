@@ -1,9 +1,10 @@
 """Loopback fakes of the six platforms' publishing APIs, following the platforms' API references.
 
-Each fake keeps what it "published" (`posts`), the ordered call log (`calls`, e.g. "POST /2/tweets"), and knobs for
-the failures that matter: processing that takes several polls, 429 with reset headers for one account, a 5xx in the
-middle of an upload, and a create call that succeeds at the platform but answers too late for the client
-(`create_delay`), plus `on_create` (called right after a post is recorded, e.g. to SIGKILL the service).
+Each fake keeps what it "published" (`posts`), every media file it checked (`media_checked`), the ordered call log
+(`calls`, e.g. "POST /2/tweets"), and knobs for the failures that matter: processing that takes several polls, 429
+with reset headers for one account, a 5xx in the middle of an upload, and a create call that succeeds at the platform
+but answers too late for the client (`create_delay`), plus `on_create` (called right after a post is recorded, e.g.
+to SIGKILL the service).
 Tokens: `tokens` maps an accepted access token to its account id; anything else is 401.
 """
 
@@ -29,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.media_rules import fetch_problem, media_problem
+from tests.fakes.media_rules import media_problem
 
 
 @dataclass
@@ -59,6 +60,7 @@ class FakePlatform:
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         self._upload_failed = False
+        self.media_checked: list[bytes] = []
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -80,6 +82,20 @@ class FakePlatform:
                 self._upload_failed = True
                 return True
         return False
+
+    async def check_media(self, kind: str, data: bytes) -> str | None:
+        """This platform's refusal of `data` as `kind` (tests/fakes/media_rules.py); keeps the bytes it was given."""
+        with self._lock:
+            self.media_checked.append(data)
+        return await media_problem(self.name, kind, data)
+
+    async def fetch_media(self, url: str, kind: str) -> str | None:
+        """Download `url` as the platform does (Instagram, TikTok pull) and check it like `check_media`."""
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url)
+        if response.status_code != 200:
+            return f"media fetch failed with HTTP {response.status_code}"
+        return await self.check_media(kind, response.content)
 
     def held(self, text: str) -> list[FakePost]:
         return [p for p in self.posts if p.text == text]
@@ -204,7 +220,7 @@ class FakeX(FakePlatform):
                 )
             kind = "video" if item["category"] == "tweet_video" else "image"
             blob = b"".join(item["segments"][i] for i in sorted(item["segments"]))
-            if problem := await media_problem("twitter", kind, blob):
+            if problem := await self.check_media(kind, blob):
                 return JSONResponse(
                     {
                         "title": "Invalid Request",
@@ -401,7 +417,7 @@ class FakeLinkedIn(FakePlatform):
         async def put_image(request: Request) -> Response:
             self.log(request, "PUT {image uploadUrl}")
             body = await request.body()
-            if problem := await media_problem("linkedin", "image", body):
+            if problem := await self.check_media("image", body):
                 return JSONResponse({"status": 400, "message": f"Invalid image: {problem}"}, status_code=400)
             urn = f"urn:li:image:{request.path_params['image_id']}"
             self.images[urn] = body
@@ -455,7 +471,7 @@ class FakeLinkedIn(FakePlatform):
             if request_body["uploadedPartIds"] != expected:
                 return JSONResponse({"status": 400, "message": "uploadedPartIds do not match"}, status_code=400)
             blob = b"".join(video["parts"][i][0] for i in sorted(video["parts"]))
-            if problem := await media_problem("linkedin", "video", blob):
+            if problem := await self.check_media("video", blob):
                 return JSONResponse({"status": 400, "message": f"Video does not meet requirements: {problem}"}, 400)
             video["status"] = "PROCESSING"
             return Response(status_code=200)
@@ -609,7 +625,7 @@ class FakeInstagram(_FakeGraph):
                 if fetched.status_code != 200:
                     return self.error("Media fetch failed", 9004, subcode=2207052)
                 kind = "image" if params.get("image_url") else "video"
-                if problem := await media_problem("instagram", kind, fetched.content):
+                if problem := await self.check_media(kind, fetched.content):
                     aspect = "aspect ratio" in problem
                     return self.error(
                         f"The media is not supported: {problem}", 36003 if aspect else 9004, subcode=2207026
@@ -701,7 +717,7 @@ class FakeFacebook(_FakeGraph):
         return None
 
     async def _publish_video(self, page: str, text: str, data: bytes, video_id: str = "") -> Response:
-        if problem := await media_problem("facebook", "video", data):
+        if problem := await self.check_media("video", data):
             return self.error(f"There was a problem uploading your video file: {problem}", 6000)
         if (refused := self.limited(page)) is not None:
             return refused
@@ -789,7 +805,7 @@ class FakeFacebook(_FakeGraph):
                 upload = form.get("source")
                 if not isinstance(upload, bytes) or not upload:
                     return self.error("(#100) source is required", 100)
-                if problem := await media_problem("facebook", "video" if kind == "videos" else "image", upload):
+                if problem := await self.check_media("video" if kind == "videos" else "image", upload):
                     if kind == "photos":
                         return self.error(f"Photos must be under 4 MB JPG or PNG: {problem}", 100, subcode=1366046)
                     return self.error(f"There was a problem uploading your video file: {problem}", 6000)
@@ -959,7 +975,7 @@ class FakeTikTok(FakePlatform):
             publish_id = f"v_pub_file~v2-1.{self.next_id()}"
             pulled = source.get("photo_images") or ([source["video_url"]] if source.get("video_url") else [])
             kind = "image" if source.get("photo_images") else "video"
-            problems = [p for url in pulled if (p := await fetch_problem("tiktok", url, kind))]
+            problems = [p for url in pulled if (p := await self.fetch_media(url, kind))]
             entry = {
                 "account": account,
                 "title": info.get("title", ""),
@@ -1010,7 +1026,7 @@ class FakeTikTok(FakePlatform):
             done = entry["received"] >= int(total)
             if done:
                 entry["status"] = "PROCESSING_DOWNLOAD"
-                if problem := await media_problem("tiktok", "video", entry.pop("data")):
+                if problem := await self.check_media("video", entry.pop("data")):
                     entry.update(status="FAILED", fail_reason=_tiktok_reason(problem))
             return Response(status_code=201 if done else 206)
 
@@ -1129,7 +1145,7 @@ class FakeYouTube(FakePlatform):
                 return JSONResponse({"error": {"code": 503, "message": "Backend Error"}}, status_code=503)
             session["data"] += data
             if len(session["data"]) >= session["total"] and (
-                problem := await media_problem("google", "video", session["data"])
+                problem := await self.check_media("video", session["data"])
             ):
                 return JSONResponse(
                     {"error": {"code": 400, "message": problem, "errors": [{"reason": "invalidFile"}]}}, 400

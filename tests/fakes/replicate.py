@@ -11,6 +11,8 @@
   refuses `14.0`) with Replicate's 422 shape; `GET /v1/models/{o}/{n}[/versions/{v}]` publish that schema.
 - Knobs for failure: `fail_with` (status failed + error), `throttle_creates` (429 + Retry-After), `flaky_gets`
   (every n-th GET answers 500), `hang_creates` (the prediction is created, the answer hangs), `require_token`.
+- Media: files are `video_bytes`/`image_bytes`/`jpeg_bytes` as given; with `render_svd` an SVD prediction's MP4 is
+  rendered like the real model's: 14 or 25 frames (`video_length`) of 1024x576 H.264 at `frames_per_second`, no audio.
 - Webhooks: when a create carries `webhook`, `start` and `completed` are POSTed, signed with the Standard-Webhooks
   scheme of A7; `completed` is retried on failure.
 """
@@ -19,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import secrets
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import imageio_ffmpeg  # type: ignore[import-untyped]
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,6 +52,26 @@ def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> s
     key = base64.b64decode(secret.split("_", 1)[1])
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def render(*, width: int, height: int, frames: int, fps: int, suffix: str) -> bytes:
+    """`frames` frames of ffmpeg's moving test pattern at `fps` (1 frame: a still), encoded by file suffix."""
+    codec = ["-c:v", "libx264", "-pix_fmt", "yuv420p"] if suffix == ".mp4" else []
+    with tempfile.TemporaryDirectory() as folder:
+        out = f"{folder}/out{suffix}"
+        subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", f"testsrc2=s={width}x{height}:r={fps}", "-frames:v", str(frames), *codec, "-y", out],
+            check=True, timeout=60,
+        )  # fmt: skip
+        with open(out, "rb") as handle:
+            return handle.read()
+
+
+@functools.cache
+def svd_mp4(frames: int, fps: int) -> bytes:
+    """What stable-video-diffusion returns (reference A9.1): 1024x576, 14 or 25 frames at `frames_per_second`."""
+    return render(width=1024, height=576, frames=frames, fps=fps, suffix=".mp4")
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -114,8 +140,10 @@ class FakeReplicate:
         polls_to_finish: int = 3,
         latency: float | None = None,
         token: str | None = "r8_test_token",  # noqa: S107 - the fake's test token
+        render_svd: bool = False,
     ) -> None:
         self.video_bytes = video_bytes
+        self.render_svd = render_svd
         self.image_bytes = image_bytes
         self.jpeg_bytes = jpeg_bytes
         self.polls_to_finish = polls_to_finish
@@ -351,6 +379,11 @@ class FakeReplicate:
 
     async def file(self, request: Request) -> Response:
         filename = request.path_params["filename"]
+        prediction = self.predictions.get(request.path_params["id"])
+        if filename.endswith(".mp4") and self.render_svd and prediction and "stable-video" in prediction.model:
+            frames = 25 if prediction.input.get("video_length") == "25_frames_with_svd_xt" else 14
+            fps = int(prediction.input.get("frames_per_second", 6))
+            return Response(await asyncio.to_thread(svd_mp4, frames, fps), media_type="video/mp4")
         if filename.endswith(".mp4"):
             return Response(self.video_bytes, media_type="video/mp4")
         if filename.endswith(".jpg"):
