@@ -61,3 +61,10 @@ def test_expressions_the_scheduler_refuses_fail_create_pipeline(expression: str)
     (violation,) = validate_steps((step,))
     assert violation.field == "pipeline.steps[0].schedule_pipeline.cron.expression"
     assert "not valid cron syntax" in violation.description
+
+
+def test_the_shared_schedule_is_built_once_per_expression_and_zone() -> None:
+    """Planning many due jobs reuses one CronSchedule per (expression, zone): building one parses the expression."""
+    from contentpipe.common.cron import cron_schedule
+
+    assert cron_schedule("*/5 * * * *", "Europe/Berlin") is cron_schedule("*/5 * * * *", "Europe/Berlin")

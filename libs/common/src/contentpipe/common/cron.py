@@ -260,7 +260,6 @@ class CronSchedule:
         return min(gaps) if gaps else timedelta(days=366)
 
 
-@lru_cache(maxsize=4096)
 def cron_violations(field_prefix: str, expression: str, time_zone: str) -> list[FieldViolation]:
     """What is wrong with an expression and its zone, as field violations under `field_prefix` (empty: valid)."""
     violations: list[FieldViolation] = []
@@ -275,6 +274,7 @@ def cron_violations(field_prefix: str, expression: str, time_zone: str) -> list[
     return violations
 
 
+@lru_cache(maxsize=4096)
 def cron_schedule(expression: str, time_zone: str) -> CronSchedule:
     """A shared, validated schedule per (expression, zone); callers on one event loop may reuse it."""
     return CronSchedule(expression, time_zone)
