@@ -39,6 +39,7 @@ class PgWakeChannel:
         if not channel.isidentifier() or len(channel) > 63:
             raise ValueError(f"invalid NOTIFY channel name {channel!r}")
         self.channel = channel
+        self.name = f"listen-{channel}"
         self.listening = asyncio.Event()  # set while LISTEN is active (tests wait on it)
         self._engine = engine
         self._conninfo = conninfo_for(engine.url.render_as_string(hide_password=False))

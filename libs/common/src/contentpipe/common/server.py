@@ -336,7 +336,8 @@ class _Supervisor:
         self.exit_code = 0
 
     def start(self, job: BackgroundTask) -> asyncio.Task[None]:
-        name = getattr(job, "__name__", "background")
+        # A loop on the work-queue runtime carries its queue's name; any other callable its qualified name.
+        name = str(getattr(getattr(job, "__self__", None), "name", None) or getattr(job, "__qualname__", "background"))
         fault = asyncio.Event()
         self._faults.append(fault)
         return asyncio.create_task(self._supervise(job, name, fault), name=f"supervised-{name}")

@@ -302,7 +302,7 @@ class PassLoop:
         *,
         interval: float,
         wake: WakeSignal | None = None,
-        max_passes_in_a_row: int = 10,
+        max_passes_in_a_row: int | None = 10,
     ) -> None:
         self.name = name
         self.wake = wake or WakeSignal(name)
@@ -314,7 +314,10 @@ class PassLoop:
         while True:
             _raise_if_cancelling()
             self.wake.clear()
-            for _ in range(self._max_in_a_row):  # a backlog drains in full passes, bounded before a breather
+            passes = 0
+            # A backlog drains in full passes (bounded before a breather when `max_passes_in_a_row` is set).
+            while self._max_in_a_row is None or passes < self._max_in_a_row:
+                passes += 1
                 try:
                     more = await self._run_pass()
                 except Exception as exc:

@@ -34,6 +34,7 @@ from contentpipe.common.http import create_http_client
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration, run_server
 from contentpipe.common.telemetry import setup_telemetry
+from contentpipe.common.workqueue import PassLoop
 from contentpipe.oauth.adapters.connection_repository import SqlConnectionStore
 from contentpipe.oauth.adapters.crypto import TokenCipher, generate_key_entry, parse_token_keys
 from contentpipe.oauth.adapters.platforms import build_platform_clients
@@ -157,10 +158,12 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
     """Loops started once the service is SERVING and cancelled at shutdown."""
     config = components.config
 
-    async def token_refresher() -> None:
-        await components.connections.run_refresher(config.refresh_interval_seconds, config.refresh_batch)
+    async def refresh_pass() -> bool:
+        # A full batch means a backlog: the loop runs another pass at once (bounded), else waits an interval.
+        return await components.connections.refresh_due(config.refresh_batch) >= config.refresh_batch
 
-    tasks: list[BackgroundTask] = [token_refresher]
+    token_refresher = PassLoop("token-refresher", refresh_pass, interval=config.refresh_interval_seconds)
+    tasks: list[BackgroundTask] = [token_refresher.run]
     if components.posting is not None and components.posting.worker_enabled:
         tasks.append(components.posting.worker.run)  # the posting queue
         repository = components.posting.services.repository

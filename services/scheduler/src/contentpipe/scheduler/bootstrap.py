@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -34,6 +33,7 @@ from contentpipe.common.ids import new_id
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration, run_server
 from contentpipe.common.telemetry import setup_telemetry
+from contentpipe.common.workqueue import PassLoop
 from contentpipe.scheduler.adapters.pipelines_client import GrpcPipelines
 from contentpipe.scheduler.adapters.sql_store import SqlSchedulerStore
 from contentpipe.scheduler.adapters.webhook import StandardWebhookSender
@@ -156,20 +156,16 @@ async def serve(config: SchedulerConfig) -> int:
             await migrate(config)
         return await database_ready(components.engine, VERSION_TABLE, MIGRATIONS)
 
-    async def processing_loop() -> None:
-        while True:
-            full = False
-            try:
-                _, summary = await _one_pass(components, config.process_limit)
-                full = int(str(summary["claimed"])) >= config.process_limit
-                if any(summary[k] for k in ("claimed", "triggered", "reconciled", "errors")):
-                    _log.info("processing pass", extra=summary)
-            except ContentpipeError as exc:
-                _log.warning("processing pass failed", extra={"error": exc.message})
-            except Exception:
-                _log.exception("processing pass crashed")
-            if not full:
-                await asyncio.sleep(config.process_interval_seconds)
+    async def processing_pass() -> bool:
+        _, summary = await _one_pass(components, config.process_limit)
+        if any(summary[k] for k in ("claimed", "triggered", "reconciled", "errors")):
+            _log.info("processing pass", extra=summary)
+        return int(str(summary["claimed"])) >= config.process_limit  # a full pass: more may be due, go on
+
+    # The due-jobs queue on the common runtime: a pass when due, failures retried, a crash restarts the process.
+    processing = PassLoop(
+        "scheduler-processing", processing_pass, interval=config.process_interval_seconds, max_passes_in_a_row=None
+    )
 
     async def release_leases() -> None:
         # The loop was cancelled mid-pass: let another replica continue at once instead of after the lease.
@@ -181,7 +177,7 @@ async def serve(config: SchedulerConfig) -> int:
         config.common,
         registrations(components, config),
         on_ready=ready,
-        background=[processing_loop],
+        background=[processing.run],
         on_shutdown=[release_leases, components.close],
     )
 

@@ -3,7 +3,6 @@ posting uses; and the background refresher. One refresh per connection at a time
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -458,17 +457,6 @@ class ConnectionService:
             except Exception:  # one bad row must not stop the others
                 _log.exception("background refresh failed", extra={"connection": f"connections/{connection_id}"})
         return done
-
-    async def run_refresher(self, interval_seconds: float, batch: int) -> None:
-        """The background loop bootstrap starts; cancelled at shutdown."""
-        while True:
-            try:
-                for _ in range(10):  # a backlog drains in full batches, bounded per pass
-                    if await self.refresh_due(batch) < batch:
-                        break
-            except Exception:
-                _log.exception("refresher pass failed")
-            await asyncio.sleep(interval_seconds)
 
     # ------------------------------------------------------------------ TokenProvider
 
