@@ -57,3 +57,44 @@ async def test_a_transient_failure_is_retried_and_a_bug_ends_the_loop() -> None:
     with pytest.raises(TypeError):
         await asyncio.wait_for(task, timeout=10)
     assert calls == 2
+
+
+async def test_a_saturated_leased_worker_sleeps_instead_of_claiming_in_a_loop() -> None:
+    from collections.abc import Collection, Sequence
+
+    from contentpipe.common.workqueue import LeasedWorker, QueueSettings
+
+    claims = 0
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    class EndlessQueue:
+        async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[str]:
+            nonlocal claims
+            claims += 1
+            return [f"item-{claims}-{i}" for i in range(limit)]
+
+        async def renew(self, owner: str, ids: Sequence[str], lease_seconds: float) -> Collection[str]:
+            return set(ids)
+
+        async def release(self, owner: str, ids: Sequence[str] | None = None) -> None:
+            return None
+
+    async def handle(item: str) -> None:
+        started.set()
+        await release.wait()
+
+    worker = LeasedWorker(
+        "test", EndlessQueue(), handle, QueueSettings(owner="w", concurrency=2, poll_interval=3600), key=str
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(started.wait(), timeout=10)
+        for _ in range(200):  # plenty of turns of the event loop for a spinning claim loop
+            await asyncio.sleep(0)
+        assert worker.in_flight == 2
+        assert claims == 1
+        assert worker.idle.is_set()  # asleep until a handler finishes, not spinning on a full worker
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -173,9 +173,12 @@ class LeasedWorker(Generic[ItemT]):
                 self.wake.clear()
                 if renewer.done():
                     renewer.result()  # a crashed renewer is this loop's crash
+                wanted = self._wanted()
                 started = await self._claim_once()
                 _raise_if_cancelling()
-                if started == -1 or started < self._wanted():
+                # Claim again at once only after a full batch; saturated, failed or short: sleep until woken (a
+                # finishing handler wakes it) or the poll interval passes.
+                if wanted <= 0 or started == -1 or started < wanted:
                     self.idle.set()
                     try:
                         await self.wake.wait(s.poll_interval)
