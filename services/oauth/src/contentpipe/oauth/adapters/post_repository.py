@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from contentpipe.common.database import claim_rows, db_now, is_postgresql, session_factory
+from contentpipe.common.database import claim_rows, db_now, is_postgresql, renew_rows, session_factory
 from contentpipe.oauth.domain.posts import (
     Media,
     Platform,
@@ -240,16 +240,11 @@ class SqlPostRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
-        c = posts.c
         async with self._sessions.begin() as session:
-            now = await db_now(session)
-            await session.execute(
-                sa.update(posts)
-                .where(c.id.in_(ids), c.lease_owner == worker_id)
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            held: set[str] = await renew_rows(
+                session, posts, ids, lease_owner=worker_id, lease_seconds=lease_seconds, now=await db_now(session)
             )
-            held = await session.execute(sa.select(c.id).where(c.id.in_(ids), c.lease_owner == worker_id))
-        return {row[0] for row in held}
+        return held
 
     async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
         c = posts.c

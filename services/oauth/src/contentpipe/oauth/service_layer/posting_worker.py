@@ -19,6 +19,7 @@ from typing import Any
 
 from contentpipe.common.errors import ContentpipeError, NotFound
 from contentpipe.common.telemetry import extract_context, get_tracer
+from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
 from contentpipe.oauth.domain.posts import ErrorClass, Platform, Post, PostError, PostState, utcnow
 from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
@@ -98,6 +99,7 @@ class PostingWorker:
         clock: Callable[[], datetime] = utcnow,
         metrics: OAuthMetrics | None = None,
         conformer: MediaConformer | None = None,
+        wake: WakeSignal | None = None,
     ) -> None:
         self._repository = repository
         self._conformer = conformer
@@ -107,47 +109,33 @@ class PostingWorker:
         self._limits = limits
         self.settings = settings
         self.clock = clock
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
+        # Claims, lease renewal, wake-ups and release: the common work-queue runtime; this class is the handler.
+        self.queue: LeasedWorker[Post] = LeasedWorker(
+            "posting",
+            repository,
+            self._run_one,
+            QueueSettings(
+                owner=settings.worker_id,
+                lease_seconds=settings.lease_seconds,
+                poll_interval=settings.poll_interval,
+                concurrency=settings.concurrency,
+                claim_batch=settings.concurrency,
+            ),
+            key=lambda post: post.id,
+            wake=wake,
+        )
 
     def wake(self) -> None:
-        self._wake.set()
+        """A post became due: claim now rather than at the next poll (and tell the other replicas)."""
+        self.queue.wake.set()
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return self.queue.in_flight
 
     async def run(self) -> None:
         """Claim and dispatch until cancelled; on cancellation stop the tasks and give back their leases."""
-        s = self.settings
-        await self._repository.release(s.worker_id)  # ours from before a restart: take them up again now
-        heartbeat = asyncio.create_task(self._heartbeat(), name="posting-heartbeat")
-        try:
-            while True:
-                self._wake.clear()
-                free = s.concurrency - len(self._tasks)
-                claimed: list[Post] = []
-                if free > 0:
-                    try:
-                        claimed = await self._repository.claim(s.worker_id, free, s.lease_seconds)
-                    except Exception:
-                        _log.exception("claiming posts failed; retrying")
-                    for post in claimed:
-                        if post.id not in self._tasks:
-                            self._tasks[post.id] = asyncio.create_task(self._run_one(post), name=f"post-{post.id}")
-                if claimed and len(claimed) == free:
-                    await asyncio.sleep(0)
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=s.poll_interval)
-        finally:
-            heartbeat.cancel()
-            tasks = list(self._tasks.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(heartbeat, *tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._repository.release(s.worker_id, list(self._tasks)))
+        await self.queue.run()
 
     async def run_once(self) -> int:
         """Claim what is due now and process it to the end (tests, `process-pending`)."""
@@ -162,18 +150,6 @@ class PostingWorker:
             raise LeaseLost(post.id)
         if release and (post.state.terminal or post.state is PostState.UNCONFIRMED):
             self.metrics.post_finished(post.platform.value, post.state.value)
-
-    async def _heartbeat(self) -> None:
-        interval = max(0.2, self.settings.lease_seconds / 3)
-        while True:
-            await asyncio.sleep(interval)
-            ids = list(self._tasks)
-            if not ids:
-                continue
-            try:
-                await self._repository.renew(self.settings.worker_id, ids, self.settings.lease_seconds)
-            except Exception:
-                _log.exception("renewing post leases failed")
 
     async def _run_one(self, post: Post) -> None:
         try:
@@ -192,8 +168,6 @@ class PostingWorker:
             _log.exception("posting crashed", extra={"post_id": post.id})
             with contextlib.suppress(Exception):
                 await self._after_bug(post, exc)
-        finally:
-            self._tasks.pop(post.id, None)
 
     # ------------------------------------------------------------------ one post
 
