@@ -166,6 +166,8 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
     tasks: list[BackgroundTask] = [token_refresher.run]
     if components.posting is not None and components.posting.worker_enabled:
         tasks.append(components.posting.worker.run)  # the posting queue
+        if components.posting.notify is not None:
+            tasks.append(components.posting.notify.listen_forever)
         repository = components.posting.services.repository
 
         async def sample_posting_queue() -> None:

@@ -13,6 +13,7 @@ import httpx
 from contentpipe.api.oauth.v1 import posting_service_pb2, posting_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.http import create_http_client
+from contentpipe.common.notify import PgWakeChannel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration
 from contentpipe.common.settings import CommonSettings
@@ -45,8 +46,11 @@ class PostingApplication:
     registration: ServiceRegistration
     clients: list[httpx.AsyncClient]
     worker_enabled: bool
+    notify: PgWakeChannel | None = None  # CreatePost on another replica wakes this worker (PostgreSQL)
 
     async def close(self) -> None:
+        if self.notify is not None:
+            await self.notify.close()
         for client in self.clients:
             await client.aclose()
 
@@ -96,7 +100,7 @@ def build_posting(
         media_check=policy.check,
         media_inspect=renditions.inspect if renditions is not None else None,
         media_specs=m.specs,
-        wake_worker=worker.wake if config.worker_enabled else (lambda: None),
+        wake_worker=worker.wake,  # also wakes the other replicas (NOTIFY), even when this one runs no worker
         changes=changes,
     )
     page_tokens = PageTokenCodec(common.jwt_secret or common.jwks_url, purpose="posting-page")
@@ -105,4 +109,11 @@ def build_posting(
         add_to_server=posting_service_pb2_grpc.add_PostingServiceServicer_to_server,
         servicer=PostingServiceServicer(services, page_tokens),
     )
-    return PostingApplication(services, worker, registration, [platform_client, fetch_client], config.worker_enabled)
+    return PostingApplication(
+        services,
+        worker,
+        registration,
+        [platform_client, fetch_client],
+        config.worker_enabled,
+        notify=wake_channel(engine, "contentpipe_posting", worker.queue.wake),
+    )
