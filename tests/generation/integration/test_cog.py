@@ -173,7 +173,9 @@ def test_local_acceptance_request_on_a_real_cog_server_succeeds(
 def test_kill_9_during_an_async_cog_prediction_attaches_to_it_after_restart(
     start_cog: Callable[..., CogServer], tmp_path: Path
 ) -> None:
-    cog = start_cog(delay=6.0)
+    # Long enough that the restarted service (slow to start on a loaded machine) PUTs again while the prediction
+    # still runs: a PUT after it finished would run it again, which is what the test must not see.
+    cog = start_cog(delay=15.0)
     env = {
         "GENERATION_DEFAULT_PROVIDER": "cog",
         "COG_MODELS": f"svd-local:VIDEO={cog.url}",
