@@ -170,7 +170,10 @@ async def test_token_provider_errors_name_the_connection(world: World, owner: st
 
     fb = await world.connect(Platform.FACEBOOK, owner)
     creds = await world.service.fresh_credentials(owner, fb.id)
-    assert [(s.id, s.kind, bool(s.access_token)) for s in creds.sub_accounts] == [("page-1", "facebook_page", True)]
+    assert [(s.id, s.kind, bool(s.access_token)) for s in creds.sub_accounts] == [
+        ("page-1", "facebook_page", True),
+        ("page-biz-1", "facebook_page", True),  # owned through Business Manager
+    ]
     assert creds.metadata["api_version"] == "v99.0"
     await world.service.mark_needs_reauth(owner, fb.id, "Graph code 190 while publishing")
     with pytest.raises(FailedPrecondition) as marked:

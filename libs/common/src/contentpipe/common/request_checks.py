@@ -107,7 +107,10 @@ def optional_seconds(message: Message, field: str) -> float | None:
     """A `google.protobuf.Duration` field in seconds, None when unset; negative → INVALID_ARGUMENT on `field`."""
     if not message.HasField(field):
         return None
-    seconds: float = getattr(message, field).ToTimedelta().total_seconds()
+    try:
+        seconds: float = getattr(message, field).ToTimedelta().total_seconds()
+    except (OverflowError, ValueError):  # beyond what a duration can hold (or nanos out of range)
+        raise InvalidArgument.single(field, "is not a valid duration (at most 10,000 years)") from None
     if seconds < 0:
         raise InvalidArgument.single(field, f"must not be negative, got {seconds:g}s")
     return seconds

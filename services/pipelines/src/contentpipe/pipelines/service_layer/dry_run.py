@@ -123,7 +123,7 @@ def _media(action: PostToPlatform, context: Mapping[str, Any]) -> tuple[MediaIte
             height=int(asset["height"]),
         )
         for position in indexes
-        if position < len(assets)
+        if 0 <= position < len(assets)
         for asset in (assets[position],)
     )
 
