@@ -662,9 +662,16 @@ def grpc_overhead(sizes: Sizes) -> list[Row]:
     user = f"unary-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as scratch, private_database() as db_url:
         work = Path(scratch)
-        real = BenchService("pipelines", work / "pipelines", database_url=db_url, env=dict(QUIET))
+        # CreatePipeline validates a generate step with the generation service, so the row needs one to seed
+        generation = BenchService("generation", work / "generation", database_url=db_url, env=dict(QUIET))
+        real = BenchService(
+            "pipelines",
+            work / "pipelines",
+            database_url=db_url,
+            env={**QUIET, "CONTENTPIPE_GENERATION_ADDR": generation.address},
+        )
         echo = ServiceProcess("pipelines", work / "echo", module="benchmarks.echo_server", env=dict(QUIET))
-        with services(real, echo):
+        with services(generation, real, echo):
 
             async def measure() -> None:
                 name = await _create_pipeline(real.address, user, [generate_step(prompt="unary")])
