@@ -7,13 +7,13 @@ from typing import Any
 
 import httpx
 import pytest
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.oauth.adapters.publishers.calls import LimitPolicy, limit_refusal, observed_blocks
 from contentpipe.oauth.adapters.publishers.linkedin import little_text
 from contentpipe.oauth.adapters.publishers.tiktok import chunk_plan
 from contentpipe.oauth.adapters.publishers.youtube import _offset
 from contentpipe.oauth.domain.posts import (
-    ErrorClass,
     IllegalTransition,
     Media,
     MediaKind,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contentpipe.common import errors
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.pipelines.domain.model import Pipeline, PipelineRun, PipelineState, Platform, PostState
 from contentpipe.pipelines.service_layer.ports import (
     ConnectionInfo,
@@ -177,8 +178,8 @@ class FakePeerServices:
 
     connections: dict[str, tuple[str, Platform]] = field(default_factory=dict)
     generation_outcomes: list[GenerationStatus | errors.ContentpipeError | LostReply] = field(default_factory=list)
-    post_outcomes: dict[str, list[PostState | errors.ContentpipeError | tuple[PostState, str] | LostReply]] = field(
-        default_factory=dict
+    post_outcomes: dict[str, list[PostState | errors.ContentpipeError | tuple[PostState, ErrorClass] | LostReply]] = (
+        field(default_factory=dict)
     )
     generations: dict[str, GenerationStatus] = field(default_factory=dict)
     generation_requests: dict[str, str] = field(default_factory=dict)
@@ -259,13 +260,13 @@ class _Posts:
         lost = outcome.error if isinstance(outcome, LostReply) else None
         if isinstance(outcome, LostReply):
             outcome = outcome.state
-        error_class = ""
+        error_class: ErrorClass | None = None
         if isinstance(outcome, tuple):
             outcome, error_class = outcome
         name = f"posts/p{next(self.fake.ids)}"
         self.fake.created_posts.append(request)
         self.fake.posts[name] = PostStatus(
-            name=name, state=outcome, error_class=error_class, error_reason="X" if error_class else ""
+            name=name, state=outcome, error_class=error_class, error_reason="X" if error_class is not None else ""
         )
         self.fake.post_requests[request_id] = name
         if lost is not None:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 from contentpipe.common import errors
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.pipelines.domain.model import (
-    ErrorClass,
     GenerateContent,
     GenerationKind,
     PipelineRun,
@@ -126,7 +126,7 @@ async def test_needs_reauth_on_one_target_fails_at_once_and_keeps_the_other_publ
 
 
 async def test_retryable_post_failure_retries_only_the_failed_target() -> None:
-    peers = FakePeerServices(post_outcomes={"connections/b": [(PostState.FAILED, "RETRYABLE")]})
+    peers = FakePeerServices(post_outcomes={"connections/b": [(PostState.FAILED, ErrorClass.RETRYABLE)]})
     done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a", "connections/b")))
 
     assert done.state == RunState.SUCCEEDED
@@ -151,7 +151,9 @@ async def test_a_post_created_before_unavailable_is_adopted_by_the_retry_not_pos
 
 async def test_a_post_that_failed_retryably_then_lost_the_next_reply_keeps_one_post_per_key() -> None:
     peers = FakePeerServices(
-        post_outcomes={"connections/a": [(PostState.FAILED, "RETRYABLE"), LostReply(errors.DeadlineExceeded("slow"))]}
+        post_outcomes={
+            "connections/a": [(PostState.FAILED, ErrorClass.RETRYABLE), LostReply(errors.DeadlineExceeded("slow"))]
+        }
     )
     done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a")))
 

@@ -9,10 +9,10 @@ from typing import Any
 from contentpipe.api.generation.v1 import generation_service_pb2 as gen_pb
 from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.telemetry import trace_id_from
 from contentpipe.pipelines.domain.model import (
-    ErrorClass,
     GenerateContent,
     GenerationKind,
     Pipeline,
@@ -232,6 +232,14 @@ ERROR_CLASS_PB = {
     ErrorClass.PERMANENT: pb.STEP_ERROR_CLASS_PERMANENT,
     ErrorClass.NEEDS_REAUTH: pb.STEP_ERROR_CLASS_NEEDS_REAUTH,
     ErrorClass.RATE_LIMITED: pb.STEP_ERROR_CLASS_RATE_LIMITED,
+    # The step API has no class of its own for content a platform refused: for a run it is a permanent failure.
+    ErrorClass.REJECTED_BY_PLATFORM: pb.STEP_ERROR_CLASS_PERMANENT,
+}
+POST_ERROR_CLASS = {
+    post_pb.POST_ERROR_CLASS_RETRYABLE: ErrorClass.RETRYABLE,
+    post_pb.POST_ERROR_CLASS_RATE_LIMITED: ErrorClass.RATE_LIMITED,
+    post_pb.POST_ERROR_CLASS_NEEDS_REAUTH: ErrorClass.NEEDS_REAUTH,
+    post_pb.POST_ERROR_CLASS_REJECTED_BY_PLATFORM: ErrorClass.REJECTED_BY_PLATFORM,
 }
 POST_STATE_PB = {state: getattr(post_pb, f"POST_STATE_{state.value}") for state in PostState}
 POST_STATE = {value: key for key, value in POST_STATE_PB.items()}

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from contentpipe.common.error_class import ErrorClass
+
 # Posts go out on their connection's platform: one enum, re-exported here for the posting code.
 from contentpipe.oauth.domain.connections import Platform as Platform  # noqa: PLC0414 (explicit re-export)
 
@@ -34,13 +36,6 @@ class PostState(StrEnum):
 class MediaKind(StrEnum):
     IMAGE = "IMAGE"
     VIDEO = "VIDEO"
-
-
-class ErrorClass(StrEnum):
-    RETRYABLE = "RETRYABLE"
-    RATE_LIMITED = "RATE_LIMITED"
-    NEEDS_REAUTH = "NEEDS_REAUTH"
-    REJECTED_BY_PLATFORM = "REJECTED_BY_PLATFORM"
 
 
 class IllegalTransition(Exception):

@@ -8,12 +8,12 @@ from typing import Any
 from contentpipe.api.oauth.v1 import platform_pb2, posting_service_pb2_grpc
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from contentpipe.common.auth import current_principal
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.ids import parse_name
 from contentpipe.common.pagination import PageTokenCodec, keyset_after, keyset_token, page_size
 from contentpipe.common.request_checks import optional_seconds
 from contentpipe.oauth.domain.posts import (
-    ErrorClass,
     Media,
     MediaKind,
     Platform,

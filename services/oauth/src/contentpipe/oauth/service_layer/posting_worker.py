@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import ContentpipeError, NotFound
 from contentpipe.common.telemetry import extract_context, get_tracer
 from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
-from contentpipe.oauth.domain.posts import ErrorClass, Platform, Post, PostError, PostState, utcnow
+from contentpipe.oauth.domain.posts import Platform, Post, PostError, PostState, utcnow
 from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
     Credentials,

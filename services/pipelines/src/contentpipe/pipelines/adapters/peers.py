@@ -39,7 +39,6 @@ from google.protobuf import duration_pb2, field_mask_pb2
 Metadata = Sequence[tuple[str, str]]
 CALL_TIMEOUT_SECONDS = 10.0
 _GEN_STATE = {value: name.removeprefix("GENERATION_STATE_") for name, value in gen_pb.GenerationState.items()}
-_POST_ERROR_CLASS = {value: name.removeprefix("POST_ERROR_CLASS_") for name, value in post_pb.PostErrorClass.items()}
 _PLATFORM = {value: name.removeprefix("PLATFORM_") for name, value in platform_pb2.Platform.items()}
 _CONNECTION_STATUS = {
     value: name.removeprefix("CONNECTION_STATUS_") for name, value in conn_pb.ConnectionStatus.items()
@@ -187,7 +186,7 @@ def _post_status(post: post_pb.Post) -> PostStatus:
         name=post.name,
         state=codec.POST_STATE.get(post.state, PostState.UNSPECIFIED),
         permalink=post.permalink,
-        error_class=_POST_ERROR_CLASS.get(post.last_error.error_class, "UNSPECIFIED"),
+        error_class=codec.POST_ERROR_CLASS.get(post.last_error.error_class),
         error_reason=post.last_error.reason,
         error_message=post.last_error.message,
         next_attempt_time=codec.dt(post.next_attempt_time, post.HasField("next_attempt_time")),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.etags import etag_for
 
 PIPELINE_PATTERN = "pipelines/{id}"
@@ -49,19 +50,6 @@ class TriggerKind(enum.StrEnum):
     MANUAL = "MANUAL"
     SCHEDULE = "SCHEDULE"
     RESUME = "RESUME"
-
-
-class ErrorClass(enum.StrEnum):
-    """Decides retrying: only RETRYABLE and RATE_LIMITED are retried under the step's policy."""
-
-    RETRYABLE = "RETRYABLE"
-    PERMANENT = "PERMANENT"
-    NEEDS_REAUTH = "NEEDS_REAUTH"
-    RATE_LIMITED = "RATE_LIMITED"
-
-    @property
-    def retryable(self) -> bool:
-        return self in (ErrorClass.RETRYABLE, ErrorClass.RATE_LIMITED)
 
 
 class GenerationKind(enum.StrEnum):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from contentpipe.common import errors
-from contentpipe.pipelines.domain.model import ErrorClass, RetryPolicy, StepError
+from contentpipe.common.error_class import ErrorClass
+from contentpipe.pipelines.domain.model import RetryPolicy, StepError
 
 REAUTH_MARKERS = ("REAUTH", "REVOKED", "INVALID_GRANT")
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.pipelines.domain.model import (
     GenerationKind,
     Pipeline,
@@ -175,7 +176,7 @@ class PostStatus:
     name: str
     state: PostState
     permalink: str = ""
-    error_class: str = ""  # RETRYABLE RATE_LIMITED NEEDS_REAUTH REJECTED_BY_PLATFORM
+    error_class: ErrorClass | None = None  # of the post's last error
     error_reason: str = ""
     error_message: str = ""
     next_attempt_time: datetime | None = None

@@ -9,9 +9,10 @@ import grpc.aio
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
 from contentpipe.common.channels import ServiceToken
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import Unavailable
 from contentpipe.common.grpc_errors import error_from_rpc
-from contentpipe.scheduler.service_layer.ports import ErrorClass, PipelineInfo, PipelineRunInfo, PipelineRunStatus
+from contentpipe.scheduler.service_layer.ports import PipelineInfo, PipelineRunInfo, PipelineRunStatus
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -26,6 +27,14 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+_ERROR_CLASS = {
+    pb.STEP_ERROR_CLASS_RETRYABLE: ErrorClass.RETRYABLE,
+    pb.STEP_ERROR_CLASS_PERMANENT: ErrorClass.PERMANENT,
+    pb.STEP_ERROR_CLASS_NEEDS_REAUTH: ErrorClass.NEEDS_REAUTH,
+    pb.STEP_ERROR_CLASS_RATE_LIMITED: ErrorClass.RATE_LIMITED,
+}
+
+
 def run_info(run: pb.PipelineRun) -> PipelineRunInfo:
     """The parts of a PipelineRun the scheduler acts on; the connection to reconnect for NEEDS_REAUTH."""
     connection = ""
@@ -36,10 +45,7 @@ def run_info(run: pb.PipelineRun) -> PipelineRunInfo:
                 break
         if connection:
             break
-    try:
-        error_class = ErrorClass(run.error.error_class)
-    except ValueError:
-        error_class = ErrorClass.UNSPECIFIED
+    error_class = _ERROR_CLASS.get(run.error.error_class)
     try:
         status = PipelineRunStatus(run.state)
     except ValueError:

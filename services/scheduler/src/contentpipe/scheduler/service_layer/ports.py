@@ -10,6 +10,8 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Protocol
 
+from contentpipe.common.error_class import ErrorClass
+
 
 class PipelineRunStatus(IntEnum):
     """Values match the API enum PipelineRunState."""
@@ -22,23 +24,13 @@ class PipelineRunStatus(IntEnum):
     CANCELED = 5
 
 
-class ErrorClass(IntEnum):
-    """Values match the API enum StepErrorClass."""
-
-    UNSPECIFIED = 0
-    RETRYABLE = 1
-    PERMANENT = 2
-    NEEDS_REAUTH = 3
-    RATE_LIMITED = 4
-
-
 @dataclass(frozen=True, slots=True)
 class PipelineRunInfo:
     """What the scheduler needs to know about a pipeline run."""
 
     name: str
     status: PipelineRunStatus
-    error_class: ErrorClass = ErrorClass.UNSPECIFIED
+    error_class: ErrorClass | None = None  # of the run's error, when it failed with one
     error_reason: str = ""
     error_message: str = ""
     connection: str = ""  # the connection concerned, for NEEDS_REAUTH

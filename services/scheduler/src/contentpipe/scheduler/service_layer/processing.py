@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import (
     ContentpipeError,
     FailedPrecondition,
@@ -32,7 +33,7 @@ from contentpipe.scheduler.domain.model import (
 )
 from contentpipe.scheduler.domain.policies import Decision, deactivation_threshold, run_request_id
 from contentpipe.scheduler.service_layer.metrics import ScheduleMetrics
-from contentpipe.scheduler.service_layer.ports import ErrorClass, PipelineRunInfo, PipelineRunStatus, Pipelines
+from contentpipe.scheduler.service_layer.ports import PipelineRunInfo, PipelineRunStatus, Pipelines
 from contentpipe.scheduler.service_layer.store import (
     ClaimedRun,
     DueRecord,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.pipelines.domain import templates
 from contentpipe.pipelines.domain.model import (
-    ErrorClass,
     PipelineRun,
     PostToPlatform,
     StepError,

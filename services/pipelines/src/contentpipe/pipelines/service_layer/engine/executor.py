@@ -10,10 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 from contentpipe.common import errors
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.telemetry import extract_context, get_tracer, optional_span, span_link_from, tracing_enabled
 from contentpipe.pipelines.domain import retries, templates
 from contentpipe.pipelines.domain.model import (
-    ErrorClass,
     GenerateContent,
     PipelineRun,
     PostState,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.pipelines.domain.model import (
-    ErrorClass,
     PostState,
     StepError,
     TargetResult,
@@ -14,12 +14,9 @@ from contentpipe.pipelines.service_layer.ports import (
     PostStatus,
 )
 
-POST_ERROR_CLASSES = {
-    "RETRYABLE": ErrorClass.RETRYABLE,
-    "RATE_LIMITED": ErrorClass.RATE_LIMITED,
-    "NEEDS_REAUTH": ErrorClass.NEEDS_REAUTH,
-    "REJECTED_BY_PLATFORM": ErrorClass.PERMANENT,
-}
+# A failed post's class carries over to its target, except that content the platform refused is, for a run, a
+# permanent failure like any other (and a post that failed with no class is not retried blindly).
+_POST_CLASSES_KEPT = (ErrorClass.RETRYABLE, ErrorClass.RATE_LIMITED, ErrorClass.NEEDS_REAUTH)
 # A fixed order of severity: the error that fails a multi-target step is the least recoverable one.
 SEVERITY = [ErrorClass.NEEDS_REAUTH, ErrorClass.PERMANENT, ErrorClass.RATE_LIMITED, ErrorClass.RETRYABLE]
 
@@ -38,7 +35,7 @@ def target_outcome(step_id: str, target: TargetResult, status: PostStatus) -> Ta
     elif status.state == PostState.CANCELED:
         error = StepError(ErrorClass.PERMANENT, "POST_CANCELED", f"{where}: {status.name} was cancelled")
     else:
-        error_class = POST_ERROR_CLASSES.get(status.error_class, ErrorClass.PERMANENT)
+        error_class = status.error_class if status.error_class in _POST_CLASSES_KEPT else ErrorClass.PERMANENT
         hint = " Connect the account again, then resume the run." if error_class == ErrorClass.NEEDS_REAUTH else ""
         error = StepError(
             error_class,

@@ -9,8 +9,8 @@ from collections import Counter
 from dataclasses import replace
 
 from contentpipe.common import errors
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.pipelines.domain.model import (
-    ErrorClass,
     PipelineRun,
     RunState,
     StepError,
