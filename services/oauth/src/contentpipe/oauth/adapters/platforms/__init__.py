@@ -11,9 +11,9 @@ from contentpipe.oauth.adapters.platforms.facebook import FacebookAdapter
 from contentpipe.oauth.adapters.platforms.google import GoogleAdapter
 from contentpipe.oauth.adapters.platforms.instagram import InstagramAdapter
 from contentpipe.oauth.adapters.platforms.linkedin import LinkedInAdapter
+from contentpipe.oauth.adapters.platforms.settings import PlatformSettings
 from contentpipe.oauth.adapters.platforms.tiktok import TikTokAdapter
 from contentpipe.oauth.adapters.platforms.twitter import TwitterAdapter
-from contentpipe.oauth.config import PlatformSettings
 from contentpipe.oauth.domain.connections import Platform
 from contentpipe.oauth.service_layer.connections_ports import PlatformClient
 

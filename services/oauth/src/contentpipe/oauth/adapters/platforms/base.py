@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import httpx
 from contentpipe.common.http import parse_retry_after, retrying_request
-from contentpipe.oauth.config import PlatformSettings
+from contentpipe.oauth.adapters.platforms.settings import PlatformSettings
 from contentpipe.oauth.domain.connections import Connection, RefreshFailureKind
 from contentpipe.oauth.domain.tokens import TokenSet, expiry_from, parse_scopes
 from contentpipe.oauth.service_layer.connections_ports import PlatformCallError, PlatformSpec
