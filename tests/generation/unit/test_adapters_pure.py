@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from contentpipe.common.settings import ConfigError
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.generation.adapters.media import sniff_content_type
 from contentpipe.generation.adapters.replicate import (
     ReplicateProvider,
@@ -130,6 +131,21 @@ async def test_token_bucket_spaces_acquisitions_at_the_rate() -> None:
     started = time.monotonic()
     await asyncio.gather(*(bucket.acquire() for _ in range(5)))
     assert 0.18 <= time.monotonic() - started < 0.6  # 4 waits of 50 ms after the first token
+
+
+def test_worker_queue_variables_fill_the_shared_queue_settings() -> None:
+    config = load_config(
+        {
+            "CONTENTPIPE_JWT_SECRET": "x" * 32,
+            "GENERATION_WORKER_ID": "pod-3",
+            "GENERATION_WORKER_LEASE": "40s",
+            "GENERATION_WORKER_POLL_INTERVAL": "0.5s",
+            "GENERATION_WORKER_MAX_IN_FLIGHT": "64",
+        }
+    )
+    assert config.queue == QueueSettings(
+        owner="pod-3", lease_seconds=40.0, poll_interval=0.5, concurrency=64, claim_batch=200
+    )
 
 
 def test_config_names_the_bad_variable() -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.generation.domain.catalogue import LOCAL_MODELS, Catalogue, ModelSpec
 from contentpipe.generation.domain.model import (
     Asset,
@@ -119,7 +120,10 @@ def _text(i: int, deadline: timedelta = timedelta(minutes=5)) -> Generation:
 
 def _worker(repo: MemoryRepository, provider: SleepyProvider, concurrency: int) -> GenerationWorker:
     runner = GenerationRunner(repo, {"local": provider}, Catalogue(LOCAL_MODELS, "local"), NoAssets())
-    settings = WorkerSettings(worker_id="w", lease_seconds=30, poll_interval=0.02, concurrency={"local": concurrency})
+    settings = WorkerSettings(
+        QueueSettings(owner="w", lease_seconds=30, poll_interval=0.02, concurrency=1000, claim_batch=200),
+        provider_concurrency={"local": concurrency},
+    )
     return GenerationWorker(repo, runner, settings)
 
 

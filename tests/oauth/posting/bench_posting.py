@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from contentpipe.common.database import claim_rows, create_engine, db_now, run_migrations, session_factory
 from contentpipe.common.ids import new_id
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.oauth.adapters.post_repository import SqlPostRepository, SqlRateLimitStore, posts
 from contentpipe.oauth.domain.posts import Platform, Post, PostOptions
 from contentpipe.oauth.service_layer.posting_ports import PublishContext, Published, Reconciliation, Verdict
@@ -65,7 +66,11 @@ async def _worker(url: str, index: int) -> None:
         tokens,
         {Platform.OUTBOX: InstantPublisher()},
         SqlRateLimitStore(engine),
-        PostingWorkerSettings(worker_id=f"bench-{index}", lease_seconds=30, poll_interval=0.05, concurrency=BATCH),
+        PostingWorkerSettings(
+            QueueSettings(
+                owner=f"bench-{index}", lease_seconds=30, poll_interval=0.05, concurrency=BATCH, claim_batch=BATCH
+            )
+        ),
     )
     task = asyncio.create_task(worker.run())
     deadline = time.monotonic() + 600

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from contentpipe.common.settings import ConfigError
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.oauth.config import DEFAULT_LOCAL_REDIRECT_URI, load_config
 from contentpipe.oauth.service_layer.connections import RedirectAllowlist
 
@@ -78,3 +79,19 @@ async def test_google_long_scope_names_count_as_the_requested_openid_scopes() ->
             what="t",
         )
     assert set(tokens.scopes or ()) >= set(adapter.spec.required_scopes)
+
+
+def test_posting_queue_variables_fill_the_shared_queue_settings() -> None:
+    config = load_config(
+        {
+            **BASE,
+            "OAUTH_POSTING_WORKER_ID": "pod-7",
+            "OAUTH_POSTING_LEASE": "45s",
+            "OAUTH_POSTING_POLL_INTERVAL": "2s",
+            "OAUTH_POSTING_CONCURRENCY": "3",
+        }
+    )
+    assert config.posting is not None
+    assert config.posting.worker.queue == QueueSettings(
+        owner="pod-7", lease_seconds=45.0, poll_interval=2.0, concurrency=3, claim_batch=3
+    )

@@ -103,7 +103,7 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
     stored = SqlGenerationRepository(engine)
     repository = NotifyingRepository(stored, changes)
     # The worker's saves are fenced by its lease: a replica that lost a generation cannot overwrite the new holder.
-    leased = NotifyingRepository(stored.leased_by(config.worker_id), changes)
+    leased = NotifyingRepository(stored.leased_by(config.queue.owner), changes)
     catalogue = build_catalogue(config)
     # One connection per concurrent prediction (a `Prefer: wait` create holds its connection), plus polls/cancels,
     # spread over pools of POOL_SIZE (a large httpx pool costs CPU per request).
@@ -183,11 +183,8 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         leased,
         runner,
         WorkerSettings(
-            worker_id=config.worker_id,
-            lease_seconds=config.lease_seconds,
-            poll_interval=config.poll_interval_seconds,
-            max_in_flight=config.max_in_flight,
-            concurrency={name: limit.concurrency for name, limit in config.limits.items()},
+            queue=config.queue,
+            provider_concurrency={name: limit.concurrency for name, limit in config.limits.items()},
         ),
     )
     policy = OutboundUrlPolicy(

@@ -18,6 +18,7 @@ from contentpipe.common.settings import (
     env_str,
     load_common_settings,
 )
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.generation.domain.model import GenerationKind
 
 SERVICE = "generation"
@@ -71,10 +72,10 @@ class GenerationConfig:
     deadline_seconds: float = 1800.0
     local_time_limit_seconds: float = 1800.0
     worker_enabled: bool = True
-    worker_id: str = "generation"
-    lease_seconds: float = 30.0
-    poll_interval_seconds: float = 1.0
-    max_in_flight: int = 1000
+    # GENERATION_WORKER_ID, _LEASE, _POLL_INTERVAL, _MAX_IN_FLIGHT (the queue's concurrency).
+    queue: QueueSettings = field(
+        default_factory=lambda: QueueSettings(owner="generation", concurrency=1000, claim_batch=200)
+    )
     limits: Mapping[str, ProviderLimits] = field(default_factory=dict)
     replicate: ReplicateConfig | None = None
     cog_models: Mapping[str, tuple[GenerationKind, str]] = field(default_factory=dict)
@@ -201,10 +202,13 @@ def load_config(environ: Mapping[str, str]) -> GenerationConfig:
         deadline_seconds=deadline_seconds,
         local_time_limit_seconds=local_time_limit,
         worker_enabled=env_bool(environ, "GENERATION_WORKER_ENABLED", True),
-        worker_id=env_str(environ, "GENERATION_WORKER_ID", f"{socket.gethostname()}:{common.grpc_port}"),
-        lease_seconds=env_duration(environ, "GENERATION_WORKER_LEASE", 30.0),
-        poll_interval_seconds=env_duration(environ, "GENERATION_WORKER_POLL_INTERVAL", 1.0),
-        max_in_flight=env_int(environ, "GENERATION_WORKER_MAX_IN_FLIGHT", 1000, minimum=1, maximum=100_000),
+        queue=QueueSettings(
+            owner=env_str(environ, "GENERATION_WORKER_ID", f"{socket.gethostname()}:{common.grpc_port}"),
+            lease_seconds=env_duration(environ, "GENERATION_WORKER_LEASE", 30.0),
+            poll_interval=env_duration(environ, "GENERATION_WORKER_POLL_INTERVAL", 1.0),
+            concurrency=env_int(environ, "GENERATION_WORKER_MAX_IN_FLIGHT", 1000, minimum=1, maximum=100_000),
+            claim_batch=200,
+        ),
         limits=limits,
         replicate=replicate,
         cog_models=cog_models,

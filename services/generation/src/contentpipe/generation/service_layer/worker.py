@@ -52,12 +52,10 @@ class TokenBucket:
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    worker_id: str
-    lease_seconds: float = 30.0
-    poll_interval: float = 1.0
-    max_in_flight: int = 1000
-    concurrency: Mapping[str, int] | None = None
-    claim_batch: int = 200
+    # The lease owner, lease, poll interval, generations in flight on this replica, claim batch.
+    queue: QueueSettings
+    # At most this many generations at once per provider (under `queue.concurrency` in all).
+    provider_concurrency: Mapping[str, int] | None = None
 
 
 class GenerationWorker:
@@ -74,18 +72,14 @@ class GenerationWorker:
         self._repository = repository
         self._runner = runner
         self._settings = settings
-        self._semaphores = {name: asyncio.Semaphore(limit) for name, limit in (settings.concurrency or {}).items()}
+        self._semaphores = {
+            name: asyncio.Semaphore(limit) for name, limit in (settings.provider_concurrency or {}).items()
+        }
         self.queue: LeasedWorker[Generation] = LeasedWorker(
             "generation",
             repository,
             self._run_one,
-            QueueSettings(
-                owner=settings.worker_id,
-                lease_seconds=settings.lease_seconds,
-                poll_interval=settings.poll_interval,
-                concurrency=settings.max_in_flight,
-                claim_batch=settings.claim_batch,
-            ),
+            settings.queue,
             key=lambda generation: generation.id,
             wake=wake,
         )

@@ -51,10 +51,8 @@ _tracer = get_tracer(__name__)
 
 @dataclass(frozen=True, slots=True)
 class PostingWorkerSettings:
-    worker_id: str
-    lease_seconds: float = 30.0
-    poll_interval: float = 1.0
-    concurrency: int = 8
+    # The lease owner, lease, poll interval, posts in flight on this replica, claim batch.
+    queue: QueueSettings
     max_attempts: int = 5
     backoff_base_seconds: float = 5.0
     backoff_max_seconds: float = 600.0
@@ -115,13 +113,7 @@ class PostingWorker:
             "posting",
             repository,
             self._run_one,
-            QueueSettings(
-                owner=settings.worker_id,
-                lease_seconds=settings.lease_seconds,
-                poll_interval=settings.poll_interval,
-                concurrency=settings.concurrency,
-                claim_batch=settings.concurrency,
-            ),
+            settings.queue,
             key=lambda post: post.id,
             wake=wake,
         )
@@ -140,14 +132,13 @@ class PostingWorker:
 
     async def run_once(self) -> int:
         """Claim what is due now and process it to the end (tests, `process-pending`)."""
-        claimed = await self._repository.claim(
-            self.settings.worker_id, self.settings.concurrency, self.settings.lease_seconds
-        )
+        queue = self.settings.queue
+        claimed = await self._repository.claim(queue.owner, queue.claim_batch, queue.lease_seconds)
         await asyncio.gather(*(self._run_one(post) for post in claimed))
         return len(claimed)
 
     async def save(self, post: Post, *, release: bool = False) -> None:
-        if not await self._repository.save(post, self.settings.worker_id, release=release):
+        if not await self._repository.save(post, self.settings.queue.owner, release=release):
             raise LeaseLost(post.id)
         if release and (post.state.terminal or post.state is PostState.UNCONFIRMED):
             self.metrics.post_finished(post.platform.value, post.state.value)

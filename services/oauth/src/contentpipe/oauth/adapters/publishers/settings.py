@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contentpipe.common.settings import ConfigError, env_bool, env_duration, env_int, env_str
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.oauth.adapters.publishers.calls import LimitPolicy
 from contentpipe.oauth.domain.media_specs import SpecTable, with_overrides
 from contentpipe.oauth.domain.posts import Platform
@@ -137,11 +138,15 @@ def load_posting_config(environ: Mapping[str, str], data_dir: Path, grpc_port: i
     if youtube_chunk % (256 * 1024):
         raise ConfigError("OAUTH_PUBLISH_YOUTUBE_CHUNK_BYTES: must be a multiple of 262144 (256 KiB)")
     roots = [Path(p) for p in env_str(environ, "OAUTH_MEDIA_FILE_ROOTS", str(data_dir)).split(":") if p]
+    concurrency = env_int(environ, "OAUTH_POSTING_CONCURRENCY", 8, minimum=1, maximum=1000)
     worker = PostingWorkerSettings(
-        worker_id=env_str(environ, "OAUTH_POSTING_WORKER_ID", f"{socket.gethostname()}:{grpc_port}:posting"),
-        lease_seconds=env_duration(environ, "OAUTH_POSTING_LEASE", 30.0),
-        poll_interval=env_duration(environ, "OAUTH_POSTING_POLL_INTERVAL", 1.0),
-        concurrency=env_int(environ, "OAUTH_POSTING_CONCURRENCY", 8, minimum=1, maximum=1000),
+        queue=QueueSettings(
+            owner=env_str(environ, "OAUTH_POSTING_WORKER_ID", f"{socket.gethostname()}:{grpc_port}:posting"),
+            lease_seconds=env_duration(environ, "OAUTH_POSTING_LEASE", 30.0),
+            poll_interval=env_duration(environ, "OAUTH_POSTING_POLL_INTERVAL", 1.0),
+            concurrency=concurrency,
+            claim_batch=concurrency,  # one claim may fill every free slot
+        ),
         max_attempts=env_int(environ, "OAUTH_POSTING_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
         backoff_base_seconds=env_duration(environ, "OAUTH_POSTING_BACKOFF", 5.0),
         backoff_max_seconds=env_duration(environ, "OAUTH_POSTING_BACKOFF_MAX", 600.0),
