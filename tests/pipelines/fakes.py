@@ -30,6 +30,9 @@ from contentpipe.api.scheduler.v1 import scheduler_service_pb2_grpc as sched_grp
 from contentpipe.common import errors
 from contentpipe.common.grpc_errors import abort_with_error
 from contentpipe.common.ids import new_id
+from contentpipe.oauth.domain.posts import Platform as PostingPlatform
+from contentpipe.oauth.domain.posts_rules import validate_post
+from contentpipe.oauth.entrypoints.grpc_posting import new_post_from
 
 from tests.support import free_port
 
@@ -197,6 +200,14 @@ class FakePosting(post_grpc.PostingServiceServicer):
             )
         if request.validate_only:
             self.s.validated_posts.append(request.post)
+            platform = self.s.connections[connection][1]
+            if platform != platform_pb2.PLATFORM_UNSPECIFIED:
+                # The posting service's own rules (one home for them), with its error shape.
+                name = platform_pb2.Platform.Name(platform).removeprefix("PLATFORM_").lower()  # type: ignore[arg-type]
+                try:
+                    validate_post(new_post_from(request), PostingPlatform(name))
+                except errors.InvalidArgument as exc:
+                    await abort_with_error(context, exc, domain="oauth")
             return post_pb.CreatePostResponse(post=request.post)
         name = f"posts/{new_id()}"
         post = post_pb.Post()

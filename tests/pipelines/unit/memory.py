@@ -8,8 +8,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.common import errors
 from contentpipe.common.error_class import ErrorClass
+from contentpipe.oauth.domain.posts import Platform as PostingPlatform
+from contentpipe.oauth.domain.posts_rules import validate_post
+from contentpipe.oauth.entrypoints.grpc_posting import new_post_from
+from contentpipe.pipelines.adapters.peers import post_message
 from contentpipe.pipelines.domain.model import Pipeline, PipelineRun, PipelineState, Platform, PostState
 from contentpipe.pipelines.service_layer.ports import (
     ConnectionInfo,
@@ -190,6 +195,8 @@ class FakePeerServices:
     job_syncs: list[tuple[str, str]] = field(default_factory=list)  # ("pause" | "resume", pipeline)
     lookups: list[tuple[str, str | None]] = field(default_factory=list)
     validated: list[GenerationRequest | PostRequest] = field(default_factory=list)  # validate_only calls
+    # A peer ("generations" or "posts") whose validate_only calls fail with this error (an outage).
+    validate_outage: dict[str, errors.ContentpipeError] = field(default_factory=dict)
     ids: Any = field(default_factory=lambda: itertools.count(1))
     concurrent: int = 0
     max_concurrent: int = 0
@@ -233,6 +240,8 @@ class _Generations:
         return GenerationStatus(name=name, state="QUEUED")
 
     async def validate(self, request: GenerationRequest) -> Mapping[str, Any]:
+        if "generations" in self.fake.validate_outage:
+            raise self.fake.validate_outage["generations"]
         self.fake.validated.append(request)
         return dict(request.options)
 
@@ -274,9 +283,16 @@ class _Posts:
         return PostStatus(name=name, state=PostState.QUEUED)
 
     async def validate(self, request: PostRequest) -> None:
+        if "posts" in self.fake.validate_outage:
+            raise self.fake.validate_outage["posts"]
         if request.connection not in self.fake.connections:
             raise errors.NotFound(f"{request.connection} not found")
         self.fake.validated.append(request)
+        # The posting service's own rules, on the message the real adapter would send (one home for them).
+        platform = self.fake.connections[request.connection][1]
+        if platform is not Platform.UNSPECIFIED:
+            message = post_pb.CreatePostRequest(post=post_message(request), validate_only=True)
+            validate_post(new_post_from(message), PostingPlatform(platform.value.lower()))
 
     async def get(self, owner: str, name: str) -> PostStatus:
         return self.fake.posts[name]

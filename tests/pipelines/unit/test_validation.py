@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from contentpipe.common.cron import cron_violations
-from contentpipe.common.errors import InvalidArgument
+from contentpipe.common.errors import InvalidArgument, Unavailable
 from contentpipe.pipelines.domain.model import (
     GenerateContent,
     GenerationKind,
@@ -139,8 +139,9 @@ async def test_unknown_connection_and_incompatible_media_are_violations() -> Non
     found = {v.field: v.description for v in caught.value.violations}
     assert "does not exist or is not yours" in found["pipeline.steps[1].post_to_platform.connections[0]"]
     assert "YouTube accepts video" in found["pipeline.steps[1].post_to_platform.connections[1]"]
-    assert "pipeline.steps[1].post_to_platform.options.youtube.title" in found
-    assert "pipeline.steps[1].post_to_platform.options.tiktok.privacy_level" in found
+    # Platform options are the posting service's rules (its validate_only answer, here its own code): one home.
+    assert "required for YouTube" in found["pipeline.steps[1].post_to_platform.options.youtube.title"]
+    assert "required for TikTok" in found["pipeline.steps[1].post_to_platform.options.tiktok.privacy_level"]
     # Instagram and TikTok (photo posts) take an image.
     assert "pipeline.steps[1].post_to_platform.connections[2]" not in found
     assert "pipeline.steps[1].post_to_platform.connections[3]" not in found
@@ -160,3 +161,18 @@ def test_hostile_time_zone_names_are_a_violation_not_a_crash(zone: str) -> None:
     (violation,) = cron_violations("pipeline.steps[0].schedule_pipeline.cron", "0 9 * * *", zone)
     assert violation.field == "pipeline.steps[0].schedule_pipeline.cron.time_zone"
     assert "unknown time zone" in violation.description
+
+
+@pytest.mark.parametrize("down", ["generations", "posts"])
+async def test_a_peer_that_cannot_check_a_step_fails_the_create_unavailable_never_accepts_it(down: str) -> None:
+    peers = FakePeerServices(
+        connections={"connections/yt": ("u", Platform.GOOGLE)},
+        validate_outage={down: Unavailable("failed to connect to all addresses")},
+    )
+    steps = (gen(), post(("connections/yt",), youtube={"title": "Daily"}))
+    with pytest.raises(Unavailable) as caught:
+        await validate_definition("P", "", steps, peers.peers())
+    service = "generation" if down == "generations" else "oauth (posting)"
+    assert f"the {service} service is unavailable (failed to connect to all addresses)" in caught.value.message
+    assert "nothing was created or changed, try again" in caught.value.message
+    assert caught.value.reason == "STEP_NOT_CHECKED"

@@ -93,7 +93,8 @@ def _generation_message(request: GenerationRequest) -> gen_pb.Generation:
     return generation
 
 
-def _post_message(request: PostRequest) -> post_pb.Post:
+def post_message(request: PostRequest) -> post_pb.Post:
+    """The Post a step's target becomes, for CreatePost (and its validate_only dry run)."""
     # A pipeline's media come from its generation steps: disclosed as AI-made where the platform takes it.
     post = post_pb.Post(connection=request.connection, text=request.text, ai_generated=bool(request.media))
     for item in request.media:
@@ -201,7 +202,7 @@ class GrpcPosts(_Acting):
     async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus:
         try:
             response = await self._stub.CreatePost(
-                post_pb.CreatePostRequest(post=_post_message(request), request_id=request_id),
+                post_pb.CreatePostRequest(post=post_message(request), request_id=request_id),
                 metadata=self.metadata(owner),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
@@ -212,7 +213,7 @@ class GrpcPosts(_Acting):
     async def validate(self, request: PostRequest) -> None:
         try:
             await self._stub.CreatePost(
-                post_pb.CreatePostRequest(post=_post_message(request), validate_only=True),
+                post_pb.CreatePostRequest(post=post_message(request), validate_only=True),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as exc:

@@ -253,19 +253,6 @@ def media_violations(
                         f"{label} accepts {kinds}, but step {action.media_step_id!r} makes {media_kind.value.lower()}",
                     )
                 )
-        if platform == Platform.GOOGLE and not str(_get(action.options, "youtube", "title") or "").strip():
-            violations.append(FieldViolation(step_path(index, step, "options.youtube.title"), "required for YouTube"))
-        if platform == Platform.TIKTOK and not str(_get(action.options, "tiktok", "privacy_level") or "").strip():
-            violations.append(
-                FieldViolation(step_path(index, step, "options.tiktok.privacy_level"), "required for TikTok")
-            )
+    # Platform options (a YouTube title, a TikTok privacy level, ...) are the posting service's rules: the dry
+    # run asks it (CreatePost with validate_only), so they have one home and cannot drift from what publishing checks.
     return violations
-
-
-def _get(options: Mapping[str, object], *keys: str) -> object:
-    value: object = options
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value

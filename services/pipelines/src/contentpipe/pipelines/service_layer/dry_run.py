@@ -16,10 +16,12 @@ from typing import Any
 
 from contentpipe.common.errors import (
     ContentpipeError,
+    DeadlineExceeded,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from contentpipe.pipelines.domain import templates, validation
 from contentpipe.pipelines.domain.model import (
@@ -173,6 +175,8 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
             violations.extend(_mapped(exc, lambda field: _generation_field(base, field), ""))
         except NotFound as exc:  # e.g. options.input_image_uri naming a generation that is not the caller's
             violations.append(FieldViolation(f"{base}.options.input_image_uri", exc.message))
+        except (Unavailable, DeadlineExceeded) as exc:
+            raise _unchecked(base, "generation", exc) from None
 
     async def check_post(index: int, step: Step, action: PostToPlatform) -> None:
         base = validation.step_path(index, step)
@@ -195,6 +199,8 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
                 violations.extend(_mapped(exc, lambda field: _post_field(base, path, field), connection))
             except (NotFound, FailedPrecondition):
                 return  # a missing connection is reported by the lookup; one needing re-auth can be fixed later
+            except (Unavailable, DeadlineExceeded) as exc:
+                raise _unchecked(base, "oauth (posting)", exc) from None
 
         await asyncio.gather(*(one(position, name) for position, name in enumerate(action.connections)))
 
@@ -214,6 +220,18 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
         )
     )
     return violations
+
+
+def _unchecked(path: str, service: str, error: ContentpipeError) -> Unavailable:
+    """A step its service could not check: never accepted unchecked (the rules live only there), so say so."""
+    retry_after = error.retry_after if isinstance(error, Unavailable) else None
+    return Unavailable(
+        f"{path} could not be checked: the {service} service is unavailable ({error.message}); "
+        "nothing was created or changed, try again when it is up",
+        retry_after=retry_after if retry_after is not None else 1.0,
+        reason="STEP_NOT_CHECKED",
+        metadata={"step": path, "service": service},
+    )
 
 
 def _mapped(error: ContentpipeError, place: Any, connection: str) -> list[FieldViolation]:
