@@ -20,11 +20,13 @@ from starlette.routing import Route
 
 from tests.fakes import LoopbackHTTPServer
 from tests.fakes.oauth_platforms import CLIENTS, FakePlatforms
+from tests.fakes.oidc import OidcProvider
 
 # Where the platforms send the user back (on the oauth service's allowlist in the stacks).
 REDIRECT_URI = "https://app.contentpipe.test/oauth/callback"
 TOKEN_KEYS = f"sec1:{base64.b64encode(secrets.token_bytes(32)).decode()}"
 
+GOOGLE_CLIENT_SECRET = f"google-secret-{secrets.token_hex(12)}"
 # Secrets the stack is configured with: none may ever appear in a log line, an error message or a database.
 SECRETS = {
     "REPLICATE_API_TOKEN": f"r8_{secrets.token_hex(16)}",
@@ -67,12 +69,14 @@ class RequestRecorder:
 class ExternalFakes:
     """Every external base URL of the stack points here; `recorder.requests` says what reached it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, google: bool = False) -> None:
         self.recorder = RequestRecorder()
         self._server = LoopbackHTTPServer(self.recorder.app())
         # The platforms' OAuth endpoints (tests/fakes): `platforms.issued` holds every token they handed out.
         self.platforms = FakePlatforms()
         self._platform_server = LoopbackHTTPServer(self.platforms.app())
+        # Google (YouTube) signs in through a real OpenID Connect provider (node), started only when asked for.
+        self.google = OidcProvider("google-client", GOOGLE_CLIENT_SECRET, [REDIRECT_URI]) if google else None
 
     @property
     def url(self) -> str:
@@ -86,9 +90,12 @@ class ExternalFakes:
             **FakePlatforms.env(self._platform_server.url),
             "OAUTH_REDIRECT_URIS": REDIRECT_URI,
             **SECRETS,
+            **(self.google.env() if self.google is not None else {}),
         }
 
     def __enter__(self) -> ExternalFakes:
+        if self.google is not None:
+            self.google.__enter__()
         self._server.start()
         self._platform_server.start()
         return self
@@ -96,3 +103,5 @@ class ExternalFakes:
     def __exit__(self, *exc: object) -> None:
         self._platform_server.stop()
         self._server.stop()
+        if self.google is not None:
+            self.google.__exit__()

@@ -33,7 +33,7 @@ VIDEO, IMAGE, TEXT = gen_pb.GENERATION_KIND_VIDEO, gen_pb.GENERATION_KIND_IMAGE,
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with ExternalFakes() as fakes:
+    with ExternalFakes(google=True) as fakes:
         workdir = tmp_path_factory.mktemp("validation-stack")
         # Replicate is deliberately not configured (no token): its steps must be refused at create.
         env = {**fakes.service_env(workdir), "REPLICATE_API_TOKEN": "", "COG_MODELS": ""}
@@ -124,38 +124,110 @@ def test_every_generation_option_limit_is_refused_under_the_steps_path(stack: St
     assert len(found) == len(cases), sorted(found)
 
 
-def test_platform_options_the_posting_service_checks_are_refused(stack: Stack) -> None:
+def test_every_platform_option_the_posting_service_checks_is_refused_under_the_steps_path(stack: Stack) -> None:
+    """One step per check CreatePost makes (posts_rules.validate_post), each on a connection made through the
+    platform's OAuth fake: the violation comes back under that step's own path, naming the option."""
     user = f"user-{uuid.uuid4().hex[:8]}"
     metadata = user_metadata(user)
-    x = connect_platform(stack, metadata, platform_pb2.PLATFORM_TWITTER)
-    linkedin = connect_platform(stack, metadata, platform_pb2.PLATFORM_LINKEDIN)
-    tiktok = connect_platform(stack, metadata, platform_pb2.PLATFORM_TIKTOK)
-    facebook = connect_platform(stack, metadata, platform_pb2.PLATFORM_FACEBOOK)
-    over_280 = "{{ run.trigger_date }} " + "y" * 275  # 286 characters once rendered
-    steps = [
-        generate("clip", VIDEO),
-        post("x-long", x, caption=over_280),
-        post("x-reply", x, twitter=post_pb.TwitterOptions(reply_to_post_id="not-a-number")),
-        post("li", linkedin, linkedin=post_pb.LinkedInOptions(visibility="FRIENDS")),
-        post("tt-missing", tiktok, media="clip"),
-        post("tt-bad", tiktok, media="clip", tiktok=post_pb.TikTokOptions(privacy_level="EVERYONE")),
-        post("fb-missing", facebook),
-        post("fb-foreign", facebook, facebook=post_pb.FacebookOptions(page_id="999999")),
+    x, linkedin, tiktok, facebook, instagram, youtube = (
+        connect_platform(stack, metadata, platform)
+        for platform in (
+            platform_pb2.PLATFORM_TWITTER,
+            platform_pb2.PLATFORM_LINKEDIN,
+            platform_pb2.PLATFORM_TIKTOK,
+            platform_pb2.PLATFORM_FACEBOOK,
+            platform_pb2.PLATFORM_INSTAGRAM,
+            platform_pb2.PLATFORM_GOOGLE,
+        )
+    )
+    tiktok_ok = post_pb.TikTokOptions(privacy_level="SELF_ONLY")
+    page = post_pb.FacebookOptions(page_id="page-1")
+
+    def yt(**options: Any) -> post_pb.YouTubeOptions:
+        return post_pb.YouTubeOptions(**{"title": "Daily clip", **options})
+
+    caption, options = "post_to_platform.caption", "post_to_platform.options"
+    cases = [
+        # X: weighted length (templates rendered first), reply id.
+        (post("x-long", x, caption="{{ run.trigger_date }} " + "y" * 275), caption, "286 weighted characters"),
+        (post("x-weighted", x, caption="字" * 150), caption, "300 weighted characters; X allows at most 280"),
+        (
+            post("x-reply", x, twitter=post_pb.TwitterOptions(reply_to_post_id="not-a-number")),
+            f"{options}.twitter.reply_to_post_id",
+            "a numeric post id",
+        ),
+        # LinkedIn: visibility, commentary length.
+        (
+            post("li-vis", linkedin, linkedin=post_pb.LinkedInOptions(visibility="FRIENDS")),
+            f"{options}.linkedin.visibility",
+            "PUBLIC or CONNECTIONS",
+        ),
+        (post("li-long", linkedin, caption="l" * 3001), caption, "LinkedIn allows at most 3000"),
+        # TikTok: privacy level required and from its list, caption length.
+        (post("tt-missing", tiktok, media="clip"), f"{options}.tiktok.privacy_level", "required for TikTok: one of"),
+        (
+            post("tt-bad", tiktok, media="clip", tiktok=post_pb.TikTokOptions(privacy_level="EVERYONE")),
+            f"{options}.tiktok.privacy_level",
+            "one of PUBLIC_TO_EVERYONE",
+        ),
+        (post("tt-long", tiktok, caption="t" * 2201, media="clip", tiktok=tiktok_ok), caption, "at most 2200"),
+        # Facebook: the Page, and one of the connection's own.
+        (post("fb-missing", facebook), f"{options}.facebook.page_id", "required for Facebook"),
+        (
+            post("fb-foreign", facebook, facebook=post_pb.FacebookOptions(page_id="999999")),
+            f"{options}.facebook.page_id",
+            "not one of this connection's Pages",
+        ),
+        # (Facebook's 63,206-character message is beyond any caption template, which stops at 20,000.)
+        (post("fb-ok", facebook, caption="f" * 20000, facebook=page), None, ""),
+        # Instagram: media required, caption length.
+        (post("ig-bare", instagram), "post_to_platform.media_step_id", "Instagram needs at least one image or video"),
+        (post("ig-long", instagram, caption="i" * 2201, media="clip"), caption, "Instagram allows at most 2200"),
+        # YouTube: every option, the description (caption) in bytes, exactly one video.
+        (post("yt-untitled", youtube, media="clip"), f"{options}.youtube.title", "required for YouTube"),
+        (
+            post("yt-title", youtube, media="clip", youtube=yt(title="T" * 101)),
+            f"{options}.youtube.title",
+            "at most 100",
+        ),
+        (
+            post("yt-angle", youtube, media="clip", youtube=yt(title="a <b> title")),
+            f"{options}.youtube.title",
+            "must not contain < or >",
+        ),
+        (
+            post("yt-desc", youtube, media="clip", youtube=yt(description="é" * 2501)),
+            f"{options}.youtube.description",
+            "at most 5,000 bytes",
+        ),
+        (
+            post("yt-privacy", youtube, media="clip", youtube=yt(privacy_status="friends")),
+            f"{options}.youtube.privacy_status",
+            "one of public, unlisted, private",
+        ),
+        (
+            post("yt-tags", youtube, media="clip", youtube=yt(tags=["t" * 300, "u" * 201])),
+            f"{options}.youtube.tags",
+            "at most 500 characters in all",
+        ),
+        (
+            post("yt-category", youtube, media="clip", youtube=yt(category_id="music")),
+            f"{options}.youtube.category_id",
+            "a numeric YouTube category id",
+        ),
+        (post("yt-text", youtube, caption="é" * 2501, media="clip", youtube=yt()), caption, "5002 bytes"),
+        (post("yt-image", youtube, media="pic", youtube=yt()), "post_to_platform.media_step_id", "exactly one video"),
     ]
+    steps = [generate("clip", VIDEO), generate("pic", IMAGE), *(step for step, _, _ in cases)]
     found = refused(stack, user, steps)
-    expected = {
-        "pipeline.steps[1].post_to_platform.caption": "280",
-        "pipeline.steps[2].post_to_platform.options.twitter.reply_to_post_id": "numeric",
-        "pipeline.steps[3].post_to_platform.options.linkedin.visibility": "PUBLIC or CONNECTIONS",
-        "pipeline.steps[4].post_to_platform.options.tiktok.privacy_level": "required",
-        "pipeline.steps[5].post_to_platform.options.tiktok.privacy_level": "one of",
-        "pipeline.steps[6].post_to_platform.options.facebook.page_id": "required",
-        "pipeline.steps[7].post_to_platform.options.facebook.page_id": "not one of this connection's Pages",
-    }
-    for path, text in expected.items():
-        assert path in found, (path, sorted(found))
-        assert text in found[path], (path, found[path])
-    assert "pipeline.steps[0].generate_content.kind" not in found
+    for index, (step, field, expected) in enumerate(cases, start=2):
+        if field is None:  # a control: nothing is reported for it
+            assert not [path for path in found if path.startswith(f"pipeline.steps[{index}]")], (step.id, found)
+            continue
+        path = f"pipeline.steps[{index}].{field}"
+        assert path in found, (step.id, path, sorted(found))
+        assert expected in found[path], (step.id, path, found[path])
+    assert not [path for path in found if path.startswith(("pipeline.steps[0]", "pipeline.steps[1]"))], found
 
 
 def test_validate_only_creates_nothing_anywhere_and_names_nothing(stack: Stack) -> None:
