@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import itertools
+import re
 from datetime import UTC, datetime
 
 import pytest
+from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.cli.commands.pipelines import RUN_COLUMNS
 from contentpipe.cli.manifests import parse_message
-from contentpipe.cli.output import age, print_table, to_dict
+from contentpipe.cli.output import age, col, print_resource, print_table, to_dict, wrap_points
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +62,71 @@ def test_run_tables_show_an_age_not_a_timestamp() -> None:
     print_table([row], RUN_COLUMNS, out)
     assert "AGE" in out.getvalue()
     assert ".123456" not in out.getvalue()
+
+
+class Terminal(io.StringIO):
+    """Output that says it is a terminal, so the CLI lays it out for the terminal's width (COLUMNS)."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def text(self) -> str:
+        """What the terminal shows (bold and other escape sequences removed)."""
+        return re.sub(r"\x1b\[[0-9;]*m", "", self.getvalue())
+
+
+PATH = "file:///home/alice2/.local/share/contentpipe/generation/data/outputs/user-1/0192f3a7/clip-final.mp4"
+MESSAGE = "the platform refused the upload because the video is longer than the account's limit allows today"
+TOKEN = "x" * 120
+
+
+def test_get_views_wrap_between_words_and_path_segments_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("NO_COLOR", "1")
+    post = post_pb.Post(name="posts/abc", media=[post_pb.Media(uri=PATH)])
+    post.last_error.message = MESSAGE
+    post.last_error.reason = TOKEN
+    out = Terminal()
+    print_resource(post, "table", out)
+    lines = out.text().splitlines()
+    value_column = lines[0].index("posts/abc")
+    pieces: dict[str, list[str]] = {}
+    key = ""
+    for line in lines:
+        key = line[:value_column].strip() or key
+        pieces.setdefault(key, []).append(line[value_column:].rstrip())
+    # Wrapped, and each line ends at a word or path boundary: joined back, they are the value itself.
+    assert len(pieces["media[0].uri"]) > 1 and "".join(pieces["media[0].uri"]) == PATH
+    assert all(part.endswith("/") for part in pieces["media[0].uri"][:-1]), pieces["media[0].uri"]
+    assert len(pieces["last_error.message"]) > 1 and " ".join(pieces["last_error.message"]) == MESSAGE
+    # A token wider than the screen is kept whole rather than cut.
+    assert pieces["last_error.reason"] == [TOKEN]
+    assert all(len(line) <= 80 for line in lines if TOKEN not in line)
+
+
+def test_list_tables_wrap_between_words_and_path_segments_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    columns = [col("NAME", "name"), col("URI", "uri"), col("ERROR", "error")]
+    out = Terminal()
+    print_table([{"name": "posts/abc", "uri": PATH, "error": MESSAGE}], columns, out)
+    text = out.text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    words = text.split()
+    for segment in PATH.removeprefix("file:///").split("/"):
+        assert any(segment in word for word in words), (segment, text)
+    for word in MESSAGE.split():
+        assert word in words, (word, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "width", "lines"),
+    [
+        ("alpha beta gamma", 10, ["alpha beta ", "gamma"]),
+        ("/a/bb/ccc/dddd", 6, ["/a/bb/", "ccc/", "dddd"]),
+        ("short " + "z" * 12 + " end", 8, ["short ", "z" * 12 + " ", "end"]),
+        ("fits", 80, ["fits"]),
+    ],
+)
+def test_wrap_points_break_only_after_spaces_and_slashes(text: str, width: int, lines: list[str]) -> None:
+    cuts = [0, *wrap_points(text, width), len(text)]
+    assert [text[a:b] for a, b in itertools.pairwise(cuts)] == lines

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -13,8 +15,12 @@ import yaml  # type: ignore[import-untyped]
 from google.protobuf import json_format
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions
+from rich.containers import Lines
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 FORMATS = ("table", "json", "yaml", "name")
 
@@ -102,6 +108,57 @@ def console(stream: TextIO | None = None) -> Console:
     return Console(file=out, width=1000, no_color=True, highlight=False, soft_wrap=True)
 
 
+# Where a line may break: after a run of spaces or of slashes (paths and URLs break between their parts).
+_PIECE = re.compile(r"[^\s/]*(?:/+|\s+)|[^\s/]+")
+
+
+def wrap_points(text: str, width: int) -> list[int]:
+    """Offsets at which to break `text` (one line) so that each part fits `width` cells.
+
+    Breaks fall only after spaces or '/', never inside a word or a path segment; a piece longer than `width` is
+    kept whole on a line of its own (copied from a terminal it is still one piece), never cut."""
+    breaks: list[int] = []
+    line_start, used = 0, 0
+    for match in _PIECE.finditer(text):
+        start, piece = match.start(), match.group()
+        if used and used + cell_len(piece.rstrip()) > width:
+            breaks.append(start)
+            line_start, used = start, 0
+        used += cell_len(piece)
+        if used > width and start == line_start and match.end() < len(text):
+            # A piece too long for any line: alone on its line, the next piece starts a new one.
+            breaks.append(match.end())
+            line_start, used = match.end(), 0
+    return breaks
+
+
+class WrappedText(Text):
+    """Text that rich wraps with wrap_points instead of folding long words mid-word."""
+
+    def wrap(
+        self,
+        console: Console,
+        width: int,
+        *,
+        justify: Any = None,
+        overflow: Any = None,
+        tab_size: int = 8,
+        no_wrap: bool | None = None,
+    ) -> Lines:
+        lines = Lines()
+        for line in self.split(allow_blank=True):
+            for part in line.divide(wrap_points(line.plain, width)):
+                part.rstrip()
+                lines.append(part)
+        return lines
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        rows = self.plain.split("\n")
+        widest = max(cell_len(row) for row in rows)
+        piece = max((cell_len(m.group().rstrip()) for row in rows for m in _PIECE.finditer(row)), default=0)
+        return Measurement(piece, widest)
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     title: str
@@ -174,7 +231,7 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], strea
     for column in columns:
         table.add_column(column.title, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(column.value(row)) for column in columns))
+        table.add_row(*(WrappedText(_cell(column.value(row))) for column in columns))
     console(stream).print(table)
 
 
@@ -197,12 +254,19 @@ def print_resource(message: Message, fmt: str, stream: TextIO | None = None) -> 
     if fmt != "table":
         dump(data, fmt, stream)
         return
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key, value in flatten(data):
-        table.add_row(key, value)
-    console(stream).print(table)
+    out = console(stream)
+    rows = flatten(data)
+    key_width = max((cell_len(key) for key, _ in rows), default=0)
+    # Laid out here rather than by a rich Table, which crops a piece wider than its column: a long path or
+    # token stays whole (on a line of its own), the rest wraps between words and path segments.
+    value_width = max(out.width - key_width - 2, 20)
+    for key, value in rows:
+        for number, part in enumerate(value.split("\n")):
+            cuts = [0, *wrap_points(part, value_width), len(part)]
+            for first, (start, end) in enumerate(itertools.pairwise(cuts)):
+                label = key if number == 0 and first == 0 else ""
+                line = Text.assemble((label.ljust(key_width), "bold"), "  ", part[start:end].rstrip())
+                out.print(line, no_wrap=True, overflow="ignore", crop=False, soft_wrap=True)
 
 
 def print_list(
