@@ -20,6 +20,7 @@ from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.oauth.v1 import posting_service_pb2_grpc as post_grpc
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
+from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from tests.security.fakes import ExternalFakes
@@ -44,6 +45,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stack.stop()
 
 
+@pytest.fixture(scope="module")
+def replicate_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Replicate configured (validate_only never calls it): its models' own limits apply."""
+    with ExternalFakes() as fakes:
+        workdir = tmp_path_factory.mktemp("validation-replicate")
+        stack = Stack(workdir, env=fakes.service_env(workdir), services=("generation", "pipelines"))
+        try:
+            yield stack.start(timeout=180)
+        finally:
+            stack.stop()
+
+
 def violations(error: grpc.RpcError) -> dict[str, str]:
     metadata: list[tuple[str, bytes]] = list(error.trailing_metadata() or ())  # type: ignore[arg-type]
     for key, value in metadata:
@@ -54,6 +67,12 @@ def violations(error: grpc.RpcError) -> dict[str, str]:
                     detail.Unpack(bad)
                     return {v.field: v.description for v in bad.field_violations}
     return {}
+
+
+def _struct(**values: Any) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message
 
 
 def generate(step_id: str, kind: int, prompt: str = "a fox", **fields: Any) -> pb.Step:
@@ -108,6 +127,14 @@ def test_every_generation_option_limit_is_refused_under_the_steps_path(stack: St
         (generate("tokens", TEXT, max_tokens=5000), "options.max_tokens", "1 to 4,096"),
         (generate("textwide", TEXT, width=512), "options.width", "not used for TEXT"),
         (generate("vidtokens", VIDEO, max_tokens=10), "options.max_tokens", "only used for TEXT"),
+        (generate("texthigh", TEXT, height=512), "options.height", "not used for TEXT"),
+        (generate("textfps", TEXT, fps=10), "options.fps", "not used for TEXT"),
+        (generate("textdur", TEXT, duration_seconds=2), "options.duration_seconds", "not used for TEXT"),
+        (generate("textimg", TEXT, input_image_uri="https://example.com/a.png"), "options.input_image_uri", "TEXT"),
+        (generate("stillmotion", IMAGE, motion_strength=10), "options.motion_strength", "only used for VIDEO"),
+        (generate("short", VIDEO, duration_seconds=0.2), "options.duration_seconds", "0.5 to 30 seconds"),
+        (generate("narrow", IMAGE, width=32), "options.width", "64 to 2048"),
+        (generate("huge", IMAGE, model_input=_struct(blob="b" * 17000)), "options.model_input", "16,384 bytes"),
         (generate("ftp", IMAGE, input_image_uri="ftp://example.com/a.png"), "options.input_image_uri", "http(s)"),
         (generate("typo", IMAGE, provider="replicat"), "provider", "unknown provider 'replicat'"),
         (generate("repl", IMAGE, provider="replicate"), "provider", "REPLICATE_API_TOKEN"),
@@ -122,6 +149,30 @@ def test_every_generation_option_limit_is_refused_under_the_steps_path(stack: St
         assert path in found, (step.id, sorted(found))
         assert expected in found[path], (path, found[path])
     assert len(found) == len(cases), sorted(found)
+
+
+def test_each_models_own_limits_are_refused_under_the_steps_path(replicate_stack: Stack) -> None:
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    svd, flux = "stability-ai/stable-video-diffusion", "black-forest-labs/flux-schnell"
+    replicate = {"provider": "replicate"}
+    cases = [
+        (generate("svdwide", VIDEO, width=1088, **replicate), "options.width", f"64 to 1024 pixels for {svd}"),
+        (generate("svdodd", VIDEO, width=600, **replicate), "options.width", f"multiple of 64 for {svd}"),
+        (generate("svdfps", VIDEO, fps=40, **replicate), "options.fps", f"5 to 30 for {svd}"),
+        (generate("svdlong", VIDEO, duration_seconds=8, **replicate), "options.duration_seconds", f"for {svd}"),
+        (
+            generate("svdframes", VIDEO, fps=30, duration_seconds=5, **replicate),
+            "options.duration_seconds",
+            f"{svd} produces at most 25 frames",
+        ),
+        (generate("fluxlow", IMAGE, height=200, **replicate), "options.height", f"256 to 1440 pixels for {flux}"),
+        (generate("fluxvideo", IMAGE, model=svd, **replicate), "model", "produces VIDEO, not IMAGE"),
+    ]
+    found = refused(replicate_stack, user, [step for step, _, _ in cases])
+    for index, (step, field, expected) in enumerate(cases):
+        path = f"pipeline.steps[{index}].generate_content.{field}"
+        assert path in found, (step.id, sorted(found))
+        assert expected in found[path], (path, found[path])
 
 
 def test_every_platform_option_the_posting_service_checks_is_refused_under_the_steps_path(stack: Stack) -> None:
