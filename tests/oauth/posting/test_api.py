@@ -203,6 +203,13 @@ async def test_unusable_or_foreign_connections(database_url: str, tmp_path: Path
             assert name in (err.details() or "") and reason(err) == "CONNECTION_NEEDS_REAUTH"
         err = await refused(stack, grpc.StatusCode.NOT_FOUND, connection="connections/other", text="t")
         assert reason(err) == "CONNECTION_NOT_FOUND"
+        # What is wrong with the post itself is said whatever the connection's state (a pipeline's dry run relies
+        # on it: a connection awaiting re-authorization must not hide a bad option).
+        bad_reply = pb.PlatformOptions(twitter=pb.TwitterOptions(reply_to_post_id="abc"))
+        err = await refused(
+            stack, grpc.StatusCode.INVALID_ARGUMENT, connection="connections/dead", text="t", options=bad_reply
+        )
+        assert "post.options.twitter.reply_to_post_id" in violations(err)
 
 
 async def test_another_users_post_is_not_found(database_url: str, tmp_path: Path) -> None:

@@ -73,18 +73,20 @@ class PostingServices:
             if existing is not None:
                 return existing
         conn = await self.connection(owner, request.connection_id)
-        if conn.unusable:
-            raise FailedPrecondition(
-                f"{conn.name} is {conn.status}: authorize it again before posting through it",
-                reason="CONNECTION_NEEDS_REAUTH",
-                metadata={"connection": conn.name, "status": conn.status},
-            )
+        # The post's own rules first (INVALID_ARGUMENT whatever the connection's state): a pipeline checked while
+        # its connection awaits re-authorization still learns that, say, its YouTube title is missing.
         validate_post(
             request,
             conn.platform,
             sub_accounts=conn.sub_accounts if conn.platform is Platform.FACEBOOK else None,
             specs=self.media_specs,
         )
+        if conn.unusable:
+            raise FailedPrecondition(
+                f"{conn.name} is {conn.status}: authorize it again before posting through it",
+                reason="CONNECTION_NEEDS_REAUTH",
+                metadata={"connection": conn.name, "status": conn.status},
+            )
         for index, item in enumerate(request.media):
             await self.media_check(item.uri, f"post.media[{index}].uri", owner)
         if self.media_inspect is not None and request.media:
