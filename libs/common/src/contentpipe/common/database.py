@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,25 @@ async def database_ready(engine: AsyncEngine, version_table: str, script_locatio
         return False
     heads = await asyncio.to_thread(_head_revisions, script_location)
     return current == heads
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """A service's Alembic migrations and its own version table: what `migrate` applies and readiness checks."""
+
+    script_location: Path
+    version_table: str
+
+    @classmethod
+    def of(cls, service: str, script_location: Path) -> Schema:
+        return cls(script_location, version_table_for(service))
+
+    async def migrate(self, database_url: str) -> None:
+        await run_migrations(database_url, self.script_location, self.version_table)
+
+    async def ready(self, engine: AsyncEngine) -> bool:
+        """The database answers and is migrated to head."""
+        return await database_ready(engine, self.version_table, self.script_location)
 
 
 # ---------------------------------------------------------------- clock and leases

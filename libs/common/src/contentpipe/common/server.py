@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -20,7 +20,7 @@ from contentpipe.common import telemetry
 from contentpipe.common._handlers import wrap_handler
 from contentpipe.common.auth import AuthInterceptor, TokenVerifier, is_exempt
 from contentpipe.common.context import deadline_var, request_id_var, user_id_var
-from contentpipe.common.database import check_database_exists
+from contentpipe.common.database import Schema, check_database_exists
 from contentpipe.common.errors import ContentpipeError
 from contentpipe.common.grpc_errors import abort_with_error, status_code_for, translate_exception
 from contentpipe.common.ids import new_id
@@ -28,6 +28,7 @@ from contentpipe.common.reflection import enable_reflection
 from contentpipe.common.settings import CommonSettings, ConfigError
 from contentpipe.common.tls import server_credentials
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 _log = logging.getLogger("contentpipe.server")
 _access_log = logging.getLogger("contentpipe.access")
@@ -73,6 +74,53 @@ class ServiceRegistration:
     full_name: str
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: object
+
+
+class ServiceComponents(Protocol):
+    """What a service's `bootstrap.build(config)` returns, as far as serving it goes: everything is built once, the
+    database engine is among it, and one `close()` releases it all (channels, HTTP clients, leases, the engine)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    async def close(self) -> None: ...
+
+
+ComponentsT = TypeVar("ComponentsT", bound=ServiceComponents)
+
+
+async def serve_service(
+    settings: CommonSettings,
+    components: ComponentsT,
+    schema: Schema,
+    *,
+    registrations: Callable[[ComponentsT], Sequence[ServiceRegistration]],
+    background_tasks: Callable[[ComponentsT], Sequence[BackgroundTask]],
+    also_ready: Readiness | None = None,
+    stop_event: asyncio.Event | None = None,
+) -> int:
+    """Serve a service's components until SIGTERM: the one `serve` every service's bootstrap runs.
+
+    Ready (health SERVING, background tasks started) once the schema is migrated (applied first when
+    `auto_migrate`), the database answers and `also_ready()` (e.g. a storage bucket exists) holds. At shutdown,
+    after in-flight calls and background tasks: `components.close()`.
+    """
+
+    async def ready() -> bool:
+        if settings.auto_migrate:
+            await schema.migrate(settings.database_url)
+        if also_ready is not None and not await also_ready():
+            return False
+        return await schema.ready(components.engine)
+
+    return await run_server(
+        settings,
+        registrations(components),
+        on_ready=ready,
+        background=background_tasks(components),
+        on_shutdown=[components.close],
+        stop_event=stop_event,
+    )
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

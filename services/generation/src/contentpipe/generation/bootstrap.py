@@ -1,4 +1,9 @@
-"""Composition root of the generation service: settings, engine, providers, storage, worker, servicers, server."""
+"""Composition root of the generation service: engine, providers, storage, worker, servicers, server.
+
+The shape every service's bootstrap has: `build(config) -> Components` creates everything once,
+`registrations(components)` and `background_tasks(components)` say what the server runs, `serve(config)` hands
+them to `contentpipe.common.server.serve_service`, `migrate(config)` applies the schema.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 from contentpipe.api.generation.v1 import generation_service_pb2, generation_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
-from contentpipe.common.database import (
-    create_engine,
-    database_ready,
-    run_migrations,
-    version_table_for,
-)
+from contentpipe.common.database import Schema, create_engine
 from contentpipe.common.http import OutboundUrlPolicy, create_http_client
-from contentpipe.common.notify import wake_channel
+from contentpipe.common.notify import PgWakeChannel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
-from contentpipe.common.server import BackgroundTask, ServiceRegistration, ShutdownHook, run_server
+from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
 from contentpipe.generation.adapters.cog import CogProvider
 from contentpipe.generation.adapters.local_provider import LocalProvider
@@ -42,22 +41,38 @@ from contentpipe.generation.service_layer.worker import (
     WorkerCanceller,
     WorkerSettings,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = version_table_for(SERVICE)
+SCHEMA = Schema.of(SERVICE, Path(__file__).parent / "migrations")
+MIGRATIONS = SCHEMA.script_location
+VERSION_TABLE = SCHEMA.version_table
 POOL_SIZE = 32
 
 
 @dataclass(slots=True)
-class Application:
-    """Everything `serve` wires together, so tests and the bench can build the same graph in-process."""
+class Components:
+    """Everything built once per process (so tests and the bench can build the same graph); `close()` releases it."""
 
+    config: GenerationConfig
+    engine: AsyncEngine
     services: GenerationServices
     worker: GenerationWorker
     replicate: ReplicateProvider
     cog: CogProvider
     blobs: BlobBackend
     clients: list[httpx.AsyncClient]
+    page_tokens: PageTokenCodec
+    # Another replica's CreateGeneration wakes this worker (PostgreSQL LISTEN/NOTIFY; SQLite: in-process only).
+    notify: PgWakeChannel | None = None
+
+    async def close(self) -> None:
+        if self.notify is not None:
+            await self.notify.close()
+        for client in self.clients:
+            await client.aclose()
+        if isinstance(self.blobs, S3Blobs):
+            await self.blobs.aclose()
+        await self.engine.dispose()
 
 
 def scratch_dir(config: GenerationConfig) -> Path:
@@ -96,9 +111,10 @@ def build_catalogue(config: GenerationConfig) -> Catalogue:
     return Catalogue(models, default_provider=config.default_provider, unconfigured=unconfigured)
 
 
-def build_application(config: GenerationConfig, engine: Any) -> Application:
+def build(config: GenerationConfig) -> Components:
     assert config.replicate is not None and config.storage is not None
     storage = config.storage
+    engine = create_engine(config.common.database_url)
     changes = ChangeNotifier()
     stored = SqlGenerationRepository(engine)
     repository = NotifyingRepository(stored, changes)
@@ -200,82 +216,90 @@ def build_application(config: GenerationConfig, engine: Any) -> Application:
         wake_worker=worker.wake,  # also wakes the other replicas (NOTIFY), even when this one runs no worker
         changes=changes,
     )
-    return Application(services=services, worker=worker, replicate=replicate, cog=cog, blobs=blobs, clients=clients)
+    return Components(
+        config=config,
+        engine=engine,
+        services=services,
+        worker=worker,
+        replicate=replicate,
+        cog=cog,
+        blobs=blobs,
+        clients=clients,
+        page_tokens=PageTokenCodec(config.common.jwt_secret or config.common.jwks_url, purpose="generation-page"),
+        notify=wake_channel(engine, "contentpipe_generation", worker.queue.wake),
+    )
 
 
-def registrations(services: GenerationServices, page_tokens: PageTokenCodec) -> list[ServiceRegistration]:
+def registrations(components: Components) -> list[ServiceRegistration]:
     """The gRPC services this process serves, with their servicers wired to their dependencies."""
     return [
         ServiceRegistration(
             full_name=generation_service_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
             add_to_server=generation_service_pb2_grpc.add_GenerationServiceServicer_to_server,
-            servicer=GenerationServiceServicer(services, page_tokens),
+            servicer=GenerationServiceServicer(components.services, components.page_tokens),
         ),
     ]
 
 
+def background_tasks(components: Components) -> list[BackgroundTask]:
+    """Loops started once the service is SERVING and cancelled at shutdown: the worker, its wake-up listener, and
+    the webhook listener when webhooks are on."""
+    config = components.config
+    tasks: list[BackgroundTask] = []
+    if config.worker_enabled:
+        tasks.append(components.worker.run)
+        if components.notify is not None:
+            tasks.append(components.notify.listen_forever)
+    if config.webhook_port:
+        tasks.append(_webhook_listener(components))
+    return tasks
+
+
+def _webhook_listener(components: Components) -> BackgroundTask:
+    from contentpipe.generation.entrypoints.webhook_spool import remove_stale_files
+    from contentpipe.generation.entrypoints.webhooks import WebhookSettings, serve_webhooks, webhook_app
+
+    config = components.config
+    spool = scratch_dir(config) / "webhooks"
+    hooks = webhook_app(
+        WebhookSettings(
+            cog_key=cog_webhook_key(config),
+            spool_dir=spool,
+            max_body_bytes=config.webhook_max_body_bytes,
+            replicate_secret=config.replicate.webhook_secret if config.replicate else None,
+        ),
+        components.cog,
+        components.replicate.deliver_webhook,
+    )
+
+    async def webhooks() -> None:
+        # Results spooled before a restart and never taken: a stored delivery outlives no generation's deadline.
+        await asyncio.to_thread(remove_stale_files, spool, 2 * config.deadline_seconds)
+        await serve_webhooks(hooks, config.webhook_host, config.webhook_port)
+
+    return webhooks
+
+
 async def migrate(config: GenerationConfig) -> None:
-    await run_migrations(config.common.database_url, MIGRATIONS, VERSION_TABLE)
+    await SCHEMA.migrate(config.common.database_url)
 
 
 async def serve(config: GenerationConfig) -> int:
     """Run the server until SIGTERM; health turns SERVING once the schema is migrated and storage reachable."""
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
-    engine = create_engine(config.common.database_url)
-    app = build_application(config, engine)
-    page_tokens = PageTokenCodec(config.common.jwt_secret or config.common.jwks_url, purpose="generation-page")
+    components = build(config)
+    blobs = components.blobs
 
-    async def ready() -> bool:
-        if config.common.auto_migrate:
-            await migrate(config)
-        if isinstance(app.blobs, S3Blobs):
-            await app.blobs.ensure_bucket()
-        return await database_ready(engine, VERSION_TABLE, MIGRATIONS)
+    async def storage_ready() -> bool:
+        if isinstance(blobs, S3Blobs):
+            await blobs.ensure_bucket()
+        return True
 
-    async def close_clients() -> None:
-        for client in app.clients:
-            await client.aclose()
-        if isinstance(app.blobs, S3Blobs):
-            await app.blobs.aclose()
-
-    background: list[BackgroundTask] = []
-    shutdown: list[ShutdownHook] = [close_clients]
-    if config.worker_enabled:
-        background.append(app.worker.run)
-    # Another replica's CreateGeneration wakes this worker (PostgreSQL LISTEN/NOTIFY; SQLite: in-process only).
-    notify = wake_channel(engine, "contentpipe_generation", app.worker.queue.wake)
-    if notify is not None:
-        if config.worker_enabled:
-            background.append(notify.listen_forever)
-        shutdown.append(notify.close)
-    if config.webhook_port:
-        from contentpipe.generation.entrypoints.webhook_spool import remove_stale_files
-        from contentpipe.generation.entrypoints.webhooks import WebhookSettings, serve_webhooks, webhook_app
-
-        spool = scratch_dir(config) / "webhooks"
-
-        hooks = webhook_app(
-            WebhookSettings(
-                cog_key=cog_webhook_key(config),
-                spool_dir=spool,
-                max_body_bytes=config.webhook_max_body_bytes,
-                replicate_secret=config.replicate.webhook_secret if config.replicate else None,
-            ),
-            app.cog,
-            app.replicate.deliver_webhook,
-        )
-
-        async def webhooks() -> None:
-            # Results spooled before a restart and never taken: a stored delivery outlives no generation's deadline.
-            await asyncio.to_thread(remove_stale_files, spool, 2 * config.deadline_seconds)
-            await serve_webhooks(hooks, config.webhook_host, config.webhook_port)
-
-        background.append(webhooks)
-
-    return await run_server(
+    return await serve_service(
         config.common,
-        registrations(app.services, page_tokens),
-        on_ready=ready,
-        background=background,
-        on_shutdown=[*shutdown, engine.dispose],
+        components,
+        SCHEMA,
+        registrations=registrations,
+        background_tasks=background_tasks,
+        also_ready=storage_ready,
     )

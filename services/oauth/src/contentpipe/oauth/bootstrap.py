@@ -1,7 +1,11 @@
 """Composition root of the oauth service: settings, engine, HTTP client, use cases, servicers, workers.
 
-To add a service or a worker: build it in `build()` (keep it on `Components`), append its registration in
-`registrations()` and its loop in `background_tasks()`.
+The shape every service's bootstrap has: `build(config) -> Components` creates everything once (here with the
+token cipher, read from a file off the event loop by `serve`), `registrations(components)` and
+`background_tasks(components)` say what the server runs, `serve(config)` hands them to
+`contentpipe.common.server.serve_service`, `migrate(config)` applies the schema. To add a service or a worker: build
+it in `build()` (keep it on `Components`), append its registration in `registrations()` and its loop in
+`background_tasks()`.
 """
 
 from __future__ import annotations
@@ -24,15 +28,10 @@ from contentpipe.api.oauth.v1 import (
     posting_service_pb2,
     posting_service_pb2_grpc,
 )
-from contentpipe.common.database import (
-    create_engine,
-    database_ready,
-    run_migrations,
-    version_table_for,
-)
+from contentpipe.common.database import Schema, create_engine
 from contentpipe.common.http import create_http_client
 from contentpipe.common.pagination import PageTokenCodec
-from contentpipe.common.server import ServiceRegistration, run_server
+from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
 from contentpipe.common.workqueue import PassLoop
 from contentpipe.oauth.adapters.connection_repository import SqlConnectionStore
@@ -48,11 +47,10 @@ from contentpipe.oauth.service_layer.metrics import default_metrics, sample_queu
 from contentpipe.oauth.service_layer.tokens import TokenProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = version_table_for(SERVICE)
+SCHEMA = Schema.of(SERVICE, Path(__file__).parent / "migrations")
+MIGRATIONS = SCHEMA.script_location
+VERSION_TABLE = SCHEMA.version_table
 _log = logging.getLogger(__name__)
-
-BackgroundTask = Callable[[], Awaitable[None]]
 
 
 def load_token_cipher(config: OauthConfig) -> TokenCipher:
@@ -188,7 +186,7 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
 
 
 async def migrate(config: OauthConfig) -> None:
-    await run_migrations(config.common.database_url, MIGRATIONS, VERSION_TABLE)
+    await SCHEMA.migrate(config.common.database_url)
 
 
 async def rotate_keys(config: OauthConfig) -> int:
@@ -206,16 +204,6 @@ async def serve(config: OauthConfig) -> int:
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
     cipher = await asyncio.to_thread(load_token_cipher, config)
     components = build(config, cipher)
-
-    async def ready() -> bool:
-        if config.common.auto_migrate:
-            await migrate(config)
-        return await database_ready(components.engine, VERSION_TABLE, MIGRATIONS)
-
-    return await run_server(
-        config.common,
-        registrations(components),
-        on_ready=ready,
-        background=background_tasks(components),
-        on_shutdown=[components.close],
+    return await serve_service(
+        config.common, components, SCHEMA, registrations=registrations, background_tasks=background_tasks
     )

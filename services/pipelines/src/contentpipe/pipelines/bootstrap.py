@@ -1,4 +1,10 @@
-"""Composition root of the pipelines service: settings, engine, peers, servicers, server, worker."""
+"""Composition root of the pipelines service: engine, peers, servicers, server, run engine.
+
+The shape every service's bootstrap has: `build(config) -> Components` creates everything once,
+`registrations(components)` and `background_tasks(components)` say what the server runs, `serve(config)` hands
+them to `contentpipe.common.server.serve_service`, `migrate(config)` applies the schema; `process_pending(config)`
+is the batch entry point.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,9 @@ from pathlib import Path
 import grpc.aio
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_pb2_grpc
 from contentpipe.common.channels import ServiceToken, create_channel
-from contentpipe.common.database import (
-    create_engine,
-    database_ready,
-    run_migrations,
-    session_factory,
-    version_table_for,
-)
+from contentpipe.common.database import Schema, create_engine, session_factory
 from contentpipe.common.pagination import PageTokenCodec
-from contentpipe.common.server import ServiceRegistration, run_server
+from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
 from contentpipe.pipelines.adapters.peers import GrpcConnections, GrpcGenerations, GrpcJobs, GrpcPosts
 from contentpipe.pipelines.adapters.repository import SqlPipelineRepository, SqlRunRepository
@@ -31,22 +31,24 @@ from contentpipe.pipelines.service_layer.ports import Peers
 from contentpipe.pipelines.service_layer.runs import RunService
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = version_table_for(SERVICE)
+SCHEMA = Schema.of(SERVICE, Path(__file__).parent / "migrations")
+MIGRATIONS = SCHEMA.script_location
+VERSION_TABLE = SCHEMA.version_table
 _log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class Application:
-    """Everything wired once per process; `close()` releases channels and the database pool."""
+class Components:
+    """Everything built once per process; `close()` releases channels and the database pool."""
 
+    config: PipelinesConfig
     engine: AsyncEngine
     channels: dict[str, grpc.aio.Channel]
     worker: Worker
     pipelines: PipelineService
     runs: RunService
     page_tokens: PageTokenCodec
-    run_repo: SqlRunRepository | None = None  # the queue gauges sample it
+    run_repo: SqlRunRepository  # the queue gauges sample it
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -66,7 +68,7 @@ def engine_settings(config: PipelinesConfig) -> EngineSettings:
     )
 
 
-def build(config: PipelinesConfig) -> Application:
+def build(config: PipelinesConfig) -> Components:
     engine = create_engine(config.common.database_url)
     sessions = session_factory(engine)
     # One channel per peer for the whole process; adapters build stubs on them.
@@ -86,7 +88,8 @@ def build(config: PipelinesConfig) -> Application:
     run_repo = SqlRunRepository(sessions)
     settings = engine_settings(config)
     worker = Worker(run_repo, peers, settings)
-    return Application(
+    return Components(
+        config=config,
         engine=engine,
         channels=channels,
         worker=worker,
@@ -97,44 +100,41 @@ def build(config: PipelinesConfig) -> Application:
     )
 
 
-def registrations(app: Application) -> list[ServiceRegistration]:
+def registrations(components: Components) -> list[ServiceRegistration]:
     """The gRPC services this process serves, with their servicers wired to their dependencies."""
     return [
         ServiceRegistration(
             full_name=pipeline_service_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
             add_to_server=pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server,
-            servicer=PipelineServiceServicer(app.pipelines, app.runs, app.page_tokens),
+            servicer=PipelineServiceServicer(components.pipelines, components.runs, components.page_tokens),
         ),
     ]
 
 
+def background_tasks(components: Components) -> list[BackgroundTask]:
+    """Loops started once the service is SERVING and cancelled at shutdown: the run engine and its queue gauges."""
+    if not components.config.worker_enabled:
+        return []
+    worker, run_repo = components.worker, components.run_repo
+
+    async def run_engine() -> None:
+        await worker.run_forever()
+
+    async def sample_queue() -> None:
+        await sample_queue_forever(run_repo, default_metrics())
+
+    return [run_engine, sample_queue]
+
+
 async def migrate(config: PipelinesConfig) -> None:
-    await run_migrations(config.common.database_url, MIGRATIONS, VERSION_TABLE)
+    await SCHEMA.migrate(config.common.database_url)
 
 
 async def serve(config: PipelinesConfig) -> int:
     """Run the server until SIGTERM; health turns SERVING once the schema is migrated and reachable."""
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
-    app = build(config)
-
-    async def ready() -> bool:
-        if config.common.auto_migrate:
-            await migrate(config)
-        return await database_ready(app.engine, VERSION_TABLE, MIGRATIONS)
-
-    async def run_worker() -> None:
-        await app.worker.run_forever()
-
-    async def sample_queue() -> None:
-        if app.run_repo is not None:
-            await sample_queue_forever(app.run_repo, default_metrics())
-
-    return await run_server(
-        config.common,
-        registrations(app),
-        on_ready=ready,
-        background=[run_worker, sample_queue] if config.worker_enabled else [],
-        on_shutdown=[app.close],
+    return await serve_service(
+        config.common, build(config), SCHEMA, registrations=registrations, background_tasks=background_tasks
     )
 
 
@@ -143,11 +143,11 @@ async def process_pending(config: PipelinesConfig) -> int:
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
     if config.common.auto_migrate:
         await migrate(config)
-    app = build(config)
+    components = build(config)
     try:
-        executed = await app.worker.drain()
+        executed = await components.worker.drain()
     finally:
-        await app.close()
+        await components.close()
     _log.info("process-pending finished", extra={"runs": executed})
     print(f"processed {executed} run(s)")
     return 0

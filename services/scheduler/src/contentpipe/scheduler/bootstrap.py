@@ -1,4 +1,10 @@
-"""Composition root of the scheduler service: settings, engine, peers, use cases, servicers, loops."""
+"""Composition root of the scheduler service: engine, peers, use cases, servicers, the processing loop.
+
+The shape every service's bootstrap has: `build(config) -> Components` creates everything once,
+`registrations(components)` and `background_tasks(components)` say what the server runs, `serve(config)` hands
+them to `contentpipe.common.server.serve_service`, `migrate(config)` applies the schema; `tick(config)` is the
+one-pass entry point for a CronJob.
+"""
 
 from __future__ import annotations
 
@@ -21,17 +27,12 @@ from contentpipe.api.scheduler.v1 import (
     scheduler_service_pb2_grpc,
 )
 from contentpipe.common.channels import ServiceToken, create_channel
-from contentpipe.common.database import (
-    create_engine,
-    database_ready,
-    run_migrations,
-    version_table_for,
-)
+from contentpipe.common.database import Schema, create_engine
 from contentpipe.common.errors import ContentpipeError
 from contentpipe.common.http import create_http_client
 from contentpipe.common.ids import new_id
 from contentpipe.common.pagination import PageTokenCodec
-from contentpipe.common.server import ServiceRegistration, run_server
+from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
 from contentpipe.common.workqueue import PassLoop
 from contentpipe.scheduler.adapters.pipelines_client import GrpcPipelines
@@ -45,8 +46,9 @@ from contentpipe.scheduler.service_layer.notifications import NotificationServic
 from contentpipe.scheduler.service_layer.processing import ProcessingSettings, Processor
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = version_table_for(SERVICE)
+SCHEMA = Schema.of(SERVICE, Path(__file__).parent / "migrations")
+MIGRATIONS = SCHEMA.script_location
+VERSION_TABLE = SCHEMA.version_table
 _log = logging.getLogger(__name__)
 
 EXIT_DATABASE_UNREACHABLE = 1
@@ -55,6 +57,9 @@ EXIT_PIPELINES_UNREACHABLE = 3
 
 @dataclass(slots=True)
 class Components:
+    """Everything built once per process; `close()` gives back held leases, then closes channel, client, engine."""
+
+    config: SchedulerConfig
     engine: AsyncEngine
     channel: grpc.aio.Channel
     http: httpx.AsyncClient | None
@@ -64,12 +69,19 @@ class Components:
     jobs: JobService
     notifications: NotificationService
     delivery: WebhookDelivery | None
+    page_tokens: PageTokenCodec
 
     async def close(self) -> None:
-        await self.channel.close(None)
-        if self.http is not None:
-            await self.http.aclose()
-        await self.engine.dispose()
+        # The processing loop was cancelled mid-pass: let another replica go on at once instead of after the lease.
+        try:
+            released = await self.processor.release_held()
+            if released:
+                _log.info("released leases at shutdown", extra={"released": released})
+        finally:  # even when the database is gone (the leases then expire by themselves)
+            await self.channel.close(None)
+            if self.http is not None:
+                await self.http.aclose()
+            await self.engine.dispose()
 
 
 def build(config: SchedulerConfig) -> Components:
@@ -99,6 +111,7 @@ def build(config: SchedulerConfig) -> Components:
         sender = StandardWebhookSender(http, config.webhook_url, config.webhook_secret)
         delivery = WebhookDelivery(store, sender, lease_owner=lease_owner)
     return Components(
+        config=config,
         engine=engine,
         channel=channel,
         http=http,
@@ -108,12 +121,13 @@ def build(config: SchedulerConfig) -> Components:
         jobs=JobService(store, pipelines, processor),
         notifications=NotificationService(store),
         delivery=delivery,
+        page_tokens=PageTokenCodec(config.common.jwt_secret),
     )
 
 
-def registrations(components: Components, config: SchedulerConfig) -> list[ServiceRegistration]:
+def registrations(components: Components) -> list[ServiceRegistration]:
     """The gRPC services this process serves, with their servicers wired to their dependencies."""
-    codec = PageTokenCodec(config.common.jwt_secret)
+    codec = components.page_tokens
     return [
         ServiceRegistration(
             full_name=scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name,
@@ -128,8 +142,28 @@ def registrations(components: Components, config: SchedulerConfig) -> list[Servi
     ]
 
 
+def background_tasks(components: Components) -> list[BackgroundTask]:
+    """Loops started once the service is SERVING and cancelled at shutdown: the processing of due jobs."""
+    limit = components.config.process_limit
+
+    async def processing_pass() -> bool:
+        _, summary = await _one_pass(components, limit)
+        if any(summary[k] for k in ("claimed", "triggered", "reconciled", "errors")):
+            _log.info("processing pass", extra=summary)
+        return int(str(summary["claimed"])) >= limit  # a full pass: more may be due, go on
+
+    # The due-jobs queue on the common runtime: a pass when due, failures retried, a crash restarts the process.
+    processing = PassLoop(
+        "scheduler-processing",
+        processing_pass,
+        interval=components.config.process_interval_seconds,
+        max_passes_in_a_row=None,
+    )
+    return [processing.run]
+
+
 async def migrate(config: SchedulerConfig) -> None:
-    await run_migrations(config.common.database_url, MIGRATIONS, VERSION_TABLE)
+    await SCHEMA.migrate(config.common.database_url)
 
 
 async def _one_pass(components: Components, limit: int) -> tuple[int, dict[str, object]]:
@@ -149,36 +183,8 @@ async def _one_pass(components: Components, limit: int) -> tuple[int, dict[str, 
 async def serve(config: SchedulerConfig) -> int:
     """Run the server and the processing loop until SIGTERM; health SERVING once the schema is ready."""
     setup_telemetry(SERVICE, log_level=config.common.log_level, otlp_endpoint=config.common.otlp_endpoint)
-    components = build(config)
-
-    async def ready() -> bool:
-        if config.common.auto_migrate:
-            await migrate(config)
-        return await database_ready(components.engine, VERSION_TABLE, MIGRATIONS)
-
-    async def processing_pass() -> bool:
-        _, summary = await _one_pass(components, config.process_limit)
-        if any(summary[k] for k in ("claimed", "triggered", "reconciled", "errors")):
-            _log.info("processing pass", extra=summary)
-        return int(str(summary["claimed"])) >= config.process_limit  # a full pass: more may be due, go on
-
-    # The due-jobs queue on the common runtime: a pass when due, failures retried, a crash restarts the process.
-    processing = PassLoop(
-        "scheduler-processing", processing_pass, interval=config.process_interval_seconds, max_passes_in_a_row=None
-    )
-
-    async def release_leases() -> None:
-        # The loop was cancelled mid-pass: let another replica continue at once instead of after the lease.
-        released = await components.processor.release_held()
-        if released:
-            _log.info("released leases at shutdown", extra={"released": released})
-
-    return await run_server(
-        config.common,
-        registrations(components, config),
-        on_ready=ready,
-        background=[processing.run],
-        on_shutdown=[release_leases, components.close],
+    return await serve_service(
+        config.common, build(config), SCHEMA, registrations=registrations, background_tasks=background_tasks
     )
 
 
@@ -187,7 +193,7 @@ async def tick(config: SchedulerConfig, limit: int | None = None) -> int:
     components = build(config)
     try:
         try:
-            if config.common.auto_migrate and not await database_ready(components.engine, VERSION_TABLE, MIGRATIONS):
+            if config.common.auto_migrate and not await SCHEMA.ready(components.engine):
                 await migrate(config)
             await components.store.ping()
         except Exception as exc:
