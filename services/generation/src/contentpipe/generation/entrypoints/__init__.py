@@ -1,1 +1,1 @@
-"""generation entrypoints: gRPC servicers that translate messages and call the service layer."""
+"""generation entrypoints: the gRPC servicer, and the HTTP listener for Replicate and Cog webhooks (with its spool)."""

@@ -1,1 +1,2 @@
-"""oauth adapters: SQLAlchemy repositories, HTTP clients and stubs of other services."""
+"""oauth adapters: SQLAlchemy repositories of connections and posts, token encryption, the platforms' OAuth
+clients and publishers over HTTP, and the ffmpeg tools that make media conform."""

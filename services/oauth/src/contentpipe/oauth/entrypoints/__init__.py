@@ -1,1 +1,1 @@
-"""oauth entrypoints: gRPC servicers that translate messages and call the service layer."""
+"""oauth entrypoints: the gRPC servicers (connections, posting) and the hosted OAuth callback page over HTTP."""

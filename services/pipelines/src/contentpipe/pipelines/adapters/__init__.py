@@ -1,1 +1,2 @@
-"""pipelines adapters: SQLAlchemy repositories, HTTP clients and stubs of other services."""
+"""pipelines adapters: the SQLAlchemy repositories of pipelines and runs, and the gRPC stubs of the peer services
+(generation, oauth, scheduler)."""

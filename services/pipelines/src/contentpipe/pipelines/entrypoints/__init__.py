@@ -1,1 +1,1 @@
-"""pipelines entrypoints: gRPC servicers that translate messages and call the service layer."""
+"""pipelines entrypoints: the gRPC servicer that translates messages and calls the service layer."""

@@ -1,1 +1,2 @@
-"""scheduler adapters: SQLAlchemy repositories, HTTP clients and stubs of other services."""
+"""scheduler adapters: the SQLAlchemy store (jobs, runs, dispatch, notifications), the pipelines service's gRPC
+stub and the webhook sender over HTTP."""

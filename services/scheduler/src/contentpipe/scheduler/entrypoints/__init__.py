@@ -1,1 +1,1 @@
-"""scheduler entrypoints: gRPC servicers that translate messages and call the service layer."""
+"""scheduler entrypoints: the gRPC servicers (jobs, notifications) and their message conversions."""
