@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import statistics
 import subprocess
 from collections.abc import Sequence
@@ -242,9 +241,3 @@ def render_table(rows: Sequence[Row], header: str) -> str:
 def write_json(path: Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**meta, "rows": [r.to_json() for r in rows]}, indent=2) + "\n")
-
-
-def env_without_bench_noise() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("LOG_LEVEL", "WARNING")
-    return env

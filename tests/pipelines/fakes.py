@@ -383,8 +383,5 @@ class FakePeers:
 
     # ---------------------------------------------------------- counting
 
-    def generations_by_request_prefix(self, prefix: str) -> list[str]:
-        return [name for (_, rid), name in self.state.generation_by_request.items() if rid.startswith(prefix)]
-
     def posts_for(self, connection: str) -> list[Any]:
         return [post for post in self.state.posts.values() if post.connection == connection]

@@ -44,9 +44,3 @@ def service_main(service: str, commands: Sequence[Subcommand], argv: Sequence[st
         return EXIT_CONFIG_ERROR
     except KeyboardInterrupt:
         return 130
-
-
-async def not_implemented(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Placeholder for commands whose issue has not landed yet."""
-    print(f"{args.command}: not implemented yet", file=sys.stderr)
-    return 2

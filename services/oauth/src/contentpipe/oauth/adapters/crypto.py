@@ -65,10 +65,6 @@ class TokenCipher:
         self._write = keys[0]
         self._keys = {k.kid: AESGCM(k.key) for k in keys}
 
-    @property
-    def current_kid(self) -> str:
-        return self._write.kid
-
     def encrypt(self, plaintext: str, context: str) -> str:
         if not plaintext:
             return ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
 
@@ -214,7 +214,3 @@ def missed_while_paused(job: Job, now: datetime) -> tuple[list[datetime], bool]:
     if schedule is None:
         return [job.next_fire_time], False
     return schedule.times_between(job.next_fire_time, now, limit=MAX_RECORDS_PER_PASS)
-
-
-def with_changes(job: Job, **changes: object) -> Job:
-    return replace(job, **changes)  # type: ignore[arg-type]
