@@ -6,6 +6,7 @@ import pytest
 from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pipeline_pb
 from contentpipe.common.error_class import ErrorClass
+from contentpipe.oauth.entrypoints import grpc_posting
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import PostState, StepError, TargetResult
 from contentpipe.pipelines.service_layer.engine.targets import target_outcome
@@ -35,6 +36,26 @@ def test_every_class_survives_a_step_error_round_trip(error_class: ErrorClass) -
     error = StepError(error_class, "REASON", "message")
     assert codec.error_from_json(codec.error_to_json(error)) == error
     assert codec.ERROR_CLASS_PB[error_class] != pipeline_pb.STEP_ERROR_CLASS_UNSPECIFIED
+
+
+@pytest.mark.parametrize("error_class", list(ErrorClass))
+def test_every_class_maps_in_every_codec_and_keeps_its_retryability(error_class: ErrorClass) -> None:
+    # oauth answers a post's class (an unmapped one would make GetPost INTERNAL), pipelines reads it back and
+    # answers a step's class, the scheduler reads that one: at each hop a class keeps whether it may be retried.
+    # (generation has no class: its errors carry `retryable` itself.)
+    post_class = grpc_posting.ERROR_CLASS_PB[error_class]
+    assert post_class != post_pb.POST_ERROR_CLASS_UNSPECIFIED
+    read_by_pipelines = codec.POST_ERROR_CLASS[post_class]
+    assert read_by_pipelines.retryable == error_class.retryable
+    step_class = codec.ERROR_CLASS_PB[error_class]
+    assert step_class != pipeline_pb.STEP_ERROR_CLASS_UNSPECIFIED
+    run = pipeline_pb.PipelineRun(
+        name="pipelines/p/runs/r",
+        state=pipeline_pb.PIPELINE_RUN_STATE_FAILED,
+        error=pipeline_pb.StepError(error_class=step_class),
+    )
+    read_by_scheduler = run_info(run).error_class
+    assert read_by_scheduler is not None and read_by_scheduler.retryable == error_class.retryable
 
 
 @pytest.mark.parametrize(

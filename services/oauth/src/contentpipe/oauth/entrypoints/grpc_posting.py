@@ -48,11 +48,14 @@ _PLATFORMS = {
 _PLATFORMS_PB = {platform: value for value, platform in _PLATFORMS.items()}
 _KINDS = {pb.MEDIA_KIND_IMAGE: MediaKind.IMAGE, pb.MEDIA_KIND_VIDEO: MediaKind.VIDEO}
 _KINDS_PB = {kind: value for value, kind in _KINDS.items()}
-_CLASSES_PB = {
+ERROR_CLASS_PB = {
     ErrorClass.RETRYABLE: pb.POST_ERROR_CLASS_RETRYABLE,
     ErrorClass.RATE_LIMITED: pb.POST_ERROR_CLASS_RATE_LIMITED,
     ErrorClass.NEEDS_REAUTH: pb.POST_ERROR_CLASS_NEEDS_REAUTH,
     ErrorClass.REJECTED_BY_PLATFORM: pb.POST_ERROR_CLASS_REJECTED_BY_PLATFORM,
+    # The post API has no class of its own for a permanent failure: the closest is the one that is not retried
+    # either (a caller that reads it must not try the same post again).
+    ErrorClass.PERMANENT: pb.POST_ERROR_CLASS_REJECTED_BY_PLATFORM,
 }
 
 
@@ -177,7 +180,9 @@ def post_to_pb(post: Post) -> pb.Post:
     if post.last_error is not None:
         e = post.last_error
         message.last_error.CopyFrom(
-            pb.PostError(error_class=_CLASSES_PB[e.error_class], reason=e.reason, message=e.message, time=_ts(e.time))
+            pb.PostError(
+                error_class=ERROR_CLASS_PB[e.error_class], reason=e.reason, message=e.message, time=_ts(e.time)
+            )
         )
     return message
 
