@@ -52,7 +52,7 @@ def test_api_doc_commands_work_when_pasted(tmp_path: Path) -> None:
             ["bash", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240
         )
         assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        assert '"state": "PIPELINE_RUN_STATE_' in result.stdout
+        assert '"state": "PIPELINE_RUN_STATE_SUCCEEDED"' in result.stdout  # WaitPipelineRun waited for the end
         assert '"status": "SERVING"' in result.stdout
 
         setup = localize(working[0], addresses)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc.aio
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_pb2_grpc
+from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.channels import ServiceToken, create_channel
 from contentpipe.common.database import Schema, create_engine, session_factory
 from contentpipe.common.pagination import PageTokenCodec
@@ -28,6 +29,7 @@ from contentpipe.pipelines.service_layer.engine.worker import Worker
 from contentpipe.pipelines.service_layer.metrics import default_metrics, sample_queue_forever
 from contentpipe.pipelines.service_layer.pipelines import PipelineService
 from contentpipe.pipelines.service_layer.ports import Peers
+from contentpipe.pipelines.service_layer.run_watch import NotifyingRunRepository
 from contentpipe.pipelines.service_layer.runs import RunService
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -85,7 +87,9 @@ def build(config: PipelinesConfig) -> Components:
         jobs=GrpcJobs(channels["scheduler"], token),
     )
     pipeline_repo = SqlPipelineRepository(sessions)
-    run_repo = SqlRunRepository(sessions)
+    changes = ChangeNotifier()
+    stored_runs = SqlRunRepository(sessions)
+    run_repo = NotifyingRunRepository(stored_runs, changes)
     settings = engine_settings(config)
     worker = Worker(run_repo, peers, settings)
     return Components(
@@ -94,9 +98,9 @@ def build(config: PipelinesConfig) -> Components:
         channels=channels,
         worker=worker,
         pipelines=PipelineService(pipeline_repo, run_repo, peers),
-        runs=RunService(pipeline_repo, run_repo, peers, settings, on_queued=worker.wake),
+        runs=RunService(pipeline_repo, run_repo, peers, settings, on_queued=worker.wake, changes=changes),
         page_tokens=PageTokenCodec(config.common.jwt_secret, purpose="pipelines-page-token"),
-        run_repo=run_repo,
+        run_repo=stored_runs,
     )
 
 

@@ -391,7 +391,6 @@ class SqlRunRepository:
         if exclude_ids:
             where.append(pipeline_runs.c.id.not_in(list(exclude_ids)))
         async with self._sessions.begin() as session:
-            now = await db_now(session)
             rows = await claim_rows(
                 session,
                 pipeline_runs,
@@ -400,7 +399,6 @@ class SqlRunRepository:
                 limit=limit,
                 lease_owner=lease_owner,
                 lease_seconds=lease_seconds,
-                now=now,
             )
         return sorted((_run(row) for row in rows), key=lambda run: (run.create_time, run.id))
 

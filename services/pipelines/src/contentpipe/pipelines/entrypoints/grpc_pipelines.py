@@ -13,6 +13,7 @@ from contentpipe.common.errors import ContentpipeError, InvalidArgument
 from contentpipe.common.field_masks import effective_update_mask
 from contentpipe.common.ids import parse_name, parse_name_parts
 from contentpipe.common.pagination import PageTokenCodec, page_size
+from contentpipe.common.request_checks import optional_seconds
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import PIPELINE_PATTERN, RUN_PATTERN, PipelineState, RunState
 from contentpipe.pipelines.service_layer.pipelines import UPDATABLE_FIELDS, PipelineDraft, PipelineService
@@ -88,6 +89,16 @@ class PipelineServiceServicer(pipeline_service_pb2_grpc.PipelineServiceServicer)
     async def GetPipelineRun(self, request: pb.GetPipelineRunRequest, context: Context) -> pb.GetPipelineRunResponse:
         pipeline_id, run_id = parse_name_parts(RUN_PATTERN, request.name)
         return pb.GetPipelineRunResponse(run=codec.run_to_proto(await self._runs.get(_owner(), pipeline_id, run_id)))
+
+    async def WaitPipelineRun(self, request: pb.WaitPipelineRunRequest, context: Context) -> pb.WaitPipelineRunResponse:
+        pipeline_id, run_id = parse_name_parts(RUN_PATTERN, request.name)
+        if request.state and request.state not in codec.RUN_STATE:
+            raise InvalidArgument.single("state", f"unknown run state {request.state}")
+        timeout = optional_seconds(request, "timeout")
+        run = await self._runs.wait(
+            _owner(), pipeline_id, run_id, seen=codec.RUN_STATE.get(request.state), max_wait=timeout
+        )
+        return pb.WaitPipelineRunResponse(run=codec.run_to_proto(run))
 
     async def ListPipelineRuns(
         self, request: pb.ListPipelineRunsRequest, context: Context

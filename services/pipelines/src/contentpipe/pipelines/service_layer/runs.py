@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from contentpipe.common.changes import ChangeNotifier, wait_for, wait_seconds
 from contentpipe.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from contentpipe.common.ids import new_id
 from contentpipe.common.telemetry import inject_context
@@ -47,10 +48,14 @@ class RunService:
         runs: RunRepository,
         peers: Peers,
         settings: EngineSettings,
+        *,
         on_queued: Callable[[], None] = lambda: None,
+        changes: ChangeNotifier | None = None,
     ) -> None:
         self._pipelines = pipelines
         self._runs = runs
+        # Saves announced here (NotifyingRunRepository) end a WaitPipelineRun in this process at once.
+        self._changes = changes if changes is not None else ChangeNotifier()
         self._peers = peers
         self._settings = settings
         self._on_queued = on_queued
@@ -101,6 +106,19 @@ class RunService:
         if run is None:
             raise NotFound(f"pipelines/{pipeline_id}/runs/{run_id} not found", reason="RUN_NOT_FOUND")
         return run
+
+    async def wait(
+        self, owner: str, pipeline_id: str, run_id: str, *, seen: RunState | None, max_wait: float | None
+    ) -> PipelineRun:
+        """The run once its state is not `seen` (None: once terminal), or as it is after `max_wait` seconds (capped,
+        see contentpipe.common.changes)."""
+
+        def done(run: PipelineRun) -> bool:
+            return run.state.terminal or (seen is not None and run.state != seen)
+
+        return await wait_for(
+            self._changes, run_id, lambda: self.get(owner, pipeline_id, run_id), done, wait_seconds(max_wait)
+        )
 
     async def list_page(self, where: RunFilter, limit: int, after: dict[str, object] | None) -> Page:
         if where.pipeline_id is not None and await self._pipelines.get(where.owner, where.pipeline_id) is None:

@@ -1174,6 +1174,64 @@ class GetPipelineRunResponse(_message.Message):
 Global___GetPipelineRunResponse: _TypeAlias = GetPipelineRunResponse  # noqa: Y015
 
 @_typing.final
+class WaitPipelineRunRequest(_message.Message):
+    """Request for WaitPipelineRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`pipelines/{pipeline_id}/runs/{run_id}`."""
+    state: Global___PipelineRunState.ValueType
+    """The state the caller last saw: the call returns once the state is another one. Unset: once it is terminal."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long to wait at most. Unset, zero or above 30 s: 30 s. Negative: INVALID_ARGUMENT. Keep the call's
+        deadline longer than this, or the call ends DEADLINE_EXCEEDED instead of returning the run.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        state: Global___PipelineRunState.ValueType = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "state", b"state", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitPipelineRunRequest: _TypeAlias = WaitPipelineRunRequest  # noqa: Y015
+
+@_typing.final
+class WaitPipelineRunResponse(_message.Message):
+    """Response for WaitPipelineRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___PipelineRun:
+        """The run as it is when the wait ends (its state may still equal the requested one after `timeout`)."""
+
+    def __init__(
+        self,
+        *,
+        run: Global___PipelineRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitPipelineRunResponse: _TypeAlias = WaitPipelineRunResponse  # noqa: Y015
+
+@_typing.final
 class ListPipelineRunsRequest(_message.Message):
     """Request for ListPipelineRuns."""
 

@@ -28,7 +28,7 @@ if _version_not_supported:
 class PipelineServiceStub(object):
     """PipelineService keeps pipeline definitions (ordered steps: generate content, post it, schedule the next run)
     and executes them durably: a run survives restarts of any service and continues from its last recorded step.
-    RunPipeline returns at once (QUEUED); callers poll GetPipelineRun.
+    RunPipeline returns at once (QUEUED); callers wait for the run with WaitPipelineRun.
     """
 
     def __init__(self, channel):
@@ -87,12 +87,17 @@ class PipelineServiceStub(object):
                 request_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.ResumePipelineRunRequest.SerializeToString,
                 response_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.ResumePipelineRunResponse.FromString,
                 _registered_method=True)
+        self.WaitPipelineRun = channel.unary_unary(
+                '/contentpipe.api.pipelines.v1.PipelineService/WaitPipelineRun',
+                request_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.WaitPipelineRunRequest.SerializeToString,
+                response_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.WaitPipelineRunResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer(object):
     """PipelineService keeps pipeline definitions (ordered steps: generate content, post it, schedule the next run)
     and executes them durably: a run survives restarts of any service and continues from its last recorded step.
-    RunPipeline returns at once (QUEUED); callers poll GetPipelineRun.
+    RunPipeline returns at once (QUEUED); callers wait for the run with WaitPipelineRun.
     """
 
     def CreatePipeline(self, request, context):
@@ -169,6 +174,15 @@ class PipelineServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitPipelineRun(self, request, context):
+        """Long poll: returns the run once its state differs from `state` (unset: once it is terminal), or when
+        `timeout` has passed, whichever comes first. Use it instead of polling GetPipelineRun; call it again while
+        the returned state is not the one you wait for. Same access rules as GetPipelineRun.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +236,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     request_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.ResumePipelineRunRequest.FromString,
                     response_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.ResumePipelineRunResponse.SerializeToString,
             ),
+            'WaitPipelineRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitPipelineRun,
+                    request_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.WaitPipelineRunRequest.FromString,
+                    response_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.WaitPipelineRunResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'contentpipe.api.pipelines.v1.PipelineService', rpc_method_handlers)
@@ -233,7 +252,7 @@ def add_PipelineServiceServicer_to_server(servicer, server):
 class PipelineService(object):
     """PipelineService keeps pipeline definitions (ordered steps: generate content, post it, schedule the next run)
     and executes them durably: a run survives restarts of any service and continues from its last recorded step.
-    RunPipeline returns at once (QUEUED); callers poll GetPipelineRun.
+    RunPipeline returns at once (QUEUED); callers wait for the run with WaitPipelineRun.
     """
 
     @staticmethod
@@ -496,6 +515,33 @@ class PipelineService(object):
             '/contentpipe.api.pipelines.v1.PipelineService/ResumePipelineRun',
             contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.ResumePipelineRunRequest.SerializeToString,
             contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.ResumePipelineRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitPipelineRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentpipe.api.pipelines.v1.PipelineService/WaitPipelineRun',
+            contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.WaitPipelineRunRequest.SerializeToString,
+            contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.WaitPipelineRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

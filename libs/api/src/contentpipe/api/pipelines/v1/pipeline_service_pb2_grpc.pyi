@@ -29,7 +29,7 @@ GRPC_VERSION: str
 class PipelineServiceStub:
     """PipelineService keeps pipeline definitions (ordered steps: generate content, post it, schedule the next run)
     and executes them durably: a run survives restarts of any service and continues from its last recorded step.
-    RunPipeline returns at once (QUEUED); callers poll GetPipelineRun.
+    RunPipeline returns at once (QUEUED); callers wait for the run with WaitPipelineRun.
     """
 
     @_typing.overload
@@ -63,12 +63,17 @@ class PipelineServiceStub:
     of the steps (and post targets) that succeeded. It uses the failed run's revision unless `use_latest_revision`
     is set, so "fix the pipeline, then resume" needs that flag.
     """
+    WaitPipelineRun: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.WaitPipelineRunRequest, _pipeline_service_pb2.WaitPipelineRunResponse]
+    """Long poll: returns the run once its state differs from `state` (unset: once it is terminal), or when
+    `timeout` has passed, whichever comes first. Use it instead of polling GetPipelineRun; call it again while
+    the returned state is not the one you wait for. Same access rules as GetPipelineRun.
+    """
 
 @_typing.type_check_only
 class PipelineServiceAsyncStub(PipelineServiceStub):
     """PipelineService keeps pipeline definitions (ordered steps: generate content, post it, schedule the next run)
     and executes them durably: a run survives restarts of any service and continues from its last recorded step.
-    RunPipeline returns at once (QUEUED); callers poll GetPipelineRun.
+    RunPipeline returns at once (QUEUED); callers wait for the run with WaitPipelineRun.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -99,11 +104,16 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     of the steps (and post targets) that succeeded. It uses the failed run's revision unless `use_latest_revision`
     is set, so "fix the pipeline, then resume" needs that flag.
     """
+    WaitPipelineRun: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.WaitPipelineRunRequest, _pipeline_service_pb2.WaitPipelineRunResponse]  # type: ignore[assignment]
+    """Long poll: returns the run once its state differs from `state` (unset: once it is terminal), or when
+    `timeout` has passed, whichever comes first. Use it instead of polling GetPipelineRun; call it again while
+    the returned state is not the one you wait for. Same access rules as GetPipelineRun.
+    """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     """PipelineService keeps pipeline definitions (ordered steps: generate content, post it, schedule the next run)
     and executes them durably: a run survives restarts of any service and continues from its last recorded step.
-    RunPipeline returns at once (QUEUED); callers poll GetPipelineRun.
+    RunPipeline returns at once (QUEUED); callers wait for the run with WaitPipelineRun.
     """
 
     @_abc_1.abstractmethod
@@ -191,6 +201,17 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts a new run that continues a FAILED or CANCELED run from its first unfinished step, reusing the outputs
         of the steps (and post targets) that succeeded. It uses the failed run's revision unless `use_latest_revision`
         is set, so "fix the pipeline, then resume" needs that flag.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitPipelineRun(
+        self,
+        request: _pipeline_service_pb2.WaitPipelineRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.WaitPipelineRunResponse, _abc.Awaitable[_pipeline_service_pb2.WaitPipelineRunResponse]]:
+        """Long poll: returns the run once its state differs from `state` (unset: once it is terminal), or when
+        `timeout` has passed, whichever comes first. Use it instead of polling GetPipelineRun; call it again while
+        the returned state is not the one you wait for. Same access rules as GetPipelineRun.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
