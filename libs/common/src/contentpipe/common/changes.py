@@ -21,27 +21,41 @@ MAX_WAIT_SECONDS = 30.0
 RECHECK_SECONDS = 1.0
 
 
-class ChangeNotifier:
-    """Keyed wake-ups. `notify(key)` is synchronous and cheap: call it after the change is committed."""
+class _Subscription:
+    """One waiter: its wake-up event and the snapshots notified since it last looked."""
+
+    __slots__ = ("event", "snapshots")
 
     def __init__(self) -> None:
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.event = asyncio.Event()
+        self.snapshots: list[object] = []
 
-    def notify(self, key: str) -> None:
-        for event in self._waiters.get(key, ()):
-            event.set()
+
+class ChangeNotifier:
+    """Keyed wake-ups. `notify(key)` is synchronous and cheap: call it after the change is committed.
+
+    `notify(key, snapshot)` also hands waiters a copy of what was committed, so a waiter can see that a change is
+    not the one it waits for without reading the row again (see `wait_for`)."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[_Subscription]] = {}
+
+    def notify(self, key: str, snapshot: object = None) -> None:
+        for waiter in self._waiters.get(key, ()):
+            waiter.snapshots.append(snapshot)
+            waiter.event.set()
 
     @contextlib.contextmanager
-    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set by every `notify(key)` from now until the block ends (subscribe, then read, then wait:
-        a change between the read and the wait is not missed)."""
-        event = asyncio.Event()
+    def subscribe(self, key: str) -> Iterator[_Subscription]:
+        """A subscription notified by every `notify(key)` from now until the block ends (subscribe, then read, then
+        wait: a change between the read and the wait is not missed)."""
+        waiter = _Subscription()
         waiters = self._waiters.setdefault(key, set())
-        waiters.add(event)
+        waiters.add(waiter)
         try:
-            yield event
+            yield waiter
         finally:
-            waiters.discard(event)
+            waiters.discard(waiter)
             if not waiters:
                 self._waiters.pop(key, None)
 
@@ -68,15 +82,26 @@ async def wait_for(
     recheck: float = RECHECK_SECONDS,
 ) -> T:
     """Read until `done(value)` or `max_wait` seconds pass; between reads, sleep until `key` is notified (or `recheck`
-    seconds). Returns the last value read. Errors of `read` (NotFound, ...) propagate."""
+    seconds). Returns the last value read. Errors of `read` (NotFound, ...) propagate.
+
+    When every notification since the last read carried a snapshot and none of them is `done`, the row is not read
+    again (its committed states were all seen); a `done` snapshot is confirmed by a read, so what the caller gets is
+    always what is stored."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait
-    with notifier.subscribe(key) as changed:
+    with notifier.subscribe(key) as waiter:
+        value = await read()  # notifications during the read stay pending: they are looked at after it
         while True:
-            changed.clear()
-            value = await read()
             remaining = deadline - loop.time()
             if done(value) or remaining <= 0:
                 return value
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, recheck))
+                await asyncio.wait_for(waiter.event.wait(), timeout=min(remaining, recheck))
+            waiter.event.clear()
+            snapshots, waiter.snapshots = waiter.snapshots, []
+            # Read after a timeout (another replica may have written), a bare notification, a snapshot that may be
+            # the awaited change, or at the bound (the caller gets the row as it is then). Otherwise every committed
+            # change was seen and none is the awaited one: keep waiting without a read.
+            seen_all = bool(snapshots) and all(s is not None and not done(s) for s in snapshots)  # type: ignore[arg-type]
+            if not seen_all or deadline - loop.time() <= 0:
+                value = await read()

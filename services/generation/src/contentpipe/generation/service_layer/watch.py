@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -34,13 +35,13 @@ class NotifyingRepository:
     async def save(self, generation: Generation) -> bool:
         saved = await self._inner.save(generation)
         if saved:
-            self._notifier.notify(generation.id)
+            self._notifier.notify(generation.id, copy.copy(generation))
         return saved
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:
         claimed = await self._inner.claim(worker_id, limit, lease_seconds)
         for generation in claimed:
-            self._notifier.notify(generation.id)
+            self._notifier.notify(generation.id, copy.copy(generation))
         return claimed
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
