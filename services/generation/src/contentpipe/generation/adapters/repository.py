@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from contentpipe.common.database import (
     claim_rows,
-    db_now,
     is_postgresql,
     lease_held,
     release_rows,
@@ -294,7 +293,6 @@ class SqlGenerationRepository:
                 limit=limit,
                 lease_owner=worker_id,
                 lease_seconds=lease_seconds,
-                now=await db_now(session),
             )
 
         return [_from_row(row) for row in await self._writes.run(claim)]
@@ -309,7 +307,6 @@ class SqlGenerationRepository:
                 ids,
                 lease_owner=worker_id,
                 lease_seconds=lease_seconds,
-                now=await db_now(session),
                 where=[c.state.in_(_OPEN_STATES)],
             )
             return held

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from contentpipe.common.database import claim_rows, db_now, is_postgresql, renew_rows, session_factory
+from contentpipe.common.database import claim_rows, db_now, is_postgresql, renew_rows, session_factory, sql_now
 from contentpipe.oauth.domain.posts import (
     Media,
     Platform,
@@ -210,7 +210,7 @@ class SqlPostRepository:
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Post]:
         c = posts.c
         async with self._sessions.begin() as session:
-            now = await db_now(session)
+            now = sql_now(session)
             rows = await claim_rows(
                 session,
                 posts,
@@ -241,9 +241,7 @@ class SqlPostRepository:
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
         async with self._sessions.begin() as session:
-            held: set[str] = await renew_rows(
-                session, posts, ids, lease_owner=worker_id, lease_seconds=lease_seconds, now=await db_now(session)
-            )
+            held: set[str] = await renew_rows(session, posts, ids, lease_owner=worker_id, lease_seconds=lease_seconds)
         return held
 
     async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
