@@ -35,12 +35,14 @@ class LocalProvider:
         record.id = f"local-{step.generation_id}-{step.role}"
         record.status = "processing"
         record.create_time = record.create_time or datetime.now(UTC)
-        await checkpoint(0.1)
         options = step.options
+        if step.kind is GenerationKind.TEXT:
+            # Instant and deterministic: no progress to show, and the generation's final save records it all.
+            record.status = "succeeded"
+            return StepResult(text=caption_for(step.prompt, options.seed, options.max_tokens or 64))
+        await checkpoint(0.1)
         try:
-            if step.kind is GenerationKind.TEXT:
-                result = StepResult(text=caption_for(step.prompt, options.seed, options.max_tokens or 64))
-            elif step.kind is GenerationKind.IMAGE:
+            if step.kind is GenerationKind.IMAGE:
                 path = self._scratch_file(".jpg")
                 await encode_image(
                     path,

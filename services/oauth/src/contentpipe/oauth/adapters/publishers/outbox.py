@@ -7,6 +7,7 @@ the post id is the folder name, and a folder that already exists is the proof it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import mimetypes
@@ -15,8 +16,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from contentpipe.oauth.adapters.publishers.media import MediaFetcher
-from contentpipe.oauth.domain.posts import Platform, Post
+from contentpipe.oauth.adapters.publishers.media import LocalMedia, MediaFetcher
+from contentpipe.oauth.domain.posts import Media, Platform, Post
 from contentpipe.oauth.service_layer.posting_ports import (
     PublishContext,
     Published,
@@ -42,27 +43,38 @@ class OutboxPublisher:
         return Published(platform_post_id=post.id, permalink=(target / "post.json").as_uri())
 
     async def publish(self, ctx: PublishContext) -> Published:
+        # No journal (arm/created): the publish is idempotent by construction, a retry after a crash finds the
+        # folder and answers with it, so the two extra committed writes a remote platform needs buy nothing here.
         post = ctx.post
         target = self._target(ctx)
+        async with contextlib.AsyncExitStack() as stack:
+            sources = [(item, await stack.enter_async_context(self._media.open(item))) for item in post.media]
+            try:
+                await asyncio.to_thread(self._write, target, post, sources, ctx.now().isoformat())
+            except OSError as exc:
+                raise RetryableFailure("OUTBOX_WRITE_FAILED", f"writing to the outbox failed: {exc.strerror}") from None
+        return self._published(target, post)
+
+    @staticmethod
+    def _write(target: Path, post: Post, sources: list[tuple[Media, LocalMedia]], published_time: str) -> None:
+        """Stage the folder and rename it into place (one worker thread for all the file work)."""
         if (target / "post.json").exists():
-            return self._published(target, post)
+            return
         staging = target.parent / f".staging-{post.id}-{uuid.uuid4().hex[:8]}"
         try:
-            await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
+            staging.mkdir(parents=True, exist_ok=True)
             items = []
-            for index, item in enumerate(post.media):
-                async with self._media.open(item) as local:
-                    ext = mimetypes.guess_extension(local.content_type or item.mime) or ""
-                    name = f"media-{index}{ext}"
-                    await asyncio.to_thread(shutil.copyfile, local.path, staging / name)
-                digest = hashlib.sha256(await asyncio.to_thread((staging / name).read_bytes)).hexdigest()
+            for index, (item, local) in enumerate(sources):
+                content_type = local.content_type or item.mime
+                name = f"media-{index}{mimetypes.guess_extension(content_type) or ''}"
+                shutil.copyfile(local.path, staging / name)
                 items.append(
                     {
                         "file": name,
                         "uri": item.uri,
                         "kind": item.kind.value,
-                        "content_type": local.content_type or item.mime,
-                        "sha256": digest,
+                        "content_type": content_type,
+                        "sha256": hashlib.sha256((staging / name).read_bytes()).hexdigest(),
                     }
                 )
             document = {
@@ -74,24 +86,16 @@ class OutboxPublisher:
                 "media": items,
                 "options": post.options.to_dict(),
                 "fingerprint": post.fingerprint,
-                "published_time": ctx.now().isoformat(),
+                "published_time": published_time,
             }
-            await asyncio.to_thread((staging / "post.json").write_text, json.dumps(document, indent=2))
-            await ctx.journal.arm()
+            (staging / "post.json").write_text(json.dumps(document, indent=2))
             try:
-                await asyncio.to_thread(os.rename, staging, target)
+                os.rename(staging, target)
             except OSError:
-                if (target / "post.json").exists():  # another worker (or our earlier self) got there first
-                    return self._published(target, post)
-                raise
-        except OSError as exc:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
-            if post.create_sent_time is not None and not (target / "post.json").exists():
-                await ctx.journal.disarm()
-            raise RetryableFailure("OUTBOX_WRITE_FAILED", f"writing to the outbox failed: {exc.strerror}") from None
-        result = self._published(target, post)
-        await ctx.journal.created(result.platform_post_id, result.permalink)
-        return result
+                if not (target / "post.json").exists():  # else another worker (or our earlier self) got there first
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     async def reconcile(self, ctx: PublishContext) -> Reconciliation:
         target = self._target(ctx)
