@@ -102,14 +102,22 @@ def post(step_id: str, connection: str, caption: str = "hello", media: str = "",
 
 
 def refused(stack: Stack, user: str, steps: list[pb.Step]) -> dict[str, str]:
+    """The violations CreatePipeline answers, the same with and without validate_only."""
     stub = pb_grpc.PipelineServiceStub(stack.channel("pipelines"))
     pipeline = pb.Pipeline(display_name="Checked", steps=steps)
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.CreatePipeline(
-            pb.CreatePipelineRequest(pipeline=pipeline, validate_only=True), metadata=user_metadata(user), timeout=30
-        )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
-    return violations(caught.value)
+    found = []
+    for validate_only in (True, False):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CreatePipeline(
+                pb.CreatePipelineRequest(pipeline=pipeline, validate_only=validate_only),
+                metadata=user_metadata(user),
+                timeout=30,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        found.append(violations(caught.value))
+    assert found[0] == found[1]
+    assert not stub.ListPipelines(pb.ListPipelinesRequest(), metadata=user_metadata(user)).pipelines
+    return found[0]
 
 
 def test_every_generation_option_limit_is_refused_under_the_steps_path(stack: Stack) -> None:
