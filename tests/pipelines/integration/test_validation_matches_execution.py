@@ -240,7 +240,11 @@ def test_every_platform_option_the_posting_service_checks_is_refused_under_the_s
         # (Facebook's 63,206-character message is beyond any caption template, which stops at 20,000.)
         (post("fb-ok", facebook, caption="f" * 20000, facebook=page), None, ""),
         # Instagram: media required, caption length.
-        (post("ig-bare", instagram), "post_to_platform.media_step_id", "Instagram needs at least one image or video"),
+        (
+            post("ig-bare", instagram),
+            "post_to_platform.connections[0]",
+            f"Instagram needs at least one image or video (for {instagram}): set media_step_id",
+        ),
         (post("ig-long", instagram, caption="i" * 2201, media="clip"), caption, "Instagram allows at most 2200"),
         # YouTube: every option, the description (caption) in bytes, exactly one video.
         (post("yt-untitled", youtube, media="clip"), f"{options}.youtube.title", "required for YouTube"),
@@ -275,7 +279,12 @@ def test_every_platform_option_the_posting_service_checks_is_refused_under_the_s
             "a numeric YouTube category id",
         ),
         (post("yt-text", youtube, caption="é" * 2501, media="clip", youtube=yt()), caption, "5002 bytes"),
-        (post("yt-image", youtube, media="pic", youtube=yt()), "post_to_platform.media_step_id", "exactly one video"),
+        (
+            post("yt-image", youtube, media="pic", youtube=yt()),
+            "post_to_platform.connections[0]",
+            f"YouTube takes exactly one video (for {youtube}); step 'pic' makes image",
+        ),
+        (post("yt-bare", youtube, youtube=yt()), "post_to_platform.connections[0]", "YouTube needs a video"),
     ]
     steps = [generate("clip", VIDEO), generate("pic", IMAGE), *(step for step, _, _ in cases)]
     found = refused(stack, user, steps)

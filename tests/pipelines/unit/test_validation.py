@@ -138,7 +138,9 @@ async def test_unknown_connection_and_incompatible_media_are_violations() -> Non
         await validate_definition("P", "", steps, peers.peers())
     found = {v.field: v.description for v in caught.value.violations}
     assert "does not exist or is not yours" in found["pipeline.steps[1].post_to_platform.connections[0]"]
-    assert "YouTube accepts video" in found["pipeline.steps[1].post_to_platform.connections[1]"]
+    # Whether the platform takes the step's media is the posting service's rule too, said of the target.
+    refused_media = found["pipeline.steps[1].post_to_platform.connections[1]"]
+    assert refused_media == "YouTube takes exactly one video (for connections/yt); step 'pic' makes image"
     # Platform options are the posting service's rules (its validate_only answer, here its own code): one home.
     assert "required for YouTube" in found["pipeline.steps[1].post_to_platform.options.youtube.title"]
     assert "required for TikTok" in found["pipeline.steps[1].post_to_platform.options.tiktok.privacy_level"]

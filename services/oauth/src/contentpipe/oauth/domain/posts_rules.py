@@ -153,7 +153,8 @@ def validate_post(
     if too_long:
         bad("post.text", too_long)
     if rules.media_required and not post.media:
-        bad("post.media", f"{rules.label} needs at least one image or video")
+        needs = "a video" if not rules.max_images else "at least one image or video"
+        bad("post.media", f"{rules.label} needs {needs}")
     if rules.text_or_media_required and not post.text.strip() and not post.media:
         bad("post.text", "a post needs text or media")
     if platform is Platform.GOOGLE and (images or len(videos) != 1):

@@ -11,7 +11,6 @@ from contentpipe.pipelines.domain import templates
 from contentpipe.pipelines.domain.model import (
     GenerateContent,
     GenerationKind,
-    Platform,
     PostToPlatform,
     RetryPolicy,
     SchedulePipeline,
@@ -27,22 +26,6 @@ MAX_DESCRIPTION = 2000
 MAX_BACKOFF_SECONDS = 3600.0
 MIN_DELAY_SECONDS = 1.0
 MAX_DELAY_SECONDS = 366 * 86400.0
-
-# Which media each platform needs: None = text alone is fine; otherwise the generation kinds it accepts.
-PLATFORM_MEDIA: Mapping[Platform, frozenset[GenerationKind] | None] = {
-    Platform.TIKTOK: frozenset({GenerationKind.VIDEO, GenerationKind.IMAGE}),  # video or photo posts
-    Platform.GOOGLE: frozenset({GenerationKind.VIDEO}),
-    Platform.INSTAGRAM: frozenset({GenerationKind.VIDEO, GenerationKind.IMAGE}),
-    Platform.TWITTER: None,
-    Platform.LINKEDIN: None,
-    Platform.FACEBOOK: None,
-    Platform.OUTBOX: None,
-}
-PLATFORM_LABEL: Mapping[Platform, str] = {
-    Platform.TIKTOK: "TikTok",
-    Platform.GOOGLE: "YouTube",
-    Platform.INSTAGRAM: "Instagram",
-}
 
 
 def step_path(index: int, step: Step, *fields: str) -> str:
@@ -222,37 +205,3 @@ def _schedule(index: int, step: Step, action: SchedulePipeline) -> list[FieldVio
     if action.delay_seconds is not None and not MIN_DELAY_SECONDS <= action.delay_seconds <= MAX_DELAY_SECONDS:
         return [FieldViolation(step_path(index, step, "delay"), "1 s to 366 days")]
     return []
-
-
-def media_violations(
-    index: int,
-    step: Step,
-    action: PostToPlatform,
-    platforms: Mapping[str, Platform],
-    generation_kinds: Mapping[str, GenerationKind | None],
-) -> list[FieldViolation]:
-    """Each target's platform must accept the media the step attaches (or none)."""
-    violations: list[FieldViolation] = []
-    media_kind = generation_kinds.get(action.media_step_id) if action.media_step_id else None
-    for position, connection in enumerate(action.connections):
-        platform = platforms.get(connection)
-        if platform is None:
-            continue
-        needed = PLATFORM_MEDIA.get(platform)
-        path = step_path(index, step, "connections", f"[{position}]")
-        label = PLATFORM_LABEL.get(platform, platform.value.title())
-        if needed is not None:
-            if media_kind is None:
-                kinds = " or ".join(sorted(kind.value.lower() for kind in needed))
-                violations.append(FieldViolation(path, f"{label} needs {kinds} media: set media_step_id"))
-            elif media_kind not in needed:
-                kinds = " or ".join(sorted(kind.value.lower() for kind in needed))
-                violations.append(
-                    FieldViolation(
-                        path,
-                        f"{label} accepts {kinds}, but step {action.media_step_id!r} makes {media_kind.value.lower()}",
-                    )
-                )
-    # Platform options (a YouTube title, a TikTok privacy level, ...) are the posting service's rules: the dry
-    # run asks it (CreatePost with validate_only), so they have one home and cannot drift from what publishing checks.
-    return violations

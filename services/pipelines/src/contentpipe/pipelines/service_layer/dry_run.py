@@ -130,6 +130,16 @@ def _media(action: PostToPlatform, context: Mapping[str, Any]) -> tuple[MediaIte
     )
 
 
+def _media_hint(action: PostToPlatform, steps: Sequence[Step]) -> str:
+    """What the step attaches, added to a platform's refusal of it (the posting service does not know the steps)."""
+    if not action.media_step_id:
+        return ": set media_step_id"
+    source = next((step.action for step in steps if step.id == action.media_step_id), None)
+    if isinstance(source, GenerateContent) and source.kind is not None:
+        return f"; step {action.media_step_id!r} makes {source.kind.value.lower()}"
+    return ""
+
+
 def _generation_field(base: str, field: str) -> str | None:
     if field == "request_id":
         return None
@@ -142,8 +152,8 @@ def _post_field(base: str, connections_path: str, field: str) -> str | None:
     if field.startswith("post.media["):
         # The placeholder media have no URI: what is wrong with it is only known once the generation ran.
         return None if field.endswith(".uri") else f"{base}.media_step_id"
-    if field == "post.media":
-        return f"{base}.media_step_id"
+    if field == "post.media":  # the platform does not take this kind of media (or none): said of the target
+        return connections_path
     if field == "post.text":
         return f"{base}.caption"
     if field == "post.connection":
@@ -187,6 +197,7 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
         except templates.TemplateError:
             return
         media = _media(action, context)
+        media_hint = _media_hint(action, steps)
 
         async def one(position: int, connection: str) -> None:
             if not validation.CONNECTION_NAME.match(connection):
@@ -196,7 +207,10 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
                 await peers.posts.validate(request)
             except InvalidArgument as exc:
                 path = validation.step_path(index, step, "connections", f"[{position}]")
-                violations.extend(_mapped(exc, lambda field: _post_field(base, path, field), connection))
+                found = _mapped(exc, lambda field: _post_field(base, path, field), connection)
+                violations.extend(
+                    FieldViolation(v.field, v.description + media_hint) if v.field == path else v for v in found
+                )
             except (NotFound, FailedPrecondition):
                 return  # a missing connection is reported by the lookup; one needing re-auth can be fixed later
             except (Unavailable, DeadlineExceeded) as exc:

@@ -19,12 +19,9 @@ from contentpipe.common.etags import check_etag
 from contentpipe.common.ids import new_id
 from contentpipe.pipelines.domain import validation
 from contentpipe.pipelines.domain.model import (
-    GenerateContent,
-    GenerationKind,
     Pipeline,
     PipelineRun,
     PipelineState,
-    Platform,
     PostToPlatform,
     Step,
 )
@@ -83,12 +80,11 @@ async def _connection_violations(steps: tuple[Step, ...], connections: Connectio
             if validation.CONNECTION_NAME.match(name)
         }
     )
-    found: dict[str, Platform] = {}
     missing: dict[str, str] = {}
 
     async def look_up(name: str) -> None:
         try:
-            info = await connections.get(name, acting_for=None)
+            await connections.get(name, acting_for=None)
         except NotFound:
             missing[name] = f"{name} does not exist or is not yours"
             return
@@ -97,15 +93,11 @@ async def _connection_violations(steps: tuple[Step, ...], connections: Connectio
                 missing[name] = f"{name} is not a valid connection name"
                 return
             raise
-        found[name] = info.platform
 
     await asyncio.gather(*(look_up(name) for name in names))
     violations: list[FieldViolation] = []
-    generation_kinds: dict[str, GenerationKind | None] = {}
     for index, step in enumerate(steps):
         action = step.action
-        if isinstance(action, GenerateContent):
-            generation_kinds[step.id] = action.kind
         if not isinstance(action, PostToPlatform):
             continue
         for position, name in enumerate(action.connections):
@@ -113,7 +105,7 @@ async def _connection_violations(steps: tuple[Step, ...], connections: Connectio
                 violations.append(
                     FieldViolation(validation.step_path(index, step, "connections", f"[{position}]"), missing[name])
                 )
-        violations.extend(validation.media_violations(index, step, action, found, generation_kinds))
+    # Whether each platform takes the media the step attaches is the posting service's rule: the dry run asks it.
     return violations
 
 
