@@ -186,7 +186,7 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
         except NotFound as exc:  # e.g. options.input_image_uri naming a generation that is not the caller's
             violations.append(FieldViolation(f"{base}.options.input_image_uri", exc.message))
         except (Unavailable, DeadlineExceeded) as exc:
-            raise _unchecked(base, "generation", exc) from None
+            raise step_not_checked(base, "generation", exc) from None
 
     async def check_post(index: int, step: Step, action: PostToPlatform) -> None:
         base = validation.step_path(index, step)
@@ -214,7 +214,7 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
             except (NotFound, FailedPrecondition):
                 return  # a missing connection is reported by the lookup; one needing re-auth can be fixed later
             except (Unavailable, DeadlineExceeded) as exc:
-                raise _unchecked(base, "oauth (posting)", exc) from None
+                raise step_not_checked(base, "oauth (posting)", exc) from None
 
         await asyncio.gather(*(one(position, name) for position, name in enumerate(action.connections)))
 
@@ -236,7 +236,7 @@ async def peer_violations(display_name: str, steps: Sequence[Step], peers: Peers
     return violations
 
 
-def _unchecked(path: str, service: str, error: ContentpipeError) -> Unavailable:
+def step_not_checked(path: str, service: str, error: ContentpipeError) -> Unavailable:
     """A step its service could not check: never accepted unchecked (the rules live only there), so say so."""
     retry_after = error.retry_after if isinstance(error, Unavailable) else None
     return Unavailable(
@@ -244,7 +244,7 @@ def _unchecked(path: str, service: str, error: ContentpipeError) -> Unavailable:
         "nothing was created or changed, try again when it is up",
         retry_after=retry_after if retry_after is not None else 1.0,
         reason="STEP_NOT_CHECKED",
-        metadata={"step": path, "service": service},
+        metadata={"unchecked": path, "service": service},
     )
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from contentpipe.common.errors import (
     Aborted,
     ContentpipeError,
+    DeadlineExceeded,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -88,6 +89,8 @@ async def _connection_violations(steps: tuple[Step, ...], connections: Connectio
         except NotFound:
             missing[name] = f"{name} does not exist or is not yours"
             return
+        except (Unavailable, DeadlineExceeded) as exc:
+            raise dry_run.step_not_checked(name, "oauth (connections)", exc) from None
         except ContentpipeError as exc:
             if isinstance(exc, InvalidArgument):
                 missing[name] = f"{name} is not a valid connection name"
