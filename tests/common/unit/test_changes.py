@@ -60,3 +60,29 @@ def test_the_bound_is_capped() -> None:
     assert wait_seconds(None) == wait_seconds(0) == MAX_WAIT_SECONDS
     assert wait_seconds(5) == 5
     assert wait_seconds(MAX_WAIT_SECONDS * 10) == MAX_WAIT_SECONDS
+
+
+async def test_snapshots_that_are_not_the_awaited_change_cost_no_read() -> None:
+    notifier = ChangeNotifier()
+    state = {"value": "QUEUED"}
+    reads = 0
+    subscribed = asyncio.Event()
+
+    async def read() -> str:
+        nonlocal reads
+        reads += 1
+        subscribed.set()
+        return state["value"]
+
+    waiter = asyncio.create_task(wait_for(notifier, "p1", read, lambda v: v == "DONE", 3600, recheck=3600))
+    await subscribed.wait()
+    for step in ("CLAIMED", "PUBLISHING", "ARMED"):
+        state["value"] = step
+        notifier.notify("p1", step)
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    assert reads == 1  # three changes seen through their snapshots, none read
+    state["value"] = "DONE"
+    notifier.notify("p1", "DONE")
+    assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
+    assert reads == 2  # the awaited change is confirmed by a read: the caller gets what is stored

@@ -71,6 +71,9 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+_VERIFIED_CACHE_SIZE = 4096
+
+
 class TokenVerifier:
     """Verifies bearer tokens with the configured HS256 secret and/or a JWKS endpoint (RS256/ES256)."""
 
@@ -96,9 +99,24 @@ class TokenVerifier:
         if jwks_url is not None:
             allowed.extend(_ASYMMETRIC_ALGORITHMS)
         self.allowed_algorithms: Sequence[str] = tuple(allowed)
+        # Verified tokens and their expiry: a peer or a client sends the same token for many calls, and three JWT
+        # decodes per call were a visible share of every service's CPU. A hit still checks the expiry.
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def verify(self, token: str) -> dict[str, Any]:
         """Return the verified claims or raise Unauthenticated (the token itself is never echoed)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() <= cached[1] + self._leeway:
+                return cached[0]
+            del self._verified[token]
+        claims = await self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (claims, float(claims["exp"]))
+        return claims
+
+    async def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
