@@ -247,6 +247,27 @@ def test_process_pending_once_drains_queued_runs_and_exits(
     client.close()
 
 
+def test_a_run_queued_on_an_api_replica_wakes_the_worker_replica_over_notify(
+    start_service: Callable[..., ServiceProcess],
+    own_database_url: str,
+    database_backend: str,
+    peers: FakePeers,
+    user: str,
+) -> None:
+    if database_backend != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; on SQLite one process wakes its own worker")
+    # An hour between claims on the worker replica: only the notification from the API replica can start the run.
+    start_pipelines(start_service, own_database_url, peers, PIPELINES_CLAIM_INTERVAL_SECONDS="3600")
+    api = start_pipelines(start_service, own_database_url, peers, PIPELINES_WORKER_ENABLED="0")
+    client = Client(api.address, user)
+    pipeline = create(client, generate_step(), post_step([peers.add_connection(user)]))
+
+    queued = run(client, pipeline)
+
+    assert client.wait_run(queued.name, timeout=20).state == pb.PIPELINE_RUN_STATE_SUCCEEDED
+    client.close()
+
+
 def test_create_is_idempotent_per_request_id_and_validate_only_creates_nothing(client: Client) -> None:
     pipeline = pb.Pipeline(display_name="once", steps=[generate_step()])
     checked = client.CreatePipeline(pb.CreatePipelineRequest(pipeline=pipeline, validate_only=True)).pipeline

@@ -148,8 +148,8 @@ class MemoryRuns:
                 held.add(run_id)
         return held
 
-    async def release(self, run_ids: Sequence[str], lease_owner: str) -> None:
-        for run_id in run_ids:
+    async def release(self, run_ids: Sequence[str] | None, lease_owner: str) -> None:
+        for run_id in list(self.rows) if run_ids is None else run_ids:
             row = self.rows.get(run_id)
             if row is not None and row.lease_owner == lease_owner:
                 row.lease_owner = None

@@ -229,20 +229,25 @@ async def test_per_user_limit_leaves_room_for_other_users() -> None:
     worker = Worker(
         runs,
         peers.peers(),
-        EngineSettings(worker_id="w1", max_in_flight=10, max_per_user=2, poll_initial=0.01, poll_max=0.01),
+        EngineSettings(
+            worker_id="w1", max_in_flight=10, max_per_user=2, poll_initial=0.01, poll_max=0.01, claim_interval=0.01
+        ),
     )
 
-    started = await worker.claim_once()
-    started += await worker.claim_once()
-    await asyncio.sleep(0.05)
-
-    owners = sorted(worker._owners.values())
-    assert owners == ["greedy", "greedy", "modest"]
-    assert started == 3
-    # The surplus runs were given back at once, for other replicas.
-    free = [row for row in runs.rows.values() if row.lease_owner is None]
-    assert len(free) == 3
-    await worker._stop_tasks()
+    loop = asyncio.create_task(worker.run_forever())
+    try:
+        # Several claim rounds pass (the poll interval is short) and no more runs start.
+        for _ in range(5):
+            worker.queue.idle.clear()
+            await asyncio.wait_for(worker.queue.idle.wait(), timeout=5)
+        owners = sorted(runs.rows[run_id].run.owner for run_id in worker.queue.running())
+        assert owners == ["greedy", "greedy", "modest"]
+        # The surplus runs were given back at once, for other replicas.
+        free = [row for row in runs.rows.values() if row.lease_owner is None]
+        assert len(free) == 3
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
 
 
 def test_backoff_is_full_jitter_capped() -> None:

@@ -5,9 +5,12 @@ adapters built on `contentpipe.common.database.claim_rows`/`renew_rows`/`release
 (`async def handle(item)`, the business rule). `LeasedWorker` claims up to the free capacity in batches, runs each
 item as an asyncio task, renews all held leases in one call every third of the lease, cancels a task whose lease
 was lost (or whose item no longer needs work), gives finished items' leases back, and sleeps until a `WakeSignal`
-fires or the poll interval passes. `PassLoop` is the same for queues processed in whole passes (the scheduler's
-due jobs, the token refresher). A failing claim or pass (the database restarting) is logged and retried; a
-programming error propagates, so the supervisor in `contentpipe.common.server` sees the loop die.
+fires or the poll interval passes. Two optional hooks serve queues with more rules: a `claim` that also receives
+the items this replica holds (per-owner fairness: skip owners already at their limit here), and a `watch` called
+with the held ids every `watch_interval` (e.g. one query for cancel requests of everything running here).
+`PassLoop` is the same for queues processed in whole passes (the scheduler's due jobs, the token refresher).
+A failing claim or pass (the database restarting) is logged and retried; a programming error propagates, so the
+supervisor in `contentpipe.common.server` sees the loop die.
 """
 
 from __future__ import annotations
@@ -96,6 +99,15 @@ class WakeSignal:
         return False
 
 
+class HeldAwareClaim(Protocol[ItemT]):
+    """A claim that also sees the items this replica holds (running or about to run), to apply per-owner limits."""
+
+    def __call__(
+        self, owner: str, limit: int, lease_seconds: float, held: Sequence[ItemT]
+    ) -> Awaitable[Sequence[ItemT]]:
+        """Lease up to `limit` items like `LeaseQueue.claim`; give back at once any it leased but will not return."""
+
+
 class LeaseQueue(Protocol[ItemT_co]):
     """The repository port a `LeasedWorker` drives. Every call is one short transaction."""
 
@@ -136,14 +148,23 @@ class LeasedWorker(Generic[ItemT]):
         *,
         key: Callable[[ItemT], str],
         wake: WakeSignal | None = None,
+        claim: HeldAwareClaim[ItemT] | None = None,
+        watch: Callable[[Sequence[str]], Awaitable[None]] | None = None,
+        watch_interval: float = 1.0,
     ) -> None:
+        if watch_interval <= 0:
+            raise ValueError(f"invalid watch interval: {watch_interval}")
         self.name = name
         self.settings = settings
         self.wake = wake or WakeSignal(name)
         self._queue = queue
         self._handle = handle
         self._key = key
+        self._claim = claim
+        self._watch = watch
+        self._watch_interval = watch_interval
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._items: dict[str, ItemT] = {}  # what the running tasks handle (a held-aware claim sees them)
         self._finished: list[str] = []
         self.idle = asyncio.Event()  # set while the loop sleeps until woken (tests and probes wait on it)
 
@@ -166,13 +187,14 @@ class LeasedWorker(Generic[ItemT]):
         """Claim and dispatch until cancelled; then stop the handlers and give their leases back."""
         s = self.settings
         await self._queue.release(s.owner)  # ours from before a restart (same owner): claimable again at once
-        renewer = asyncio.create_task(self._renew_forever(), name=f"{self.name}-lease-renewal")
+        helpers = self._start_helpers()
         try:
             while True:
                 _raise_if_cancelling()
                 self.wake.clear()
-                if renewer.done():
-                    renewer.result()  # a crashed renewer is this loop's crash
+                for helper in helpers:
+                    if helper.done():
+                        helper.result()  # a crashed renewer or watcher is this loop's crash
                 wanted = self._wanted()
                 started = await self._claim_once()
                 _raise_if_cancelling()
@@ -187,12 +209,13 @@ class LeasedWorker(Generic[ItemT]):
                 else:
                     await asyncio.sleep(0)  # a full batch: there may be more, but let handlers run first
         finally:
-            renewer.cancel()
+            for helper in helpers:
+                helper.cancel()
             await self._stop_all()
 
     async def drain(self) -> int:
         """Handle everything claimable now (and what it queues) to the end; returns how many items ran."""
-        renewer = asyncio.create_task(self._renew_forever(), name=f"{self.name}-lease-renewal")
+        helpers = self._start_helpers()
         handled = 0
         try:
             while True:
@@ -207,8 +230,15 @@ class LeasedWorker(Generic[ItemT]):
                 if self._tasks:
                     await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            renewer.cancel()
+            for helper in helpers:
+                helper.cancel()
             await self._stop_all()
+
+    def _start_helpers(self) -> list[asyncio.Task[None]]:
+        helpers = [asyncio.create_task(self._renew_forever(), name=f"{self.name}-lease-renewal")]
+        if self._watch is not None:
+            helpers.append(asyncio.create_task(self._watch_forever(self._watch), name=f"{self.name}-watch"))
+        return helpers
 
     def _wanted(self) -> int:
         return min(self.settings.concurrency - len(self._tasks), self.settings.claim_batch)
@@ -221,7 +251,10 @@ class LeasedWorker(Generic[ItemT]):
             wanted = self._wanted()
             if wanted <= 0:
                 return 0
-            claimed = await self._queue.claim(s.owner, wanted, s.lease_seconds)
+            if self._claim is None:
+                claimed = await self._queue.claim(s.owner, wanted, s.lease_seconds)
+            else:
+                claimed = await self._claim(s.owner, wanted, s.lease_seconds, list(self._items.values()))
         except Exception as exc:
             _retrying(self.name, "claiming work", exc)
             return -1
@@ -230,6 +263,7 @@ class LeasedWorker(Generic[ItemT]):
             item_id = self._key(item)
             if item_id in self._tasks:
                 continue  # its lease had lapsed while it ran here: re-claimed, not started twice
+            self._items[item_id] = item
             self._tasks[item_id] = asyncio.create_task(self._run_one(item_id, item), name=f"{self.name}-{item_id}")
             started += 1
         return started
@@ -245,6 +279,7 @@ class LeasedWorker(Generic[ItemT]):
         finally:
             if self._tasks.get(item_id) is asyncio.current_task():
                 del self._tasks[item_id]
+                self._items.pop(item_id, None)
                 self._finished.append(item_id)
                 self.wake.set_quietly()  # capacity freed: claim again
 
@@ -280,6 +315,17 @@ class LeasedWorker(Generic[ItemT]):
                     )
                     task.cancel()
 
+    async def _watch_forever(self, watch: Callable[[Sequence[str]], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            ids = list(self._tasks)
+            if not ids:
+                continue
+            try:
+                await watch(ids)
+            except Exception as exc:
+                _retrying(self.name, "watching held items", exc)
+
     async def _stop_all(self) -> None:
         tasks = list(self._tasks.values())
         ids = [*self._tasks, *self._finished]
@@ -287,6 +333,7 @@ class LeasedWorker(Generic[ItemT]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._items.clear()
         if ids:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._queue.release(self.settings.owner, ids))

@@ -17,6 +17,7 @@ from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.channels import ServiceToken, create_channel
 from contentpipe.common.database import Schema, create_engine, session_factory
+from contentpipe.common.notify import PgWakeChannel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
@@ -51,8 +52,12 @@ class Components:
     runs: RunService
     page_tokens: PageTokenCodec
     run_repo: SqlRunRepository  # the queue gauges sample it
+    # A run queued on another replica wakes this worker (PostgreSQL LISTEN/NOTIFY; SQLite: in-process only).
+    notify: PgWakeChannel | None = None
 
     async def close(self) -> None:
+        if self.notify is not None:
+            await self.notify.close()
         for channel in self.channels.values():
             await channel.close(None)
         await self.engine.dispose()
@@ -101,6 +106,7 @@ def build(config: PipelinesConfig) -> Components:
         runs=RunService(pipeline_repo, run_repo, peers, settings, on_queued=worker.wake, changes=changes),
         page_tokens=PageTokenCodec(config.common.jwt_secret, purpose="pipelines-page-token"),
         run_repo=stored_runs,
+        notify=wake_channel(engine, "contentpipe_pipelines", worker.queue.wake),
     )
 
 
@@ -116,18 +122,20 @@ def registrations(components: Components) -> list[ServiceRegistration]:
 
 
 def background_tasks(components: Components) -> list[BackgroundTask]:
-    """Loops started once the service is SERVING and cancelled at shutdown: the run engine and its queue gauges."""
+    """Loops started once the service is SERVING and cancelled at shutdown: the run engine, its wake-up listener
+    and its queue gauges."""
     if not components.config.worker_enabled:
         return []
-    worker, run_repo = components.worker, components.run_repo
-
-    async def run_engine() -> None:
-        await worker.run_forever()
+    run_repo = components.run_repo
 
     async def sample_queue() -> None:
         await sample_queue_forever(run_repo, default_metrics())
 
-    return [run_engine, sample_queue]
+    # The engine's loop itself (not a wrapper): supervision names it after its queue when it dies.
+    tasks: list[BackgroundTask] = [components.worker.queue.run, sample_queue]
+    if components.notify is not None:
+        tasks.append(components.notify.listen_forever)
+    return tasks
 
 
 async def migrate(config: PipelinesConfig) -> None:

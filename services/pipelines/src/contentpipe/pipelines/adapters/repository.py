@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from contentpipe.common.database import claim_rows, db_now, is_postgresql, release_rows
+from contentpipe.common.database import claim_rows, db_now, is_postgresql, release_rows, renew_rows
 from contentpipe.common.errors import Unavailable
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import Pipeline, PipelineRun, PipelineState, RunState
@@ -408,27 +408,19 @@ class SqlRunRepository:
             return set()
         async with self._sessions.begin() as session:
             now = await db_now(session)
-            await session.execute(
-                update(pipeline_runs)
-                .where(
-                    pipeline_runs.c.id.in_(list(run_ids)),
-                    pipeline_runs.c.lease_owner == lease_owner,
-                    pipeline_runs.c.lease_expires_at > now,
-                )
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            held = await renew_rows(
+                session, pipeline_runs, list(run_ids), lease_owner=lease_owner, lease_seconds=lease_seconds, now=now
             )
-            rows = await session.execute(
-                select(pipeline_runs.c.id).where(
-                    pipeline_runs.c.id.in_(list(run_ids)), pipeline_runs.c.lease_owner == lease_owner
-                )
-            )
-            return {row.id for row in rows}
+        return {str(run_id) for run_id in held}
 
     @_database_errors
-    async def release(self, run_ids: Sequence[str], lease_owner: str) -> None:
-        if not run_ids:
+    async def release(self, run_ids: Sequence[str] | None, lease_owner: str) -> None:
+        if run_ids is not None and not run_ids:
             return
         async with self._sessions.begin() as session:
+            if run_ids is None:
+                c = pipeline_runs.c
+                run_ids = [row.id for row in await session.execute(select(c.id).where(c.lease_owner == lease_owner))]
             await release_rows(session, pipeline_runs, list(run_ids), lease_owner=lease_owner)
 
     @_database_errors

@@ -80,9 +80,10 @@ class RunRepository(Protocol):
         """Lease QUEUED or orphaned RUNNING runs (oldest first)."""
 
     async def renew(self, run_ids: Sequence[str], lease_owner: str, lease_seconds: float) -> set[str]:
-        """Extend the leases still held; returns the ids still held."""
+        """Extend the leases still held (an expired one is not revived); returns those ids."""
 
-    async def release(self, run_ids: Sequence[str], lease_owner: str) -> None: ...
+    async def release(self, run_ids: Sequence[str] | None, lease_owner: str) -> None:
+        """Give back `lease_owner`'s leases on `run_ids` (None: all it holds, e.g. from before a restart)."""
 
     async def request_cancel(self, owner: str, run_id: str) -> None: ...
 

@@ -52,7 +52,7 @@ class NotifyingRunRepository:
     async def renew(self, run_ids: Sequence[str], lease_owner: str, lease_seconds: float) -> set[str]:
         return await self._inner.renew(run_ids, lease_owner, lease_seconds)
 
-    async def release(self, run_ids: Sequence[str], lease_owner: str) -> None:
+    async def release(self, run_ids: Sequence[str] | None, lease_owner: str) -> None:
         await self._inner.release(run_ids, lease_owner)
 
     async def request_cancel(self, owner: str, run_id: str) -> None:

@@ -8,6 +8,6 @@ cannot overwrite the new holder's progress.
 
 Modules: `core` (settings, step outcomes, child request ids), `context` (what templates and media see), `waits`
 (cancel-aware sleeps and long polls of children),
-`targets` (the outcome of each target of a post step), `executor` (one run's steps), `worker` (claiming,
-lease renewal, cancel watching).
+`targets` (the outcome of each target of a post step), `executor` (one run's steps), `worker` (the run queue's
+handler on the common work-queue runtime: per-user limits, cancel watching, run outcomes).
 """

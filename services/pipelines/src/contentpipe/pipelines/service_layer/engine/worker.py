@@ -1,4 +1,10 @@
-"""Claims runs and executes them concurrently, renewing leases and watching for cancel requests."""
+"""The run queue's handler on the common work-queue runtime: per-user limits, cancel watching, run outcomes.
+
+Claims, lease renewal, wake-ups, bounded concurrency and release are `contentpipe.common.workqueue.LeasedWorker`'s.
+This module adds what is particular to runs: a claim that skips users already at `max_per_user` runs on this
+replica, a watch that looks for cancel requests of every run held here in one query each `cancel_check_interval`,
+and the handler that executes one run and turns its failures into the right outcome.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 
 from contentpipe.common import errors
 from contentpipe.common.error_class import ErrorClass
+from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
 from contentpipe.pipelines.domain.model import (
     PipelineRun,
     RunState,
@@ -27,108 +35,117 @@ from contentpipe.pipelines.service_layer.ports import (
 _log = logging.getLogger(__name__)
 
 
+class _RunLeases:
+    """The run repository as the runtime's `LeaseQueue` (its argument order)."""
+
+    def __init__(self, runs: RunRepository) -> None:
+        self._runs = runs
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[PipelineRun]:
+        return await self._runs.claim(owner, limit, lease_seconds)
+
+    async def renew(self, owner: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
+        return await self._runs.renew(ids, owner, lease_seconds)
+
+    async def release(self, owner: str, ids: Sequence[str] | None = None) -> None:
+        await self._runs.release(ids, owner)
+
+
 class Worker:
-    """Claims runs and executes them concurrently, within per-replica and per-user limits."""
+    """Executes claimed runs concurrently, within the per-replica (`max_in_flight`) and per-user limits."""
 
     def __init__(
-        self, runs: RunRepository, peers: Peers, settings: EngineSettings, metrics: PipelineMetrics | None = None
+        self,
+        runs: RunRepository,
+        peers: Peers,
+        settings: EngineSettings,
+        metrics: PipelineMetrics | None = None,
+        *,
+        wake: WakeSignal | None = None,
     ) -> None:
         self._runs = runs
         self._peers = peers
         self._settings = settings
         self._metrics = metrics if metrics is not None else default_metrics()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._owners: dict[str, str] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
-        self._wake = asyncio.Event()
+        self.queue: LeasedWorker[PipelineRun] = LeasedWorker(
+            "pipelines",
+            _RunLeases(runs),
+            self._execute,
+            QueueSettings(
+                owner=settings.worker_id,
+                lease_seconds=settings.lease_seconds,
+                poll_interval=settings.claim_interval,
+                concurrency=settings.max_in_flight,
+                claim_batch=settings.max_in_flight,
+            ),
+            key=lambda run: run.id,
+            wake=wake,
+            claim=self._claim,
+            watch=self._watch_cancel_requests,
+            watch_interval=settings.cancel_check_interval,
+        )
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return self.queue.in_flight
 
     def wake(self) -> None:
-        """A run was queued: claim now rather than at the next interval."""
-        self._wake.set()
+        """A run was queued: claim now rather than at the next interval (and tell the other replicas)."""
+        self.queue.wake.set()
 
     async def run_forever(self) -> None:
-        renewer = asyncio.create_task(self._renew_forever(), name="lease-renewer")
-        try:
-            while True:
-                try:
-                    await self.claim_once()
-                except Exception:
-                    _log.exception("claiming runs failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.claim_interval)
-                self._wake.clear()
-        finally:
-            renewer.cancel()
-            await self._stop_tasks()
+        """Claim and execute until cancelled; then stop the runs here and give their leases back."""
+        await self.queue.run()
 
     async def drain(self) -> int:
         """Execute every claimable run to the end, then return how many were executed (batch mode)."""
-        renewer = asyncio.create_task(self._renew_forever(), name="lease-renewer")
-        executed = 0
-        try:
-            while True:
-                claimed = await self.claim_once()
-                executed += claimed
-                if not self._tasks and not claimed:
-                    return executed
-                if self._tasks:
-                    await asyncio.wait(
-                        list(self._tasks.values()),
-                        timeout=self._settings.claim_interval,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-        finally:
-            renewer.cancel()
-            await self._stop_tasks()
+        return await self.queue.drain()
 
-    async def claim_once(self) -> int:
-        capacity = self._settings.max_in_flight - len(self._tasks)
-        if capacity <= 0:
-            return 0
-        counts = Counter(self._owners.values())
-        saturated = [owner for owner, count in counts.items() if count >= self._settings.max_per_user]
+    async def _claim(
+        self, owner: str, limit: int, lease_seconds: float, held: Sequence[PipelineRun]
+    ) -> list[PipelineRun]:
+        """Claim runs of users below their limit here; a batch that brings a user over it gives the surplus back."""
+        counts = Counter(run.owner for run in held)
+        limit_per_user = self._settings.max_per_user
         claimed = await self._runs.claim(
-            self._settings.worker_id,
-            capacity,
-            self._settings.lease_seconds,
-            exclude_owners=saturated,
-            # A run whose lease lapsed while its task is still here is not started twice in this process.
-            exclude_ids=list(self._tasks),
+            owner,
+            limit,
+            lease_seconds,
+            exclude_owners=[user for user, count in counts.items() if count >= limit_per_user],
+            # A run whose lease lapsed while it still runs here is not leased again by this replica.
+            exclude_ids=[run.id for run in held],
         )
+        kept: list[PipelineRun] = []
         surplus: list[str] = []
-        started = 0
         for run in claimed:
-            if counts[run.owner] >= self._settings.max_per_user:
+            if counts[run.owner] >= limit_per_user:
                 surplus.append(run.id)
                 continue
             counts[run.owner] += 1
-            self._start(run)
-            started += 1
+            kept.append(run)
         if surplus:
-            await self._runs.release(surplus, self._settings.worker_id)
-        return started
+            # For other replicas (or this one, once a run of that user ends) at once, not after the lease.
+            await self._runs.release(surplus, owner)
+        return kept
 
-    def _start(self, run: PipelineRun) -> None:
-        self._owners[run.id] = run.owner
-        self._cancel_events[run.id] = asyncio.Event()
-        task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
-        self._tasks[run.id] = task
+    async def _watch_cancel_requests(self, run_ids: Sequence[str]) -> None:
+        """One query for all runs held here: wake the runs whose cancellation was requested (or that were deleted)."""
+        for run_id in await self._runs.cancel_requested_among(run_ids):
+            event = self._cancel_events.get(run_id)
+            if event is not None:
+                event.set()
 
     async def _execute(self, run: PipelineRun) -> None:
-        executor = RunExecutor(
-            self._runs, self._peers, self._settings, self._cancel_events[run.id], metrics=self._metrics
-        )
+        cancel_event = self._cancel_events.setdefault(run.id, asyncio.Event())
+        executor = RunExecutor(self._runs, self._peers, self._settings, cancel_event, metrics=self._metrics)
         try:
             await executor.execute(run)
         except LeaseLost:
             _log.warning("lease lost; another worker continues the run", extra={"run": run.name})
         except errors.Unavailable:
-            # Our own database hiccuped: the run is not at fault. Give it back; it continues from its last
-            # recorded step at the next claim.
+            # Our own database hiccuped: the run is not at fault. Its lease is given back when this returns; it
+            # continues from its last recorded step at the next claim.
             _log.warning("database unavailable; the run will be picked up again", extra={"run": run.name})
         except asyncio.CancelledError:
             raise
@@ -145,49 +162,5 @@ class Worker:
                 await self._runs.save(crashed, self._settings.worker_id)
                 self._metrics.transition(current, crashed)
         finally:
-            if self._tasks.get(run.id) is asyncio.current_task():
-                self._tasks.pop(run.id, None)
-                self._owners.pop(run.id, None)
-                self._cancel_events.pop(run.id, None)
-                with contextlib.suppress(Exception):
-                    await self._runs.release([run.id], self._settings.worker_id)
-
-    async def _renew_forever(self) -> None:
-        """Renew leases every third of their length, and look for cancel requests of all runs in one query."""
-        interval = max(self._settings.lease_seconds / 3, 0.05)
-        loop = asyncio.get_running_loop()
-        next_renewal = loop.time() + interval
-        while True:
-            await asyncio.sleep(min(self._settings.cancel_check_interval, interval))
-            ids = list(self._tasks)
-            if not ids:
-                continue
-            try:
-                for run_id in await self._runs.cancel_requested_among(ids):
-                    event = self._cancel_events.get(run_id)
-                    if event is not None:
-                        event.set()
-            except Exception:
-                _log.exception("looking for cancel requests failed; retrying")
-            if loop.time() < next_renewal:
-                continue
-            next_renewal = loop.time() + interval
-            try:
-                held = await self._runs.renew(ids, self._settings.worker_id, self._settings.lease_seconds)
-            except Exception:
-                _log.exception("renewing leases failed; retrying")
-                continue
-            for run_id in ids:
-                task = self._tasks.get(run_id)
-                if run_id not in held and task is not None and not task.done():
-                    _log.warning("lease lost; stopping the run here", extra={"run_id": run_id})
-                    task.cancel()
-
-    async def _stop_tasks(self) -> None:
-        tasks = list(self._tasks.values())
-        ids = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._runs.release(ids, self._settings.worker_id)
+            # No await between here and the runtime dropping the task: the watch cannot re-create the event.
+            self._cancel_events.pop(run.id, None)
