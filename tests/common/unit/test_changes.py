@@ -86,3 +86,26 @@ async def test_snapshots_that_are_not_the_awaited_change_cost_no_read() -> None:
     notifier.notify("p1", "DONE")
     assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
     assert reads == 2  # the awaited change is confirmed by a read: the caller gets what is stored
+
+
+async def test_only_a_local_notify_is_passed_on_to_the_other_replicas() -> None:
+    notifier = ChangeNotifier()
+    sent: list[str] = []
+    notifier.on_notify(sent.append)  # what the cross-replica sender registers
+    notifier.notify("g1")  # committed here: passed on
+    notifier.notify_quietly("g2")  # another replica's change: passing it back would echo it forever
+    notifier.notify_all_quietly()
+    assert sent == ["g1"]
+
+
+async def test_a_wait_re_reads_at_its_notifiers_interval_by_default() -> None:
+    notifier = ChangeNotifier(recheck_seconds=0.01)
+    reads = 0
+
+    async def read() -> int:
+        nonlocal reads
+        reads += 1
+        return reads
+
+    # No notification at all: only the notifier's 10 ms re-read can reach the third read within the bound.
+    assert await asyncio.wait_for(wait_for(notifier, "g1", read, lambda n: n >= 3, 3600), 10) == 3

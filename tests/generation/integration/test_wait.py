@@ -1,8 +1,9 @@
 """WaitGeneration through a real generation process: answers with the finished generation, at its bound with the
-generation as it is, and refuses like GetGeneration."""
+generation as it is, and refuses like GetGeneration; on PostgreSQL, at once when another replica finished it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import grpc
@@ -44,3 +45,22 @@ def test_wait_generation(database_url: str, start_service: Callable[..., Service
             )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "timeout" in (info.value.details() or "")
+
+
+def test_wait_generation_answers_at_once_when_another_replica_finishes_it(
+    postgres_url: str, start_service: Callable[..., ServiceProcess]
+) -> None:
+    # Re-reads every 10 s: an answer within 3 s can only come from the worker replica's notification.
+    slow_recheck = {"CONTENTPIPE_LONG_POLL_RECHECK": "10s"}
+    api_only = start_service(
+        "generation", database_url=postgres_url, env={**slow_recheck, "GENERATION_WORKER_ENABLED": "0"}
+    )
+    start_service("generation", database_url=postgres_url, env=slow_recheck)  # runs the worker
+    with GenerationClient(api_only.address) as client:
+        started = time.monotonic()
+        created = client.create(kind=pb.GENERATION_KIND_TEXT, prompt="a haiku about tides", provider="local")
+        request = pb.WaitGenerationRequest(name=created.name, timeout=Duration(seconds=30))
+        done = client.stub.WaitGeneration(request, metadata=bearer("user-1"), timeout=40).generation
+        answered = time.monotonic()
+    assert done.state == pb.GENERATION_STATE_SUCCEEDED, done
+    assert answered - started < 3, f"WaitGeneration answered after {answered - started:.2f} s"

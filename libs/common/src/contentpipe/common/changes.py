@@ -1,9 +1,10 @@
 """In-process change notifications for long polls (WaitGeneration, WaitPost): a writer says "row X changed",
 every waiter on X in this process wakes at once.
 
-This only reaches waiters in the same process as the writer. A long poll must therefore also re-read its row
-every `recheck` seconds (see `wait_for`), which covers writers in other replicas and notifications lost to a
-restart; the cost is latency, never a missed change.
+`notify` reaches waiters in the same process as the writer; on PostgreSQL, `contentpipe.common.notify.ChangeChannel`
+carries it to the other replicas (LISTEN/NOTIFY), which wake their waiters with `notify_quietly`. A long poll still
+re-reads its row every `recheck` seconds (see `wait_for`), which covers notifications lost to a restart or a dropped
+LISTEN connection: the cost of a lost one is latency, never a missed change.
 """
 
 from __future__ import annotations
@@ -37,13 +38,34 @@ class ChangeNotifier:
     `notify(key, snapshot)` also hands waiters a copy of what was committed, so a waiter can see that a change is
     not the one it waits for without reading the row again (see `wait_for`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self._waiters: dict[str, set[_Subscription]] = {}
+        self._hooks: list[Callable[[str], None]] = []
+        # How often `wait_for` re-reads without a notification (a setting: tests lengthen it to prove a wake-up
+        # came from a notification).
+        self.recheck_seconds = recheck_seconds
+
+    def on_notify(self, hook: Callable[[str], None]) -> None:
+        """Run `hook(key)` on every `notify` (the cross-replica sender registers one), not on `notify_quietly`."""
+        self._hooks.append(hook)
 
     def notify(self, key: str, snapshot: object = None) -> None:
+        """`key` changed in this process (committed): wake its waiters here and tell the other replicas (the key
+        only: a snapshot stays in this process)."""
+        self.notify_quietly(key, snapshot)
+        for hook in self._hooks:
+            hook(key)
+
+    def notify_quietly(self, key: str, snapshot: object = None) -> None:
+        """Wake the waiters on `key` in this process only (another replica told us: no snapshot, they re-read)."""
         for waiter in self._waiters.get(key, ()):
             waiter.snapshots.append(snapshot)
             waiter.event.set()
+
+    def notify_all_quietly(self) -> None:
+        """Wake every waiter here (notifications may have been lost, e.g. while a LISTEN connection was down)."""
+        for key in list(self._waiters):
+            self.notify_quietly(key)
 
     @contextlib.contextmanager
     def subscribe(self, key: str) -> Iterator[_Subscription]:
@@ -79,14 +101,16 @@ async def wait_for(
     done: Callable[[T], bool],
     max_wait: float,
     *,
-    recheck: float = RECHECK_SECONDS,
+    recheck: float | None = None,
 ) -> T:
     """Read until `done(value)` or `max_wait` seconds pass; between reads, sleep until `key` is notified (or `recheck`
-    seconds). Returns the last value read. Errors of `read` (NotFound, ...) propagate.
+    seconds, by default the notifier's). Returns the last value read. Errors of `read` (NotFound, ...) propagate.
 
     When every notification since the last read carried a snapshot and none of them is `done`, the row is not read
     again (its committed states were all seen); a `done` snapshot is confirmed by a read, so what the caller gets is
     always what is stored."""
+    if recheck is None:
+        recheck = notifier.recheck_seconds
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait
     with notifier.subscribe(key) as waiter:

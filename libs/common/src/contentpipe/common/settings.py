@@ -222,6 +222,8 @@ class CommonSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     # Test/chaos only: SIGUSR1 crashes the first background loop (supervision is exercised end to end).
     fault_injection: bool = False
+    # How often a long poll re-reads its row without a notification (lost notifications, restarts).
+    long_poll_recheck_seconds: float = 1.0
 
     @property
     def bind_address(self) -> str:
@@ -283,4 +285,5 @@ def load_common_settings(service: str, environ: Mapping[str, str]) -> CommonSett
         allow_private_urls=env_bool(environ, "CONTENTPIPE_ALLOW_PRIVATE_URLS", False),
         tls=load_tls_settings(environ),
         fault_injection=env_bool(environ, "CONTENTPIPE_FAULT_INJECTION", False),
+        long_poll_recheck_seconds=env_duration(environ, "CONTENTPIPE_LONG_POLL_RECHECK", 1.0),
     )

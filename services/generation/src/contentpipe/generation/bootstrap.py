@@ -19,7 +19,7 @@ from contentpipe.api.generation.v1 import generation_service_pb2, generation_ser
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.database import Schema, create_engine
 from contentpipe.common.http import OutboundUrlPolicy, create_http_client
-from contentpipe.common.notify import PgWakeChannel, wake_channel
+from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
@@ -64,10 +64,14 @@ class Components:
     page_tokens: PageTokenCodec
     # Another replica's CreateGeneration wakes this worker (PostgreSQL LISTEN/NOTIFY; SQLite: in-process only).
     notify: PgWakeChannel | None = None
+    # A generation saved by another replica wakes WaitGeneration here (PostgreSQL; SQLite: one process).
+    changes: ChangeChannel | None = None
 
     async def close(self) -> None:
         if self.notify is not None:
             await self.notify.close()
+        if self.changes is not None:
+            await self.changes.close()
         for client in self.clients:
             await client.aclose()
         if isinstance(self.blobs, S3Blobs):
@@ -115,7 +119,7 @@ def build(config: GenerationConfig) -> Components:
     assert config.replicate is not None and config.storage is not None
     storage = config.storage
     engine = create_engine(config.common.database_url)
-    changes = ChangeNotifier()
+    changes = ChangeNotifier(recheck_seconds=config.common.long_poll_recheck_seconds)
     stored = SqlGenerationRepository(engine)
     repository = NotifyingRepository(stored, changes)
     # The worker's saves are fenced by its lease: a replica that lost a generation cannot overwrite the new holder.
@@ -227,6 +231,7 @@ def build(config: GenerationConfig) -> Components:
         clients=clients,
         page_tokens=PageTokenCodec(config.common.jwt_secret or config.common.jwks_url, purpose="generation-page"),
         notify=wake_channel(engine, "contentpipe_generation", worker.queue.wake),
+        changes=change_channel(engine, "contentpipe_generation_changes", changes),
     )
 
 
@@ -242,10 +247,12 @@ def registrations(components: Components) -> list[ServiceRegistration]:
 
 
 def background_tasks(components: Components) -> list[BackgroundTask]:
-    """Loops started once the service is SERVING and cancelled at shutdown: the worker, its wake-up listener, and
-    the webhook listener when webhooks are on."""
+    """Loops started once the service is SERVING and cancelled at shutdown: the worker, its wake-up listener, the
+    long polls' change listener (every replica serves WaitGeneration), and the webhook listener when webhooks are on."""
     config = components.config
     tasks: list[BackgroundTask] = []
+    if components.changes is not None:
+        tasks.append(components.changes.listen_forever)
     if config.worker_enabled:
         tasks.append(components.worker.run)
         if components.notify is not None:

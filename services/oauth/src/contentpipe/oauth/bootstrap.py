@@ -162,6 +162,8 @@ def background_tasks(components: Components) -> list[BackgroundTask]:
 
     token_refresher = PassLoop("token-refresher", refresh_pass, interval=config.refresh_interval_seconds)
     tasks: list[BackgroundTask] = [token_refresher.run]
+    if components.posting is not None and components.posting.changes is not None:
+        tasks.append(components.posting.changes.listen_forever)  # every replica serves WaitPost
     if components.posting is not None and components.posting.worker_enabled:
         tasks.append(components.posting.worker.run)  # the posting queue
         if components.posting.notify is not None:

@@ -13,7 +13,7 @@ import httpx
 from contentpipe.api.oauth.v1 import posting_service_pb2, posting_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.http import create_http_client
-from contentpipe.common.notify import PgWakeChannel, wake_channel
+from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration
 from contentpipe.common.settings import CommonSettings
@@ -47,10 +47,13 @@ class PostingApplication:
     clients: list[httpx.AsyncClient]
     worker_enabled: bool
     notify: PgWakeChannel | None = None  # CreatePost on another replica wakes this worker (PostgreSQL)
+    changes: ChangeChannel | None = None  # a post saved by another replica wakes WaitPost here (PostgreSQL)
 
     async def close(self) -> None:
         if self.notify is not None:
             await self.notify.close()
+        if self.changes is not None:
+            await self.changes.close()
         for client in self.clients:
             await client.aclose()
 
@@ -89,7 +92,7 @@ def build_posting(
         Platform.FACEBOOK: FacebookPublisher(platform_client, s, media),
         Platform.GOOGLE: YouTubePublisher(platform_client, s, media),
     }
-    changes = ChangeNotifier()
+    changes = ChangeNotifier(recheck_seconds=common.long_poll_recheck_seconds)
     repository = NotifyingPostRepository(SqlPostRepository(engine), changes)
     worker = PostingWorker(
         repository, tokens, publishers, SqlRateLimitStore(engine), config.worker, conformer=renditions
@@ -116,4 +119,5 @@ def build_posting(
         [platform_client, fetch_client],
         config.worker_enabled,
         notify=wake_channel(engine, "contentpipe_posting", worker.queue.wake),
+        changes=change_channel(engine, "contentpipe_posting_changes", changes),
     )
