@@ -76,8 +76,9 @@ bench:
 bench-smoke:
 	$(UV_RUN) python -m benchmarks --smoke $(BENCH_ARGS)
 
-# Kill -9 under load, flaky providers, a PostgreSQL restart; then the invariants (tests/chaos). DURATION=30m for
-# the long run; USERS, PIPELINES_PER_USER, JOB_INTERVAL, KILL_INTERVAL, SETTLE_TIMEOUT, SEED, PLATFORMS also apply.
+# Kill -9 under load, killed worker loops (SIGUSR1: health NOT_SERVING, exit 70, restarted), flaky providers, a
+# PostgreSQL restart; then the invariants (tests/chaos). DURATION=30m for the long run; USERS, PIPELINES_PER_USER,
+# JOB_INTERVAL, KILL_INTERVAL, LOOP_KILL_INTERVAL, SETTLE_TIMEOUT, SEED, PLATFORMS also apply.
 DURATION ?= 120s
 chaos:
 	DURATION=$(DURATION) $(UV_RUN) python -m tests.chaos

@@ -1,9 +1,10 @@
-"""`make chaos`: the four services on PostgreSQL under SIGKILLs, flaky providers and a database restart; then
-the invariants (tests/chaos/invariants.py) over everything the services and the fakes recorded.
+"""`make chaos`: the four services on PostgreSQL under SIGKILLs, killed worker loops, flaky providers and a
+database restart; then the invariants (tests/chaos/invariants.py) over everything the services and the fakes recorded.
 
 Configuration (environment): DURATION (120s; `30m` for the long run), USERS (50), PIPELINES_PER_USER (2),
-JOB_INTERVAL (30s between one-off jobs of a pipeline), KILL_INTERVAL (5s), SETTLE_TIMEOUT (180s), SEED,
-PG_RESTART (1 = restart PostgreSQL once mid-run), KEEP_WORKDIR.
+JOB_INTERVAL (30s between one-off jobs of a pipeline), KILL_INTERVAL (5s), LOOP_KILL_INTERVAL (25s between
+SIGUSR1s that kill one worker loop of a service, the first within a third of the run; 0 = none), SETTLE_TIMEOUT
+(180s), SEED, PG_RESTART (1 = restart PostgreSQL once mid-run), KEEP_WORKDIR.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,11 @@ from tests.chaos.invariants import (
     PostView,
     RunView,
     TargetView,
-    Verdict,
     check,
 )
+from tests.chaos.loop_kills import LoopKill
 from tests.chaos.platforms import Platform, chaos_platforms
+from tests.chaos.report import Events, summary
 from tests.fakes import LoopbackHTTPServer
 from tests.fakes.replicate import FakeReplicate
 from tests.security.stack import Stack, user_metadata
@@ -68,6 +70,7 @@ class ChaosConfig:
     pipelines_per_user: int
     job_interval: float
     kill_interval: float
+    loop_kill_interval: float
     settle_timeout: float
     seed: int
     pg_restart: bool
@@ -82,6 +85,7 @@ class ChaosConfig:
             pipelines_per_user=env_int(environ, "PIPELINES_PER_USER", 2, minimum=1, maximum=100),
             job_interval=env_duration(environ, "JOB_INTERVAL", 30.0),
             kill_interval=env_duration(environ, "KILL_INTERVAL", 5.0),
+            loop_kill_interval=env_duration(environ, "LOOP_KILL_INTERVAL", 25.0),
             settle_timeout=env_duration(environ, "SETTLE_TIMEOUT", 180.0),
             seed=env_int(environ, "SEED", int(time.time()) % 100_000),
             pg_restart=environ.get("PG_RESTART", "1") not in ("0", "false", "no"),
@@ -92,14 +96,6 @@ class ChaosConfig:
 
 class ChaosAborted(Exception):
     """The system did not recover enough to check invariants (itself a failure of `make chaos`)."""
-
-
-@dataclass
-class Events:
-    kills: Counter[str] = field(default_factory=Counter)
-    crash_restarts: Counter[str] = field(default_factory=Counter)
-    pg_restarts: int = 0
-    driver_retries: int = 0
 
 
 def log(message: str) -> None:
@@ -228,10 +224,20 @@ def unleash(stack: Stack, config: ChaosConfig, faults: list[FaultInjector], even
         fault.enabled = True
     next_kill = time.monotonic() + rng.uniform(config.kill_interval / 2, config.kill_interval * 1.5)
     pg_restart_at = time.monotonic() + (until - time.monotonic()) / 2 if config.pg_restart else float("inf")
+    loop_interval = config.loop_kill_interval
+    next_loop_kill = (
+        time.monotonic() + min(rng.uniform(loop_interval / 2, loop_interval * 1.5), config.duration / 3)
+        if loop_interval > 0
+        else float("inf")
+    )
     down: dict[str, float] = {}
+    dying: dict[str, LoopKill] = {}  # a killed worker loop: the service must go NOT_SERVING and exit by itself
     while time.monotonic() < until:
         now = time.monotonic()
+        finish_loop_kills(stack, dying, events)
         for name, proc in stack.procs.items():
+            if name in dying:
+                continue
             if name not in down and proc.process is not None and proc.process.poll() is not None:
                 events.crash_restarts[name] += 1
                 log(f"{name} exited by itself (code {proc.process.returncode}); restarting")
@@ -241,7 +247,7 @@ def unleash(stack: Stack, config: ChaosConfig, faults: list[FaultInjector], even
                 stack.procs[name].start(wait=False)
                 del down[name]
         if now >= next_kill:
-            victim = rng.choice([s for s in SERVICES if s not in down])
+            victim = rng.choice([s for s in SERVICES if s not in down and s not in dying])
             proc = stack.procs[victim]
             if proc.process is not None and proc.process.poll() is None:
                 proc.process.send_signal(signal.SIGKILL)
@@ -249,11 +255,22 @@ def unleash(stack: Stack, config: ChaosConfig, faults: list[FaultInjector], even
                 events.kills[victim] += 1
                 down[victim] = now + rng.uniform(0.2, 2.0)
             next_kill = now + rng.uniform(config.kill_interval / 2, config.kill_interval * 1.5)
+        if now >= next_loop_kill:
+            victim = rng.choice([s for s in SERVICES if s not in down and s not in dying])
+            kill = LoopKill(victim, stack.procs[victim], timeout=30.0)
+            if kill.start():
+                dying[victim] = kill
+                next_loop_kill = now + rng.uniform(loop_interval / 2, loop_interval * 1.5)
+            else:
+                next_loop_kill = now + 1.0  # not SERVING yet (just restarted): another service soon
         if now >= pg_restart_at:
             log("restarting PostgreSQL")
             restart_postgres()
             events.pg_restarts += 1
             pg_restart_at = float("inf")
+        time.sleep(0.1)
+    while dying:
+        finish_loop_kills(stack, dying, events)
         time.sleep(0.1)
     for name in down:
         stack.procs[name].start(wait=False)
@@ -267,6 +284,19 @@ def unleash(stack: Stack, config: ChaosConfig, faults: list[FaultInjector], even
             proc.wait_serving(timeout=90)
         except (TimeoutError, RuntimeError) as exc:
             raise ChaosAborted(f"{name} did not come back after the chaos: {str(exc).splitlines()[0]}") from None
+
+
+def finish_loop_kills(stack: Stack, dying: dict[str, LoopKill], events: Events) -> None:
+    """Restart each service whose worker loop was killed once it has exited (as Kubernetes would)."""
+    for name, kill in list(dying.items()):
+        if kill.poll():
+            del dying[name]
+            events.loop_kills.append(kill)
+            log(
+                f"{name}: worker loop killed; NOT_SERVING after {kill.not_serving_after or -1:.2f} s, "
+                f"exit {kill.exit_code} after {kill.exited_after or -1:.1f} s; restarting"
+            )
+            stack.procs[name].start(wait=False)
 
 
 # ---------------------------------------------------------------------------------------------------- observe
@@ -367,40 +397,6 @@ def settled(observed: Observed, now: datetime) -> bool:
     return all_fired and runs_done and jobs_done
 
 
-# ---------------------------------------------------------------------------------------------------- report
-
-
-def summary(verdict: Verdict, events: Events, faults: list[FaultInjector], elapsed: float) -> str:
-    c = verdict.counts
-    rows = [
-        ("due fire times", c["fires"]),
-        ("job runs", c["job_runs"]),
-        ("pipeline runs", c["runs"]),
-        ("  succeeded / failed", f"{c['runs_succeeded']} / {c['runs_failed']}"),
-        ("step retries", c["retries"]),
-        ("generations / predictions", f"{c['generations']} / {c['predictions']}"),
-        ("posts / published / unconfirmed", f"{c['posts']} / {c['posts_published']} / {c['posts_unconfirmed']}"),
-        ("delivered at platforms", c["delivered"]),
-        ("  of them UNCONFIRMED (for review)", c["unconfirmed_but_delivered"]),
-        ("run targets UNCONFIRMED, since reconciled", c["stale_run_targets"]),
-        ("SIGKILLs", f"{sum(events.kills.values())} {dict(events.kills)}"),
-        ("unplanned exits (restarted)", f"{sum(events.crash_restarts.values())} {dict(events.crash_restarts)}"),
-        ("PostgreSQL restarts", events.pg_restarts),
-        ("injected faults", ", ".join(f"{f.name}: {dict(f.counts)}" for f in faults)),
-        ("driver retries (UNAVAILABLE)", events.driver_retries),
-        ("duplicates", c["duplicates"]),
-        ("lost", c["lost"]),
-        ("stuck", c["stuck"]),
-        ("double generations", c["double_generations"]),
-        ("unlisted UNCONFIRMED posts", c["unlisted_unconfirmed"]),
-        ("unreconciled records", c["unreconciled"]),
-        ("wall time", f"{elapsed:.0f} s"),
-    ]
-    width = max(len(label) for label, _ in rows)
-    lines = ["", "=" * (width + 40), *(f"{label:<{width}}  {value}" for label, value in rows), "=" * (width + 40)]
-    return "\n".join(lines)
-
-
 def run(config: ChaosConfig) -> int:
     reason = postgres_available()
     if reason is not None:
@@ -427,6 +423,7 @@ def run(config: ChaosConfig) -> int:
             env = {
                 "CONTENTPIPE_ALLOW_PRIVATE_URLS": "1",  # every fake listens on loopback
                 "CONTENTPIPE_SHUTDOWN_GRACE_SECONDS": "2",
+                "CONTENTPIPE_FAULT_INJECTION": "1",  # SIGUSR1 kills a worker loop (LOOP_KILL_INTERVAL)
                 "LOG_LEVEL": "INFO",
                 "GENERATION_DEFAULT_PROVIDER": "replicate",
                 "REPLICATE_BASE_URL": replicate_server.url,
@@ -462,9 +459,12 @@ def run(config: ChaosConfig) -> int:
                 observed = observe(driver, fires, platforms, replicate)
             verdict = check(observed)
             print(summary(verdict, events, faults, time.monotonic() - started))
-            if verdict.violations:
-                print(f"\n{len(verdict.violations)} invariant violations (first 40):")
-                for violation in verdict.violations[:40]:
+            violations = [*verdict.violations, *(p for kill in events.loop_kills for p in kill.problems())]
+            if config.loop_kill_interval > 0 and not events.loop_kills:
+                violations.append("no worker loop was killed (no service was SERVING when one was due?)")
+            if violations:
+                print(f"\n{len(violations)} invariant violations (first 40):")
+                for violation in violations[:40]:
                     print(f"  - {violation}")
                 print(f"\nservice logs: {workdir}")
                 return 1
