@@ -79,6 +79,26 @@ def test_wait_returns_at_its_bound_and_sees_another_replicas_work(
     assert done.state == pb.PIPELINE_RUN_STATE_SUCCEEDED
 
 
+def test_wait_answers_at_once_when_another_replica_runs_the_run(
+    start_service: Callable[..., ServiceProcess], postgres_url: str, peers: FakePeers
+) -> None:
+    # Both replicas re-read every 10 s: an answer within 3 s on the API-only replica can only come from the engine
+    # replica's notification (PostgreSQL LISTEN/NOTIFY).
+    env = {**peers.env(), **FAST_ENGINE, "CONTENTPIPE_LONG_POLL_RECHECK": "10s"}
+    api = start_service("pipelines", database_url=postgres_url, env={**env, "PIPELINES_WORKER_ENABLED": "0"})
+    start_service("pipelines", database_url=postgres_url, env=env)  # runs the engine
+    client = Client(api.address, f"user-{uuid.uuid4().hex[:8]}")
+    pipeline = _pipeline(client, peers)
+
+    started = time.monotonic()
+    queued = run(client, pipeline)
+    done = client.WaitPipelineRun(pb.WaitPipelineRunRequest(name=queued.name, timeout=Duration(seconds=30)), 40).run
+    answered = time.monotonic() - started
+
+    assert done.state == pb.PIPELINE_RUN_STATE_SUCCEEDED
+    assert answered < 3, f"WaitPipelineRun answered after {answered:.2f} s"
+
+
 def test_wait_refuses_like_get(
     start_service: Callable[..., ServiceProcess], database_url: str, peers: FakePeers
 ) -> None:

@@ -17,7 +17,7 @@ from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.channels import ServiceToken, create_channel
 from contentpipe.common.database import Schema, create_engine, session_factory
-from contentpipe.common.notify import PgWakeChannel, wake_channel
+from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
@@ -54,10 +54,14 @@ class Components:
     run_repo: SqlRunRepository  # the queue gauges sample it
     # A run queued on another replica wakes this worker (PostgreSQL LISTEN/NOTIFY; SQLite: in-process only).
     notify: PgWakeChannel | None = None
+    # A run saved by another replica (the one running it) wakes WaitPipelineRun here (PostgreSQL; SQLite: one process).
+    changes: ChangeChannel | None = None
 
     async def close(self) -> None:
         if self.notify is not None:
             await self.notify.close()
+        if self.changes is not None:
+            await self.changes.close()
         for channel in self.channels.values():
             await channel.close(None)
         await self.engine.dispose()
@@ -92,7 +96,7 @@ def build(config: PipelinesConfig) -> Components:
         jobs=GrpcJobs(channels["scheduler"], token),
     )
     pipeline_repo = SqlPipelineRepository(sessions)
-    changes = ChangeNotifier()
+    changes = ChangeNotifier(recheck_seconds=config.common.long_poll_recheck_seconds)
     stored_runs = SqlRunRepository(sessions)
     run_repo = NotifyingRunRepository(stored_runs, changes)
     settings = engine_settings(config)
@@ -107,6 +111,7 @@ def build(config: PipelinesConfig) -> Components:
         page_tokens=PageTokenCodec(config.common.jwt_secret, purpose="pipelines-page-token"),
         run_repo=stored_runs,
         notify=wake_channel(engine, "contentpipe_pipelines", worker.queue.wake),
+        changes=change_channel(engine, "contentpipe_pipelines_changes", changes),
     )
 
 
@@ -122,17 +127,19 @@ def registrations(components: Components) -> list[ServiceRegistration]:
 
 
 def background_tasks(components: Components) -> list[BackgroundTask]:
-    """Loops started once the service is SERVING and cancelled at shutdown: the run engine, its wake-up listener
-    and its queue gauges."""
+    """Loops started once the service is SERVING and cancelled at shutdown: the long polls' change listener (every
+    replica serves WaitPipelineRun) and, with the worker on, the run engine, its wake-up listener and its queue
+    gauges."""
+    listener: list[BackgroundTask] = [components.changes.listen_forever] if components.changes is not None else []
     if not components.config.worker_enabled:
-        return []
+        return listener
     run_repo = components.run_repo
 
     async def sample_queue() -> None:
         await sample_queue_forever(run_repo, default_metrics())
 
     # The engine's loop itself (not a wrapper): supervision names it after its queue when it dies.
-    tasks: list[BackgroundTask] = [components.worker.queue.run, sample_queue]
+    tasks: list[BackgroundTask] = [components.worker.queue.run, sample_queue, *listener]
     if components.notify is not None:
         tasks.append(components.notify.listen_forever)
     return tasks
