@@ -182,7 +182,8 @@ class PostingWorker:
         if post.create_sent_time is not None or post.platform_post_id:
             await self._reconcile(post, publisher)
             return
-        if await self._deferred_by_limits(post):
+        # A platform that never reports limits (the outbox) has no blocks to look up: one query fewer per post.
+        if await self._deferred_by_limits(post, blocks=getattr(publisher, "reports_rate_limits", True)):
             return
         credentials = await self._credentials(post)
         if credentials is None:
@@ -231,10 +232,11 @@ class PostingWorker:
             return None
         return credentials_view(raw)
 
-    async def _deferred_by_limits(self, post: Post) -> bool:
+    async def _deferred_by_limits(self, post: Post, *, blocks: bool) -> bool:
+        """Defer the post while its app or account is blocked (when the platform reports limits) or capped."""
         now = self.clock()
         keys = [app_limit_key(post.platform), account_limit_key(post.platform, post.account_id)]
-        blocked = await self._limits.blocked(keys, now)
+        blocked = await self._limits.blocked(keys, now) if blocks else None
         if blocked is not None:
             key, until, reason = blocked
             self._defer(
@@ -249,6 +251,11 @@ class PostingWorker:
             )
             await self.save(post, release=True)
             return True
+        return await self._capped(post)
+
+    async def _capped(self, post: Post) -> bool:
+        """Defer the post when its account reached the platform's configured daily cap."""
+        now = self.clock()
         cap = self.settings.daily_caps.get(post.platform, 0)
         if cap > 0:
             count, oldest = await self._repository.count_recent(

@@ -65,14 +65,15 @@ class RunService:
     ) -> PipelineRun:
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument.single("request_id", f"at most {MAX_REQUEST_ID} characters")
-        if request_id:
-            existing = await self._runs.find_by_request_id(owner, request_id)
+        pipeline = await self._pipelines.get(owner, pipeline_id)
+        if pipeline is None or pipeline.state == PipelineState.PAUSED:
+            # A retry of a call that queued a run answers with that run, whatever happened to the pipeline since.
+            # (On the common path the insert below finds a repeated request id itself: no read first.)
+            existing = await self._runs.find_by_request_id(owner, request_id) if request_id else None
             if existing is not None:
                 return existing
-        pipeline = await self._pipelines.get(owner, pipeline_id)
-        if pipeline is None:
-            raise NotFound(f"pipelines/{pipeline_id} not found", reason="PIPELINE_NOT_FOUND")
-        if pipeline.state == PipelineState.PAUSED:
+            if pipeline is None:
+                raise NotFound(f"pipelines/{pipeline_id} not found", reason="PIPELINE_NOT_FOUND")
             raise FailedPrecondition(
                 f"pipelines/{pipeline_id} is PAUSED; set its state to ACTIVE to run it", reason="PIPELINE_PAUSED"
             )
@@ -98,7 +99,8 @@ class RunService:
             trace_context=inject_context(),
         )
         stored = await self._runs.add(run)
-        self._on_queued()
+        if stored.id == run.id:  # not a repeated request id answered with its earlier run
+            self._on_queued()
         return stored
 
     async def get(self, owner: str, pipeline_id: str, run_id: str) -> PipelineRun:
@@ -213,7 +215,8 @@ class RunService:
             trace_context=inject_context(),
         )
         stored = await self._runs.add(run)
-        self._on_queued()
+        if stored.id == run.id:  # not a repeated request id answered with its earlier run
+            self._on_queued()
         return stored
 
 

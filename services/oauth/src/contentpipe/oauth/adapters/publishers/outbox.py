@@ -29,6 +29,7 @@ from contentpipe.oauth.service_layer.posting_ports import (
 
 class OutboxPublisher:
     platform = Platform.OUTBOX
+    reports_rate_limits = False  # a local folder: nothing ever blocks it (the worker skips the block lookup)
 
     def __init__(self, folder: Path, media: MediaFetcher) -> None:
         self._folder = folder
