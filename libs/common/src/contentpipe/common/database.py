@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from contentpipe.common.settings import ConfigError
+from contentpipe.common.settings import CommonSettings, ConfigError
 from sqlalchemy import Table, event, func, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -22,10 +22,41 @@ PREFLIGHT_TIMEOUT_SECONDS = 5.0
 _MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist')
 
 
+# Connections kept for the RPC handlers beside the workers' (a handler holds one for each short transaction).
+RPC_HANDLER_CONNECTIONS = 4
+# Beyond this many concurrent workers the pool stops growing with them: they then queue for a connection (their
+# transactions are short) instead of the four services' replicas exhausting PostgreSQL's max_connections
+# (100 by default): replicas x (pool + overflow) summed over the services must stay below it.
+POOL_CONCURRENCY_CAP = 16
+DEFAULT_MAX_OVERFLOW = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSize:
+    size: int
+    max_overflow: int
+
+
+def pool_size_for(concurrency: int, *, size: int | None = None, max_overflow: int | None = None) -> PoolSize:
+    """The pool for a process whose workers run `concurrency` handlers at once: one connection per handler (up to
+    `POOL_CONCURRENCY_CAP`) plus `RPC_HANDLER_CONNECTIONS`, and a small overflow; `size`/`max_overflow` override."""
+    return PoolSize(
+        size=size if size is not None else min(max(concurrency, 0), POOL_CONCURRENCY_CAP) + RPC_HANDLER_CONNECTIONS,
+        max_overflow=max_overflow if max_overflow is not None else DEFAULT_MAX_OVERFLOW,
+    )
+
+
+def create_service_engine(settings: CommonSettings, *, concurrency: int) -> AsyncEngine:
+    """The service's engine, its pool sized to its workers' `concurrency` unless `<SVC>_DATABASE_POOL_SIZE` /
+    `<SVC>_DATABASE_MAX_OVERFLOW` say otherwise (PostgreSQL; SQLite has no pool to size)."""
+    pool = pool_size_for(concurrency, size=settings.database_pool_size, max_overflow=settings.database_max_overflow)
+    return create_engine(settings.database_url, pool_size=pool.size, max_overflow=pool.max_overflow)
+
+
 def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
     """An AsyncEngine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created.
 
-    PostgreSQL: size the pool to the process's concurrency (bootstrap passes it). No pre-ping (a round trip per
+    PostgreSQL: a service sizes the pool to its concurrency (`create_service_engine`). No pre-ping (a round trip per
     checkout): a connection that died with a database restart fails its statement, which maps to UNAVAILABLE and
     is retried by the caller or the worker loop; `pool_recycle` retires old connections.
     Bound parameters are hidden from SQLAlchemy's error messages and logs on both backends."""

@@ -222,6 +222,9 @@ class CommonSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     # Test/chaos only: SIGUSR1 crashes the first background loop (supervision is exercised end to end).
     fault_injection: bool = False
+    # PostgreSQL pool overrides (None: sized to the service's worker concurrency, see database.pool_size_for).
+    database_pool_size: int | None = None
+    database_max_overflow: int | None = None
     # How often a long poll re-reads its row without a notification (lost notifications, restarts).
     long_poll_recheck_seconds: float = 1.0
 
@@ -286,4 +289,12 @@ def load_common_settings(service: str, environ: Mapping[str, str]) -> CommonSett
         tls=load_tls_settings(environ),
         fault_injection=env_bool(environ, "CONTENTPIPE_FAULT_INJECTION", False),
         long_poll_recheck_seconds=env_duration(environ, "CONTENTPIPE_LONG_POLL_RECHECK", 1.0),
+        database_pool_size=_optional_int(environ, f"{prefix}_DATABASE_POOL_SIZE", minimum=1),
+        database_max_overflow=_optional_int(environ, f"{prefix}_DATABASE_MAX_OVERFLOW", minimum=0),
     )
+
+
+def _optional_int(environ: Mapping[str, str], name: str, *, minimum: int) -> int | None:
+    if env_optional(environ, name) is None:
+        return None
+    return env_int(environ, name, minimum, minimum=minimum, maximum=1000)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from contentpipe.api.generation.v1 import generation_service_pb2, generation_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
-from contentpipe.common.database import Schema, create_engine
+from contentpipe.common.database import Schema, create_service_engine
 from contentpipe.common.http import OutboundUrlPolicy, create_http_client
 from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
@@ -118,7 +118,7 @@ def build_catalogue(config: GenerationConfig) -> Catalogue:
 def build(config: GenerationConfig) -> Components:
     assert config.replicate is not None and config.storage is not None
     storage = config.storage
-    engine = create_engine(config.common.database_url)
+    engine = create_service_engine(config.common, concurrency=config.queue.concurrency)
     changes = ChangeNotifier(recheck_seconds=config.common.long_poll_recheck_seconds)
     stored = SqlGenerationRepository(engine)
     repository = NotifyingRepository(stored, changes)

@@ -28,7 +28,7 @@ from contentpipe.api.oauth.v1 import (
     posting_service_pb2,
     posting_service_pb2_grpc,
 )
-from contentpipe.common.database import Schema, create_engine
+from contentpipe.common.database import Schema, create_engine, create_service_engine
 from contentpipe.common.http import create_http_client
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
@@ -105,7 +105,8 @@ class Components:
 
 
 def build(config: OauthConfig, cipher: TokenCipher) -> Components:
-    engine = create_engine(config.common.database_url)
+    workers = config.posting.worker.queue.concurrency if config.posting is not None else 0
+    engine = create_service_engine(config.common, concurrency=workers)
     http = create_http_client(
         timeout=httpx.Timeout(config.http_timeout_seconds, connect=min(5.0, config.http_timeout_seconds))
     )

@@ -16,7 +16,7 @@ import grpc.aio
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.channels import ServiceToken, create_channel
-from contentpipe.common.database import Schema, create_engine, session_factory
+from contentpipe.common.database import Schema, create_service_engine, session_factory
 from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
@@ -80,7 +80,7 @@ def engine_settings(config: PipelinesConfig) -> EngineSettings:
 
 
 def build(config: PipelinesConfig) -> Components:
-    engine = create_engine(config.common.database_url)
+    engine = create_service_engine(config.common, concurrency=config.max_in_flight)
     sessions = session_factory(engine)
     # One channel per peer for the whole process; adapters build stubs on them.
     channels = {

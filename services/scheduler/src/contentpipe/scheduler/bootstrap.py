@@ -27,7 +27,7 @@ from contentpipe.api.scheduler.v1 import (
     scheduler_service_pb2_grpc,
 )
 from contentpipe.common.channels import ServiceToken, create_channel
-from contentpipe.common.database import Schema, create_engine
+from contentpipe.common.database import Schema, create_service_engine
 from contentpipe.common.errors import ContentpipeError
 from contentpipe.common.http import create_http_client
 from contentpipe.common.ids import new_id
@@ -86,7 +86,7 @@ class Components:
 
 def build(config: SchedulerConfig) -> Components:
     """Create every long-lived object once (engine, channel, http client) and wire the use cases."""
-    engine = create_engine(config.common.database_url, pool_size=10, max_overflow=10)
+    engine = create_service_engine(config.common, concurrency=config.dispatch_concurrency)
     channel = create_channel(config.common.peers["pipelines"], tls=config.common.tls)
     secret = config.common.jwt_secret
     token = ServiceToken(secret, SERVICE) if secret else None
