@@ -15,7 +15,8 @@ import httpx
 import pytest
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
 from contentpipe.common.http import create_http_client
-from contentpipe.generation.adapters.storage import S3Blobs, S3Settings, StoredAssets
+from contentpipe.generation.adapters.s3_blobs import S3Blobs, S3Settings
+from contentpipe.generation.adapters.storage import StoredAssets
 from contentpipe.generation.domain.model import GenerationKind
 from contentpipe.generation.service_layer.ports import OutputFile
 

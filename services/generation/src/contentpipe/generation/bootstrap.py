@@ -27,7 +27,7 @@ from contentpipe.generation.adapters.cog import CogProvider
 from contentpipe.generation.adapters.local_provider import LocalProvider
 from contentpipe.generation.adapters.replicate import ReplicateProvider, ReplicateSettings
 from contentpipe.generation.adapters.repository import SqlGenerationRepository
-from contentpipe.generation.adapters.storage import BlobBackend, LocalBlobs, S3Blobs, S3Settings, StoredAssets
+from contentpipe.generation.adapters.storage import BlobBackend, LocalBlobs, StoredAssets
 from contentpipe.generation.config import SERVICE, GenerationConfig
 from contentpipe.generation.domain.catalogue import LOCAL_MODELS, Catalogue, cog_models, replicate_models
 from contentpipe.generation.entrypoints.grpc_generation import GenerationServiceServicer
@@ -74,8 +74,7 @@ class Components:
             await self.changes.close()
         for client in self.clients:
             await client.aclose()
-        if isinstance(self.blobs, S3Blobs):
-            await self.blobs.aclose()
+        await self.blobs.aclose()
         await self.engine.dispose()
 
 
@@ -144,6 +143,9 @@ def build(config: GenerationConfig) -> Components:
     clients = [*replicate_clients, fetch_client, cog_client]
     blobs: BlobBackend
     if storage.backend == "s3":
+        # Imported only here: S3's libraries cost ~15 MB in a process that stores on local disk.
+        from contentpipe.generation.adapters.s3_blobs import S3Blobs, S3Settings
+
         assert storage.s3_endpoint_url and storage.s3_access_key_id and storage.s3_secret_access_key
         blobs = S3Blobs(
             S3Settings(
@@ -298,8 +300,7 @@ async def serve(config: GenerationConfig) -> int:
     blobs = components.blobs
 
     async def storage_ready() -> bool:
-        if isinstance(blobs, S3Blobs):
-            await blobs.ensure_bucket()
+        await blobs.ensure_bucket()
         return True
 
     return await serve_service(
