@@ -6,20 +6,18 @@ the platform would refuse never waits in the queue (nor spends quota) first.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from contentpipe.common.errors import FieldViolation, InvalidArgument
 from contentpipe.oauth.domain.media_conformance import MAX_CONVERTIBLE_IMAGE_BYTES
 from contentpipe.oauth.domain.media_specs import MediaSpec, SpecTable, spec_for
 from contentpipe.oauth.domain.posts import Media, MediaKind, Platform, PostOptions
-
-with warnings.catch_warnings():  # it imports pkg_resources, which warns that it is deprecated
-    warnings.simplefilter("ignore")
-    from twitter_text import parse_tweet  # type: ignore[import-untyped]
-
 
 TIKTOK_PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
 YOUTUBE_PRIVACY = ("public", "unlisted", "private")
@@ -115,7 +113,17 @@ class NewPost:
 
 def x_weighted_length(text: str) -> int:
     """The length X counts (twitter-text v3): any URL is 23, most emoji and CJK characters 2, the rest 1."""
-    return int(parse_tweet(text).weightedLength)
+    return int(_parse_tweet()(text).weightedLength)
+
+
+@functools.cache
+def _parse_tweet() -> Callable[[str], Any]:
+    # Imported at the first X post, not at start-up: twitter-text (with pkg_resources) costs ~8 MB and ~0.7 s of
+    # import in every oauth process, most of which never validate an X post.
+    with warnings.catch_warnings():  # it imports pkg_resources, which warns that it is deprecated
+        warnings.simplefilter("ignore")
+        from twitter_text import parse_tweet  # type: ignore[import-untyped]
+    return parse_tweet  # type: ignore[no-any-return]
 
 
 def text_length(text: str, rules: PlatformRules) -> int:
