@@ -15,6 +15,7 @@ from contentpipe.common.database import (
     release_rows,
     renew_rows,
     session_factory,
+    statement_session_factory,
 )
 from contentpipe.generation.domain.model import (
     Asset,
@@ -142,8 +143,16 @@ class GroupCommit:
     the commit that contains its write, so nothing is acknowledged before it is durable.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_batch: int = 200) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        statements: async_sessionmaker[AsyncSession],
+        max_batch: int = 200,
+    ) -> None:
         self._sessions = sessions
+        # A batch of one runs in autocommit: no BEGIN/COMMIT round trips around it (its operations need no
+        # atomicity of their own; batching is what the shared transaction is for).
+        self._statements = statements
         self._max_batch = max_batch
         self._pending: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -160,7 +169,7 @@ class GroupCommit:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             results: list[Any] = []
             try:
-                async with self._sessions.begin() as session:
+                async with self._statements() if len(batch) == 1 else self._sessions.begin() as session:
                     for operation, _ in batch:
                         results.append(await operation(session))
             except Exception as exc:
@@ -181,7 +190,7 @@ class GroupCommit:
         self, operation: Callable[[AsyncSession], Awaitable[Any]], future: asyncio.Future[Any]
     ) -> None:
         try:
-            async with self._sessions.begin() as session:
+            async with self._statements() as session:
                 result = await operation(session)
         except Exception as exc:
             if not future.done():
@@ -200,7 +209,8 @@ class SqlGenerationRepository:
     def __init__(self, engine: AsyncEngine, *, _writes: GroupCommit | None = None, _fence: str | None = None) -> None:
         self._engine = engine
         self._sessions = session_factory(engine)
-        self._writes = _writes or GroupCommit(self._sessions)
+        self._statements = statement_session_factory(engine)  # one statement, one round trip
+        self._writes = _writes or GroupCommit(self._sessions, self._statements)
         self._fence = _fence
 
     def leased_by(self, worker_id: str) -> SqlGenerationRepository:
@@ -246,7 +256,7 @@ class SqlGenerationRepository:
         return await self._writes.run(insert)
 
     async def get(self, generation_id: str) -> Generation | None:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (await session.execute(sa.select(generations).where(generations.c.id == generation_id))).first()
         return _from_row(row) if row is not None else None
 
@@ -261,7 +271,7 @@ class SqlGenerationRepository:
             time, last_id = query.after
             statement = statement.where(sa.or_(c.create_time < time, sa.and_(c.create_time == time, c.id < last_id)))
         statement = statement.order_by(c.create_time.desc(), c.id.desc()).limit(query.limit)
-        async with self._sessions() as session:
+        async with self._statements() as session:
             rows = (await session.execute(statement)).all()
         return [_from_row(row) for row in rows]
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from contentpipe.common.database import claim_rows, db_now, session_factory
+from contentpipe.common.database import claim_rows, db_now, session_factory, statement_session_factory
 from contentpipe.common.errors import Unavailable
 from contentpipe.common.ids import new_id
 from contentpipe.oauth.adapters.crypto import TokenCipher
@@ -104,6 +104,7 @@ class SqlConnectionStore:
         lock_wait_seconds: float = 30.0,
     ) -> None:
         self._sessions = session_factory(engine)
+        self._statements = statement_session_factory(engine)  # reads: one statement, one round trip
         self._cipher = cipher
         self._lease_seconds = lease_seconds
         self._lock_wait_seconds = lock_wait_seconds
@@ -268,7 +269,7 @@ class SqlConnectionStore:
     # ------------------------------------------------------------------ connections
 
     async def find(self, owner: str, connection_id: str) -> Connection | None:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (
                 await session.execute(
                     sa.select(connections).where(connections.c.id == connection_id, connections.c.owner == owner)
@@ -277,7 +278,7 @@ class SqlConnectionStore:
         return self._connection(row) if row else None
 
     async def find_by_account(self, owner: str, platform: Platform, account_id: str) -> Connection | None:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (
                 await session.execute(
                     sa.select(connections).where(
@@ -300,7 +301,7 @@ class SqlConnectionStore:
             time_, id_ = query.after
             statement = statement.where(sa.or_(c.create_time < time_, sa.and_(c.create_time == time_, c.id < id_)))
         statement = statement.order_by(c.create_time.desc(), c.id.desc()).limit(query.limit)
-        async with self._sessions() as session:
+        async with self._statements() as session:
             rows = (await session.execute(statement)).all()
         return [self._connection(r) for r in rows]
 

@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from contentpipe.common.database import claim_rows, db_now, is_postgresql, renew_rows, session_factory, sql_now
+from contentpipe.common.database import (
+    claim_rows,
+    db_now,
+    is_postgresql,
+    renew_rows,
+    session_factory,
+    sql_now,
+    statement_session_factory,
+)
 from contentpipe.oauth.domain.posts import (
     Media,
     Platform,
@@ -123,6 +131,7 @@ class SqlPostRepository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = session_factory(engine)
+        self._statements = statement_session_factory(engine)  # one statement, one round trip
 
     async def add(self, post: Post) -> Post:
         values = {
@@ -141,7 +150,7 @@ class SqlPostRepository:
             **_mutable(post, post.create_time),
         }
         try:
-            async with self._sessions.begin() as session:
+            async with self._statements() as session:
                 await session.execute(sa.insert(posts).values(values))
         except IntegrityError:
             if not post.request_id:
@@ -153,13 +162,13 @@ class SqlPostRepository:
         return post
 
     async def get(self, post_id: str) -> Post | None:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (await session.execute(sa.select(posts).where(posts.c.id == post_id))).first()
         return _from_row(row) if row is not None else None
 
     async def queue_stats(self) -> tuple[int, datetime | None]:
         c = posts.c
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (
                 await session.execute(
                     sa.select(sa.func.count(), sa.func.min(c.create_time)).where(c.state == PostState.QUEUED.value)
@@ -168,7 +177,7 @@ class SqlPostRepository:
         return int(row[0]), _aware(row[1])
 
     async def find_by_request(self, owner: str, request_id: str) -> Post | None:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (
                 await session.execute(sa.select(posts).where(posts.c.owner == owner, posts.c.request_id == request_id))
             ).first()
@@ -187,7 +196,7 @@ class SqlPostRepository:
             time, last_id = query.after
             statement = statement.where(sa.or_(c.create_time < time, sa.and_(c.create_time == time, c.id < last_id)))
         statement = statement.order_by(c.create_time.desc(), c.id.desc()).limit(query.limit)
-        async with self._sessions() as session:
+        async with self._statements() as session:
             rows = (await session.execute(statement)).all()
         return [_from_row(row) for row in rows]
 
@@ -209,7 +218,7 @@ class SqlPostRepository:
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Post]:
         c = posts.c
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             now = sql_now(session)
             rows = await claim_rows(
                 session,
@@ -226,7 +235,7 @@ class SqlPostRepository:
     async def save(self, post: Post, worker_id: str, *, release: bool = False) -> bool:
         """Fenced: only while `worker_id` still holds a live lease (a stalled worker cannot overwrite a taker)."""
         c = posts.c
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             # PostgreSQL compares with its own clock inside the statement: one round trip per fenced save.
             now: Any = sa.func.now() if is_postgresql(session) else datetime.now(UTC)
             values = _mutable(post, datetime.now(UTC))
@@ -240,7 +249,7 @@ class SqlPostRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             held: set[str] = await renew_rows(session, posts, ids, lease_owner=worker_id, lease_seconds=lease_seconds)
         return held
 
@@ -251,7 +260,7 @@ class SqlPostRepository:
             if not ids:
                 return
             statement = statement.where(c.id.in_(ids))
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             await session.execute(statement.values(lease_owner=None, lease_expires_at=None))
 
     async def count_recent(
@@ -267,7 +276,7 @@ class SqlPostRepository:
             when >= since,
             c.state.in_([PostState.PUBLISHED.value, PostState.PUBLISHING.value, PostState.UNCONFIRMED.value]),
         )
-        async with self._sessions() as session:
+        async with self._statements() as session:
             count, oldest = (await session.execute(statement)).one()
         if isinstance(oldest, str):  # SQLite returns min() of a DateTime column as text
             oldest = datetime.fromisoformat(oldest)
@@ -279,6 +288,7 @@ class SqlRateLimitStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = session_factory(engine)
+        self._statements = statement_session_factory(engine)  # one statement, one round trip
 
     async def block(self, key: str, until: datetime, reason: str) -> None:
         t = posting_rate_limits
@@ -313,7 +323,7 @@ class SqlRateLimitStore:
 
     async def blocked(self, keys: Sequence[str], now: datetime) -> tuple[str, datetime, str] | None:
         t = posting_rate_limits
-        async with self._sessions() as session:
+        async with self._statements() as session:
             rows = (await session.execute(sa.select(t).where(t.c.key.in_(list(keys))))).all()
         latest: tuple[str, datetime, str] | None = None
         for row in rows:

@@ -7,7 +7,14 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from contentpipe.common.database import claim_rows, db_now, is_postgresql, release_rows, renew_rows
+from contentpipe.common.database import (
+    claim_rows,
+    db_now,
+    is_postgresql,
+    release_rows,
+    renew_rows,
+    statement_session_factory,
+)
 from contentpipe.common.errors import Unavailable
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import Pipeline, PipelineRun, PipelineState, RunState
@@ -184,6 +191,7 @@ def _page(rows: Sequence[Row[Any]], limit: int, convert: Any) -> Page:
 class SqlPipelineRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._statements = statement_session_factory(sessions.kw["bind"])  # one statement, one round trip
 
     @_database_errors
     async def add(self, pipeline: Pipeline, request_id: str) -> Pipeline:
@@ -200,11 +208,11 @@ class SqlPipelineRepository:
             "update_time": pipeline.update_time,
         }
         try:
-            async with self._sessions.begin() as session:
+            async with self._statements() as session:
                 await session.execute(pipelines.insert().values(values))
             return pipeline
         except IntegrityError:
-            async with self._sessions() as session:
+            async with self._statements() as session:
                 row = (
                     await session.execute(
                         select(pipelines).where(
@@ -218,7 +226,7 @@ class SqlPipelineRepository:
 
     @_database_errors
     async def get(self, owner: str, pipeline_id: str) -> Pipeline | None:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (
                 await session.execute(
                     select(pipelines).where(pipelines.c.id == pipeline_id, pipelines.c.owner == owner)
@@ -236,13 +244,13 @@ class SqlPipelineRepository:
         if state is not None:
             query = query.where(pipelines.c.state == state.value)
         query = query.order_by(pipelines.c.create_time.desc(), pipelines.c.id.desc()).limit(limit + 1)
-        async with self._sessions() as session:
+        async with self._statements() as session:
             rows = (await session.execute(query)).all()
         return _page(rows, limit, _pipeline)
 
     @_database_errors
     async def replace(self, pipeline: Pipeline, expected_revision: int) -> bool:
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             result = await session.execute(
                 update(pipelines)
                 .where(
@@ -277,6 +285,7 @@ class SqlPipelineRepository:
 class SqlRunRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._statements = statement_session_factory(sessions.kw["bind"])  # one statement, one round trip
 
     @_database_errors
     async def add(self, run: PipelineRun) -> PipelineRun:
@@ -295,7 +304,7 @@ class SqlRunRepository:
             **_progress(run),
         }
         try:
-            async with self._sessions.begin() as session:
+            async with self._statements() as session:
                 await session.execute(pipeline_runs.insert().values(values))
             return run
         except IntegrityError:
@@ -309,13 +318,13 @@ class SqlRunRepository:
         query = select(pipeline_runs).where(pipeline_runs.c.id == run_id, pipeline_runs.c.owner == owner)
         if pipeline_id is not None:
             query = query.where(pipeline_runs.c.pipeline_id == pipeline_id)
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (await session.execute(query)).first()
         return _run(row) if row is not None else None
 
     @_database_errors
     async def find_by_request_id(self, owner: str, request_id: str) -> PipelineRun | None:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (
                 await session.execute(
                     select(pipeline_runs).where(
@@ -340,13 +349,13 @@ class SqlRunRepository:
         if where.created_before is not None:
             query = query.where(table.c.create_time < where.created_before)
         query = query.order_by(table.c.create_time.desc(), table.c.id.desc()).limit(limit + 1)
-        async with self._sessions() as session:
+        async with self._statements() as session:
             rows = (await session.execute(query)).all()
         return _page(rows, limit, _run)
 
     @_database_errors
     async def save(self, run: PipelineRun, lease_owner: str) -> None:
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             # The database's clock on PostgreSQL without a round trip of its own; SQLite shares ours.
             now: Any = func.now() if is_postgresql(session) else datetime.now(UTC)
             result = await session.execute(
@@ -390,7 +399,7 @@ class SqlRunRepository:
             where.append(pipeline_runs.c.id == run_id)
         if exclude_ids:
             where.append(pipeline_runs.c.id.not_in(list(exclude_ids)))
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             rows = await claim_rows(
                 session,
                 pipeline_runs,
@@ -417,7 +426,7 @@ class SqlRunRepository:
     async def release(self, run_ids: Sequence[str] | None, lease_owner: str) -> None:
         if run_ids is not None and not run_ids:
             return
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:  # nothing to keep atomic: our own leases, given back
             if run_ids is None:
                 c = pipeline_runs.c
                 run_ids = [row.id for row in await session.execute(select(c.id).where(c.lease_owner == lease_owner))]
@@ -425,7 +434,7 @@ class SqlRunRepository:
 
     @_database_errors
     async def request_cancel(self, owner: str, run_id: str) -> None:
-        async with self._sessions.begin() as session:
+        async with self._statements() as session:
             await session.execute(
                 update(pipeline_runs)
                 .where(pipeline_runs.c.id == run_id, pipeline_runs.c.owner == owner)
@@ -434,7 +443,7 @@ class SqlRunRepository:
 
     @_database_errors
     async def cancel_requested(self, run_id: str) -> bool:
-        async with self._sessions() as session:
+        async with self._statements() as session:
             value = (
                 await session.execute(select(pipeline_runs.c.cancel_requested).where(pipeline_runs.c.id == run_id))
             ).scalar_one_or_none()
@@ -445,7 +454,7 @@ class SqlRunRepository:
     async def cancel_requested_among(self, run_ids: Sequence[str]) -> set[str]:
         if not run_ids:
             return set()
-        async with self._sessions() as session:
+        async with self._statements() as session:
             rows = (
                 await session.execute(
                     select(pipeline_runs.c.id, pipeline_runs.c.cancel_requested).where(
