@@ -28,7 +28,6 @@ from contentpipe.common.database import is_postgresql
 from contentpipe.common.ids import new_id
 from contentpipe.common.workqueue import WakeSignal
 from psycopg import sql
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -57,6 +56,7 @@ class PgWakeChannel:
         self._signal = signal
         self._replica = new_id()  # our own notifications come back to us: skip them
         self._sending: asyncio.Task[None] | None = None
+        self._sender: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._again = False
         signal.on_set(self._notify_soon)
 
@@ -71,19 +71,25 @@ class PgWakeChannel:
         while True:
             self._again = False
             try:
-                async with self._engine.connect() as connection:
-                    await connection.execute(
-                        text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": self.channel, "payload": self._replica},
-                    )
-                    await connection.commit()
+                # Its own autocommit connection (as ChangeChannel's): ~0.5 ms of CPU a statement instead of ~1.8 ms
+                # through the pool, paid for every piece of work queued.
+                if self._sender is None or self._sender.closed:
+                    self._sender = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                await self._sender.execute("SELECT pg_notify(%s, %s)", (self.channel, self._replica))
             except Exception as exc:
                 _log.warning(
                     "NOTIFY failed; other replicas poll", extra={"channel": self.channel, "error": type(exc).__name__}
                 )
+                await self._close_sender()
                 return
             if not self._again:
                 return
+
+    async def _close_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            with contextlib.suppress(Exception):
+                await sender.close()
 
     async def listen_forever(self) -> None:
         await _listen_forever(self._conninfo, self.channel, self.listening, self._on_notification, self._catch_up)
@@ -99,6 +105,7 @@ class PgWakeChannel:
         if self._sending is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._sending), timeout=2)
+        await self._close_sender()
 
 
 class ChangeChannel:
