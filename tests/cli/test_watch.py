@@ -31,6 +31,10 @@ pytestmark = pytest.mark.integration
 LONG_PATH = "/home/someone/projects/contentpipe/.contentpipe/generated-content/local/0193abcdef0123456789/0.mp4"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Lines:
     """A CLI subprocess whose merged stdout/stderr lines can be awaited one pattern at a time."""
 
@@ -42,6 +46,9 @@ class Lines:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # A suite started in the background (`make test &`) inherits SIGINT ignored, and Python keeps an
+            # ignored SIGINT ignored: the child must get Ctrl-C the way a terminal user's CLI does.
+            preexec_fn=_default_sigint,  # noqa: PLW1509 - only resets one signal disposition before exec
         )
         self.seen: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -144,7 +144,7 @@ async def test_500_generations_on_a_1s_provider_finish_in_about_a_second_without
     task = asyncio.create_task(worker.run())
     await _until(lambda: all(g.state is GenerationState.SUCCEEDED for g in repo.rows.values()))
     elapsed = time.monotonic() - started
-    assert threading.active_count() == threads  # async polling: no thread per generation
+    assert threading.active_count() <= threads  # async polling: no thread per generation (others may end)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert provider.peak == 500
