@@ -42,6 +42,31 @@ def conninfo_for(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+class _NotifySender:
+    """NOTIFY statements on a dedicated autocommit connection, opened at the first one and again after a failure:
+    a statement on it costs ~0.5 ms of CPU, through the SQLAlchemy pool ~1.8 ms (checkout, options, reset)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+
+    async def execute(self, query: str, params: tuple[object, ...]) -> None:
+        """Send one statement; on failure the connection is dropped (the next statement opens a new one)."""
+        try:
+            if self._connection is None or self._connection.closed:
+                self._connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            await self._connection.execute(query, params)
+        except Exception:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
 class PgWakeChannel:
     """LISTEN/NOTIFY for one queue's `WakeSignal`; `listen_forever` is a background loop of the service."""
 
@@ -51,12 +76,11 @@ class PgWakeChannel:
         self.channel = channel
         self.name = f"listen-{channel}"
         self.listening = asyncio.Event()  # set while LISTEN is active (tests wait on it)
-        self._engine = engine
         self._conninfo = conninfo_for(engine.url.render_as_string(hide_password=False))
         self._signal = signal
         self._replica = new_id()  # our own notifications come back to us: skip them
         self._sending: asyncio.Task[None] | None = None
-        self._sender: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._sender = _NotifySender(self._conninfo)
         self._again = False
         signal.on_set(self._notify_soon)
 
@@ -71,25 +95,14 @@ class PgWakeChannel:
         while True:
             self._again = False
             try:
-                # Its own autocommit connection (as ChangeChannel's): ~0.5 ms of CPU a statement instead of ~1.8 ms
-                # through the pool, paid for every piece of work queued.
-                if self._sender is None or self._sender.closed:
-                    self._sender = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 await self._sender.execute("SELECT pg_notify(%s, %s)", (self.channel, self._replica))
             except Exception as exc:
                 _log.warning(
                     "NOTIFY failed; other replicas poll", extra={"channel": self.channel, "error": type(exc).__name__}
                 )
-                await self._close_sender()
                 return
             if not self._again:
                 return
-
-    async def _close_sender(self) -> None:
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            with contextlib.suppress(Exception):
-                await sender.close()
 
     async def listen_forever(self) -> None:
         await _listen_forever(self._conninfo, self.channel, self.listening, self._on_notification, self._catch_up)
@@ -105,7 +118,7 @@ class PgWakeChannel:
         if self._sending is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._sending), timeout=2)
-        await self._close_sender()
+        await self._sender.close()
 
 
 class ChangeChannel:
@@ -127,9 +140,7 @@ class ChangeChannel:
         self._replica = new_id()  # our own notifications come back to us: skip them
         self._pending: dict[str, None] = {}  # keys to send, in notification order, each once
         self._sending: asyncio.Task[None] | None = None
-        # Its own autocommit connection, opened at the first change: a statement on it costs ~0.5 ms of CPU, a
-        # pooled SQLAlchemy connection ~1.8 ms (checkout, execution options, reset), paid on every save.
-        self._sender: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._sender = _NotifySender(self._conninfo)  # not the pool: see _NotifySender
         changes.on_notify(self._notify_soon)
 
     def _notify_soon(self, key: str) -> None:
@@ -156,8 +167,6 @@ class ChangeChannel:
             keys = list(self._pending)
             self._pending.clear()
             try:
-                if self._sender is None or self._sender.closed:
-                    self._sender = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 await self._sender.execute(
                     "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
                     (self.channel, self._payloads(keys)),
@@ -166,14 +175,7 @@ class ChangeChannel:
             except Exception as exc:
                 extra = {"channel": self.channel, "error": type(exc).__name__}
                 _log.warning("NOTIFY failed; other replicas re-read", extra=extra)
-                await self._close_sender()
                 return
-
-    async def _close_sender(self) -> None:
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            with contextlib.suppress(Exception):
-                await sender.close()
 
     async def listen_forever(self) -> None:
         await _listen_forever(
@@ -191,7 +193,7 @@ class ChangeChannel:
         if self._sending is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._sending), timeout=2)
-        await self._close_sender()
+        await self._sender.close()
 
 
 async def _listen_forever(
@@ -235,3 +237,10 @@ def change_channel(engine: AsyncEngine, channel: str, changes: ChangeNotifier) -
 def wake_channel(engine: AsyncEngine, channel: str, signal: WakeSignal) -> PgWakeChannel | None:
     """A LISTEN/NOTIFY channel for `signal` on PostgreSQL; None on SQLite (one process: the in-process wake-up)."""
     return PgWakeChannel(engine, channel, signal) if is_postgresql(engine) else None
+
+
+async def close_channels(*channels: PgWakeChannel | ChangeChannel | None) -> None:
+    """Close a service's channels (None: not on PostgreSQL): their senders' connections, after pending NOTIFYs."""
+    for channel in channels:
+        if channel is not None:
+            await channel.close()

@@ -19,7 +19,7 @@ from contentpipe.api.generation.v1 import generation_service_pb2, generation_ser
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.database import Schema, create_service_engine
 from contentpipe.common.http import OutboundUrlPolicy, create_http_client
-from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
+from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, close_channels, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
@@ -68,10 +68,7 @@ class Components:
     changes: ChangeChannel | None = None
 
     async def close(self) -> None:
-        if self.notify is not None:
-            await self.notify.close()
-        if self.changes is not None:
-            await self.changes.close()
+        await close_channels(self.notify, self.changes)
         for client in self.clients:
             await client.aclose()
         await self.blobs.aclose()

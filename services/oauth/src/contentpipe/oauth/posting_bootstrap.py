@@ -13,7 +13,7 @@ import httpx
 from contentpipe.api.oauth.v1 import posting_service_pb2, posting_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.http import create_http_client
-from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
+from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, close_channels, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import ServiceRegistration
 from contentpipe.common.settings import CommonSettings
@@ -50,10 +50,7 @@ class PostingApplication:
     changes: ChangeChannel | None = None  # a post saved by another replica wakes WaitPost here (PostgreSQL)
 
     async def close(self) -> None:
-        if self.notify is not None:
-            await self.notify.close()
-        if self.changes is not None:
-            await self.changes.close()
+        await close_channels(self.notify, self.changes)
         for client in self.clients:
             await client.aclose()
 

@@ -17,7 +17,7 @@ from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.channels import ServiceToken, create_channel
 from contentpipe.common.database import Schema, create_service_engine, session_factory
-from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, wake_channel
+from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, close_channels, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
@@ -58,10 +58,7 @@ class Components:
     changes: ChangeChannel | None = None
 
     async def close(self) -> None:
-        if self.notify is not None:
-            await self.notify.close()
-        if self.changes is not None:
-            await self.changes.close()
+        await close_channels(self.notify, self.changes)
         for channel in self.channels.values():
             await channel.close(None)
         await self.engine.dispose()
