@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from contentpipe.common import errors
 from contentpipe.common.error_class import ErrorClass
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.pipelines.domain.model import (
     GenerateContent,
     GenerationKind,
@@ -35,7 +36,11 @@ from tests.pipelines.unit.memory import FakePeerServices, LostReply, MemoryRuns
 pytestmark = pytest.mark.unit
 
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, multiplier=2.0, max_backoff=0.02)
-SETTINGS = EngineSettings(worker_id="w1", lease_seconds=5, poll_initial=0.001, poll_max=0.005, claim_interval=0.01)
+SETTINGS = EngineSettings(
+    QueueSettings(owner="w1", lease_seconds=5, poll_interval=0.01, concurrency=200, claim_batch=200),
+    poll_initial=0.001,
+    poll_max=0.005,
+)
 
 
 def make_run(*steps: Step, owner: str = "u1", run_id: str = "r1") -> PipelineRun:
@@ -230,7 +235,10 @@ async def test_per_user_limit_leaves_room_for_other_users() -> None:
         runs,
         peers.peers(),
         EngineSettings(
-            worker_id="w1", max_in_flight=10, max_per_user=2, poll_initial=0.01, poll_max=0.01, claim_interval=0.01
+            QueueSettings(owner="w1", poll_interval=0.01, concurrency=10, claim_batch=10),
+            max_per_user=2,
+            poll_initial=0.01,
+            poll_max=0.01,
         ),
     )
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.pipelines.domain.model import RunState
 from contentpipe.pipelines.service_layer.engine.core import EngineSettings
 from contentpipe.pipelines.service_layer.engine.worker import Worker
@@ -21,9 +22,9 @@ pytestmark = pytest.mark.unit
 STUCK = GenerationStatus(name="", state="RUNNING")  # a child that never finishes: the run waits until stopped
 
 
-def settings(**changes: float) -> EngineSettings:
-    base = {"lease_seconds": 5.0, "poll_initial": 0.01, "poll_max": 0.02, "claim_interval": 3600.0}
-    return EngineSettings(worker_id="w1", **{**base, **changes})  # type: ignore[arg-type]
+def settings(*, lease_seconds: float = 5.0, cancel_check_interval: float = 1.0) -> EngineSettings:
+    queue = QueueSettings(owner="w1", lease_seconds=lease_seconds, poll_interval=3600.0, concurrency=200)
+    return EngineSettings(queue, poll_initial=0.01, poll_max=0.02, cancel_check_interval=cancel_check_interval)
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from contentpipe.common.errors import FailedPrecondition, NotFound
 from contentpipe.common.telemetry import span_link_from
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.pipelines.domain.model import (
     GenerateContent,
     GenerationKind,
@@ -47,7 +48,11 @@ async def service(state: PipelineState = PipelineState.ACTIVE) -> tuple[RunServi
     runs = MemoryRuns()
     woken: list[int] = []
     svc = RunService(
-        pipelines, runs, FakePeerServices().peers(), EngineSettings(worker_id="api"), on_queued=lambda: woken.append(1)
+        pipelines,
+        runs,
+        FakePeerServices().peers(),
+        EngineSettings(QueueSettings(owner="api")),
+        on_queued=lambda: woken.append(1),
     )
     return svc, runs, woken
 

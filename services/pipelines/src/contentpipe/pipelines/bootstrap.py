@@ -21,6 +21,7 @@ from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_chann
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
 from contentpipe.common.telemetry import setup_telemetry
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.pipelines.adapters.peers import GrpcConnections, GrpcGenerations, GrpcJobs, GrpcPosts
 from contentpipe.pipelines.adapters.repository import SqlPipelineRepository, SqlRunRepository
 from contentpipe.pipelines.config import SERVICE, PipelinesConfig
@@ -66,11 +67,14 @@ class Components:
 
 def engine_settings(config: PipelinesConfig) -> EngineSettings:
     return EngineSettings(
-        worker_id=config.worker_id,
-        lease_seconds=config.lease_seconds,
-        max_in_flight=config.max_in_flight,
+        queue=QueueSettings(
+            owner=config.worker_id,
+            lease_seconds=config.lease_seconds,
+            poll_interval=config.claim_interval_seconds,
+            concurrency=config.max_in_flight,
+            claim_batch=config.max_in_flight,
+        ),
         max_per_user=config.max_runs_per_user,
-        claim_interval=config.claim_interval_seconds,
         poll_initial=config.poll_initial_seconds,
         poll_max=config.poll_max_seconds,
     )

@@ -135,10 +135,12 @@ class RunService:
             return run
         await self._runs.request_cancel(owner, run_id)
         # Nobody holds it (queued, or its worker died): cancel it here, under a lease of our own.
-        lease_owner = f"{self._settings.worker_id}/cancel-{new_id()[:8]}"
-        claimed = await self._runs.claim(lease_owner, 1, self._settings.lease_seconds, run_id=run_id)
+        lease_owner = f"{self._settings.queue.owner}/cancel-{new_id()[:8]}"
+        claimed = await self._runs.claim(lease_owner, 1, self._settings.queue.lease_seconds, run_id=run_id)
         if claimed:
-            executor = RunExecutor(self._runs, self._peers, replace(self._settings, worker_id=lease_owner))
+            executor = RunExecutor(
+                self._runs, self._peers, replace(self._settings, queue=replace(self._settings.queue, owner=lease_owner))
+            )
             try:
                 return await executor.cancel(claimed[0])
             except LeaseLost:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from contentpipe.common.workqueue import QueueSettings
 from contentpipe.pipelines.domain.model import (
     StepError,
 )
@@ -12,11 +13,12 @@ from contentpipe.pipelines.domain.model import (
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    worker_id: str
-    lease_seconds: float = 30.0
-    max_in_flight: int = 200
+    # The run queue on the common runtime: `queue.owner` is this replica's lease owner, `queue.concurrency` the runs
+    # in flight here, `queue.poll_interval` how often it looks for runs without a wake-up.
+    queue: QueueSettings = field(
+        default_factory=lambda: QueueSettings(owner="pipelines", concurrency=200, claim_batch=200)
+    )
     max_per_user: int = 20
-    claim_interval: float = 1.0
     poll_initial: float = 0.5
     poll_max: float = 10.0
     poll_multiplier: float = 1.5

@@ -76,7 +76,7 @@ class RunExecutor:
     # ------------------------------------------------------------ persistence
 
     async def _save(self, run: PipelineRun) -> PipelineRun:
-        await self._runs.save(run, self._settings.worker_id)
+        await self._runs.save(run, self._settings.queue.owner)
         before, self._saved = self._saved, run
         self.run = run
         self._metrics.transition(before, run)

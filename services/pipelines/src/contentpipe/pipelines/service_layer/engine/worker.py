@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from contentpipe.common import errors
 from contentpipe.common.error_class import ErrorClass
-from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
+from contentpipe.common.workqueue import LeasedWorker, WakeSignal
 from contentpipe.pipelines.domain.model import (
     PipelineRun,
     RunState,
@@ -52,7 +52,7 @@ class _RunLeases:
 
 
 class Worker:
-    """Executes claimed runs concurrently, within the per-replica (`max_in_flight`) and per-user limits."""
+    """Executes claimed runs concurrently, within the per-replica (`queue.concurrency`) and per-user limits."""
 
     def __init__(
         self,
@@ -72,13 +72,7 @@ class Worker:
             "pipelines",
             _RunLeases(runs),
             self._execute,
-            QueueSettings(
-                owner=settings.worker_id,
-                lease_seconds=settings.lease_seconds,
-                poll_interval=settings.claim_interval,
-                concurrency=settings.max_in_flight,
-                claim_batch=settings.max_in_flight,
-            ),
+            settings.queue,
             key=lambda run: run.id,
             wake=wake,
             claim=self._claim,
@@ -159,7 +153,7 @@ class Worker:
             )
             with contextlib.suppress(Exception):
                 crashed = replace(current, state=RunState.FAILED, error=error, finish_time=now_utc())
-                await self._runs.save(crashed, self._settings.worker_id)
+                await self._runs.save(crashed, self._settings.queue.owner)
                 self._metrics.transition(current, crashed)
         finally:
             # No await between here and the runtime dropping the task: the watch cannot re-create the event.
