@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import FailedPrecondition, NotFound
 from contentpipe.common.telemetry import span_link_from
 from contentpipe.common.workqueue import QueueSettings
@@ -18,13 +19,14 @@ from contentpipe.pipelines.domain.model import (
     PostToPlatform,
     RunState,
     Step,
+    StepError,
     StepOutputs,
     StepRun,
     StepState,
     TargetResult,
     TriggerKind,
 )
-from contentpipe.pipelines.service_layer.engine.core import EngineSettings
+from contentpipe.pipelines.service_layer.engine.core import EngineSettings, child_request_id
 from contentpipe.pipelines.service_layer.runs import RunService
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -124,6 +126,34 @@ async def test_resume_reuses_succeeded_steps_and_published_targets() -> None:
     assert post.state == StepState.PENDING and post.attempts == 0
     assert post.targets[0].post == "posts/ok" and post.targets[0].published
     assert post.targets[1] == TargetResult("connections/b")
+
+
+async def test_resume_never_creates_again_a_post_that_may_exist() -> None:
+    """A create whose answer was lost keeps its key, a post still on its way is waited for: only a FAILED post is
+    made anew (a resumed run with its own keys published the same post twice under chaos)."""
+    svc, runs, _ = await service()
+    queued = await svc.run("alice", "p1", "")
+    lost = StepError(ErrorClass.RETRYABLE, "UNAVAILABLE", "creating the post failed")
+    failed_post = StepRun(
+        step_id="post",
+        state=StepState.FAILED,
+        attempts=2,
+        targets=(
+            TargetResult("connections/a", attempt=2, error=lost),  # created or not: nobody knows
+            TargetResult("connections/b", post="posts/queued", post_state=PostState.QUEUED, attempt=1),
+            TargetResult("connections/c", post="posts/bad", post_state=PostState.FAILED, attempt=1),
+        ),
+    )
+    done_video = StepRun("video", StepState.SUCCEEDED, 1, outputs=StepOutputs(generation="generations/g"))
+    row = runs.rows[queued.id]
+    row.run = replace(row.run.with_step(0, done_video).with_step(1, failed_post), state=RunState.FAILED)
+
+    resumed = await svc.resume("alice", "p1", queued.id, "")
+
+    a, b, c = resumed.steps[1].targets
+    assert a.request_key == child_request_id(queued.id, 1, 2, 0) and not a.post and a.error is None
+    assert b.post == "posts/queued" and b.post_state == PostState.QUEUED
+    assert c == TargetResult("connections/c")
 
 
 async def _failed_at_post(svc: RunService, runs: MemoryRuns) -> str:

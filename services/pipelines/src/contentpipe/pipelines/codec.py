@@ -368,6 +368,7 @@ def step_runs_to_json(steps: tuple[StepRun, ...]) -> list[dict[str, Any]]:
                         "permalink": target.permalink,
                         "error": _error_json(target.error),
                         "attempt": target.attempt,
+                        **({"request_key": target.request_key} if target.request_key else {}),
                     }
                     for target in step.targets
                 ],
@@ -411,6 +412,7 @@ def step_runs_from_json(data: list[dict[str, Any]]) -> tuple[StepRun, ...]:
                         permalink=target["permalink"],
                         error=_error_from_json(target.get("error")),
                         attempt=int(target.get("attempt", 0)),
+                        request_key=str(target.get("request_key", "")),
                     )
                     for target in item.get("targets", ())
                 ),

@@ -213,6 +213,9 @@ class TargetResult:
     # The step attempt whose request id created (or will create) `post`. Kept across step attempts until that post
     # ends FAILED/CANCELED with a retryable class: only then does a later attempt create a new post with a new key.
     attempt: int = 0
+    # The request id of a create made by an earlier run, carried over by a resume: a create whose answer was lost
+    # (or whose post was still on its way) is found again under its own key, never made a second time.
+    request_key: str = ""
 
     @property
     def published(self) -> bool:

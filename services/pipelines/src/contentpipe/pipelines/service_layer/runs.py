@@ -25,7 +25,7 @@ from contentpipe.pipelines.domain.model import (
     TargetResult,
     TriggerKind,
 )
-from contentpipe.pipelines.service_layer.engine.core import EngineSettings
+from contentpipe.pipelines.service_layer.engine.core import EngineSettings, child_request_id
 from contentpipe.pipelines.service_layer.engine.executor import RunExecutor
 from contentpipe.pipelines.service_layer.pipelines import MAX_REQUEST_ID
 from contentpipe.pipelines.service_layer.ports import (
@@ -195,7 +195,8 @@ class RunService:
         else:
             # The revision the failed run used: resuming continues that run, not the edited pipeline.
             revision, display_name = source.pipeline_revision, source.pipeline_display_name
-            definition, steps = source.definition, tuple(_carried_over(step_run) for step_run in source.steps)
+            definition = source.definition
+            steps = tuple(_carried_over(source, index, step_run) for index, step_run in enumerate(source.steps))
         run = PipelineRun(
             id=new_id(),
             pipeline_id=source.pipeline_id,
@@ -237,32 +238,48 @@ def resumed_steps(source: PipelineRun, definition: tuple[Step, ...]) -> tuple[St
         step_run = source.steps[previous[0]] if previous is not None else None
         same = previous is not None and previous[0] == index and previous[1] == step
         if unchanged_so_far and same and step_run is not None:
-            carried.append(_carried_over(step_run))
+            carried.append(_carried_over(source, index, step_run))
             unchanged_so_far = step_run.state.done
             continue
         unchanged_so_far = False
-        carried.append(_restarted(step, step_run))
+        carried.append(_restarted(step, step_run, source, previous[0] if previous is not None else -1))
     return tuple(carried)
 
 
-def _restarted(step: Step, step_run: StepRun | None) -> StepRun:
-    """A fresh step run; for a post step, targets already published under the same id stay published."""
+def _kept_target(source: PipelineRun, index: int, position: int, target: TargetResult) -> TargetResult | None:
+    """What a resume keeps of a post target of `source`'s step `index`, None when it starts afresh.
+
+    Kept: a post that went out (PUBLISHED, or UNCONFIRMED for a person), a post still on its way (the resumed run
+    waits for it), and the key of a create whose outcome is unknown (its answer was lost: the same key finds that
+    post again). Only a post that ended FAILED or CANCELED is made anew, under the resumed run's own key."""
+    if target.post:
+        if target.post_state in (PostState.FAILED, PostState.CANCELED):
+            return None
+        if target.published or target.post_state == PostState.UNCONFIRMED:
+            return replace(target, attempt=0, error=None)
+        return replace(target, error=None)
+    if target.attempt > 0:
+        key = target.request_key or child_request_id(source.id, index, target.attempt, position)
+        return TargetResult(connection=target.connection, request_key=key)
+    return None
+
+
+def _restarted(step: Step, step_run: StepRun | None, source: PipelineRun, index: int) -> StepRun:
+    """A fresh step run; for a post step with the same id, what went out (or may have) under it stays."""
     if step_run is None or not isinstance(step.action, PostToPlatform):
         return StepRun(step_id=step.id)
-    published = {
-        target.connection: replace(target, attempt=0, error=None)
-        for target in step_run.targets
-        if target.published or target.post_state == PostState.UNCONFIRMED
-    }
-    if not published:
+    kept: dict[str, TargetResult] = {}
+    for position, target in enumerate(step_run.targets):
+        carried = _kept_target(source, index, position, target)
+        if carried is not None:
+            kept[target.connection] = carried
+    if not kept:
         return StepRun(step_id=step.id)
-    targets = tuple(published.get(name) or TargetResult(connection=name) for name in step.action.connections)
-    return StepRun(
-        step_id=step.id, targets=targets, children=tuple(t.post for t in targets if t.connection in published)
-    )
+    targets = tuple(kept.get(name) or TargetResult(connection=name) for name in step.action.connections)
+    return StepRun(step_id=step.id, targets=targets, children=tuple(t.post for t in targets if t.post))
 
 
-def _carried_over(step_run: StepRun) -> StepRun:
+def _carried_over(source: PipelineRun, index: int, step_run: StepRun) -> StepRun:
     """A succeeded step is reused with its outputs; others start again, keeping targets already published."""
     if step_run.state.done:
         return StepRun(
@@ -277,10 +294,9 @@ def _carried_over(step_run: StepRun) -> StepRun:
         )
     kept: list[TargetResult] = []
     children: list[str] = []
-    for target in step_run.targets:
-        if target.published or target.post_state == PostState.UNCONFIRMED:
-            kept.append(replace(target, attempt=0, error=None))
-            children.append(target.post)
-        else:
-            kept.append(TargetResult(connection=target.connection))
+    for position, target in enumerate(step_run.targets):
+        carried = _kept_target(source, index, position, target)
+        kept.append(carried or TargetResult(connection=target.connection))
+        if carried is not None and carried.post:
+            children.append(carried.post)
     return StepRun(step_id=step_run.step_id, targets=tuple(kept), children=tuple(children))

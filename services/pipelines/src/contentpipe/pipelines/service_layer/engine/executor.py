@@ -419,9 +419,8 @@ class RunExecutor:
         step_run = run.steps[index]
         target = step_run.targets[position]
         try:
-            status = await self._peers.posts.create(
-                run.owner, request, child_request_id(run.id, index, target.attempt, position)
-            )
+            key = target.request_key or child_request_id(run.id, index, target.attempt, position)
+            status = await self._peers.posts.create(run.owner, request, key)
         except errors.ContentpipeError as exc:
             error = retries.step_error(
                 exc, f"step {run.definition[index].id!r}, target {target.connection}: creating the post failed"
