@@ -85,7 +85,28 @@ async def test_snapshots_that_are_not_the_awaited_change_cost_no_read() -> None:
     state["value"] = "DONE"
     notifier.notify("p1", "DONE")
     assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
-    assert reads == 2  # the awaited change is confirmed by a read: the caller gets what is stored
+    assert reads == 1  # the awaited change is the committed snapshot itself: no read for it either
+
+
+async def test_a_bare_notification_of_the_awaited_change_is_read() -> None:
+    notifier = ChangeNotifier()
+    state = {"value": "QUEUED"}
+    reads = 0
+    subscribed = asyncio.Event()
+
+    async def read() -> str:
+        nonlocal reads
+        reads += 1
+        subscribed.set()
+        return state["value"]
+
+    waiter = asyncio.create_task(wait_for(notifier, "p1", read, lambda v: v == "DONE", 3600, recheck=3600))
+    await subscribed.wait()
+    notifier.notify("p1", "RUNNING")
+    state["value"] = "DONE"
+    notifier.notify_quietly("p1")  # another replica wrote it: no snapshot, so the row is read
+    assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
+    assert reads == 2
 
 
 async def test_only_a_local_notify_is_passed_on_to_the_other_replicas() -> None:

@@ -106,9 +106,10 @@ async def wait_for(
     """Read until `done(value)` or `max_wait` seconds pass; between reads, sleep until `key` is notified (or `recheck`
     seconds, by default the notifier's). Returns the last value read. Errors of `read` (NotFound, ...) propagate.
 
-    When every notification since the last read carried a snapshot and none of them is `done`, the row is not read
-    again (its committed states were all seen); a `done` snapshot is confirmed by a read, so what the caller gets is
-    always what is stored."""
+    A snapshot is what the writer committed (`notify(key, snapshot)` after the commit, a copy of the object exactly as
+    written), so the row is not read again for it: when the newest snapshot since the last read is `done`, it is the
+    answer; when every snapshot is there and none is `done`, the wait goes on. A bare notification (another replica,
+    or a writer without a snapshot) and the recheck interval read the row."""
     if recheck is None:
         recheck = notifier.recheck_seconds
     loop = asyncio.get_running_loop()
@@ -123,9 +124,12 @@ async def wait_for(
                 await asyncio.wait_for(waiter.event.wait(), timeout=min(remaining, recheck))
             waiter.event.clear()
             snapshots, waiter.snapshots = waiter.snapshots, []
-            # Read after a timeout (another replica may have written), a bare notification, a snapshot that may be
-            # the awaited change, or at the bound (the caller gets the row as it is then). Otherwise every committed
-            # change was seen and none is the awaited one: keep waiting without a read.
+            newest = snapshots[-1] if snapshots else None
+            if newest is not None and done(newest):  # type: ignore[arg-type]
+                return newest  # type: ignore[return-value]
+            # Read after a timeout (another replica may have written), a bare notification, or at the bound (the
+            # caller gets the row as it is then). Otherwise every committed change was seen and none is the awaited
+            # one: keep waiting without a read.
             seen_all = bool(snapshots) and all(s is not None and not done(s) for s in snapshots)  # type: ignore[arg-type]
             if not seen_all or deadline - loop.time() <= 0:
                 value = await read()
