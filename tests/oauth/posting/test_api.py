@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from contentpipe.api.oauth.v1 import platform_pb2
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -234,6 +235,55 @@ async def test_request_id_makes_create_idempotent(database_url: str, tmp_path: P
         other_user = await stack.create(user="user-2", connection="connections/other", text="once", request_id="req-1")
         assert again.name == first.name and again.request_id == "req-1"
         assert other_user.name != first.name
+        listed = await stack.stub.ListPosts(pb.ListPostsRequest(), metadata=bearer())
+        assert [p.name for p in listed.posts] == [first.name]
+
+
+async def test_a_create_is_one_insert(database_url: str, tmp_path: Path) -> None:
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        sent: list[str] = []
+
+        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if " posts" in statement:
+                sent.append(statement.split(maxsplit=1)[0].upper())
+
+        sa.event.listen(stack.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            await stack.create(connection="connections/outbox", text="once", request_id="req-1")
+            assert sent == ["INSERT"]  # no read of the request_id before it
+            sent.clear()
+            await stack.create(connection="connections/outbox", text="once", request_id="req-1")
+            assert sent == ["INSERT", "SELECT"]  # the conflict, then the post it made
+        finally:
+            sa.event.remove(stack.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_retried_create_gets_its_post_whatever_changed_since(database_url: str, tmp_path: Path) -> None:
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        first = await stack.create(connection="connections/twitter", text="once", request_id="req-1")
+        bad_reply = pb.PlatformOptions(twitter=pb.TwitterOptions(reply_to_post_id="abc"))
+        # The same request again, now refused by the rules; then its connection awaiting re-authorization; then gone.
+        again = await stack.create(connection="connections/twitter", text="once", request_id="req-1", options=bad_reply)
+        assert again.name == first.name
+        stack.tokens.connections["twitter"].status = "needs_reauth"
+        again = await stack.create(connection="connections/twitter", text="once", request_id="req-1")
+        assert again.name == first.name
+        del stack.tokens.connections["twitter"]
+        again = await stack.create(connection="connections/twitter", text="once", request_id="req-1")
+        assert again.name == first.name and again.state == pb.POST_STATE_QUEUED
+        # Another request id is refused as before, and so is a dry run of the retried one: it creates nothing.
+        err = await refused(
+            stack, grpc.StatusCode.NOT_FOUND, connection="connections/twitter", text="t", request_id="req-2"
+        )
+        assert reason(err) == "CONNECTION_NOT_FOUND"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stack.stub.CreatePost(
+                pb.CreatePostRequest(
+                    post=pb.Post(connection="connections/twitter", text="once"), request_id="req-1", validate_only=True
+                ),
+                metadata=bearer(),
+            )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
         listed = await stack.stub.ListPosts(pb.ListPostsRequest(), metadata=bearer())
         assert [p.name for p in listed.posts] == [first.name]
 

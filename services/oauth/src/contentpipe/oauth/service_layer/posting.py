@@ -68,10 +68,27 @@ class PostingServices:
         return view
 
     async def create(self, owner: str, request: NewPost, *, validate_only: bool = False) -> Post:
-        if request.request_id and not validate_only:
-            existing = await self.repository.find_by_request(owner, request.request_id)
-            if existing is not None:
-                return existing
+        if validate_only:
+            post = await self._new_post(owner, request)
+            post.id = ""  # AIP-163: what would be created; no name a client could look up
+            return post
+        try:
+            post = await self._new_post(owner, request)
+        except ContentpipeError:
+            # A retry of a create that went through gets that post, whatever the connection or the checks say now
+            # (disconnected, awaiting re-authorization, media gone). Looked up only here: a create that passes is
+            # one INSERT, and `add` answers a repeated request_id with the post it made.
+            existing = await self.repository.find_by_request(owner, request.request_id) if request.request_id else None
+            if existing is None:
+                raise
+            return existing
+        stored = await self.repository.add(post)
+        if stored.id == post.id:
+            self.wake_worker()
+        return stored
+
+    async def _new_post(self, owner: str, request: NewPost) -> Post:
+        """The post `request` makes, checked against its connection, the platform's rules and its media."""
         conn = await self.connection(owner, request.connection_id)
         # The post's own rules first (INVALID_ARGUMENT whatever the connection's state): a pipeline checked while
         # its connection awaits re-authorization still learns that, say, its YouTube title is missing.
@@ -98,7 +115,7 @@ class PostingServices:
         account = conn.account_id or conn.id
         if conn.platform is Platform.FACEBOOK:
             account = request.options.facebook_page_id
-        post = Post(
+        return Post(
             id=new_id(),
             owner=owner,
             connection_id=conn.id,
@@ -114,13 +131,6 @@ class PostingServices:
             update_time=now,
             next_attempt_time=max(now, request.publish_time) if request.publish_time else now,
         )
-        if validate_only:
-            post.id = ""  # AIP-163: what would be created; no name a client could look up
-            return post
-        stored = await self.repository.add(post)
-        if stored.id == post.id:
-            self.wake_worker()
-        return stored
 
     async def get(self, owner: str, post_id: str) -> Post:
         post = await self.repository.get(post_id)
