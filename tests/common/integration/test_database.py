@@ -18,7 +18,7 @@ from contentpipe.common.database import (
     session_factory,
     version_table_for,
 )
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select, text
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, case, insert, select, text
 
 pytestmark = pytest.mark.integration
 SERVICES = ["generation", "oauth", "pipelines", "scheduler"]
@@ -104,6 +104,54 @@ async def test_claim_rows_leases_each_row_to_one_worker(database_url: str) -> No
         async with sessions() as session:
             owners = dict((await session.execute(select(jobs.c.id, jobs.c.lease_owner))).all())
         assert owners[1] is None and owners[3] == "worker-c"
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+        await engine.dispose()
+
+
+async def test_claim_rows_sets_more_columns_from_the_row_as_it_was(database_url: str) -> None:
+    metadata = MetaData()
+    jobs = Table(
+        f"lease_values_test_{abs(hash(database_url)) % 10_000}",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("state", String(20), nullable=False),
+        Column("tries", Integer, nullable=False),
+        Column("lease_owner", String(100)),
+        Column("lease_expires_at", DateTime(timezone=True)),
+    )
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(
+                insert(jobs), [{"id": 1, "state": "NEW", "tries": 0}, {"id": 2, "state": "BUSY", "tries": 4}]
+            )
+        starting = jobs.c.state == "NEW"  # read before the claim's own SET, in both columns
+        async with sessions() as session, session.begin():
+            claimed = await claim_rows(
+                session,
+                jobs,
+                where=[jobs.c.state.in_(["NEW", "BUSY"])],
+                order_by=[jobs.c.id],
+                limit=10,
+                lease_owner="worker-a",
+                lease_seconds=30,
+                values={
+                    "state": case((starting, "BUSY"), else_=jobs.c.state),
+                    "tries": case((starting, jobs.c.tries + 1), else_=jobs.c.tries),
+                },
+            )
+        assert sorted((r.id, r.state, r.tries, r.lease_owner) for r in claimed) == [
+            (1, "BUSY", 1, "worker-a"),
+            (2, "BUSY", 4, "worker-a"),
+        ]
+        async with sessions() as session:
+            stored = (await session.execute(select(jobs.c.id, jobs.c.state, jobs.c.tries).order_by(jobs.c.id))).all()
+        assert [tuple(row) for row in stored] == [(1, "BUSY", 1), (2, "BUSY", 4)]
     finally:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.drop_all)

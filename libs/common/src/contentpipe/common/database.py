@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,6 +298,7 @@ async def claim_rows(
     lease_owner: str,
     lease_seconds: float,
     now: datetime | None = None,
+    values: Mapping[str, Any] | None = None,
     id_column: str = "id",
     owner_column: str = "lease_owner",
     expires_column: str = "lease_expires_at",
@@ -306,6 +307,10 @@ async def claim_rows(
 
     `now` None: the database's clock inside the statement (see `sql_now`), which saves the `SELECT now()` round
     trip of `db_now`.
+
+    `values`: more columns to set on the claimed rows in the same statement (SQL expressions, e.g. a `case()` on a
+    column, see the row as it was before the claim), so a claim can also start the work it leases instead of the
+    worker saving that separately; the rows returned are as stored after it.
 
     PostgreSQL: `UPDATE … WHERE id IN (SELECT id … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING *`, so
     concurrent workers never block on or double-claim a row. SQLite: the same statement without the
@@ -322,7 +327,7 @@ async def claim_rows(
     statement = (
         update(table)
         .where(ident.in_(candidates.scalar_subquery()))
-        .values({owner_column: lease_owner, expires_column: now + timedelta(seconds=lease_seconds)})
+        .values({**(values or {}), owner_column: lease_owner, expires_column: now + timedelta(seconds=lease_seconds)})
         .returning(*table.c)
     )
     result = await session.execute(statement)

@@ -17,6 +17,9 @@ from contentpipe.common.database import (
     statement_session_factory,
 )
 from contentpipe.oauth.domain.posts import (
+    NEW_ATTEMPT_FROM,
+    NEW_ATTEMPT_STATE,
+    WORK_STATES,
     Media,
     Platform,
     Post,
@@ -73,7 +76,7 @@ posting_rate_limits = sa.Table(
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
 )
 
-_WORK_STATES = [PostState.QUEUED.value, PostState.PUBLISHING.value, PostState.UNCONFIRMED.value]
+_WORK_STATES = [state.value for state in WORK_STATES]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -218,6 +221,7 @@ class SqlPostRepository:
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Post]:
         c = posts.c
+        new_attempt = c.state == NEW_ATTEMPT_FROM.value
         async with self._statements() as session:
             now = sql_now(session)
             rows = await claim_rows(
@@ -229,6 +233,13 @@ class SqlPostRepository:
                 lease_owner=worker_id,
                 lease_seconds=lease_seconds,
                 now=now,
+                # The attempt starts with the lease (Post.start_attempt), so the worker has no save of its own to make
+                # before publishing.
+                values={
+                    "state": sa.case((new_attempt, NEW_ATTEMPT_STATE.value), else_=c.state),
+                    "attempts": sa.case((new_attempt, c.attempts + 1), else_=c.attempts),
+                    "update_time": now,
+                },
             )
         return [_from_row(row) for row in rows]
 

@@ -33,6 +33,16 @@ class PostState(StrEnum):
         return self in (PostState.PUBLISHED, PostState.FAILED, PostState.CANCELED)
 
 
+# Starting an attempt, what a worker taking a due post means: a QUEUED post begins a new attempt (PUBLISHING, one
+# more attempt counted); a crashed worker's PUBLISHING post and an UNCONFIRMED one (taken to be reconciled) keep their
+# state and count; either way the post's update_time is when it was taken. The queue's claim makes this change in the
+# statement that leases the post (the post repository's `claim`, from these constants), so a worker holds the post
+# as `Post.start_attempt` leaves it without saving it first.
+WORK_STATES = (PostState.QUEUED, PostState.PUBLISHING, PostState.UNCONFIRMED)
+NEW_ATTEMPT_FROM = PostState.QUEUED
+NEW_ATTEMPT_STATE = PostState.PUBLISHING
+
+
 class MediaKind(StrEnum):
     IMAGE = "IMAGE"
     VIDEO = "VIDEO"
@@ -209,11 +219,11 @@ class Post:
     # ------------------------------------------------------------ queue side
 
     def start_attempt(self, now: datetime) -> None:
-        """A worker took the post (QUEUED, a crashed worker's PUBLISHING, or UNCONFIRMED to reconcile)."""
-        self._require(PostState.QUEUED, PostState.PUBLISHING, PostState.UNCONFIRMED)
-        if self.state is PostState.QUEUED:
+        """A worker took the post (see WORK_STATES; the queue's claim applies this same change as it leases it)."""
+        self._require(*WORK_STATES)
+        if self.state is NEW_ATTEMPT_FROM:
             self.attempts += 1
-            self.state = PostState.PUBLISHING
+            self.state = NEW_ATTEMPT_STATE
         self.update_time = now
 
     def arm_create(self, now: datetime) -> None:

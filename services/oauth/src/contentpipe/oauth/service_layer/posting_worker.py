@@ -164,9 +164,8 @@ class PostingWorker:
     # ------------------------------------------------------------------ one post
 
     async def process(self, post: Post) -> None:
+        """Publish (or reconcile) a post as its claim left it: the claim started the attempt (Post.start_attempt)."""
         now = self.clock()
-        post.start_attempt(now)
-        await self.save(post)
         publisher = self._publishers.get(post.platform)
         if publisher is None:
             post.fail(

@@ -1,0 +1,97 @@
+"""The posting queue's claim starts the attempt it leases: what `Post.start_attempt` says, stored by the claim."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
+from contentpipe.common.database import create_engine, run_migrations
+from contentpipe.common.error_class import ErrorClass
+from contentpipe.common.ids import new_id
+from contentpipe.oauth.adapters.post_repository import SqlPostRepository
+from contentpipe.oauth.domain.posts import Platform, Post, PostError, PostOptions, PostState
+
+from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
+from tests.oauth.posting.harness import MIGRATIONS, VERSION_TABLE, posting_stack, reset_tables
+
+pytestmark = pytest.mark.integration
+
+LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def due_post(state: PostState, attempts: int, **fields: object) -> Post:
+    return Post(
+        id=new_id(),
+        owner="user-1",
+        connection_id="outbox",
+        platform=Platform.OUTBOX,
+        text=f"a {state.value} post",
+        media=(),
+        options=PostOptions(),
+        create_time=LONG_AGO,
+        account_id="user-1",
+        state=state,
+        attempts=attempts,
+        update_time=LONG_AGO,
+        next_attempt_time=LONG_AGO,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_the_claim_stores_the_started_attempt(database_url: str) -> None:
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        await reset_tables(engine)
+        repository = SqlPostRepository(engine)
+        error = PostError(ErrorClass.RETRYABLE, "OUTCOME_UNKNOWN", "timeout", LONG_AGO)
+        stored = [
+            due_post(PostState.QUEUED, 0),
+            due_post(PostState.QUEUED, 2, last_error=error),  # deferred after two failed attempts
+            due_post(PostState.PUBLISHING, 1),  # a crashed worker's
+            due_post(PostState.UNCONFIRMED, 1, create_sent_time=LONG_AGO, reconcile_attempts=1, last_error=error),
+        ]
+        for post in stored:
+            await repository.add(post)
+        before = datetime.now(UTC) - timedelta(seconds=5)  # PostgreSQL's clock, on this machine
+        claimed = {post.id: post for post in await repository.claim("worker-1", 10, 30)}
+        assert set(claimed) == {post.id for post in stored}
+        for post in stored:
+            got = claimed[post.id]
+            assert got.update_time is not None and got.update_time > before
+            expected = copy.deepcopy(post)
+            expected.start_attempt(got.update_time)
+            assert got == expected, post.state
+            assert await repository.get(post.id) == got  # as stored, not only as returned
+        first = claimed[stored[0].id]
+        assert (first.state, first.attempts) == (PostState.PUBLISHING, 1)
+        assert (claimed[stored[1].id].state, claimed[stored[1].id].attempts) == (PostState.PUBLISHING, 3)
+        assert claimed[stored[2].id].attempts == 1 and claimed[stored[3].id].state is PostState.UNCONFIRMED
+        assert await repository.claim("worker-2", 10, 30) == []  # leased with it
+    finally:
+        await engine.dispose()
+
+
+async def test_a_queued_outbox_post_is_claimed_then_published_in_one_save(database_url: str, tmp_path: Path) -> None:
+    tokens = FakeTokens()
+    tokens.add(FakeConnection(id="outbox", owner="user-1", platform="outbox", account_id="user-1", token=""))
+    async with posting_stack(database_url, tmp_path, tokens=tokens, worker=False) as stack:
+        created = await stack.create(connection="connections/outbox", text="once")
+        sent: list[str] = []
+
+        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if " posts" in statement:
+                sent.append(statement.split(maxsplit=1)[0].upper())
+
+        sa.event.listen(stack.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            assert await stack.app.worker.run_once() == 1
+        finally:
+            sa.event.remove(stack.engine.sync_engine, "before_cursor_execute", record)
+        assert sent == ["UPDATE", "UPDATE"]  # the claim (which starts the attempt), then the published post
+        post = await stack.get(created.name)
+        assert post.state == pb.POST_STATE_PUBLISHED and post.attempts == 1
