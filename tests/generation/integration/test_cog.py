@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -281,19 +284,23 @@ def test_a_cog_prediction_that_finished_while_the_service_was_down_is_not_run_tw
     start_cog: Callable[..., CogServer], tmp_path: Path
 ) -> None:
     cog = start_cog(delay=3.0)
+    database = tmp_path / "generation.db"
     env = {
         "GENERATION_DEFAULT_PROVIDER": "cog",
         "COG_MODELS": f"svd-local:VIDEO={cog.url}",
         "GENERATION_WORKER_ID": "worker-cog",
         "GENERATION_WEBHOOK_PORT": str(free_port()),
+        "GENERATION_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
     }
     first = ServiceProcess("generation", tmp_path / "svc", env=env).start()
     try:
         with GenerationClient(first.address) as client:
             created = client.create(kind=pb.GENERATION_KIND_VIDEO, prompt="while down",
                                     options={"width": 320, "height": 192})  # fmt: skip
+            # Killed once the service has recorded that Cog accepted the prediction (the run is Cog's from then
+            # on); a kill between Cog's accept and that record is the one window in which a restart PUTs again.
             deadline = time.monotonic() + 20
-            while not cog.predictions():
+            while not (cog.predictions() and _accepted_by_cog(database)):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
         assert first.process is not None
@@ -316,3 +323,14 @@ def test_a_cog_prediction_that_finished_while_the_service_was_down_is_not_run_tw
     assert len(cog.predictions()) == 1  # found where it was delivered, not PUT (and run) again
     (asset,) = done.outputs
     assert (asset.content_type, asset.frame_count) == ("video/mp4", 16)
+
+
+def _accepted_by_cog(database: Path) -> bool:
+    """Whether the generation's prediction record says Cog accepted it (the worker's checkpoint after the PUT)."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        rows = connection.execute("SELECT predictions FROM generations").fetchall()
+    return any(
+        record["status"] not in ("creating", "submitting")
+        for (predictions,) in rows
+        for record in json.loads(predictions or "[]")
+    )
