@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 
 import pytest
+from contentpipe.common import changes
 from contentpipe.common.changes import MAX_WAIT_SECONDS, ChangeNotifier, wait_for, wait_seconds
 
 pytestmark = pytest.mark.unit
@@ -130,3 +133,23 @@ async def test_a_wait_re_reads_at_its_notifiers_interval_by_default() -> None:
 
     # No notification at all: only the notifier's 10 ms re-read can reach the third read within the bound.
     assert await asyncio.wait_for(wait_for(notifier, "g1", read, lambda n: n >= 3, 3600), 10) == 3
+
+
+def test_a_final_state_written_here_is_known_without_a_read_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    @dataclass
+    class Row:
+        state: str
+
+    notifier = ChangeNotifier()
+    notifier.notify("g1", Row("RUNNING"))
+    assert notifier.final("g1", Row) is None  # not final: it may change again
+    notifier.notify("g1", Row("SUCCEEDED"), final=True)
+    known = notifier.final("g1", Row)
+    assert known == Row("SUCCEEDED")
+    assert known is not None
+    known.state = "changed by a caller"
+    assert notifier.final("g1", Row) == Row("SUCCEEDED")  # callers get copies
+    assert notifier.final("g1", str) is None  # another kind of object is not an answer
+    later = time.monotonic() + changes.FINAL_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert notifier.final("g1", Row) is None  # it expired: read the row again

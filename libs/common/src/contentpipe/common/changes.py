@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -20,6 +23,9 @@ T = TypeVar("T")
 MAX_WAIT_SECONDS = 30.0
 # A waiter re-reads this often even without a notification (changes made by another replica).
 RECHECK_SECONDS = 1.0
+# How long a final state written here answers reads without the database (`ChangeNotifier.final`), and how many.
+FINAL_SECONDS = 10.0
+FINAL_ENTRIES = 10_000
 
 
 class _Subscription:
@@ -41,6 +47,7 @@ class ChangeNotifier:
     def __init__(self, *, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self._waiters: dict[str, set[_Subscription]] = {}
         self._hooks: list[Callable[[str], None]] = []
+        self._finals: OrderedDict[str, tuple[float, object]] = OrderedDict()  # key -> (expiry, snapshot)
         # How often `wait_for` re-reads without a notification (a setting: tests lengthen it to prove a wake-up
         # came from a notification).
         self.recheck_seconds = recheck_seconds
@@ -49,12 +56,35 @@ class ChangeNotifier:
         """Run `hook(key)` on every `notify` (the cross-replica sender registers one), not on `notify_quietly`."""
         self._hooks.append(hook)
 
-    def notify(self, key: str, snapshot: object = None) -> None:
+    def notify(self, key: str, snapshot: object = None, *, final: bool = False) -> None:
         """`key` changed in this process (committed): wake its waiters here and tell the other replicas (the key
-        only: a snapshot stays in this process)."""
+        only: a snapshot stays in this process). `final`: the snapshot's state never changes again (a finished
+        generation or post), so `final(key)` answers with it for a while."""
+        if final and snapshot is not None:
+            self._remember_final(key, snapshot)
         self.notify_quietly(key, snapshot)
         for hook in self._hooks:
             hook(key)
+
+    def final(self, key: str, kind: type[T]) -> T | None:
+        """The final state written here for `key` in the last `FINAL_SECONDS`, if any: a read of a finished row
+        right after it finished (a client's wait that follows its create) needs no query. The caller applies the
+        same checks as to a row it read (ownership)."""
+        entry = self._finals.get(key)
+        if entry is None:
+            return None
+        expiry, snapshot = entry
+        if expiry < time.monotonic() or not isinstance(snapshot, kind):
+            return None
+        return copy.copy(snapshot)  # callers may change what they get (e.g. present URLs): never the snapshot
+
+    def _remember_final(self, key: str, snapshot: object) -> None:
+        now = time.monotonic()
+        finals = self._finals
+        finals[key] = (now + FINAL_SECONDS, snapshot)
+        finals.move_to_end(key)
+        while finals and (len(finals) > FINAL_ENTRIES or next(iter(finals.values()))[0] < now):
+            finals.popitem(last=False)
 
     def notify_quietly(self, key: str, snapshot: object = None) -> None:
         """Wake the waiters on `key` in this process only (another replica told us: no snapshot, they re-read)."""

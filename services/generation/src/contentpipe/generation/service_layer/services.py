@@ -85,8 +85,12 @@ class GenerationServices:
             self.wake_worker()
         return self._present(stored)
 
+    async def _stored(self, generation_id: str) -> Generation | None:
+        """The generation as stored: a final state just written here is known without a query."""
+        return self.changes.final(generation_id, Generation) or await self.repository.get(generation_id)
+
     async def get(self, owner: str, generation_id: str) -> Generation:
-        generation = await self.repository.get(generation_id)
+        generation = await self._stored(generation_id)
         if generation is None or generation.owner != owner:
             raise NotFound(f"generations/{generation_id} not found", reason="GENERATION_NOT_FOUND")
         return self._present(generation)
@@ -98,7 +102,7 @@ class GenerationServices:
         (capped, see contentpipe.common.changes)."""
 
         async def read() -> Generation:
-            generation = await self.repository.get(generation_id)
+            generation = await self._stored(generation_id)
             if generation is None or generation.owner != owner:
                 raise NotFound(f"generations/{generation_id} not found", reason="GENERATION_NOT_FOUND")
             return generation

@@ -36,7 +36,7 @@ class NotifyingRepository:
     async def save(self, generation: Generation) -> bool:
         saved = await self._inner.save(generation)
         if saved:
-            self._notifier.notify(generation.id, copy.copy(generation))
+            self._notifier.notify(generation.id, copy.copy(generation), final=generation.state.terminal)
         return saved
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:

@@ -133,7 +133,8 @@ class PostingServices:
         )
 
     async def get(self, owner: str, post_id: str) -> Post:
-        post = await self.repository.get(post_id)
+        # A final state just written here is known without a query (a caller's wait right after the post finished).
+        post = self.changes.final(post_id, Post) or await self.repository.get(post_id)
         if post is None or post.owner != owner:
             raise NotFound(f"posts/{post_id} not found", reason="POST_NOT_FOUND")
         return post

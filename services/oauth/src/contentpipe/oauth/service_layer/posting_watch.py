@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -34,7 +33,7 @@ class NotifyingPostRepository:
     async def update_unleased(self, post: Post, expected: PostState) -> bool:
         updated = await self._inner.update_unleased(post, expected)
         if updated:
-            self._notifier.notify(post.id, copy.copy(post))
+            self._notifier.notify(post.id, post.snapshot(), final=post.state.terminal)
         return updated
 
     async def queue_stats(self) -> tuple[int, datetime | None]:
@@ -43,13 +42,13 @@ class NotifyingPostRepository:
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Post]:
         claimed = await self._inner.claim(worker_id, limit, lease_seconds)
         for post in claimed:
-            self._notifier.notify(post.id, copy.copy(post))
+            self._notifier.notify(post.id, post.snapshot())
         return claimed
 
     async def save(self, post: Post, worker_id: str, *, release: bool = False) -> bool:
         saved = await self._inner.save(post, worker_id, release=release)
         if saved:
-            self._notifier.notify(post.id, copy.copy(post))
+            self._notifier.notify(post.id, post.snapshot(), final=post.state.terminal)
         return saved
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
