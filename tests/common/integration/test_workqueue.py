@@ -22,7 +22,7 @@ from contentpipe.common.database import (
 )
 from contentpipe.common.ids import new_id
 from contentpipe.common.notify import wake_channel
-from contentpipe.common.workqueue import Lease, LeasedWorker, QueueSettings, WakeSignal
+from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.integration
@@ -45,22 +45,6 @@ class SqlItems:
         async with self._sessions.begin() as session:
             await session.execute(sa.insert(self.table), [{"id": i, "state": "todo", "done_by": None} for i in ids])
         return ids
-
-    async def add_leased(self, lease: Lease) -> str:
-        item_id = new_id()
-        async with self._sessions.begin() as session:
-            expires = await db_now(session) + timedelta(seconds=lease.seconds)
-            await session.execute(
-                sa.insert(self.table).values(
-                    id=item_id, state="todo", done_by=None, lease_owner=lease.owner, lease_expires_at=expires
-                )
-            )
-        return item_id
-
-    async def leases(self) -> dict[str, str | None]:
-        async with self._sessions() as session:
-            rows = await session.execute(sa.select(self.table.c.id, self.table.c.lease_owner))
-        return {row.id: row.lease_owner for row in rows}
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[Item]:
         async with self._sessions.begin() as session:
@@ -240,141 +224,6 @@ async def test_released_on_shutdown_and_claimable_at_once(items: SqlItems) -> No
     await asyncio.wait_for(started.wait(), timeout=30)
     await _stop(task)
     assert [i.id for i in await items.claim("b", 10, 30)] == [item_id]
-
-
-async def test_an_item_created_leased_to_a_reserved_slot_runs_at_once_without_a_claim(items: SqlItems) -> None:
-    claims = 0
-    handled: list[tuple[str, int]] = []  # (item, claims made before it started)
-    release = asyncio.Event()
-
-    class Counting:
-        async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[Item]:
-            nonlocal claims
-            claims += 1
-            return await items.claim(owner, limit, lease_seconds)
-
-        renew = items.renew
-        release = items.release
-
-    async def handle(item: Item) -> None:
-        handled.append((item.id, claims))
-        await release.wait()
-        assert await items.finish(item.id, "a")
-
-    # A long poll interval: an item that waited for the loop would not run within the test's time.
-    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=3600, concurrency=2)
-    worker = LeasedWorker("items-a", Counting(), handle, settings, key=lambda i: i.id)
-    assert worker.reserve() is None  # the loop is not running: nothing may skip the queue
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.idle.wait(), timeout=30)
-    claims_before = claims
-
-    first, second = worker.reserve(), worker.reserve()
-    assert first == second == Lease("a", 600)
-    assert worker.reserve() is None  # both slots are promised
-    first_id = await items.add_leased(first)
-    worker.start_reserved(Item(first_id))
-    worker.unreserve()  # the second insert found an existing row, say
-    assert worker.in_flight == 1 and worker.reserve() is not None
-    worker.unreserve()
-    await asyncio.wait_for(_until(lambda: bool(handled)), timeout=30)
-    assert handled == [(first_id, claims_before)]  # started without a claim
-    release.set()
-    # Its lease is given back like a claimed item's.
-    await asyncio.wait_for(_until_async(lambda: _lease_of(items, first_id), None), timeout=30)
-    assert (await items.states())[first_id] == ("done", "a")
-    await _stop(task)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
-
-
-async def _until_async(read: Callable[[], Awaitable[object]], expected: object) -> None:
-    while await read() != expected:
-        await asyncio.sleep(0.01)
-
-
-async def _lease_of(items: SqlItems, item_id: str) -> str | None:
-    return (await items.leases())[item_id]
-
-
-class CountingClaims:
-    """The queue, counting its claims."""
-
-    def __init__(self, items: SqlItems) -> None:
-        self.items = items
-        self.claims = 0
-        self.renew = items.renew
-        self.release = items.release
-
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[Item]:
-        self.claims += 1
-        return await self.items.claim(owner, limit, lease_seconds)
-
-
-async def test_a_finished_handler_with_nothing_left_in_the_queue_only_gives_its_lease_back(items: SqlItems) -> None:
-    (item_id,) = await items.add(1)
-    queue = CountingClaims(items)
-    claims_when_done: list[int] = []
-
-    async def handle(item: Item) -> None:
-        assert await items.finish(item.id, "a")
-        claims_when_done.append(queue.claims)
-
-    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=3600, concurrency=4)
-    worker = LeasedWorker("items-a", queue, handle, settings, key=lambda i: i.id)
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(_until(lambda: bool(claims_when_done)), timeout=30)
-    await asyncio.wait_for(_until_async(lambda: _lease_of(items, item_id), None), timeout=30)  # given back
-    assert queue.claims == claims_when_done[0]  # the claim that found it was short: none after it finished
-    worker.wake.set()  # new work announced: the loop asks the queue again
-    await asyncio.wait_for(_until(lambda: queue.claims == claims_when_done[0] + 1), timeout=30)
-    await _stop(task)
-
-
-async def test_a_finished_handler_of_a_saturated_worker_claims_what_waits_without_a_poll(items: SqlItems) -> None:
-    ids = await items.add(3)
-
-    async def handle(item: Item) -> None:
-        assert await items.finish(item.id, "a")
-
-    # One at a time and an hour between polls: each next item is claimed because the previous one finished.
-    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=3600, concurrency=1)
-    worker = LeasedWorker("items-a", items, handle, settings, key=lambda i: i.id)
-    task = asyncio.create_task(worker.run())
-
-    async def all_done() -> bool:
-        return {state for state, _ in (await items.states()).values()} == {"done"}
-
-    await asyncio.wait_for(_until_async(all_done, True), timeout=30)
-    assert set(await items.states()) == set(ids)
-    await _stop(task)
-
-
-async def test_handlers_finishing_all_the_time_do_not_hold_off_the_poll(items: SqlItems) -> None:
-    handled: list[str] = []
-
-    async def handle(item: Item) -> None:
-        handled.append(item.id)
-        assert await items.finish(item.id, "a")
-
-    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=0.3, concurrency=8)
-    worker = LeasedWorker("items-a", items, handle, settings, key=lambda i: i.id)
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.idle.wait(), timeout=30)
-    (unannounced,) = await items.add(1)  # queued without a wake-up: only a poll finds it
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    # Meanwhile items started here finish every 20 ms, each nudging the loop to give its lease back.
-    while unannounced not in handled:
-        assert loop.time() - started < 10, "the poll never ran"
-        lease = worker.reserve()
-        if lease is not None:
-            worker.start_reserved(Item(await items.add_leased(lease)))
-        await asyncio.sleep(0.02)
-    await _stop(task)
 
 
 async def test_drain_handles_everything_claimable_then_returns(items: SqlItems) -> None:

@@ -8,11 +8,6 @@ was lost (or whose item no longer needs work), gives finished items' leases back
 fires or the poll interval passes. Two optional hooks serve queues with more rules: a `claim` that also receives
 the items this replica holds (per-owner fairness: skip owners already at their limit here), and a `watch` called
 with the held ids every `watch_interval` (e.g. one query for cancel requests of everything running here).
-Work this replica creates while it has room can skip the queue: `reserve()` a slot, insert the row already
-leased to `settings.owner` (see `Lease`), then `start_reserved(item)` (or `unreserve()` when the insert found an
-existing row or failed). No wake-up, no claim, no waiting for the loop: the item runs at once, its lease renewed and
-given back like a claimed one's. A replica that dies in between leaves a leased row that its restart (same owner)
-takes back at once and any other replica after the lease.
 `PassLoop` is the same for queues processed in whole passes (the scheduler's due jobs, the token refresher).
 A failing claim or pass (the database restarting) is logged and retried; a programming error propagates, so the
 supervisor in `contentpipe.common.server` sees the loop die.
@@ -76,25 +71,18 @@ class WakeSignal:
         self.name = name
         self._event = asyncio.Event()
         self._hooks: list[Callable[[], None]] = []
-        self.signals = 0  # how many times new work was announced (`set`, `set_quietly`; not `nudge`)
 
     def on_set(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)
 
     def set(self) -> None:
         """New work exists (this replica created it): wake the local worker and tell the other replicas."""
-        self.signals += 1
         self._event.set()
         for hook in self._hooks:
             hook()
 
     def set_quietly(self) -> None:
-        """Wake the local worker only (another replica told us)."""
-        self.signals += 1
-        self._event.set()
-
-    def nudge(self) -> None:
-        """Wake the local worker without announcing work (a handler finished: its lease is to be given back)."""
+        """Wake the local worker only (another replica told us, or capacity freed up)."""
         self._event.set()
 
     def is_set(self) -> bool:
@@ -131,14 +119,6 @@ class LeaseQueue(Protocol[ItemT_co]):
 
     async def release(self, owner: str, ids: Sequence[str] | None = None) -> None:
         """Give back `owner`'s leases on `ids` (None: every row it holds, e.g. after a restart)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A lease to insert a new row with: `owner` holds it for `seconds` from the insert."""
-
-    owner: str
-    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +166,6 @@ class LeasedWorker(Generic[ItemT]):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._items: dict[str, ItemT] = {}  # what the running tasks handle (a held-aware claim sees them)
         self._finished: list[str] = []
-        self._reserved = 0  # slots promised to items being inserted already leased (`reserve`)
-        self._serving = False  # `run()` is looping: only then may work skip the queue
-        # Whether the last claim may have left claimable items behind (it was cut short by capacity or failed, or
-        # the held-aware claim said so): then a finishing handler makes the loop claim again, else only release.
-        self._may_have_more = True
-        self._late_releases: set[asyncio.Task[None]] = set()
         self.idle = asyncio.Event()  # set while the loop sleeps until woken (tests and probes wait on it)
 
     @property
@@ -200,44 +174,6 @@ class LeasedWorker(Generic[ItemT]):
 
     def running(self) -> list[str]:
         return list(self._tasks)
-
-    def left_work_behind(self) -> None:
-        """Called by a held-aware claim that skipped claimable items (e.g. an owner at its limit here): claim again
-        as soon as a handler finishes."""
-        self._may_have_more = True
-
-    def held(self) -> list[ItemT]:
-        """The items being handled here now."""
-        return list(self._items.values())
-
-    def reserve(self) -> Lease | None:
-        """A slot for an item this replica is about to create, and the lease to insert it with; None when the loop
-        is not running here or has no room (insert the item unleased and wake the queue instead). Every slot given
-        must be followed by `start_reserved` or `unreserve`."""
-        s = self.settings
-        if not self._serving or len(self._tasks) + self._reserved >= s.concurrency:
-            return None
-        self._reserved += 1
-        return Lease(s.owner, s.lease_seconds)
-
-    def unreserve(self) -> None:
-        """Give back a slot whose item was not created (an existing row was found, or the insert failed)."""
-        self._reserved = max(self._reserved - 1, 0)
-
-    def start_reserved(self, item: ItemT) -> None:
-        """Handle an item inserted under the lease `reserve` gave: at once, as if it had been claimed."""
-        self.unreserve()
-        item_id = self._key(item)
-        if not self._serving:
-            # The loop stopped while the item was being inserted: give its lease back so it is claimable at once.
-            release = asyncio.create_task(self._queue.release(self.settings.owner, [item_id]))
-            self._late_releases.add(release)
-            release.add_done_callback(self._late_releases.discard)
-            return
-        if item_id in self._tasks:
-            return
-        self._items[item_id] = item
-        self._tasks[item_id] = asyncio.create_task(self._run_one(item_id, item), name=f"{self.name}-{item_id}")
 
     async def stop_item(self, item_id: str) -> None:
         """Stop handling one item here (it was cancelled through the API); its lease is given back."""
@@ -252,43 +188,27 @@ class LeasedWorker(Generic[ItemT]):
         s = self.settings
         await self._queue.release(s.owner)  # ours from before a restart (same owner): claimable again at once
         helpers = self._start_helpers()
-        self._serving = True
-        loop = asyncio.get_running_loop()
-        claim = True
-        next_poll = loop.time()
         try:
             while True:
                 _raise_if_cancelling()
                 self.wake.clear()
-                signals = self.wake.signals
                 for helper in helpers:
                     if helper.done():
                         helper.result()  # a crashed renewer or watcher is this loop's crash
                 wanted = self._wanted()
-                if claim:
-                    next_poll = loop.time() + s.poll_interval
-                started = await self._claim_once() if claim else await self._release_only()
+                started = await self._claim_once()
                 _raise_if_cancelling()
-                # Claim again at once only after a full batch; saturated, failed or short: sleep until woken (new
-                # work announced, or a handler finished) or the poll interval since the last claim passes.
+                # Claim again at once only after a full batch; saturated, failed or short: sleep until woken (a
+                # finishing handler wakes it) or the poll interval passes.
                 if wanted <= 0 or started == -1 or started < wanted:
-                    if claim:
-                        self._may_have_more = self._may_have_more or wanted <= 0 or started == -1
                     self.idle.set()
                     try:
-                        await self.wake.wait(max(next_poll - loop.time(), 0.0))
+                        await self.wake.wait(s.poll_interval)
                     finally:
                         self.idle.clear()
-                    # Only finished handlers woke us, the queue was empty at the last claim and the poll interval has
-                    # not passed: give their leases back without asking the queue again. Handlers finishing all the
-                    # time never hold the poll off: it counts from the last claim.
-                    claim = loop.time() >= next_poll or self.wake.signals != signals or self._may_have_more
                 else:
-                    self._may_have_more = True
-                    claim = True
                     await asyncio.sleep(0)  # a full batch: there may be more, but let handlers run first
         finally:
-            self._serving = False
             for helper in helpers:
                 helper.cancel()
             await self._stop_all()
@@ -321,21 +241,11 @@ class LeasedWorker(Generic[ItemT]):
         return helpers
 
     def _wanted(self) -> int:
-        return min(self.settings.concurrency - len(self._tasks) - self._reserved, self.settings.claim_batch)
-
-    async def _release_only(self) -> int:
-        """Give back finished handlers' leases; 0, or -1 when the database failed."""
-        try:
-            await self._release_finished()
-        except Exception as exc:
-            _retrying(self.name, "releasing leases", exc)
-            return -1
-        return 0
+        return min(self.settings.concurrency - len(self._tasks), self.settings.claim_batch)
 
     async def _claim_once(self) -> int:
         """Release finished leases, then claim up to the free capacity; -1 when the database failed."""
         s = self.settings
-        self._may_have_more = False
         try:
             await self._release_finished()
             wanted = self._wanted()
@@ -371,7 +281,7 @@ class LeasedWorker(Generic[ItemT]):
                 del self._tasks[item_id]
                 self._items.pop(item_id, None)
                 self._finished.append(item_id)
-                self.wake.nudge()  # capacity freed: give the lease back, and claim again if work may be waiting
+                self.wake.set_quietly()  # capacity freed: claim again
 
     async def _release_finished(self) -> None:
         if not self._finished:
