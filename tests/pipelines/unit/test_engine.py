@@ -94,34 +94,6 @@ async def test_retryable_failures_are_retried_up_to_the_policy_with_new_request_
     assert peers.created_posts[0].media[0].kind == "VIDEO"
 
 
-class RecordingRuns(MemoryRuns):
-    """Keeps every run as it was written."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[PipelineRun] = []
-
-    async def save(self, run: PipelineRun, lease_owner: str) -> None:
-        await super().save(run, lease_owner)
-        self.written.append(run)
-
-
-async def test_a_generate_then_post_run_writes_each_childs_name_and_each_outcome_once() -> None:
-    runs = RecordingRuns()
-    done = await execute(runs, FakePeerServices(), make_run(video(), post("connections/a", "connections/b")))
-
-    assert done.state == RunState.SUCCEEDED
-    # The steps' starts ride on their next writes; the two posts' names share one write.
-    generation_named, generated, posts_named, succeeded = runs.written
-    assert generation_named.state == RunState.RUNNING and generation_named.start_time is not None
-    assert generation_named.steps[0].state == StepState.RUNNING and generation_named.steps[0].attempts == 1
-    assert generation_named.steps[0].current_child.startswith("generations/")
-    assert generated.steps[0].state == StepState.SUCCEEDED and generated.steps[1].state == StepState.RUNNING
-    named = [target.post for target in posts_named.steps[1].targets]
-    assert all(named) and named == [target.post for target in done.steps[1].targets]
-    assert succeeded == done
-
-
 async def test_permanent_failure_is_not_retried() -> None:
     peers = FakePeerServices(generation_outcomes=[failed(False)])
     done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a")))

@@ -65,6 +65,7 @@ class RunExecutor:
         self._peers = peers
         self._settings = settings
         self._metrics = metrics if metrics is not None else default_metrics()
+        self._lock = asyncio.Lock()
         # cancel_event is set by the worker's cancel watcher (one query for all runs); without it, ask the repository.
         self._waits = RunWaits(settings, cancel_event, self._cancel_requested)
         self.run: PipelineRun | None = None
@@ -84,20 +85,6 @@ class RunExecutor:
     async def _save_step(self, index: int, step_run: StepRun) -> PipelineRun:
         assert self.run is not None
         return await self._save(self.run.with_step(index, step_run))
-
-    def _record_while_waiting(self) -> asyncio.Task[None]:
-        """Write the run as it is now while the caller waits for a child (a child's name: a cancel must find it).
-        The caller awaits the task before its next save, so the run's writes stay in order; changes made meanwhile
-        stay in `run` for that next save."""
-        run = self.run
-        assert run is not None
-
-        async def record() -> None:
-            await self._runs.save(run, self._settings.queue.owner)
-            before, self._saved = self._saved, run
-            self._metrics.transition(before, run)
-
-        return asyncio.create_task(record())
 
     async def _cancel_requested(self) -> bool:
         assert self.run is not None
@@ -173,11 +160,9 @@ class RunExecutor:
         step = self.run.definition[index]
         step_run = self.run.steps[index]
         if step_run.state == StepState.PENDING:
-            # Started and its first attempt counted in memory: written with the step's next save (its child's name,
-            # its outcome). After a crash before that save the step is PENDING again and derives the same attempt,
-            # so the same child request id, from it.
+            # Started and its first attempt counted in one write.
             step_run = replace(step_run, state=StepState.RUNNING, start_time=now_utc(), attempts=step_run.attempts or 1)
-            self.run = self.run.with_step(index, step_run)
+            await self._save_step(index, step_run)
         policy = step.policy()
         with optional_span(_tracer, "pipelines.step", attributes={"contentpipe.step": step.id}):
             while True:
@@ -189,7 +174,7 @@ class RunExecutor:
                     step_run = replace(step_run, attempts=step_run.attempts + 1, next_attempt_time=None)
                     await self._save_step(index, step_run)
                 elif step_run.attempts == 0:
-                    self.run = self.run.with_step(index, replace(step_run, attempts=1))
+                    await self._save_step(index, replace(step_run, attempts=1))
                 try:
                     await self._attempt(index)
                     return
@@ -313,15 +298,8 @@ class RunExecutor:
                     getattr(exc, "retry_after", None),
                 ) from None
             step_run = step_run.with_child(status.name)
-            self.run = run.with_step(index, step_run)
-            recorded = self._record_while_waiting()
-        else:
-            recorded = None
-        try:
-            status = await self._await_generation(index, step_run.current_child)
-        finally:
-            if recorded is not None:
-                await recorded
+            await self._save_step(index, step_run)
+        status = await self._await_generation(index, step_run.current_child)
         if status.state == "SUCCEEDED":
             await self._succeed(
                 index,
@@ -405,11 +383,6 @@ class RunExecutor:
                         options=options,
                     ),
                 )
-            # The posts' names (and any create's failure) in one write, made while the posts publish. A crash before
-            # it creates them again under the same request ids, which finds the same posts.
-            recorded = self._record_while_waiting()
-        else:
-            recorded = None
         assert self.run is not None
         waiting = [
             pos
@@ -419,24 +392,26 @@ class RunExecutor:
                 not target.post_state.terminal or (target.post_state == PostState.UNCONFIRMED and target.error is None)
             )
         ]
-        try:
-            await asyncio.gather(*(self._await_post(index, pos) for pos in waiting))
-        finally:
-            if recorded is not None:
-                await recorded
+        await asyncio.gather(*(self._await_post(index, pos) for pos in waiting))
         await self._conclude_post(index)
 
-    def _update_target(self, index: int, position: int, target: TargetResult, child: str = "") -> None:
-        """Change one target in memory, for the step's next write (a post's name: created again under the same
-        request id after a crash; its outcome: read again from the posting service)."""
-        assert self.run is not None
-        step_run = self.run.steps[index]
-        targets = list(step_run.targets)
-        targets[position] = target
-        step_run = replace(step_run, targets=tuple(targets))
-        if child and child not in step_run.children:
-            step_run = replace(step_run, children=(*step_run.children, child))
-        self.run = self.run.with_step(index, step_run)
+    async def _update_target(
+        self, index: int, position: int, target: TargetResult, child: str = "", *, save: bool = True
+    ) -> None:
+        """Change one target; `save=False` keeps the change for the step's next write (a post's outcome: it is
+        read again from the posting service after a crash)."""
+        async with self._lock:
+            assert self.run is not None
+            step_run = self.run.steps[index]
+            targets = list(step_run.targets)
+            targets[position] = target
+            step_run = replace(step_run, targets=tuple(targets))
+            if child and child not in step_run.children:
+                step_run = replace(step_run, children=(*step_run.children, child))
+            if save:
+                await self._save_step(index, step_run)
+            else:
+                self.run = self.run.with_step(index, step_run)
 
     async def _create_post(self, index: int, position: int, request: PostRequest) -> None:
         assert self.run is not None
@@ -450,9 +425,9 @@ class RunExecutor:
             error = retries.step_error(
                 exc, f"step {run.definition[index].id!r}, target {target.connection}: creating the post failed"
             )
-            self._update_target(index, position, replace(target, error=error))
+            await self._update_target(index, position, replace(target, error=error))
             return
-        self._update_target(
+        await self._update_target(
             index,
             position,
             replace(target, post=status.name, post_state=status.state),
@@ -479,10 +454,10 @@ class RunExecutor:
                     error = retries.step_error(
                         exc, f"step {step_id!r}, target {target.connection}: reading {target.post} failed"
                     )
-                    self._update_target(index, position, replace(target, error=error))
+                    await self._update_target(index, position, replace(target, error=error), save=False)
                     return
             delay = await self._waits.pace(started, delay)
-        self._update_target(index, position, target_outcome(step_id, target, status))
+        await self._update_target(index, position, target_outcome(step_id, target, status), save=False)
 
     async def _conclude_post(self, index: int) -> None:
         assert self.run is not None
