@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,22 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{name} stuck in {pb.PostState.Name(post.state)}: {post.last_error}")
             await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def statements_on_posts(engine: Any) -> Iterator[list[str]]:
+    """The verbs (INSERT, SELECT, UPDATE) of the statements sent about the posts table while the block runs."""
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if " posts" in statement:
+            sent.append(statement.split(maxsplit=1)[0].upper())
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def reset_tables(engine: Any) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import sqlalchemy as sa
 from contentpipe.api.oauth.v1 import platform_pb2
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,7 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
-from tests.oauth.posting.harness import Stack, posting_stack
+from tests.oauth.posting.harness import Stack, posting_stack, statements_on_posts
 from tests.support import bearer
 
 pytestmark = pytest.mark.integration
@@ -241,21 +240,12 @@ async def test_request_id_makes_create_idempotent(database_url: str, tmp_path: P
 
 async def test_a_create_is_one_insert(database_url: str, tmp_path: Path) -> None:
     async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
-        sent: list[str] = []
-
-        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-            if " posts" in statement:
-                sent.append(statement.split(maxsplit=1)[0].upper())
-
-        sa.event.listen(stack.engine.sync_engine, "before_cursor_execute", record)
-        try:
+        with statements_on_posts(stack.engine) as sent:
             await stack.create(connection="connections/outbox", text="once", request_id="req-1")
             assert sent == ["INSERT"]  # no read of the request_id before it
             sent.clear()
             await stack.create(connection="connections/outbox", text="once", request_id="req-1")
             assert sent == ["INSERT", "SELECT"]  # the conflict, then the post it made
-        finally:
-            sa.event.remove(stack.engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_a_retried_create_gets_its_post_whatever_changed_since(database_url: str, tmp_path: Path) -> None:

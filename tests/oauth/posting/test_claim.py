@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from contentpipe.common.database import create_engine, run_migrations
 from contentpipe.common.error_class import ErrorClass
@@ -16,7 +15,7 @@ from contentpipe.oauth.adapters.post_repository import SqlPostRepository
 from contentpipe.oauth.domain.posts import Platform, Post, PostError, PostOptions, PostState
 
 from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
-from tests.oauth.posting.harness import MIGRATIONS, VERSION_TABLE, posting_stack, reset_tables
+from tests.oauth.posting.harness import MIGRATIONS, VERSION_TABLE, posting_stack, reset_tables, statements_on_posts
 
 pytestmark = pytest.mark.integration
 
@@ -81,17 +80,8 @@ async def test_a_queued_outbox_post_is_claimed_then_published_in_one_save(databa
     tokens.add(FakeConnection(id="outbox", owner="user-1", platform="outbox", account_id="user-1", token=""))
     async with posting_stack(database_url, tmp_path, tokens=tokens, worker=False) as stack:
         created = await stack.create(connection="connections/outbox", text="once")
-        sent: list[str] = []
-
-        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-            if " posts" in statement:
-                sent.append(statement.split(maxsplit=1)[0].upper())
-
-        sa.event.listen(stack.engine.sync_engine, "before_cursor_execute", record)
-        try:
+        with statements_on_posts(stack.engine) as sent:
             assert await stack.app.worker.run_once() == 1
-        finally:
-            sa.event.remove(stack.engine.sync_engine, "before_cursor_execute", record)
         assert sent == ["UPDATE", "UPDATE"]  # the claim (which starts the attempt), then the published post
         post = await stack.get(created.name)
         assert post.state == pb.POST_STATE_PUBLISHED and post.attempts == 1
