@@ -13,26 +13,33 @@ from contentpipe.common.changes import MAX_WAIT_SECONDS, ChangeNotifier, wait_fo
 pytestmark = pytest.mark.unit
 
 
+class StoredRow:
+    """A row a long poll reads: its value, how often it was read, and whether the first read (the subscription
+    is in place by then) happened."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self.reads = 0
+        self.subscribed = asyncio.Event()
+
+    async def read(self) -> str:
+        self.reads += 1
+        self.subscribed.set()
+        return self.value
+
+
 async def test_a_notification_wakes_the_waiter_long_before_its_recheck() -> None:
     notifier = ChangeNotifier()
-    state = {"value": "QUEUED"}
-    reads = 0
-    subscribed = asyncio.Event()
-
-    async def read() -> str:
-        nonlocal reads
-        reads += 1
-        subscribed.set()
-        return state["value"]
+    row = StoredRow("QUEUED")
 
     # recheck and bound of an hour: only the notification can end this wait within the test's timeout.
-    waiter = asyncio.create_task(wait_for(notifier, "g1", read, lambda v: v == "DONE", 3600, recheck=3600))
-    await subscribed.wait()
-    state["value"] = "DONE"
+    waiter = asyncio.create_task(wait_for(notifier, "g1", row.read, lambda v: v == "DONE", 3600, recheck=3600))
+    await row.subscribed.wait()
+    row.value = "DONE"
     notifier.notify("other")  # another key wakes nobody here
     notifier.notify("g1")
     assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
-    assert reads == 2
+    assert row.reads == 2
     assert notifier.watched == 0  # the subscription is gone with the waiter
 
 
@@ -67,49 +74,33 @@ def test_the_bound_is_capped() -> None:
 
 async def test_snapshots_that_are_not_the_awaited_change_cost_no_read() -> None:
     notifier = ChangeNotifier()
-    state = {"value": "QUEUED"}
-    reads = 0
-    subscribed = asyncio.Event()
+    row = StoredRow("QUEUED")
 
-    async def read() -> str:
-        nonlocal reads
-        reads += 1
-        subscribed.set()
-        return state["value"]
-
-    waiter = asyncio.create_task(wait_for(notifier, "p1", read, lambda v: v == "DONE", 3600, recheck=3600))
-    await subscribed.wait()
+    waiter = asyncio.create_task(wait_for(notifier, "p1", row.read, lambda v: v == "DONE", 3600, recheck=3600))
+    await row.subscribed.wait()
     for step in ("CLAIMED", "PUBLISHING", "ARMED"):
-        state["value"] = step
+        row.value = step
         notifier.notify("p1", step)
         await asyncio.sleep(0)
     assert not waiter.done()
-    assert reads == 1  # three changes seen through their snapshots, none read
-    state["value"] = "DONE"
+    assert row.reads == 1  # three changes seen through their snapshots, none read
+    row.value = "DONE"
     notifier.notify("p1", "DONE")
     assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
-    assert reads == 1  # the awaited change is the committed snapshot itself: no read for it either
+    assert row.reads == 1  # the awaited change is the committed snapshot itself: no read for it either
 
 
 async def test_a_bare_notification_of_the_awaited_change_is_read() -> None:
     notifier = ChangeNotifier()
-    state = {"value": "QUEUED"}
-    reads = 0
-    subscribed = asyncio.Event()
+    row = StoredRow("QUEUED")
 
-    async def read() -> str:
-        nonlocal reads
-        reads += 1
-        subscribed.set()
-        return state["value"]
-
-    waiter = asyncio.create_task(wait_for(notifier, "p1", read, lambda v: v == "DONE", 3600, recheck=3600))
-    await subscribed.wait()
+    waiter = asyncio.create_task(wait_for(notifier, "p1", row.read, lambda v: v == "DONE", 3600, recheck=3600))
+    await row.subscribed.wait()
     notifier.notify("p1", "RUNNING")
-    state["value"] = "DONE"
+    row.value = "DONE"
     notifier.notify_quietly("p1")  # another replica wrote it: no snapshot, so the row is read
     assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
-    assert reads == 2
+    assert row.reads == 2
 
 
 async def test_only_a_local_notify_is_passed_on_to_the_other_replicas() -> None:
