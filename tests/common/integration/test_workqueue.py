@@ -22,7 +22,7 @@ from contentpipe.common.database import (
 )
 from contentpipe.common.ids import new_id
 from contentpipe.common.notify import wake_channel
-from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
+from contentpipe.common.workqueue import Lease, LeasedWorker, QueueSettings, WakeSignal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.integration
@@ -45,6 +45,22 @@ class SqlItems:
         async with self._sessions.begin() as session:
             await session.execute(sa.insert(self.table), [{"id": i, "state": "todo", "done_by": None} for i in ids])
         return ids
+
+    async def add_leased(self, lease: Lease) -> str:
+        item_id = new_id()
+        async with self._sessions.begin() as session:
+            expires = await db_now(session) + timedelta(seconds=lease.seconds)
+            await session.execute(
+                sa.insert(self.table).values(
+                    id=item_id, state="todo", done_by=None, lease_owner=lease.owner, lease_expires_at=expires
+                )
+            )
+        return item_id
+
+    async def leases(self) -> dict[str, str | None]:
+        async with self._sessions() as session:
+            rows = await session.execute(sa.select(self.table.c.id, self.table.c.lease_owner))
+        return {row.id: row.lease_owner for row in rows}
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[Item]:
         async with self._sessions.begin() as session:
@@ -224,6 +240,64 @@ async def test_released_on_shutdown_and_claimable_at_once(items: SqlItems) -> No
     await asyncio.wait_for(started.wait(), timeout=30)
     await _stop(task)
     assert [i.id for i in await items.claim("b", 10, 30)] == [item_id]
+
+
+async def test_an_item_created_leased_to_a_reserved_slot_runs_at_once_without_a_claim(items: SqlItems) -> None:
+    claims = 0
+    handled: list[tuple[str, int]] = []  # (item, claims made before it started)
+    release = asyncio.Event()
+
+    class Counting:
+        async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[Item]:
+            nonlocal claims
+            claims += 1
+            return await items.claim(owner, limit, lease_seconds)
+
+        renew = items.renew
+        release = items.release
+
+    async def handle(item: Item) -> None:
+        handled.append((item.id, claims))
+        await release.wait()
+        assert await items.finish(item.id, "a")
+
+    # A long poll interval: an item that waited for the loop would not run within the test's time.
+    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=3600, concurrency=2)
+    worker = LeasedWorker("items-a", Counting(), handle, settings, key=lambda i: i.id)
+    assert worker.reserve() is None  # the loop is not running: nothing may skip the queue
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.idle.wait(), timeout=30)
+    claims_before = claims
+
+    first, second = worker.reserve(), worker.reserve()
+    assert first == second == Lease("a", 600)
+    assert worker.reserve() is None  # both slots are promised
+    first_id = await items.add_leased(first)
+    worker.start_reserved(Item(first_id))
+    worker.unreserve()  # the second insert found an existing row, say
+    assert worker.in_flight == 1 and worker.reserve() is not None
+    worker.unreserve()
+    await asyncio.wait_for(_until(lambda: bool(handled)), timeout=30)
+    assert handled == [(first_id, claims_before)]  # started without a claim
+    release.set()
+    # Its lease is given back like a claimed item's.
+    await asyncio.wait_for(_until_async(lambda: _lease_of(items, first_id), None), timeout=30)
+    assert (await items.states())[first_id] == ("done", "a")
+    await _stop(task)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def _until_async(read: Callable[[], Awaitable[object]], expected: object) -> None:
+    while await read() != expected:
+        await asyncio.sleep(0.01)
+
+
+async def _lease_of(items: SqlItems, item_id: str) -> str | None:
+    return (await items.leases())[item_id]
 
 
 async def test_drain_handles_everything_claimable_then_returns(items: SqlItems) -> None:

@@ -8,6 +8,11 @@ was lost (or whose item no longer needs work), gives finished items' leases back
 fires or the poll interval passes. Two optional hooks serve queues with more rules: a `claim` that also receives
 the items this replica holds (per-owner fairness: skip owners already at their limit here), and a `watch` called
 with the held ids every `watch_interval` (e.g. one query for cancel requests of everything running here).
+Work this replica creates while it has room can skip the queue: `reserve()` a slot, insert the row already
+leased to `settings.owner` (see `Lease`), then `start_reserved(item)` (or `unreserve()` when the insert found an
+existing row or failed). No wake-up, no claim, no waiting for the loop: the item runs at once, its lease renewed and
+given back like a claimed one's. A replica that dies in between leaves a leased row that its restart (same owner)
+takes back at once and any other replica after the lease.
 `PassLoop` is the same for queues processed in whole passes (the scheduler's due jobs, the token refresher).
 A failing claim or pass (the database restarting) is logged and retried; a programming error propagates, so the
 supervisor in `contentpipe.common.server` sees the loop die.
@@ -122,6 +127,14 @@ class LeaseQueue(Protocol[ItemT_co]):
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease to insert a new row with: `owner` holds it for `seconds` from the insert."""
+
+    owner: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSettings:
     """`owner` is this replica's lease owner (stable across a restart of the same pod lets it resume at once)."""
 
@@ -166,6 +179,9 @@ class LeasedWorker(Generic[ItemT]):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._items: dict[str, ItemT] = {}  # what the running tasks handle (a held-aware claim sees them)
         self._finished: list[str] = []
+        self._reserved = 0  # slots promised to items being inserted already leased (`reserve`)
+        self._serving = False  # `run()` is looping: only then may work skip the queue
+        self._late_releases: set[asyncio.Task[None]] = set()
         self.idle = asyncio.Event()  # set while the loop sleeps until woken (tests and probes wait on it)
 
     @property
@@ -174,6 +190,39 @@ class LeasedWorker(Generic[ItemT]):
 
     def running(self) -> list[str]:
         return list(self._tasks)
+
+    def held(self) -> list[ItemT]:
+        """The items being handled here now."""
+        return list(self._items.values())
+
+    def reserve(self) -> Lease | None:
+        """A slot for an item this replica is about to create, and the lease to insert it with; None when the loop
+        is not running here or has no room (insert the item unleased and wake the queue instead). Every slot given
+        must be followed by `start_reserved` or `unreserve`."""
+        s = self.settings
+        if not self._serving or len(self._tasks) + self._reserved >= s.concurrency:
+            return None
+        self._reserved += 1
+        return Lease(s.owner, s.lease_seconds)
+
+    def unreserve(self) -> None:
+        """Give back a slot whose item was not created (an existing row was found, or the insert failed)."""
+        self._reserved = max(self._reserved - 1, 0)
+
+    def start_reserved(self, item: ItemT) -> None:
+        """Handle an item inserted under the lease `reserve` gave: at once, as if it had been claimed."""
+        self.unreserve()
+        item_id = self._key(item)
+        if not self._serving:
+            # The loop stopped while the item was being inserted: give its lease back so it is claimable at once.
+            release = asyncio.create_task(self._queue.release(self.settings.owner, [item_id]))
+            self._late_releases.add(release)
+            release.add_done_callback(self._late_releases.discard)
+            return
+        if item_id in self._tasks:
+            return
+        self._items[item_id] = item
+        self._tasks[item_id] = asyncio.create_task(self._run_one(item_id, item), name=f"{self.name}-{item_id}")
 
     async def stop_item(self, item_id: str) -> None:
         """Stop handling one item here (it was cancelled through the API); its lease is given back."""
@@ -188,6 +237,7 @@ class LeasedWorker(Generic[ItemT]):
         s = self.settings
         await self._queue.release(s.owner)  # ours from before a restart (same owner): claimable again at once
         helpers = self._start_helpers()
+        self._serving = True
         try:
             while True:
                 _raise_if_cancelling()
@@ -209,6 +259,7 @@ class LeasedWorker(Generic[ItemT]):
                 else:
                     await asyncio.sleep(0)  # a full batch: there may be more, but let handlers run first
         finally:
+            self._serving = False
             for helper in helpers:
                 helper.cancel()
             await self._stop_all()
@@ -241,7 +292,7 @@ class LeasedWorker(Generic[ItemT]):
         return helpers
 
     def _wanted(self) -> int:
-        return min(self.settings.concurrency - len(self._tasks), self.settings.claim_batch)
+        return min(self.settings.concurrency - len(self._tasks) - self._reserved, self.settings.claim_batch)
 
     async def _claim_once(self) -> int:
         """Release finished leases, then claim up to the free capacity; -1 when the database failed."""
