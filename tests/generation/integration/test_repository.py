@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from contentpipe.common.database import create_engine, run_migrations
 from contentpipe.common.ids import new_id
+from contentpipe.common.workqueue import Lease
 from contentpipe.generation.adapters.repository import SqlGenerationRepository
 from contentpipe.generation.bootstrap import MIGRATIONS, VERSION_TABLE
 from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationOptions
@@ -71,5 +72,20 @@ async def test_a_prediction_is_held_by_one_generation_and_a_final_delivery_is_ne
         await repository.save_delivery("cog", prediction, done)
         await repository.save_delivery("cog", prediction, {"id": prediction, "status": "processing"})  # late, stale
         assert await repository.delivery("cog", prediction) == done
+    finally:
+        await engine.dispose()
+
+
+async def test_a_generation_inserted_under_a_lease_is_held_by_its_owner_from_the_insert(database_url: str) -> None:
+    # What a replica does for a generation it creates and runs at once: nobody else may claim it meanwhile.
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        repository = SqlGenerationRepository(engine)
+        leased = await repository.add(generation("u1", f"leased-{new_id()}"), Lease("replica-a", 600))
+        assert leased.id not in {g.id for g in await repository.claim("replica-b", 100, 30)}
+        assert await repository.renew("replica-a", [leased.id], 600) == {leased.id}
+        await repository.release("replica-a", [leased.id])
+        assert leased.id in {g.id for g in await repository.claim("replica-b", 100, 30)}
     finally:
         await engine.dispose()

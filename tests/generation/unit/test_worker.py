@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from contentpipe.common.workqueue import QueueSettings
+from contentpipe.common.workqueue import Lease, QueueSettings
 from contentpipe.generation.domain.catalogue import LOCAL_MODELS, Catalogue, ModelSpec
 from contentpipe.generation.domain.model import (
     Asset,
@@ -35,7 +35,7 @@ class MemoryRepository:
         self.leases: dict[str, str] = {}
         self.saves = 0
 
-    async def add(self, generation: Generation) -> Generation:
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
         self.rows[generation.id] = replace(generation)
         return generation
 

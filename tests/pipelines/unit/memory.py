@@ -11,6 +11,7 @@ from typing import Any
 from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.common import errors
 from contentpipe.common.error_class import ErrorClass
+from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import Platform as PostingPlatform
 from contentpipe.oauth.domain.posts_rules import validate_post
 from contentpipe.oauth.entrypoints.grpc_posting import new_post_from
@@ -77,12 +78,15 @@ class MemoryRuns:
         self.rows: dict[str, _Row] = {}
         self.saves = 0
 
-    async def add(self, run: PipelineRun) -> PipelineRun:
+    async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
         if run.request_id:
             existing = await self.find_by_request_id(run.owner, run.request_id)
             if existing is not None:
                 return existing
         self.rows[run.id] = _Row(run)
+        if lease is not None:
+            self.rows[run.id].lease_owner = lease.owner
+            self.rows[run.id].lease_expires = datetime.now(UTC) + timedelta(seconds=lease.seconds)
         return run
 
     async def get(self, owner: str, pipeline_id: str | None, run_id: str) -> PipelineRun | None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from contentpipe.common.workqueue import QueueSettings
-from contentpipe.pipelines.domain.model import RunState
+from contentpipe.pipelines.domain.model import Pipeline, PipelineState, RunState
 from contentpipe.pipelines.service_layer.engine.core import EngineSettings
 from contentpipe.pipelines.service_layer.engine.worker import Worker
 from contentpipe.pipelines.service_layer.ports import GenerationStatus
+from contentpipe.pipelines.service_layer.runs import RunService
 
-from tests.pipelines.unit.memory import FakePeerServices, MemoryRuns
+from tests.pipelines.unit.memory import FakePeerServices, MemoryPipelines, MemoryRuns
 from tests.pipelines.unit.test_engine import make_run, video
 
 pytestmark = pytest.mark.unit
@@ -99,3 +101,27 @@ async def test_an_engine_crash_fails_the_run_with_engine_error() -> None:
     assert run.state == RunState.FAILED
     assert run.error is not None and run.error.reason == "ENGINE_ERROR"
     assert runs.rows["r1"].lease_owner is None  # given back
+
+
+async def test_a_run_created_here_with_room_starts_leased_without_a_wake_up_or_claim() -> None:
+    pipelines, runs, peers = MemoryPipelines(), MemoryRuns(), FakePeerServices()
+    now = datetime.now(UTC)
+    await pipelines.add(Pipeline("p1", "u1", "P", "", PipelineState.ACTIVE, (video(),), 1, now, now), "")
+    engine_settings = replace(settings(), max_per_user=1)
+    worker = Worker(runs, peers.peers(), engine_settings)  # an hour between polls
+    woken: list[str] = []
+    service = RunService(
+        pipelines, runs, peers.peers(), engine_settings, on_queued=lambda: woken.append("wake"), dispatch=worker
+    )
+    peers.generation_outcomes = [STUCK]
+    async with running(worker):
+        first = await service.run("u1", "p1", "first")
+        # Leased to this replica by the insert itself, and running before any claim could have taken it.
+        assert runs.rows[first.id].lease_owner == "w1"
+        await until(lambda: runs.rows[first.id].run.state == RunState.RUNNING)
+        assert woken == []
+        again = await service.run("u1", "p1", "first")  # a repeated request id: the earlier run, nothing started
+        assert again.id == first.id and worker.in_flight == 1
+        # Its user is at max_per_user here: the next run waits in the queue, unleased, and wakes the queue instead.
+        second = await service.run("u1", "p1", "second")
+        assert runs.rows[second.id].lease_owner is None and woken == ["wake"]

@@ -217,6 +217,7 @@ def build(config: GenerationConfig) -> Components:
         canceller=WorkerCanceller(worker, runner),
         deadline=timedelta(seconds=config.deadline_seconds),
         wake_worker=worker.wake,  # also wakes the other replicas (NOTIFY), even when this one runs no worker
+        dispatch=worker.queue,
         changes=changes,
     )
     return Components(

@@ -108,7 +108,9 @@ def build(config: PipelinesConfig) -> Components:
         channels=channels,
         worker=worker,
         pipelines=PipelineService(pipeline_repo, run_repo, peers),
-        runs=RunService(pipeline_repo, run_repo, peers, settings, on_queued=worker.wake, changes=changes),
+        runs=RunService(
+            pipeline_repo, run_repo, peers, settings, on_queued=worker.wake, dispatch=worker, changes=changes
+        ),
         page_tokens=PageTokenCodec(config.common.jwt_secret, purpose="pipelines-page-token"),
         run_repo=stored_runs,
         notify=wake_channel(engine, "contentpipe_pipelines", worker.queue.wake),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -15,8 +15,10 @@ from contentpipe.common.database import (
     release_rows,
     renew_rows,
     session_factory,
+    sql_now,
     statement_session_factory,
 )
+from contentpipe.common.workqueue import Lease
 from contentpipe.generation.domain.model import (
     Asset,
     Generation,
@@ -217,9 +219,9 @@ class SqlGenerationRepository:
         """The same repository (one group committer) with saves fenced by `worker_id`'s lease."""
         return SqlGenerationRepository(self._engine, _writes=self._writes, _fence=worker_id)
 
-    async def add(self, generation: Generation) -> Generation:
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
         now = datetime.now(UTC)
-        values = {
+        values: dict[str, Any] = {
             "id": generation.id,
             "owner": generation.owner,
             "request_id": generation.request_id or None,
@@ -236,6 +238,9 @@ class SqlGenerationRepository:
 
         async def insert(session: AsyncSession) -> Generation:
             dialect = postgresql if is_postgresql(session) else sqlite
+            if lease is not None:
+                values["lease_owner"] = lease.owner
+                values["lease_expires_at"] = sql_now(session) + timedelta(seconds=lease.seconds)
             # RETURNING, not rowcount: psycopg reports rowcount -1 (truthy) for INSERT … ON CONFLICT DO NOTHING, so
             # a replayed request_id used to be answered with a new generation that was never stored.
             inserted = await session.execute(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from contentpipe.common.workqueue import Lease
 from contentpipe.generation.domain.catalogue import ModelSpec
 from contentpipe.generation.domain.model import (
     Asset,
@@ -27,9 +28,23 @@ class ListQuery:
     after: tuple[datetime, str] | None = None  # (create_time, id) of the last item of the previous page
 
 
+class GenerationDispatch(Protocol):
+    """The generation queue of this replica, for generations it creates itself: one it can run at once is inserted
+    already leased to it and starts without waiting for a claim (`contentpipe.common.workqueue.LeasedWorker`)."""
+
+    def reserve(self) -> Lease | None:
+        """The lease to insert a generation with when this replica can run it now (then `start_reserved` or
+        `unreserve` follows), else None."""
+
+    def start_reserved(self, generation: Generation) -> None: ...
+
+    def unreserve(self) -> None: ...
+
+
 class GenerationRepository(Protocol):
-    async def add(self, generation: Generation) -> Generation:
-        """Insert; on a repeated (owner, request_id) return the stored generation instead."""
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
+        """Insert (already leased when `lease` is given); on a repeated (owner, request_id) return the stored
+        generation instead."""
 
     async def get(self, generation_id: str) -> Generation | None: ...
 

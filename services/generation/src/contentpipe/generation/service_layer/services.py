@@ -16,6 +16,7 @@ from contentpipe.generation.domain.validation import NewGeneration, validate_new
 from contentpipe.generation.service_layer.ports import (
     AssetStore,
     Canceller,
+    GenerationDispatch,
     GenerationRepository,
     InputUrlCheck,
     ListQuery,
@@ -37,6 +38,7 @@ class GenerationServices:
     canceller: Canceller
     deadline: timedelta
     wake_worker: Callable[[], None] = lambda: None
+    dispatch: GenerationDispatch | None = None
     clock: Callable[[], datetime] = _utcnow
     # Told about every committed state change (NotifyingRepository), so `wait` wakes at once.
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
@@ -66,8 +68,20 @@ class GenerationServices:
         if validate_only:
             generation.id = ""  # AIP-163: what would be created; no name a client could look up
             return generation
-        stored = await self.repository.add(generation)
-        if stored.id == generation.id:
+        # Room here to run it now: inserted leased to this replica and started at once (no wake-up, no claim).
+        lease = self.dispatch.reserve() if self.dispatch is not None else None
+        try:
+            stored = await self.repository.add(generation, lease)
+        except BaseException:
+            if lease is not None and self.dispatch is not None:
+                self.dispatch.unreserve()
+            raise
+        if lease is not None and self.dispatch is not None:
+            if stored.id == generation.id:
+                self.dispatch.start_reserved(stored)
+            else:
+                self.dispatch.unreserve()  # a repeated request id, answered with its earlier generation
+        elif stored.id == generation.id:
             self.wake_worker()
         return self._present(stored)
 

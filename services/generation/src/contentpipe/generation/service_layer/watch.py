@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from contentpipe.common.changes import ChangeNotifier
+from contentpipe.common.workqueue import Lease
 from contentpipe.generation.domain.model import Generation
 from contentpipe.generation.service_layer.ports import GenerationRepository, ListQuery, PredictionClaims
 
@@ -23,8 +24,8 @@ class NotifyingRepository:
         self._inner = inner
         self._notifier = notifier
 
-    async def add(self, generation: Generation) -> Generation:
-        return await self._inner.add(generation)
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
+        return await self._inner.add(generation, lease)
 
     async def get(self, generation_id: str) -> Generation | None:
         return await self._inner.get(generation_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from contentpipe.common.database import (
@@ -13,9 +13,11 @@ from contentpipe.common.database import (
     is_postgresql,
     release_rows,
     renew_rows,
+    sql_now,
     statement_session_factory,
 )
 from contentpipe.common.errors import Unavailable
+from contentpipe.common.workqueue import Lease
 from contentpipe.pipelines import codec
 from contentpipe.pipelines.domain.model import Pipeline, PipelineRun, PipelineState, RunState
 from contentpipe.pipelines.service_layer.ports import LeaseLost, Page, RunFilter
@@ -288,8 +290,8 @@ class SqlRunRepository:
         self._statements = statement_session_factory(sessions.kw["bind"])  # one statement, one round trip
 
     @_database_errors
-    async def add(self, run: PipelineRun) -> PipelineRun:
-        values = {
+    async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
+        values: dict[str, Any] = {
             "id": run.id,
             "pipeline_id": run.pipeline_id,
             "owner": run.owner,
@@ -305,6 +307,9 @@ class SqlRunRepository:
         }
         try:
             async with self._statements() as session:
+                if lease is not None:
+                    values["lease_owner"] = lease.owner
+                    values["lease_expires_at"] = sql_now(session) + timedelta(seconds=lease.seconds)
                 await session.execute(pipeline_runs.insert().values(values))
             return run
         except IntegrityError:

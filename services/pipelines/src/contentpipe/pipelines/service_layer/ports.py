@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from contentpipe.common.error_class import ErrorClass
+from contentpipe.common.workqueue import Lease
 from contentpipe.pipelines.domain.model import (
     GenerationKind,
     Pipeline,
@@ -54,9 +55,25 @@ class RunFilter:
     created_before: datetime | None = None
 
 
+class RunDispatch(Protocol):
+    """The run queue of this replica, for runs it creates itself: one that it can execute at once is inserted already
+    leased to it and starts without waiting for a claim."""
+
+    def reserve(self, run: PipelineRun) -> Lease | None:
+        """The lease to insert `run` with when this replica can execute it now (then `start` or `unreserve`
+        follows), else None."""
+
+    def start(self, run: PipelineRun) -> None:
+        """Execute `run`, inserted under the lease `reserve` gave."""
+
+    def unreserve(self, run: PipelineRun) -> None:
+        """`run` was not inserted (its request id found an earlier run, or the insert failed)."""
+
+
 class RunRepository(Protocol):
-    async def add(self, run: PipelineRun) -> PipelineRun:
-        """Insert; if the owner already used the run's request id, return that run instead."""
+    async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
+        """Insert (already leased when `lease` is given); if the owner already used the run's request id, return
+        that run instead."""
 
     async def get(self, owner: str, pipeline_id: str | None, run_id: str) -> PipelineRun | None: ...
 

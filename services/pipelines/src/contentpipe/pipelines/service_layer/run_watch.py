@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contentpipe.common.changes import ChangeNotifier
+from contentpipe.common.workqueue import Lease
 from contentpipe.pipelines.domain.model import PipelineRun
 from contentpipe.pipelines.service_layer.ports import Page, RunFilter, RunRepository
 
@@ -23,8 +24,8 @@ class NotifyingRunRepository:
         await self._inner.save(run, lease_owner)
         self._notifier.notify(run.id, run)  # frozen: the object is the snapshot
 
-    async def add(self, run: PipelineRun) -> PipelineRun:
-        return await self._inner.add(run)
+    async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
+        return await self._inner.add(run, lease)
 
     async def get(self, owner: str, pipeline_id: str | None, run_id: str) -> PipelineRun | None:
         return await self._inner.get(owner, pipeline_id, run_id)

@@ -33,6 +33,7 @@ from contentpipe.pipelines.service_layer.ports import (
     Page,
     Peers,
     PipelineRepository,
+    RunDispatch,
     RunFilter,
     RunRepository,
 )
@@ -50,6 +51,7 @@ class RunService:
         settings: EngineSettings,
         *,
         on_queued: Callable[[], None] = lambda: None,
+        dispatch: RunDispatch | None = None,
         changes: ChangeNotifier | None = None,
     ) -> None:
         self._pipelines = pipelines
@@ -59,6 +61,7 @@ class RunService:
         self._peers = peers
         self._settings = settings
         self._on_queued = on_queued
+        self._dispatch = dispatch
 
     async def run(
         self, owner: str, pipeline_id: str, request_id: str, job: str = "", nominal_time: datetime | None = None
@@ -98,8 +101,20 @@ class RunService:
             request_id=request_id,
             trace_context=inject_context(),
         )
-        stored = await self._runs.add(run)
-        if stored.id == run.id:  # not a repeated request id answered with its earlier run
+        # Room here to execute it now: inserted leased to this replica and started at once (no wake-up, no claim).
+        lease = self._dispatch.reserve(run) if self._dispatch is not None else None
+        try:
+            stored = await self._runs.add(run, lease)
+        except BaseException:
+            if lease is not None and self._dispatch is not None:
+                self._dispatch.unreserve(run)
+            raise
+        if stored.id != run.id:  # a repeated request id, answered with its earlier run
+            if lease is not None and self._dispatch is not None:
+                self._dispatch.unreserve(run)
+        elif lease is not None and self._dispatch is not None:
+            self._dispatch.start(stored)
+        else:
             self._on_queued()
         return stored
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from contentpipe.common import errors
 from contentpipe.common.error_class import ErrorClass
-from contentpipe.common.workqueue import LeasedWorker, WakeSignal
+from contentpipe.common.workqueue import Lease, LeasedWorker, WakeSignal
 from contentpipe.pipelines.domain.model import (
     PipelineRun,
     RunState,
@@ -68,6 +68,7 @@ class Worker:
         self._settings = settings
         self._metrics = metrics if metrics is not None else default_metrics()
         self._cancel_events: dict[str, asyncio.Event] = {}
+        self._reserved_owners: Counter[str] = Counter()  # users of runs being inserted for `start`
         self.queue: LeasedWorker[PipelineRun] = LeasedWorker(
             "pipelines",
             _RunLeases(runs),
@@ -83,6 +84,25 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return self.queue.in_flight
+
+    def reserve(self, run: PipelineRun) -> Lease | None:
+        """The lease to insert `run` with when this replica can execute it at once (`RunDispatch`): the loop runs,
+        has room, and the run's user is below `max_per_user` here."""
+        held = Counter(held.owner for held in self.queue.held()) + self._reserved_owners
+        if held[run.owner] >= self._settings.max_per_user:
+            return None
+        lease = self.queue.reserve()
+        if lease is not None:
+            self._reserved_owners[run.owner] += 1
+        return lease
+
+    def start(self, run: PipelineRun) -> None:
+        self._reserved_owners[run.owner] -= 1
+        self.queue.start_reserved(run)
+
+    def unreserve(self, run: PipelineRun) -> None:
+        self._reserved_owners[run.owner] -= 1
+        self.queue.unreserve()
 
     def wake(self) -> None:
         """A run was queued: claim now rather than at the next interval (and tell the other replicas)."""
