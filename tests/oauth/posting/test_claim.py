@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,3 +86,43 @@ async def test_a_queued_outbox_post_is_claimed_then_published_in_one_save(databa
         assert sent == ["UPDATE", "UPDATE"]  # the claim (which starts the attempt), then the published post
         post = await stack.get(created.name)
         assert post.state == pb.POST_STATE_PUBLISHED and post.attempts == 1
+
+
+async def test_a_post_due_now_is_inserted_leased_and_published_by_this_replica_without_waiting(
+    database_url: str, tmp_path: Path
+) -> None:
+    tokens = FakeTokens()
+    tokens.add(FakeConnection(id="outbox", owner="user-1", platform="outbox", account_id="user-1", token=""))
+    # An hour between the queue's polls: a post that waited for the loop would not be published within the test.
+    slow = {"OAUTH_POSTING_POLL_INTERVAL": "3600"}
+    async with posting_stack(database_url, tmp_path, tokens=tokens, env=slow) as stack:
+        await asyncio.wait_for(stack.app.worker.queue.idle.wait(), timeout=30)  # the loop runs and sleeps
+        inserts: list[str] = []
+
+        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.startswith("INSERT INTO posts"):
+                inserts.append(statement)
+
+        sa.event.listen(stack.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            created = await stack.create(connection="connections/outbox", text="at once")
+        finally:
+            sa.event.remove(stack.engine.sync_engine, "before_cursor_execute", record)
+        assert created.state == pb.POST_STATE_QUEUED
+        assert len(inserts) == 1 and "lease_owner" in inserts[0]  # leased to this replica by the insert itself
+        done = await stack.wait(created.name, {pb.POST_STATE_PUBLISHED}, timeout=10)
+        assert done.attempts == 1
+
+
+async def test_a_post_created_where_no_queue_runs_waits_unleased_in_the_queue(
+    database_url: str, tmp_path: Path
+) -> None:
+    tokens = FakeTokens()
+    tokens.add(FakeConnection(id="outbox", owner="user-1", platform="outbox", account_id="user-1", token=""))
+    async with posting_stack(database_url, tmp_path, tokens=tokens, worker=False) as stack:
+        created = await stack.create(connection="connections/outbox", text="later")
+        async with stack.engine.connect() as connection:
+            post_id = created.name.split("/")[1]
+            lease = await connection.scalar(sa.text("SELECT lease_owner FROM posts WHERE id = :id"), {"id": post_id})
+        assert lease is None
+        assert await stack.app.worker.run_once() == 1  # a claim finds it

@@ -101,6 +101,7 @@ def build_posting(
         media_inspect=renditions.inspect if renditions is not None else None,
         media_specs=m.specs,
         wake_worker=worker.wake,  # also wakes the other replicas (NOTIFY), even when this one runs no worker
+        dispatch=worker.queue,
         changes=changes,
     )
     page_tokens = PageTokenCodec(common.jwt_secret or common.jwks_url, purpose="posting-page")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +16,7 @@ from contentpipe.common.database import (
     sql_now,
     statement_session_factory,
 )
+from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import (
     NEW_ATTEMPT_FROM,
     NEW_ATTEMPT_STATE,
@@ -136,8 +137,8 @@ class SqlPostRepository:
         self._sessions = session_factory(engine)
         self._statements = statement_session_factory(engine)  # one statement, one round trip
 
-    async def add(self, post: Post) -> Post:
-        values = {
+    async def add(self, post: Post, lease: Lease | None = None) -> Post:
+        values: dict[str, Any] = {
             "id": post.id,
             "owner": post.owner,
             "request_id": post.request_id or None,
@@ -154,6 +155,9 @@ class SqlPostRepository:
         }
         try:
             async with self._statements() as session:
+                if lease is not None:
+                    values["lease_owner"] = lease.owner
+                    values["lease_expires_at"] = sql_now(session) + timedelta(seconds=lease.seconds)
                 await session.execute(sa.insert(posts).values(values))
         except IntegrityError:
             if not post.request_id:

@@ -24,6 +24,7 @@ from contentpipe.oauth.service_layer.metrics import default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
     ConnectionView,
     ListQuery,
+    PostDispatch,
     PostRepository,
     connection_view,
 )
@@ -52,6 +53,7 @@ class PostingServices:
     media_inspect: MediaInspect | None = None
     media_specs: SpecTable | None = None  # the media spec table with configured overrides (None: as shipped)
     wake_worker: Callable[[], None] = lambda: None
+    dispatch: PostDispatch | None = None
     clock: Callable[[], datetime] = utcnow
     # Told about every committed state change (NotifyingPostRepository), so `wait` wakes at once.
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
@@ -82,8 +84,22 @@ class PostingServices:
             if existing is None:
                 raise
             return existing
-        stored = await self.repository.add(post)
-        if stored.id == post.id:
+        # Due now and room here to publish it: inserted leased to this replica and started at once (no wake-up,
+        # no claim). A scheduled post waits in the queue for its time.
+        due = post.next_attempt_time is None or post.next_attempt_time <= post.create_time
+        lease = self.dispatch.reserve() if self.dispatch is not None and due else None
+        try:
+            stored = await self.repository.add(post, lease)
+        except BaseException:
+            if lease is not None and self.dispatch is not None:
+                self.dispatch.unreserve()
+            raise
+        if lease is not None and self.dispatch is not None:
+            if stored.id == post.id:
+                self.dispatch.start_reserved(stored)
+            else:
+                self.dispatch.unreserve()  # a repeated request id, answered with its earlier post
+        elif stored.id == post.id:
             self.wake_worker()
         return stored
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from contentpipe.common.errors import FieldViolation
+from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import Media, Platform, Post, PostState
 
 # ---------------------------------------------------------------- connections (part 1's seam)
@@ -245,8 +246,23 @@ class ListQuery:
     after: tuple[datetime, str] | None = None
 
 
+class PostDispatch(Protocol):
+    """The posting queue of this replica, for posts it creates itself: a post due now that it has room for is
+    inserted already leased to it and starts without waiting for a claim (`contentpipe.common.workqueue`)."""
+
+    def reserve(self) -> Lease | None:
+        """The lease to insert a post with when this replica can publish it now (then `start_reserved` or
+        `unreserve` follows), else None."""
+
+    def start_reserved(self, post: Post) -> None: ...
+
+    def unreserve(self) -> None: ...
+
+
 class PostRepository(Protocol):
-    async def add(self, post: Post) -> Post: ...
+    async def add(self, post: Post, lease: Lease | None = None) -> Post:
+        """Insert (already leased when `lease` is given); a repeated (owner, request_id) answers with that post."""
+
     async def get(self, post_id: str) -> Post | None: ...
     async def find_by_request(self, owner: str, request_id: str) -> Post | None: ...
     async def page(self, query: ListQuery) -> list[Post]: ...

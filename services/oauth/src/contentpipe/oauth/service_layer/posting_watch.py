@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from contentpipe.common.changes import ChangeNotifier
+from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import Platform, Post, PostState
 from contentpipe.oauth.service_layer.posting_ports import ListQuery, PostRepository
 
@@ -18,8 +19,8 @@ class NotifyingPostRepository:
         self._inner = inner
         self._notifier = notifier
 
-    async def add(self, post: Post) -> Post:
-        return await self._inner.add(post)
+    async def add(self, post: Post, lease: Lease | None = None) -> Post:
+        return await self._inner.add(post, lease)
 
     async def get(self, post_id: str) -> Post | None:
         return await self._inner.get(post_id)
