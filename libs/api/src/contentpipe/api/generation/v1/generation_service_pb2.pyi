@@ -427,12 +427,19 @@ class CreateGenerationRequest(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    GENERATION_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 128 characters. The same key from the same user returns the first result."""
     validate_only: _builtins.bool
     """AIP-163: validate fully (the same checks as a real create, including that the provider is configured on
     this server), queue nothing. The response is the generation that would be created, with the model's
     defaults filled into `options` and an empty `name` (none exists).
+    """
+    generation_id: _builtins.str
+    """The id to give the generation, the last segment of its `name` (AIP-133): 32 lowercase hex characters. Empty:
+    the service chooses one. A caller that must record the name before the generation exists (the pipelines
+    engine) chooses it; a create with an id already taken is ALREADY_EXISTS, unless it repeats the `request_id`
+    of the create that took it (then it returns that generation).
     """
     @_builtins.property
     def generation(self) -> Global___Generation:
@@ -444,10 +451,11 @@ class CreateGenerationRequest(_message.Message):
         generation: Global___Generation | None = ...,
         request_id: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
+        generation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "generation_id", b"generation_id", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -553,11 +553,18 @@ class CreatePostRequest(_message.Message):
     POST_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    POST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 128 characters."""
     validate_only: _builtins.bool
     """AIP-163: validate fully (the connection, the platform's rules for text, media and options), queue nothing.
     The response is the post that would be created, with an empty `name` (none exists).
+    """
+    post_id: _builtins.str
+    """The id to give the post, the last segment of its `name` (AIP-133): 32 lowercase hex characters. Empty: the
+    service chooses one. A caller that must record the name before the post exists (the pipelines engine)
+    chooses it; a create with an id already taken is ALREADY_EXISTS, unless it repeats the `request_id` of the
+    create that took it (then it returns that post).
     """
     @_builtins.property
     def post(self) -> Global___Post:
@@ -569,10 +576,11 @@ class CreatePostRequest(_message.Message):
         post: Global___Post | None = ...,
         request_id: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
+        post_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["post", b"post"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["post", b"post", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["post", b"post", "post_id", b"post_id", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
