@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from contentpipe.common.database import create_engine, run_migrations
 from contentpipe.common.error_class import ErrorClass
