@@ -98,7 +98,9 @@ class FakeGeneration(gen_grpc.GenerationServiceServicer):
             return gen_pb.CreateGenerationResponse(generation=request.generation)
         if request.request_id and key in self.s.generation_by_request:
             return gen_pb.CreateGenerationResponse(generation=self.s.generations[self.s.generation_by_request[key]])
-        name = f"generations/{new_id()}"
+        name = f"generations/{request.generation_id or new_id()}"
+        if name in self.s.generations:  # a chosen id taken by another create (a repeated request returned above)
+            await abort_with_error(context, errors.AlreadyExists(f"{name} already exists"), domain="generation")
         generation = gen_pb.Generation()
         generation.CopyFrom(request.generation)
         generation.name = name
@@ -209,7 +211,9 @@ class FakePosting(post_grpc.PostingServiceServicer):
                 except errors.InvalidArgument as exc:
                     await abort_with_error(context, exc, domain="oauth")
             return post_pb.CreatePostResponse(post=request.post)
-        name = f"posts/{new_id()}"
+        name = f"posts/{request.post_id or new_id()}"
+        if name in self.s.posts:  # a chosen id taken by another create (a repeated request returned above)
+            await abort_with_error(context, errors.AlreadyExists(f"{name} already exists"), domain="oauth")
         post = post_pb.Post()
         post.CopyFrom(request.post)
         post.name = name

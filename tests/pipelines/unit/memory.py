@@ -220,7 +220,7 @@ class _Generations:
     def __init__(self, fake: FakePeerServices) -> None:
         self.fake = fake
 
-    async def create(self, owner: str, request: GenerationRequest, request_id: str) -> GenerationStatus:
+    async def create(self, owner: str, request: GenerationRequest, request_id: str, name: str = "") -> GenerationStatus:
         if request_id in self.fake.generation_requests:
             return self.fake.generations[self.fake.generation_requests[request_id]]
         outcome = self.fake.generation_outcomes.pop(0) if self.fake.generation_outcomes else None
@@ -229,7 +229,7 @@ class _Generations:
         lost = outcome.error if isinstance(outcome, LostReply) else None
         if isinstance(outcome, LostReply):
             outcome = None
-        name = f"generations/g{next(self.fake.ids)}"
+        name = name or f"generations/g{next(self.fake.ids)}"
         final = (
             replace(outcome, name=name)
             if outcome is not None
@@ -256,6 +256,8 @@ class _Generations:
         return self.fake.generations[name]  # a fake generation is terminal from the start
 
     async def cancel(self, owner: str, name: str) -> None:
+        if name not in self.fake.generations:  # as the generation service answers
+            raise errors.NotFound(f"{name} not found")
         self.fake.generations[name] = replace(self.fake.generations[name], state="CANCELED")
 
 
@@ -263,7 +265,7 @@ class _Posts:
     def __init__(self, fake: FakePeerServices) -> None:
         self.fake = fake
 
-    async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus:
+    async def create(self, owner: str, request: PostRequest, request_id: str, name: str = "") -> PostStatus:
         if request_id in self.fake.post_requests:
             return self.fake.posts[self.fake.post_requests[request_id]]
         script = self.fake.post_outcomes.get(request.connection, [])
@@ -276,7 +278,7 @@ class _Posts:
         error_class: ErrorClass | None = None
         if isinstance(outcome, tuple):
             outcome, error_class = outcome
-        name = f"posts/p{next(self.fake.ids)}"
+        name = name or f"posts/p{next(self.fake.ids)}"
         self.fake.created_posts.append(request)
         self.fake.posts[name] = PostStatus(
             name=name, state=outcome, error_class=error_class, error_reason="X" if error_class is not None else ""

@@ -21,15 +21,17 @@ from contentpipe.pipelines.domain.model import (
     RunTrigger,
     SchedulePipeline,
     Step,
+    StepOutputs,
     StepRun,
     StepState,
+    TargetResult,
     TriggerKind,
 )
 from contentpipe.pipelines.domain.retries import backoff_seconds, classify
-from contentpipe.pipelines.service_layer.engine.core import EngineSettings, child_request_id
+from contentpipe.pipelines.service_layer.engine.core import EngineSettings, child_name, child_request_id
 from contentpipe.pipelines.service_layer.engine.executor import RunExecutor
 from contentpipe.pipelines.service_layer.engine.worker import Worker
-from contentpipe.pipelines.service_layer.ports import GenerationStatus
+from contentpipe.pipelines.service_layer.ports import GenerationRequest, GenerationStatus, PostRequest, PostStatus
 
 from tests.pipelines.unit.memory import FakePeerServices, LostReply, MemoryRuns
 
@@ -181,6 +183,86 @@ async def test_a_generation_created_before_unavailable_is_adopted_by_the_retry()
     assert len(peers.generations) == 1
 
 
+async def test_each_child_is_named_by_the_write_that_starts_its_attempt_before_it_is_created() -> None:
+    peers, runs = FakePeerServices(), MemoryRuns()
+    listed_at_create: list[bool] = []
+    wired = peers.peers()
+    generations, posts = wired.generations, wired.posts
+    create_generation, create_post = generations.create, posts.create
+
+    async def generation_create(
+        owner: str, request: GenerationRequest, request_id: str, name: str = ""
+    ) -> GenerationStatus:
+        listed_at_create.append(name in runs.rows["r1"].run.steps[0].children)
+        return await create_generation(owner, request, request_id, name)
+
+    async def post_create(owner: str, request: PostRequest, request_id: str, name: str = "") -> PostStatus:
+        listed_at_create.append(name in runs.rows["r1"].run.steps[1].children)
+        return await create_post(owner, request, request_id, name)
+
+    generations.create = generation_create  # type: ignore[method-assign]
+    posts.create = post_create  # type: ignore[method-assign]
+    await runs.add(make_run(video(), post("connections/a", "connections/b")))
+    (claimed,) = await runs.claim("w1", 1, 5)
+    done = await RunExecutor(runs, wired, SETTINGS).execute(claimed)
+
+    assert done.state == RunState.SUCCEEDED
+    # Already in the stored run when each of the three creates was sent, with the names the children got.
+    assert listed_at_create == [True, True, True]
+    assert list(done.steps[0].children) == list(peers.generations)
+    assert sorted(done.steps[1].children) == sorted(peers.posts)
+    assert done.steps[0].children == (child_name("generations", "u1", child_request_id("r1", 0, 1)),)
+    # Step 1's start (with its generation's name), step 1's end with step 2's start (and its posts' names), the end.
+    assert runs.saves == 3
+
+
+async def test_a_child_named_by_a_worker_that_died_before_creating_it_is_created_under_its_key() -> None:
+    peers, runs = FakePeerServices(), MemoryRuns()
+    key = child_request_id("r1", 0, 1)
+    name = child_name("generations", "u1", key)
+    run = make_run(video()).with_step(
+        0,
+        StepRun(
+            step_id="video", state=StepState.RUNNING, attempts=1, children=(name,), current_child=name, child_attempt=1
+        ),
+    )
+    done = await execute(runs, peers, run)
+
+    assert done.state == RunState.SUCCEEDED
+    assert peers.generation_requests == {key: name}
+    assert done.steps[0].outputs is not None and done.steps[0].outputs.generation == name
+
+
+async def test_a_resumed_run_creates_a_carried_over_post_under_the_key_and_name_of_the_failed_run() -> None:
+    peers, runs = FakePeerServices(), MemoryRuns()
+    key = child_request_id("old-run", 1, 2, 0)
+    name = child_name("posts", "u1", key)
+    outputs = StepOutputs(generation="generations/g", assets=({"uri": "file:///g.mp4"},))
+    video_done = StepRun("video", StepState.SUCCEEDED, 1, outputs=outputs)
+    carried = StepRun(
+        "post", targets=(TargetResult("connections/a", post=name, attempt=2, request_key=key),), children=(name,)
+    )
+    done = await execute(
+        runs, peers, make_run(video(), post("connections/a")).with_step(0, video_done).with_step(1, carried)
+    )
+
+    assert done.state == RunState.SUCCEEDED
+    assert peers.post_requests == {key: name}
+    assert done.steps[1].children == (name,) and done.steps[1].targets[0].published
+
+
+async def test_a_step_that_gives_up_on_its_generation_lists_it_and_cancels_it() -> None:
+    # The generation is made, but its create's answer is an error that ends the step (no retry).
+    peers = FakePeerServices(generation_outcomes=[LostReply(errors.InvalidArgument("refused after all"))])
+    peers.generation_outcomes.append(GenerationStatus(name="", state="RUNNING"))
+    done = await execute(MemoryRuns(), peers, make_run(video()))
+
+    assert done.state == RunState.FAILED
+    (name,) = peers.generations
+    assert done.steps[0].children == (name,)
+    assert peers.generations[name].state == "CANCELED"
+
+
 async def test_a_resumed_attempt_adopts_its_child_instead_of_creating_another() -> None:
     peers = FakePeerServices()
     runs = MemoryRuns()
@@ -328,4 +410,4 @@ async def test_a_cancel_ends_a_long_wait_for_a_child_at_once_and_cancels_the_chi
     final = await asyncio.wait_for(execution, timeout=10)
     assert final.state == RunState.CANCELED
     assert abandoned.is_set()
-    assert fake.generations["generations/g1"].state == "CANCELED"  # the child was cancelled too
+    assert fake.generations[final.steps[0].children[0]].state == "CANCELED"  # the child was cancelled too

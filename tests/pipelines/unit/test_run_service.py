@@ -142,6 +142,8 @@ async def test_resume_never_creates_again_a_post_that_may_exist() -> None:
             TargetResult("connections/a", attempt=2, error=lost),  # created or not: nobody knows
             TargetResult("connections/b", post="posts/queued", post_state=PostState.QUEUED, attempt=1),
             TargetResult("connections/c", post="posts/bad", post_state=PostState.FAILED, attempt=1),
+            # Named when its attempt started; its create failed: it may exist under that name and key.
+            TargetResult("connections/d", post="posts/named", attempt=2, error=lost),
         ),
     )
     done_video = StepRun("video", StepState.SUCCEEDED, 1, outputs=StepOutputs(generation="generations/g"))
@@ -150,10 +152,12 @@ async def test_resume_never_creates_again_a_post_that_may_exist() -> None:
 
     resumed = await svc.resume("alice", "p1", queued.id, "")
 
-    a, b, c = resumed.steps[1].targets
+    a, b, c, d = resumed.steps[1].targets
     assert a.request_key == child_request_id(queued.id, 1, 2, 0) and not a.post and a.error is None
     assert b.post == "posts/queued" and b.post_state == PostState.QUEUED
+    assert b.request_key == child_request_id(queued.id, 1, 1, 1)
     assert c == TargetResult("connections/c")
+    assert d.post == "posts/named" and d.request_key == child_request_id(queued.id, 1, 2, 3) and d.error is None
 
 
 async def _failed_at_post(svc: RunService, runs: MemoryRuns) -> str:

@@ -130,10 +130,14 @@ class GrpcGenerations(_Acting):
         super().__init__(token)
         self._stub = gen_grpc.GenerationServiceStub(channel)
 
-    async def create(self, owner: str, request: GenerationRequest, request_id: str) -> GenerationStatus:
+    async def create(self, owner: str, request: GenerationRequest, request_id: str, name: str = "") -> GenerationStatus:
         try:
             response = await self._stub.CreateGeneration(
-                gen_pb.CreateGenerationRequest(generation=_generation_message(request), request_id=request_id),
+                gen_pb.CreateGenerationRequest(
+                    generation=_generation_message(request),
+                    request_id=request_id,
+                    generation_id=name.removeprefix("generations/"),
+                ),
                 metadata=self.metadata(owner),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
@@ -199,10 +203,12 @@ class GrpcPosts(_Acting):
         super().__init__(token)
         self._stub = post_grpc.PostingServiceStub(channel)
 
-    async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus:
+    async def create(self, owner: str, request: PostRequest, request_id: str, name: str = "") -> PostStatus:
         try:
             response = await self._stub.CreatePost(
-                post_pb.CreatePostRequest(post=post_message(request), request_id=request_id),
+                post_pb.CreatePostRequest(
+                    post=post_message(request), request_id=request_id, post_id=name.removeprefix("posts/")
+                ),
                 metadata=self.metadata(owner),
                 timeout=CALL_TIMEOUT_SECONDS,
             )

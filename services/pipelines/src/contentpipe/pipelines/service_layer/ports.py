@@ -153,7 +153,9 @@ class GenerationStatus:
 
 
 class Generations(Protocol):
-    async def create(self, owner: str, request: GenerationRequest, request_id: str) -> GenerationStatus: ...
+    async def create(self, owner: str, request: GenerationRequest, request_id: str, name: str = "") -> GenerationStatus:
+        """Create (or, for a repeated `request_id`, find) the generation; `name` is the one to give it (empty: the
+        peer chooses)."""
 
     async def validate(self, request: GenerationRequest) -> Mapping[str, Any]:
         """CreateGeneration with validate_only, as the caller: the options it would run with (the model's
@@ -201,7 +203,9 @@ class PostStatus:
 
 
 class Posts(Protocol):
-    async def create(self, owner: str, request: PostRequest, request_id: str) -> PostStatus: ...
+    async def create(self, owner: str, request: PostRequest, request_id: str, name: str = "") -> PostStatus:
+        """Create (or, for a repeated `request_id`, find) the post; `name` is the one to give it (empty: the peer
+        chooses)."""
 
     async def validate(self, request: PostRequest) -> None:
         """CreatePost with validate_only, as the caller; raises InvalidArgument with `post.*` field violations

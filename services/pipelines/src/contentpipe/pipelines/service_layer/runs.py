@@ -266,13 +266,16 @@ def _kept_target(source: PipelineRun, index: int, position: int, target: TargetR
 
     Kept: a post that went out (PUBLISHED, or UNCONFIRMED for a person), a post still on its way (the resumed run
     waits for it), and the key of a create whose outcome is unknown (its answer was lost: the same key finds that
-    post again). Only a post that ended FAILED or CANCELED is made anew, under the resumed run's own key."""
+    post again). Only a post that ended FAILED or CANCELED is made anew, under the resumed run's own key. A post on
+    its way keeps its key too: its name is chosen before its create, so it may not exist yet, and the resumed run
+    creates it under that key (the posting service answers with the post if it does)."""
     if target.post:
         if target.post_state in (PostState.FAILED, PostState.CANCELED):
             return None
         if target.published or target.post_state == PostState.UNCONFIRMED:
             return replace(target, attempt=0, error=None)
-        return replace(target, error=None)
+        key = target.request_key or child_request_id(source.id, index, target.attempt, position)
+        return replace(target, error=None, request_key=key)
     if target.attempt > 0:
         key = target.request_key or child_request_id(source.id, index, target.attempt, position)
         return TargetResult(connection=target.connection, request_key=key)

@@ -1,7 +1,8 @@
-"""What every part of the engine shares: its settings, the step-outcome exceptions, child request ids."""
+"""What every part of the engine shares: its settings, the step-outcome exceptions, child request ids and names."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,3 +48,14 @@ def child_request_id(run_id: str, step_index: int, attempt: int, target: int | N
     """Deterministic per run, step, attempt (and target): a retried call after a crash finds the same child."""
     base = f"run-{run_id}-s{step_index}-a{attempt}"
     return base if target is None else f"{base}-t{target}"
+
+
+def child_name(collection: str, owner: str, request_id: str) -> str:
+    """The name the engine gives the child it creates under `request_id` (`generations/…` or `posts/…`).
+
+    Chosen before the child exists (the peers take a caller-chosen id), so the write that starts a step's attempt
+    already lists its children: no write after each create, and no child that its run does not list, whatever
+    happens between the create and the next write. The same key always gives the same name, and the peers answer
+    a repeated create of it with the child it made."""
+    digest = hashlib.sha256(f"{owner}\0{request_id}".encode()).hexdigest()
+    return f"{collection}/{digest[:32]}"

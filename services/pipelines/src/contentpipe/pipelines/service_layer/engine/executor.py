@@ -26,15 +26,20 @@ from contentpipe.pipelines.domain.model import (
     StepState,
     TargetResult,
 )
+from contentpipe.pipelines.service_layer.engine.children import (
+    generation_key,
+    name_children,
+    named_by_engine,
+    post_key,
+)
 from contentpipe.pipelines.service_layer.engine.context import media_items, render_options, template_context
 from contentpipe.pipelines.service_layer.engine.core import (
     CancelRequested,
     EngineSettings,
     StepFailed,
-    child_request_id,
     now_utc,
 )
-from contentpipe.pipelines.service_layer.engine.targets import SEVERITY, target_for_attempt, target_outcome
+from contentpipe.pipelines.service_layer.engine.targets import SEVERITY, target_outcome
 from contentpipe.pipelines.service_layer.engine.waits import RunWaits
 from contentpipe.pipelines.service_layer.metrics import PipelineMetrics, default_metrics
 from contentpipe.pipelines.service_layer.ports import (
@@ -72,6 +77,9 @@ class RunExecutor:
         # The run as last written: some changes are kept in `run` only and written with the next save (the
         # state they record is derived again after a crash); metrics compare what was written.
         self._saved: PipelineRun | None = None
+        # Children this executor created (or found again): a child named by an earlier executor of the run may
+        # not exist yet (it crashed between the write and the create), so that one is created again under its key.
+        self._created: set[str] = set()
 
     # ------------------------------------------------------------ persistence
 
@@ -85,6 +93,11 @@ class RunExecutor:
     async def _save_step(self, index: int, step_run: StepRun) -> PipelineRun:
         assert self.run is not None
         return await self._save(self.run.with_step(index, step_run))
+
+    async def _start_attempt(self, index: int, step_run: StepRun) -> PipelineRun:
+        """Write the start of an attempt together with the names of the children it will create."""
+        assert self.run is not None
+        return await self._save_step(index, name_children(self.run, index, step_run))
 
     async def _cancel_requested(self) -> bool:
         assert self.run is not None
@@ -162,7 +175,7 @@ class RunExecutor:
         if step_run.state == StepState.PENDING:
             # Started and its first attempt counted in one write.
             step_run = replace(step_run, state=StepState.RUNNING, start_time=now_utc(), attempts=step_run.attempts or 1)
-            await self._save_step(index, step_run)
+            await self._start_attempt(index, step_run)
         policy = step.policy()
         with optional_span(_tracer, "pipelines.step", attributes={"contentpipe.step": step.id}):
             while True:
@@ -172,9 +185,9 @@ class RunExecutor:
                     await self._waits.sleep((step_run.next_attempt_time - now_utc()).total_seconds())
                     # current_child stays: only the child's own failure clears it (see _generate).
                     step_run = replace(step_run, attempts=step_run.attempts + 1, next_attempt_time=None)
-                    await self._save_step(index, step_run)
+                    await self._start_attempt(index, step_run)
                 elif step_run.attempts == 0:
-                    await self._save_step(index, replace(step_run, attempts=1))
+                    await self._start_attempt(index, replace(step_run, attempts=1))
                 try:
                     await self._attempt(index)
                     return
@@ -204,6 +217,12 @@ class RunExecutor:
 
     async def _fail(self, index: int, error: StepError) -> None:
         assert self.run is not None
+        current = self.run.steps[index].current_child
+        if current.startswith("generations/"):
+            # Given up on while its create's outcome or its end is unknown: if it exists, it must not run on (and
+            # cost) for a run that failed. It stays listed among the step's children.
+            with contextlib.suppress(errors.ContentpipeError):
+                await self._peers.generations.cancel(self.run.owner, current)
         finished = now_utc()
         step_run = replace(
             self.run.steps[index], state=StepState.FAILED, error=error, finish_time=finished, next_attempt_time=None
@@ -241,10 +260,8 @@ class RunExecutor:
             _log.info("run succeeded", extra={"run": run.name})
         elif run.steps[following].state == StepState.PENDING:
             pending = run.steps[following]
-            run = run.with_step(
-                following,
-                replace(pending, state=StepState.RUNNING, start_time=finished, attempts=pending.attempts or 1),
-            )
+            started = replace(pending, state=StepState.RUNNING, start_time=finished, attempts=pending.attempts or 1)
+            run = run.with_step(following, name_children(run, following, started))
         await self._save(run)
 
     async def _attempt(self, index: int) -> None:
@@ -277,28 +294,33 @@ class RunExecutor:
         step_id = run.definition[index].id
         step_run = run.steps[index]
         if not step_run.current_child:
+            # An attempt started without its child's name (a run recorded before names were chosen up front).
+            await self._start_attempt(index, step_run)
+            run = self.run
+            step_run = run.steps[index]
+        name = step_run.current_child
+        key = generation_key(run, index, step_run)
+        if name not in self._created and step_run.child_attempt and named_by_engine(run, name, key):
             prompt = self._render(index, "prompt", action.prompt)
             request = GenerationRequest(
                 kind=action.kind, prompt=prompt, options=action.options, provider=action.provider, model=action.model
             )
-            # The key survives a failed create (lost reply, UNAVAILABLE, crash): the retry gets the same generation.
-            key_attempt = step_run.child_attempt or step_run.attempts
-            if step_run.child_attempt != key_attempt:
-                # Kept in memory only: until the next write, a resumed attempt derives the same key from
-                # `attempts`; every later write (the child's name, a retry) carries it.
-                step_run = replace(step_run, child_attempt=key_attempt)
-                self.run = run = run.with_step(index, step_run)
+            # The key and the name survive a failed create (lost reply, UNAVAILABLE, crash): the retry gets the
+            # same generation.
             try:
-                status = await self._peers.generations.create(
-                    run.owner, request, child_request_id(run.id, index, key_attempt)
-                )
+                status = await self._peers.generations.create(run.owner, request, key, name)
             except errors.ContentpipeError as exc:
                 raise StepFailed(
                     retries.step_error(exc, f"step {step_id!r}: creating the generation failed"),
                     getattr(exc, "retry_after", None),
                 ) from None
-            step_run = step_run.with_child(status.name)
-            await self._save_step(index, step_run)
+            self._created.add(status.name)
+            if status.name != name:
+                # The key's generation was made before its name was chosen up front: adopt the peer's name (kept in
+                # memory; a crash before the next write asks the peer again).
+                children = tuple(status.name if child == name else child for child in step_run.children)
+                step_run = replace(step_run, children=children, current_child=status.name)
+                self.run = run.with_step(index, step_run)
         status = await self._await_generation(index, step_run.current_child)
         if status.state == "SUCCEEDED":
             await self._succeed(
@@ -349,17 +371,20 @@ class RunExecutor:
     async def _post(self, index: int, action: PostToPlatform) -> None:
         assert self.run is not None
         step_run = self.run.steps[index]
-        attempt = step_run.attempts
-        targets = list(step_run.targets) or [TargetResult(connection=name) for name in action.connections]
-        for position, target in enumerate(targets):
-            targets[position] = target_for_attempt(target, attempt)
-        if tuple(targets) != step_run.targets:
-            # Not written yet: the same reset is derived again after a crash; the first post created saves it.
-            step_run = replace(step_run, targets=tuple(targets))
-            self.run = self.run.with_step(index, step_run)
-        pending = [pos for pos, target in enumerate(targets) if not target.post and target.error is None]
+        named = name_children(self.run, index, step_run)
+        if named != step_run:
+            # An attempt started without its posts' names (a run recorded before names were chosen up front).
+            await self._save_step(index, named)
+        run = self.run
+        pending = [
+            position
+            for position, target in enumerate(named.targets)
+            if target.post not in self._created
+            and not target.post_state.terminal
+            and named_by_engine(run, target.post, post_key(run, index, position, target))
+        ]
         if pending:
-            context = template_context(self.run)
+            context = template_context(run)
             caption = self._render(index, "caption", action.caption) if action.caption else ""
             try:
                 options = render_options(action.options, context)
@@ -368,16 +393,16 @@ class RunExecutor:
                     StepError(
                         ErrorClass.PERMANENT,
                         "TEMPLATE_ERROR",
-                        f"step {self.run.definition[index].id!r}, options: {exc}",
+                        f"step {run.definition[index].id!r}, options: {exc}",
                     )
                 ) from None
-            media = media_items(self.run, index, action)
+            media = media_items(run, index, action)
             for position in pending:
                 await self._create_post(
                     index,
                     position,
                     PostRequest(
-                        connection=targets[position].connection,
+                        connection=named.targets[position].connection,
                         text=caption,
                         media=media,
                         options=options,
@@ -389,25 +414,28 @@ class RunExecutor:
             for pos, target in enumerate(self.run.steps[index].targets)
             if target.post
             and (
-                not target.post_state.terminal or (target.post_state == PostState.UNCONFIRMED and target.error is None)
+                (not target.post_state.terminal and target.error is None)
+                or (target.post_state == PostState.UNCONFIRMED and target.error is None)
             )
         ]
         await asyncio.gather(*(self._await_post(index, pos) for pos in waiting))
         await self._conclude_post(index)
 
-    async def _update_target(
-        self, index: int, position: int, target: TargetResult, child: str = "", *, save: bool = True
-    ) -> None:
+    async def _update_target(self, index: int, position: int, target: TargetResult, *, save: bool = True) -> None:
         """Change one target; `save=False` keeps the change for the step's next write (a post's outcome: it is
         read again from the posting service after a crash)."""
         async with self._lock:
             assert self.run is not None
             step_run = self.run.steps[index]
             targets = list(step_run.targets)
+            named = targets[position].post
             targets[position] = target
             step_run = replace(step_run, targets=tuple(targets))
-            if child and child not in step_run.children:
-                step_run = replace(step_run, children=(*step_run.children, child))
+            if target.post and target.post not in step_run.children:
+                # The peer answered with another name than the one chosen (a post made before names were chosen
+                # up front): the run lists the post that exists.
+                children = tuple(child for child in step_run.children if child != named)
+                step_run = replace(step_run, children=(*children, target.post))
             if save:
                 await self._save_step(index, step_run)
             else:
@@ -416,22 +444,21 @@ class RunExecutor:
     async def _create_post(self, index: int, position: int, request: PostRequest) -> None:
         assert self.run is not None
         run = self.run
-        step_run = run.steps[index]
-        target = step_run.targets[position]
+        target = run.steps[index].targets[position]
         try:
-            key = target.request_key or child_request_id(run.id, index, target.attempt, position)
-            status = await self._peers.posts.create(run.owner, request, key)
+            status = await self._peers.posts.create(
+                run.owner, request, post_key(run, index, position, target), target.post
+            )
         except errors.ContentpipeError as exc:
             error = retries.step_error(
                 exc, f"step {run.definition[index].id!r}, target {target.connection}: creating the post failed"
             )
+            # The name stays: whether the post exists is unknown, and a retry creates it under the same key.
             await self._update_target(index, position, replace(target, error=error))
             return
+        self._created.add(status.name)
         await self._update_target(
-            index,
-            position,
-            replace(target, post=status.name, post_state=status.state),
-            child=status.name,
+            index, position, replace(target, post=status.name, post_state=status.state), save=False
         )
 
     async def _await_post(self, index: int, position: int) -> None:
