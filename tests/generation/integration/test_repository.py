@@ -40,11 +40,11 @@ async def test_a_replayed_request_id_answers_with_the_stored_generation_not_a_ne
     engine = create_engine(database_url)
     try:
         repository = SqlGenerationRepository(engine)
-        first = await repository.add(generation("u1", "run-r-s0-a1"))
+        first = (await repository.add(generation("u1", "run-r-s0-a1"))).generation
         replay = await repository.add(generation("u1", "run-r-s0-a1"))
-        other_user = await repository.add(generation("u2", "run-r-s0-a1"))
+        other_user = (await repository.add(generation("u2", "run-r-s0-a1"))).generation
 
-        assert replay.id == first.id
+        assert replay.generation.id == first.id and not replay.created
         assert other_user.id != first.id
         assert await repository.get(other_user.id) is not None
         assert await repository.get(first.id) is not None
@@ -82,7 +82,7 @@ async def test_a_generation_inserted_under_a_lease_is_held_by_its_owner_from_the
     engine = create_engine(database_url)
     try:
         repository = SqlGenerationRepository(engine)
-        leased = await repository.add(generation("u1", f"leased-{new_id()}"), Lease("replica-a", 600))
+        leased = (await repository.add(generation("u1", f"leased-{new_id()}"), Lease("replica-a", 600))).generation
         assert leased.id not in {g.id for g in await repository.claim("replica-b", 100, 30)}
         assert await repository.renew("replica-a", [leased.id], 600) == {leased.id}
         await repository.release("replica-a", [leased.id])

@@ -41,7 +41,7 @@ async def test_runs_record_finished_by_state_and_latency_by_provider_and_model()
         repo, {"local": SleepyProvider(0.0, fail=ErrorReason.PROVIDER_FAILED)}, catalogue, NoAssets(), metrics=metrics
     )
     for runner, i in ((ok, 1), (ok, 2), (bad, 3)):
-        generation = await repo.add(_text(i))
+        generation = (await repo.add(_text(i))).generation
         done = await runner.run(generation)
         assert done.state.terminal
 

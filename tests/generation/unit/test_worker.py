@@ -22,7 +22,15 @@ from contentpipe.generation.domain.model import (
     GenerationState,
     PredictionRecord,
 )
-from contentpipe.generation.service_layer.ports import Checkpoint, ListQuery, OutputFile, StepInput, StepResult
+from contentpipe.generation.service_layer.ports import (
+    Added,
+    Checkpoint,
+    GenerationIdTaken,
+    ListQuery,
+    OutputFile,
+    StepInput,
+    StepResult,
+)
 from contentpipe.generation.service_layer.runner import GenerationRunner
 from contentpipe.generation.service_layer.worker import GenerationWorker, WorkerSettings
 
@@ -35,9 +43,14 @@ class MemoryRepository:
         self.leases: dict[str, str] = {}
         self.saves = 0
 
-    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Added:
+        for row in self.rows.values():
+            if generation.request_id and (row.owner, row.request_id) == (generation.owner, generation.request_id):
+                return Added(row, created=False)
+        if generation.id in self.rows:
+            raise GenerationIdTaken(generation.id)
         self.rows[generation.id] = replace(generation)
-        return generation
+        return Added(generation, created=True)
 
     async def get(self, generation_id: str) -> Generation | None:
         return self.rows.get(generation_id)

@@ -28,7 +28,7 @@ from contentpipe.generation.domain.model import (
     GenerationState,
     PredictionRecord,
 )
-from contentpipe.generation.service_layer.ports import ListQuery
+from contentpipe.generation.service_layer.ports import Added, GenerationIdTaken, ListQuery
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -219,7 +219,7 @@ class SqlGenerationRepository:
         """The same repository (one group committer) with saves fenced by `worker_id`'s lease."""
         return SqlGenerationRepository(self._engine, _writes=self._writes, _fence=worker_id)
 
-    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Added:
         now = datetime.now(UTC)
         values: dict[str, Any] = {
             "id": generation.id,
@@ -236,7 +236,7 @@ class SqlGenerationRepository:
             **_row_values(generation, now),
         }
 
-        async def insert(session: AsyncSession) -> Generation:
+        async def insert(session: AsyncSession) -> Added | None:
             dialect = postgresql if is_postgresql(session) else sqlite
             if lease is not None:
                 values["lease_owner"] = lease.owner
@@ -247,18 +247,25 @@ class SqlGenerationRepository:
                 dialect.insert(generations).values(values).on_conflict_do_nothing().returning(generations.c.id)
             )
             if inserted.first() is not None:
-                return generation
-            # The same request_id from the same user: answer with the first generation (AIP-155).
-            row = (
-                await session.execute(
-                    sa.select(generations).where(
-                        generations.c.owner == generation.owner, generations.c.request_id == generation.request_id
+                return Added(generation, created=True)
+            # The same request_id from the same user: answer with the first generation (AIP-155), whatever id this
+            # create chose. Nothing found: the conflict was the id alone.
+            row = None
+            if generation.request_id:
+                row = (
+                    await session.execute(
+                        sa.select(generations).where(
+                            generations.c.owner == generation.owner, generations.c.request_id == generation.request_id
+                        )
                     )
-                )
-            ).one()
-            return _from_row(row)
+                ).first()
+            return Added(_from_row(row), created=False) if row is not None else None
 
-        return await self._writes.run(insert)
+        # Raised out here, not in `insert`: a failing operation would make the group committer redo its whole batch.
+        added = await self._writes.run(insert)
+        if added is None:
+            raise GenerationIdTaken(generation.id)
+        return added
 
     async def get(self, generation_id: str) -> Generation | None:
         async with self._statements() as session:

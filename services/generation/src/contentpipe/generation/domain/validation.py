@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from contentpipe.common.errors import FieldViolation, InvalidArgument
+from contentpipe.common.ids import is_id
 from contentpipe.generation.domain.catalogue import Catalogue, ModelSpec
 from contentpipe.generation.domain.model import GenerationKind, GenerationOptions
 
@@ -18,6 +19,8 @@ _GENERATION_ASSET = re.compile(r"^generations/[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _SEED = (-(2**63), 2**63 - 1)
 
 PREFIX = "generation"
+# Fields of CreateGenerationRequest itself; every other field is inside its `generation`.
+_REQUEST_FIELDS = frozenset({"request_id", "generation_id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,7 @@ class NewGeneration:
     model: str = ""
     request_id: str = ""
     model_input_bytes: int = 0
+    generation_id: str = ""  # empty: the service chooses
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +52,15 @@ def validate_new_generation(request: NewGeneration, catalogue: Catalogue) -> Val
     violations: list[FieldViolation] = []
 
     def bad(field: str, description: str) -> None:
-        violations.append(FieldViolation(f"{PREFIX}.{field}" if field != "request_id" else field, description))
+        violations.append(FieldViolation(field if field in _REQUEST_FIELDS else f"{PREFIX}.{field}", description))
 
     if request.request_id:
         if len(request.request_id) > MAX_REQUEST_ID_CHARS:
             bad("request_id", f"at most {MAX_REQUEST_ID_CHARS} characters")
         elif not _REQUEST_ID.match(request.request_id):
             bad("request_id", "only letters, digits and . _ : - are allowed")
+    if request.generation_id and not is_id(request.generation_id):
+        bad("generation_id", "must be 32 lowercase hex characters (0-9, a-f), or empty to let the service choose")
 
     kind = request.kind
     if kind is None:

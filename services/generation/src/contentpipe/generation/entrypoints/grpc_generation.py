@@ -72,6 +72,7 @@ def new_generation_from(request: pb.CreateGenerationRequest) -> NewGeneration:
         provider=g.provider,
         model=g.model,
         request_id=request.request_id,
+        generation_id=request.generation_id,
         model_input_bytes=o.model_input.ByteSize() if o.HasField("model_input") else 0,
     )
 

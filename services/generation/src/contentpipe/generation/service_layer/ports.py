@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from contentpipe.common.errors import AlreadyExists
 from contentpipe.common.workqueue import Lease
 from contentpipe.generation.domain.catalogue import ModelSpec
 from contentpipe.generation.domain.model import (
@@ -41,10 +42,32 @@ class GenerationDispatch(Protocol):
     def unreserve(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What `GenerationRepository.add` did. `created`: it inserted `generation`, which nobody has started yet.
+    Otherwise `generation` is the one an earlier create with the same (owner, request_id) inserted and started; the
+    ids cannot tell the two apart when the caller chose the id, and starting it again would run it twice."""
+
+    generation: Generation
+    created: bool
+
+
+class GenerationIdTaken(AlreadyExists):
+    """A create chose an id that belongs to a generation it did not make. Says nothing about that generation: it
+    may be another user's."""
+
+    def __init__(self, generation_id: str) -> None:
+        super().__init__(
+            f"generations/{generation_id} already exists: choose another generation_id, or leave it empty to let "
+            "the service choose one (a retried create gets its generation back by repeating its request_id)",
+            reason="GENERATION_ID_TAKEN",
+        )
+
+
 class GenerationRepository(Protocol):
-    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Added:
         """Insert (already leased when `lease` is given); on a repeated (owner, request_id) return the stored
-        generation instead."""
+        generation instead, whatever its id. Raises GenerationIdTaken when the id is taken otherwise."""
 
     async def get(self, generation_id: str) -> Generation | None: ...
 

@@ -17,6 +17,7 @@ from contentpipe.generation.service_layer.ports import (
     AssetStore,
     Canceller,
     GenerationDispatch,
+    GenerationIdTaken,
     GenerationRepository,
     InputUrlCheck,
     ListQuery,
@@ -53,7 +54,7 @@ class GenerationServices:
                 raise NotFound(f"{valid.options.input_image_uri} not found", reason="INPUT_GENERATION_NOT_FOUND")
         now = self.clock()
         generation = Generation(
-            id=new_id(),
+            id=request.generation_id or new_id(),
             owner=owner,
             kind=valid.kind,
             prompt=valid.prompt,
@@ -66,24 +67,34 @@ class GenerationServices:
             trace_context=inject_context(),
         )
         if validate_only:
+            if request.generation_id:
+                await self._check_id_free(owner, request)
             generation.id = ""  # AIP-163: what would be created; no name a client could look up
             return generation
         # Room here to run it now: inserted leased to this replica and started at once (no wake-up, no claim).
         lease = self.dispatch.reserve() if self.dispatch is not None else None
         try:
-            stored = await self.repository.add(generation, lease)
+            added = await self.repository.add(generation, lease)
         except BaseException:
             if lease is not None and self.dispatch is not None:
                 self.dispatch.unreserve()
             raise
         if lease is not None and self.dispatch is not None:
-            if stored.id == generation.id:
-                self.dispatch.start_reserved(stored)
+            if added.created:
+                self.dispatch.start_reserved(added.generation)
             else:
                 self.dispatch.unreserve()  # a repeated request id, answered with its earlier generation
-        elif stored.id == generation.id:
+        elif added.created:
             self.wake_worker()
-        return self._present(stored)
+        return self._present(added.generation)
+
+    async def _check_id_free(self, owner: str, request: NewGeneration) -> None:
+        """What a real create would refuse: an id taken by a generation that is not this request's earlier one."""
+        existing = await self.repository.get(request.generation_id)
+        if existing is None:
+            return
+        if not (request.request_id and existing.owner == owner and existing.request_id == request.request_id):
+            raise GenerationIdTaken(request.generation_id)
 
     async def _stored(self, generation_id: str) -> Generation | None:
         """The generation as stored: a final state just written here is known without a query."""

@@ -9,7 +9,7 @@ from typing import Protocol
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.workqueue import Lease
 from contentpipe.generation.domain.model import Generation
-from contentpipe.generation.service_layer.ports import GenerationRepository, ListQuery, PredictionClaims
+from contentpipe.generation.service_layer.ports import Added, GenerationRepository, ListQuery, PredictionClaims
 
 
 class StoredGenerations(GenerationRepository, PredictionClaims, Protocol):
@@ -24,7 +24,7 @@ class NotifyingRepository:
         self._inner = inner
         self._notifier = notifier
 
-    async def add(self, generation: Generation, lease: Lease | None = None) -> Generation:
+    async def add(self, generation: Generation, lease: Lease | None = None) -> Added:
         return await self._inner.add(generation, lease)
 
     async def get(self, generation_id: str) -> Generation | None:
