@@ -30,10 +30,14 @@ class GenerationClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def create(self, request_id: str = "", validate_only: bool = False, **fields: Any) -> pb.Generation:
+    def create(
+        self, request_id: str = "", validate_only: bool = False, generation_id: str = "", **fields: Any
+    ) -> pb.Generation:
         options = fields.pop("options", {})
         generation = pb.Generation(options=pb.GenerationOptions(**options), **fields)
-        request = pb.CreateGenerationRequest(generation=generation, request_id=request_id, validate_only=validate_only)
+        request = pb.CreateGenerationRequest(
+            generation=generation, request_id=request_id, validate_only=validate_only, generation_id=generation_id
+        )
         return self.stub.CreateGeneration(request, metadata=bearer(self.user), timeout=10).generation
 
     def get(self, name: str) -> pb.Generation:

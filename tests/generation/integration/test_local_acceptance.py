@@ -16,6 +16,7 @@ import grpc
 import imageio_ffmpeg  # type: ignore[import-untyped]
 import pytest
 from contentpipe.api.generation.v1 import generation_service_pb2 as pb
+from contentpipe.common.ids import new_id
 
 from tests.generation.support import GenerationClient, rpc_error
 from tests.support import ServiceProcess, mint_token
@@ -159,6 +160,41 @@ def test_request_id_returns_the_same_generation(start_service: Callable[..., Ser
         checked = alice.create(validate_only=True, kind=pb.GENERATION_KIND_TEXT, prompt="hello")
         assert checked.state == pb.GENERATION_STATE_QUEUED and checked.name == ""  # nothing to look up
         assert len(alice.list().generations) == 1
+
+
+def test_a_chosen_generation_id_names_the_generation_and_a_taken_one_is_already_exists(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    service = start_service("generation")
+    with GenerationClient(service.address, "alice") as alice, GenerationClient(service.address, "bob") as bob:
+        chosen = new_id()
+        created = alice.create(request_id="step-1", generation_id=chosen, kind=pb.GENERATION_KIND_TEXT, prompt="tide")
+        retried = alice.create(request_id="step-1", generation_id=chosen, kind=pb.GENERATION_KIND_TEXT, prompt="tide")
+        assert created.name == retried.name == f"generations/{chosen}"
+        assert alice.get(created.name).name == created.name
+
+        refusals = []
+        for client, request_id in ((alice, "step-2"), (alice, ""), (bob, "step-1")):
+            with pytest.raises(grpc.RpcError) as caught:
+                client.create(request_id=request_id, generation_id=chosen, kind=pb.GENERATION_KIND_TEXT, prompt="x")
+            assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            refusals.append((rpc_error(caught.value).reason, caught.value.details() or ""))
+        assert refusals == [("GENERATION_ID_TAKEN", refusals[0][1])] * 3  # bob learns nothing alice does not
+        assert "alice" not in refusals[0][1] and "tide" not in refusals[0][1]
+
+        with pytest.raises(grpc.RpcError) as caught:
+            alice.create(generation_id=chosen.upper(), kind=pb.GENERATION_KIND_TEXT, prompt="x")
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in rpc_error(caught.value).violations] == ["generation_id"]
+
+        unused = new_id()
+        checked = alice.create(validate_only=True, generation_id=unused, kind=pb.GENERATION_KIND_TEXT, prompt="x")
+        assert checked.name == ""
+        with pytest.raises(grpc.RpcError) as caught:
+            alice.get(f"generations/{unused}")
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert [g.name for g in alice.list().generations] == [created.name]
+        assert len(bob.list().generations) == 0
 
 
 def test_list_pages_and_filters(start_service: Callable[..., ServiceProcess]) -> None:

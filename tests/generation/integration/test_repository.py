@@ -1,4 +1,5 @@
-"""The generation repository on SQLite and PostgreSQL: idempotent creates answer with the stored generation."""
+"""The generation repository on SQLite and PostgreSQL: idempotent creates answer with the stored generation, and
+say whether they inserted it; a caller-chosen id that is taken is refused."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from contentpipe.common.workqueue import Lease
 from contentpipe.generation.adapters.repository import SqlGenerationRepository
 from contentpipe.generation.bootstrap import MIGRATIONS, VERSION_TABLE
 from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationOptions
+from contentpipe.generation.service_layer.ports import GenerationIdTaken
+
+from tests.generation.unit.test_worker import RecordingDispatch, create_services, text_request
 
 pytestmark = pytest.mark.integration
 
 
-def generation(owner: str, request_id: str) -> Generation:
+def generation(owner: str, request_id: str, generation_id: str = "") -> Generation:
     now = datetime.now(UTC)
     return Generation(
-        id=new_id(),
+        id=generation_id or new_id(),
         owner=owner,
         kind=GenerationKind.TEXT,
         prompt="hello",
@@ -87,5 +91,53 @@ async def test_a_generation_inserted_under_a_lease_is_held_by_its_owner_from_the
         assert await repository.renew("replica-a", [leased.id], 600) == {leased.id}
         await repository.release("replica-a", [leased.id])
         assert leased.id in {g.id for g in await repository.claim("replica-b", 100, 30)}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_chosen_id_is_inserted_once_and_a_taken_one_is_refused_not_an_internal_error(database_url: str) -> None:
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        repository = SqlGenerationRepository(engine)
+        alice, bob, chosen = f"alice-{new_id()}", f"bob-{new_id()}", new_id()  # PostgreSQL keeps other tests' rows
+        first = await repository.add(generation(alice, "step-1", chosen))
+        retried = await repository.add(generation(alice, "step-1", chosen))
+        assert first.created and first.generation.id == chosen
+        assert not retried.created and retried.generation.id == chosen
+
+        # The insert finds the id taken and no row for (owner, request_id): another request, none, another user.
+        for owner, request_id in ((alice, "step-2"), (alice, ""), (bob, "step-1")):
+            with pytest.raises(GenerationIdTaken):
+                await repository.add(generation(owner, request_id, chosen))
+        stored = await repository.get(chosen)
+        assert stored is not None and (stored.owner, stored.request_id) == (alice, "step-1")
+
+        # request_id idempotency wins over a different chosen id: the generation that request made, nothing new.
+        other_id = new_id()
+        repeated = await repository.add(generation(alice, "step-1", other_id))
+        assert not repeated.created and repeated.generation.id == chosen
+        assert await repository.get(other_id) is None
+    finally:
+        await engine.dispose()
+
+
+async def test_a_retried_create_with_a_chosen_id_is_started_once(database_url: str) -> None:
+    # With a chosen id the retry's generation has the id of the stored one: only `created` tells them apart.
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        repository, dispatch = SqlGenerationRepository(engine), RecordingDispatch()
+        services = create_services(repository, dispatch)
+        alice, bob, chosen = f"alice-{new_id()}", f"bob-{new_id()}", new_id()
+        created = await services.create(alice, text_request("step-1", chosen))
+        retried = await services.create(alice, text_request("step-1", chosen))
+        with pytest.raises(GenerationIdTaken):
+            await services.create(bob, text_request("step-1", chosen))
+
+        assert created.name == retried.name == f"generations/{chosen}"
+        assert dispatch.started == [chosen] and dispatch.unreserved == 2
+        page, _ = await services.list_page(alice, limit=10, state=None, kind=None, after=None)
+        assert [g.id for g in page] == [chosen]
     finally:
         await engine.dispose()

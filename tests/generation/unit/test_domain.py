@@ -79,6 +79,17 @@ def test_prompt_kind_provider_model_and_request_id_are_checked() -> None:
     }
 
 
+def test_a_chosen_generation_id_must_be_an_id_of_this_system_and_is_reported_with_other_problems() -> None:
+    bad = fields_of(NewGeneration(None, "x", GenerationOptions(), generation_id="0190B6E47C1D70008000000000000000"))
+    assert set(bad) == {"generation_id", "generation.kind"}
+    assert "32 lowercase hex" in bad["generation_id"]
+    chosen = validate_new_generation(
+        NewGeneration(GenerationKind.TEXT, "x", GenerationOptions(), generation_id="0190b6e47c1d70008000000000000000"),
+        CATALOGUE,
+    )
+    assert chosen.kind is GenerationKind.TEXT
+
+
 def test_svd_limits_apply_to_replicate_video() -> None:
     request = NewGeneration(
         GenerationKind.VIDEO, "x", GenerationOptions(width=1000, fps=4, duration_seconds=2), provider="replicate"

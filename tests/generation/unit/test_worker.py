@@ -1,4 +1,5 @@
-"""Runner and worker over in-memory fakes of their ports: limits, failures, deadlines, cancellation, scale."""
+"""Create, runner and worker over in-memory fakes of their ports: caller-chosen ids, limits, failures, deadlines,
+cancellation, scale."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from contentpipe.common.errors import InvalidArgument
+from contentpipe.common.ids import new_id
 from contentpipe.common.workqueue import Lease, QueueSettings
 from contentpipe.generation.domain.catalogue import LOCAL_MODELS, Catalogue, ModelSpec
 from contentpipe.generation.domain.model import (
@@ -22,6 +25,7 @@ from contentpipe.generation.domain.model import (
     GenerationState,
     PredictionRecord,
 )
+from contentpipe.generation.domain.validation import NewGeneration
 from contentpipe.generation.service_layer.ports import (
     Added,
     Checkpoint,
@@ -32,6 +36,7 @@ from contentpipe.generation.service_layer.ports import (
     StepResult,
 )
 from contentpipe.generation.service_layer.runner import GenerationRunner
+from contentpipe.generation.service_layer.services import GenerationServices
 from contentpipe.generation.service_layer.worker import GenerationWorker, WorkerSettings
 
 pytestmark = pytest.mark.unit
@@ -123,6 +128,45 @@ class NoAssets:
         return asset.uri
 
 
+class RecordingDispatch:
+    """A replica's queue with room for everything: records what create starts and gives back."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.unreserved = 0
+
+    def reserve(self) -> Lease | None:
+        return Lease("replica-a", 600)
+
+    def start_reserved(self, generation: Generation) -> None:
+        self.started.append(generation.id)
+
+    def unreserve(self) -> None:
+        self.unreserved += 1
+
+
+async def _any_url(url: str) -> None:
+    del url
+
+
+def create_services(repo: object, dispatch: RecordingDispatch | None = None) -> GenerationServices:
+    return GenerationServices(
+        repository=repo,  # type: ignore[arg-type]
+        catalogue=Catalogue(LOCAL_MODELS, "local"),
+        assets=NoAssets(),
+        url_check=_any_url,
+        canceller=None,  # type: ignore[arg-type]
+        deadline=timedelta(minutes=5),
+        dispatch=dispatch,
+    )
+
+
+def text_request(request_id: str = "", generation_id: str = "") -> NewGeneration:
+    return NewGeneration(
+        GenerationKind.TEXT, "a haiku", GenerationOptions(), request_id=request_id, generation_id=generation_id
+    )
+
+
 def _text(i: int, deadline: timedelta = timedelta(minutes=5)) -> Generation:
     now = datetime.now(UTC)
     return Generation(
@@ -212,3 +256,76 @@ async def test_a_generation_cancelled_elsewhere_is_not_overwritten_and_its_task_
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert repo.rows["g0003"].state is GenerationState.CANCELED
+
+
+async def test_a_chosen_id_names_the_generation_and_a_retried_create_is_answered_without_a_second_start() -> None:
+    repo, dispatch = MemoryRepository(), RecordingDispatch()
+    services = create_services(repo, dispatch)
+    chosen = new_id()
+    created = await services.create("u1", text_request("step-1", chosen))
+    retried = await services.create("u1", text_request("step-1", chosen))
+
+    assert created.name == retried.name == f"generations/{chosen}"
+    assert list(repo.rows) == [chosen]
+    assert dispatch.started == [chosen]  # the retry's reserved slot is given back, not used to run it again
+    assert dispatch.unreserved == 1
+
+
+async def test_a_retried_create_wakes_the_queue_only_for_the_first_insert() -> None:
+    repo, wakes = MemoryRepository(), []
+    services = create_services(repo)
+    services.wake_worker = lambda: wakes.append(1)
+    chosen = new_id()
+    await services.create("u1", text_request("step-1", chosen))
+    await services.create("u1", text_request("step-1", chosen))
+    assert len(wakes) == 1
+
+
+async def test_a_taken_id_is_already_exists_for_another_request_and_another_user_alike() -> None:
+    repo, dispatch = MemoryRepository(), RecordingDispatch()
+    services = create_services(repo, dispatch)
+    chosen = new_id()
+    await services.create("alice", text_request("step-1", chosen))
+
+    refusals = []
+    for owner, request_id in (("alice", "step-2"), ("alice", ""), ("bob", "step-1")):
+        with pytest.raises(GenerationIdTaken) as caught:
+            await services.create(owner, text_request(request_id, chosen))
+        refusals.append(caught.value)
+    assert {(e.reason, e.message) for e in refusals} == {(refusals[0].reason, refusals[0].message)}
+    assert refusals[0].reason == "GENERATION_ID_TAKEN" and chosen in refusals[0].message
+    assert "alice" not in refusals[0].message and "haiku" not in refusals[0].message
+    assert list(repo.rows) == [chosen] and repo.rows[chosen].owner == "alice"
+    assert dispatch.started == [chosen] and dispatch.unreserved == 3  # no slot leaks on a refusal
+
+
+async def test_a_repeated_request_id_with_another_id_returns_the_generation_that_request_made() -> None:
+    repo = MemoryRepository()
+    services = create_services(repo, RecordingDispatch())
+    first = await services.create("u1", text_request("step-1", new_id()))
+    again = await services.create("u1", text_request("step-1", new_id()))
+    assert again.id == first.id and list(repo.rows) == [first.id]
+
+
+@pytest.mark.parametrize("bad", ["ABCDEF0123456789ABCDEF0123456789", "abc", "0190b6e4-7c1d-7000-8000-00000000000a"])
+async def test_a_malformed_generation_id_is_invalid_argument_on_that_field(bad: str) -> None:
+    repo = MemoryRepository()
+    with pytest.raises(InvalidArgument) as caught:
+        await create_services(repo).create("u1", text_request(generation_id=bad))
+    assert [v.field for v in caught.value.violations] == ["generation_id"]
+    assert not repo.rows
+
+
+async def test_validate_only_checks_a_chosen_id_and_creates_nothing() -> None:
+    repo, dispatch = MemoryRepository(), RecordingDispatch()
+    services = create_services(repo, dispatch)
+    chosen = new_id()
+    checked = await services.create("u1", text_request("step-1", chosen), validate_only=True)
+    assert checked.name == "" and not repo.rows and not dispatch.started
+
+    await services.create("u1", text_request("step-1", chosen))
+    with pytest.raises(GenerationIdTaken):
+        await services.create("u2", text_request("step-1", chosen), validate_only=True)
+    with pytest.raises(InvalidArgument):
+        await services.create("u1", text_request(generation_id="not-an-id"), validate_only=True)
+    assert list(repo.rows) == [chosen] and dispatch.started == [chosen]
