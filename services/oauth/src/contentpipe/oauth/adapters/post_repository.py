@@ -28,7 +28,7 @@ from contentpipe.oauth.domain.posts import (
     PostOptions,
     PostState,
 )
-from contentpipe.oauth.service_layer.posting_ports import ListQuery
+from contentpipe.oauth.service_layer.posting_ports import Added, ListQuery
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -137,7 +137,7 @@ class SqlPostRepository:
         self._sessions = session_factory(engine)
         self._statements = statement_session_factory(engine)  # one statement, one round trip
 
-    async def add(self, post: Post, lease: Lease | None = None) -> Post:
+    async def add(self, post: Post, lease: Lease | None = None) -> Added:
         values: dict[str, Any] = {
             "id": post.id,
             "owner": post.owner,
@@ -165,8 +165,8 @@ class SqlPostRepository:
             existing = await self.find_by_request(post.owner, post.request_id)
             if existing is None:
                 raise
-            return existing
-        return post
+            return Added(existing, created=False)
+        return Added(post, created=True)
 
     async def get(self, post_id: str) -> Post | None:
         async with self._statements() as session:

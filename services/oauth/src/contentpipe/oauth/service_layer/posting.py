@@ -89,19 +89,21 @@ class PostingServices:
         due = post.next_attempt_time is None or post.next_attempt_time <= post.create_time
         lease = self.dispatch.reserve() if self.dispatch is not None and due else None
         try:
-            stored = await self.repository.add(post, lease)
+            added = await self.repository.add(post, lease)
         except BaseException:
             if lease is not None and self.dispatch is not None:
                 self.dispatch.unreserve()
             raise
+        # `created`, not a comparison of ids: with ids chosen by the caller, a retried create has the id of the
+        # post it made, which may be publishing already; starting it again could publish it twice.
         if lease is not None and self.dispatch is not None:
-            if stored.id == post.id:
-                self.dispatch.start_reserved(stored)
+            if added.created:
+                self.dispatch.start_reserved(added.post)
             else:
                 self.dispatch.unreserve()  # a repeated request id, answered with its earlier post
-        elif stored.id == post.id:
+        elif added.created:
             self.wake_worker()
-        return stored
+        return added.post
 
     async def _new_post(self, owner: str, request: NewPost) -> Post:
         """The post `request` makes, checked against its connection, the platform's rules and its media."""

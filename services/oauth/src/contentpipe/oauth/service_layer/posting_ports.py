@@ -259,9 +259,19 @@ class PostDispatch(Protocol):
     def unreserve(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What `PostRepository.add` did: only `created` tells whether this call inserted the row (and may start
+    publishing it); the returned post's id says nothing once callers may choose ids."""
+
+    post: Post
+    created: bool  # False: the post an earlier create with the same (owner, request_id) made
+
+
 class PostRepository(Protocol):
-    async def add(self, post: Post, lease: Lease | None = None) -> Post:
-        """Insert (already leased when `lease` is given); a repeated (owner, request_id) answers with that post."""
+    async def add(self, post: Post, lease: Lease | None = None) -> Added:
+        """Insert (already leased when `lease` is given). A repeated (owner, request_id) answers with that post
+        (created=False)."""
 
     async def get(self, post_id: str) -> Post | None: ...
     async def find_by_request(self, owner: str, request_id: str) -> Post | None: ...

@@ -8,7 +8,7 @@ from datetime import datetime
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import Platform, Post, PostState
-from contentpipe.oauth.service_layer.posting_ports import ListQuery, PostRepository
+from contentpipe.oauth.service_layer.posting_ports import Added, ListQuery, PostRepository
 
 
 class NotifyingPostRepository:
@@ -19,7 +19,7 @@ class NotifyingPostRepository:
         self._inner = inner
         self._notifier = notifier
 
-    async def add(self, post: Post, lease: Lease | None = None) -> Post:
+    async def add(self, post: Post, lease: Lease | None = None) -> Added:
         return await self._inner.add(post, lease)
 
     async def get(self, post_id: str) -> Post | None:
