@@ -81,10 +81,13 @@ class Stack:
     engine: Any
 
     async def create(self, user: str = "user-1", **post: Any) -> pb.Post:
-        request_id = post.pop("request_id", "")
-        response = await self.stub.CreatePost(
-            pb.CreatePostRequest(post=pb.Post(**post), request_id=request_id), metadata=bearer(user)
+        request = pb.CreatePostRequest(
+            request_id=post.pop("request_id", ""),
+            post_id=post.pop("post_id", ""),
+            validate_only=post.pop("validate_only", False),
         )
+        request.post.CopyFrom(pb.Post(**post))
+        response = await self.stub.CreatePost(request, metadata=bearer(user))
         return response.post  # type: ignore[no-any-return]
 
     async def get(self, name: str, user: str = "user-1") -> pb.Post:

@@ -1,4 +1,5 @@
-"""PostingService over gRPC: validation with field violations, ownership, idempotency, cancel, list, resolve."""
+"""PostingService over gRPC: validation with field violations, ownership, idempotency, chosen ids, cancel, list,
+resolve."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 import pytest
 from contentpipe.api.oauth.v1 import platform_pb2
 from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
+from contentpipe.common.ids import is_id, new_id
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -276,6 +278,132 @@ async def test_a_retried_create_gets_its_post_whatever_changed_since(database_ur
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         listed = await stack.stub.ListPosts(pb.ListPostsRequest(), metadata=bearer())
         assert [p.name for p in listed.posts] == [first.name]
+
+
+async def listed_names(stack: Stack, user: str = "user-1") -> list[str]:
+    return [p.name for p in (await stack.stub.ListPosts(pb.ListPostsRequest(), metadata=bearer(user))).posts]
+
+
+async def test_a_chosen_post_id_names_the_post(database_url: str, tmp_path: Path) -> None:
+    chosen = new_id()
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        created = await stack.create(connection="connections/outbox", text="named", post_id=chosen)
+        assert created.name == f"posts/{chosen}"
+        assert (await stack.get(f"posts/{chosen}")).text == "named"
+        chosen_by_service = await stack.create(connection="connections/outbox", text="unnamed")
+        assert is_id(chosen_by_service.name.removeprefix("posts/")) and chosen_by_service.name != created.name
+
+
+async def test_a_retried_create_with_a_chosen_id_returns_its_post(database_url: str, tmp_path: Path) -> None:
+    chosen = new_id()
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        first = await stack.create(connection="connections/outbox", text="once", post_id=chosen, request_id="req-1")
+        again = await stack.create(connection="connections/outbox", text="once", post_id=chosen, request_id="req-1")
+        assert (again.name, again.create_time, again.request_id) == (first.name, first.create_time, "req-1")
+        # The request id wins over another chosen id: the retry gets the post its first attempt made.
+        other_id = await stack.create(
+            connection="connections/outbox", text="once", post_id=new_id(), request_id="req-1"
+        )
+        assert other_id.name == first.name
+        assert await listed_names(stack) == [first.name]
+
+
+async def test_a_taken_post_id_is_already_exists_and_says_nothing_of_the_post_holding_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    chosen = new_id()
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        first = await stack.create(
+            connection="connections/twitter", text="a private draft", post_id=chosen, request_id="req-1"
+        )
+        answers = []
+        for request_id in ("req-2", ""):  # the owner's own other create, with or without a request id
+            err = await refused(
+                stack,
+                grpc.StatusCode.ALREADY_EXISTS,
+                connection="connections/outbox",
+                text="t",
+                post_id=chosen,
+                request_id=request_id,
+            )
+            assert reason(err) == "POST_ID_TAKEN" and chosen in (err.details() or "")
+            answers.append(err)
+        # Another user (even with the same request id) gets the same answer, word for word, and nothing of the post.
+        theirs = await refused(
+            stack,
+            grpc.StatusCode.ALREADY_EXISTS,
+            user="user-2",
+            connection="connections/other",
+            text="t",
+            post_id=chosen,
+            request_id="req-1",
+        )
+        assert reason(theirs) == "POST_ID_TAKEN" and theirs.details() == answers[0].details()
+        everything = str(rpc_status.from_call(theirs))  # type: ignore[arg-type]
+        for secret in ("user-1", "a private draft", "twitter"):
+            assert secret not in everything, everything
+        assert await listed_names(stack) == [first.name] and await listed_names(stack, "user-2") == []
+        assert (await stack.get(first.name)).text == "a private draft"
+
+
+async def test_a_malformed_post_id_is_invalid_argument_naming_post_id(database_url: str, tmp_path: Path) -> None:
+    malformed = ["A" * 32, new_id()[:31], new_id() + "0", f"posts/{new_id()}", "g" * 32, "my-post"]
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        for post_id in malformed:
+            for validate_only in (False, True):
+                err = await refused(
+                    stack,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    connection="connections/outbox",
+                    text="t",
+                    post_id=post_id,
+                    validate_only=validate_only,
+                )
+                assert "32 lowercase hex" in violations(err)["post_id"], violations(err)
+        # Wrong in any state: said before the connection is looked up, and a retried create's request id is no
+        # excuse (no create could have taken such an id).
+        await stack.create(connection="connections/outbox", text="t", request_id="req-1")
+        for connection in ("connections/missing", "connections/outbox"):
+            err = await refused(
+                stack,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                connection=connection,
+                text="t",
+                post_id="x",
+                request_id="req-1",
+            )
+            assert set(violations(err)) == {"post_id"}
+        assert len(await listed_names(stack)) == 1
+
+
+async def test_validate_only_with_a_post_id_checks_it_and_creates_nothing(database_url: str, tmp_path: Path) -> None:
+    chosen = new_id()
+    async with posting_stack(database_url, tmp_path, tokens=tokens_for_all(), worker=False) as stack:
+        dry = await stack.create(
+            connection="connections/outbox", text="t", post_id=chosen, request_id="req-1", validate_only=True
+        )
+        assert dry.name == "" and dry.state == pb.POST_STATE_QUEUED
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stack.get(f"posts/{chosen}")
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert await listed_names(stack) == []
+        first = await stack.create(connection="connections/outbox", text="t", post_id=chosen, request_id="req-1")
+        # Now taken: a dry run of another create answers as that create would; a dry run of the retry does not.
+        err = await refused(
+            stack,
+            grpc.StatusCode.ALREADY_EXISTS,
+            connection="connections/outbox",
+            text="t",
+            post_id=chosen,
+            request_id="req-2",
+            validate_only=True,
+        )
+        assert reason(err) == "POST_ID_TAKEN"
+        retry = await stack.create(
+            connection="connections/outbox", text="t", post_id=chosen, request_id="req-1", validate_only=True
+        )
+        assert retry.name == ""
+        assert await listed_names(stack) == [first.name]
 
 
 async def test_cancel_list_and_resolve(database_url: str, tmp_path: Path) -> None:

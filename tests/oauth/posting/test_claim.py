@@ -1,9 +1,11 @@
-"""The posting queue's claim starts the attempt it leases: what `Post.start_attempt` says, stored by the claim."""
+"""The posting queue's storage and dispatch: the claim starts the attempt it leases (what `Post.start_attempt` says),
+`add` says whether it inserted, and only a post this replica inserted is started here."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,8 +15,10 @@ from contentpipe.api.oauth.v1 import posting_service_pb2 as pb
 from contentpipe.common.database import create_engine, run_migrations
 from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.ids import new_id
+from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.adapters.post_repository import SqlPostRepository
 from contentpipe.oauth.domain.posts import Platform, Post, PostError, PostOptions, PostState
+from contentpipe.oauth.service_layer.posting_ports import PostDispatch, PostIdTaken
 
 from tests.fakes.publishing_tokens import FakeConnection, FakeTokens
 from tests.oauth.posting.harness import MIGRATIONS, VERSION_TABLE, posting_stack, reset_tables, statements_on_posts
@@ -127,3 +131,95 @@ async def test_a_post_created_where_no_queue_runs_waits_unleased_in_the_queue(
             lease = await connection.scalar(sa.text("SELECT lease_owner FROM posts WHERE id = :id"), {"id": post_id})
         assert lease is None
         assert await stack.app.worker.run_once() == 1  # a claim finds it
+
+
+async def test_add_says_whether_it_inserted_and_refuses_a_taken_id(database_url: str) -> None:
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        await reset_tables(engine)
+        repository = SqlPostRepository(engine)
+        post = due_post(PostState.QUEUED, 0, request_id="req-1")
+        added = await repository.add(post)
+        assert added.created and added.post == post
+        stored = await repository.get(post.id)
+        # The same create again (same id, same request id), and the same request id with another id: the post.
+        for retry in (copy.deepcopy(post), dataclasses.replace(post, id=new_id())):
+            again = await repository.add(retry)
+            assert not again.created and again.post == stored
+        # The id with another request id, with none, or another owner's: taken, whoever asks.
+        for taken in (
+            dataclasses.replace(post, request_id="req-2"),
+            dataclasses.replace(post, request_id=""),
+            dataclasses.replace(post, owner="user-2"),
+        ):
+            with pytest.raises(PostIdTaken):
+                await repository.add(taken)
+        async with engine.connect() as connection:
+            assert await connection.scalar(sa.text("SELECT count(*) FROM posts")) == 1
+        assert await repository.get(post.id) == stored
+    finally:
+        await engine.dispose()
+
+
+class RecordingDispatch:
+    """The replica's real posting queue, with a record of what CreatePost asked of it."""
+
+    def __init__(self, inner: PostDispatch) -> None:
+        self._inner = inner
+        self.reserved = 0
+        self.started: list[str] = []
+        self.unreserved = 0
+
+    def reserve(self) -> Lease | None:
+        lease = self._inner.reserve()
+        self.reserved += lease is not None
+        return lease
+
+    def start_reserved(self, post: Post) -> None:
+        self.started.append(post.id)
+        self._inner.start_reserved(post)
+
+    def unreserve(self) -> None:
+        self.unreserved += 1
+        self._inner.unreserve()
+
+
+async def test_a_retried_create_with_a_chosen_id_starts_nothing_again(database_url: str, tmp_path: Path) -> None:
+    tokens = FakeTokens()
+    tokens.add(FakeConnection(id="outbox", owner="user-1", platform="outbox", account_id="user-1", token=""))
+    slow = {"OAUTH_POSTING_POLL_INTERVAL": "3600"}  # only the creates' own starts publish anything
+    async with posting_stack(database_url, tmp_path, tokens=tokens, env=slow) as stack:
+        await asyncio.wait_for(stack.app.worker.queue.idle.wait(), timeout=30)
+        dispatch = RecordingDispatch(stack.app.worker.queue)
+        stack.app.services.dispatch = dispatch
+        chosen = new_id()
+        first = await stack.create(connection="connections/outbox", text="once", post_id=chosen, request_id="req-1")
+        await stack.wait(first.name, {pb.POST_STATE_PUBLISHED}, timeout=10)
+        # The retry carries the id of the post it made, which is published (or could be publishing elsewhere).
+        again = await stack.create(connection="connections/outbox", text="once", post_id=chosen, request_id="req-1")
+        assert again.name == first.name and again.state == pb.POST_STATE_PUBLISHED
+        assert dispatch.started == [chosen]
+        assert dispatch.reserved == 2 and dispatch.unreserved == 1  # the retry's slot given back
+        async with stack.engine.connect() as connection:
+            assert await connection.scalar(sa.text("SELECT count(*) FROM posts")) == 1
+        assert (await stack.get(first.name)).attempts == 1
+
+
+async def test_a_retried_create_with_a_chosen_id_wakes_no_queue(database_url: str, tmp_path: Path) -> None:
+    tokens = FakeTokens()
+    tokens.add(FakeConnection(id="outbox", owner="user-1", platform="outbox", account_id="user-1", token=""))
+    async with posting_stack(database_url, tmp_path, tokens=tokens, worker=False) as stack:
+        wakes: list[None] = []
+        wake = stack.app.services.wake_worker
+
+        def counted_wake() -> None:
+            wakes.append(None)
+            wake()
+
+        stack.app.services.wake_worker = counted_wake
+        chosen = new_id()
+        for _ in range(2):
+            await stack.create(connection="connections/outbox", text="once", post_id=chosen, request_id="req-1")
+        assert len(wakes) == 1
+        assert await stack.app.worker.run_once() == 1

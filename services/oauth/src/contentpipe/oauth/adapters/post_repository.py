@@ -28,7 +28,7 @@ from contentpipe.oauth.domain.posts import (
     PostOptions,
     PostState,
 )
-from contentpipe.oauth.service_layer.posting_ports import Added, ListQuery
+from contentpipe.oauth.service_layer.posting_ports import Added, ListQuery, PostIdTaken
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -160,13 +160,20 @@ class SqlPostRepository:
                     values["lease_expires_at"] = sql_now(session) + timedelta(seconds=lease.seconds)
                 await session.execute(sa.insert(posts).values(values))
         except IntegrityError:
-            if not post.request_id:
-                raise
-            existing = await self.find_by_request(post.owner, post.request_id)
-            if existing is None:
-                raise
-            return Added(existing, created=False)
+            # Looked up only after a conflict: a create that goes through is one INSERT. The request id first: a
+            # retried create gets its post even when it now names another id (AIP-155 before AIP-133).
+            existing = await self.find_by_request(post.owner, post.request_id) if post.request_id else None
+            if existing is not None:
+                return Added(existing, created=False)
+            if await self._exists(post.id):
+                raise PostIdTaken(post.id) from None
+            raise
         return Added(post, created=True)
+
+    async def _exists(self, post_id: str) -> bool:
+        async with self._statements() as session:
+            found = await session.scalar(sa.select(posts.c.id).where(posts.c.id == post_id))
+        return found is not None
 
     async def get(self, post_id: str) -> Post | None:
         async with self._statements() as session:

@@ -109,6 +109,7 @@ class NewPost:
     options: PostOptions
     publish_time: datetime | None = None
     request_id: str = ""
+    post_id: str = ""  # the id the caller chose (AIP-133); empty: the service chooses
 
 
 def x_weighted_length(text: str) -> int:

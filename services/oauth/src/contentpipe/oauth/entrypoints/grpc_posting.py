@@ -116,6 +116,7 @@ def new_post_from(request: pb.CreatePostRequest) -> NewPost:
         options=options,
         publish_time=publish_time,
         request_id=request.request_id,
+        post_id=request.post_id,
     )
 
 

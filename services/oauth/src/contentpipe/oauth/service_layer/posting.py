@@ -15,7 +15,7 @@ from contentpipe.common.errors import (
     InvalidArgument,
     NotFound,
 )
-from contentpipe.common.ids import new_id
+from contentpipe.common.ids import is_id, new_id
 from contentpipe.common.telemetry import inject_context
 from contentpipe.oauth.domain.media_specs import SpecTable
 from contentpipe.oauth.domain.posts import Media, Platform, Post, PostState, utcnow
@@ -25,6 +25,7 @@ from contentpipe.oauth.service_layer.posting_ports import (
     ConnectionView,
     ListQuery,
     PostDispatch,
+    PostIdTaken,
     PostRepository,
     connection_view,
 )
@@ -43,6 +44,14 @@ def connection_id_from(name: str, field: str = "post.connection") -> str:
     if not name.startswith(prefix) or "/" in name[len(prefix) :] or len(name) == len(prefix):
         raise InvalidArgument.single(field, f"expected connections/{{connection_id}}, got {name!r}")
     return name[len(prefix) :]
+
+
+def _check_post_id(post_id: str) -> None:
+    """A caller-chosen post id has the form of the ids the service makes (empty: the service chooses)."""
+    if post_id and not is_id(post_id):
+        raise InvalidArgument.single(
+            "post_id", "expected 32 lowercase hex characters, or empty for the service to choose"
+        )
 
 
 @dataclass(slots=True)
@@ -70,8 +79,11 @@ class PostingServices:
         return view
 
     async def create(self, owner: str, request: NewPost, *, validate_only: bool = False) -> Post:
+        # Before anything else: a malformed id is wrong in any state, and no earlier create can have taken it.
+        _check_post_id(request.post_id)
         if validate_only:
             post = await self._new_post(owner, request)
+            await self._check_post_id_free(owner, request)
             post.id = ""  # AIP-163: what would be created; no name a client could look up
             return post
         try:
@@ -105,6 +117,14 @@ class PostingServices:
             self.wake_worker()
         return added.post
 
+    async def _check_post_id_free(self, owner: str, request: NewPost) -> None:
+        """For validate_only: the ALREADY_EXISTS the create itself would answer (see `PostRepository.add`)."""
+        if not request.post_id or await self.repository.get(request.post_id) is None:
+            return
+        if request.request_id and await self.repository.find_by_request(owner, request.request_id) is not None:
+            return  # the create would answer with the post that request made
+        raise PostIdTaken(request.post_id)
+
     async def _new_post(self, owner: str, request: NewPost) -> Post:
         """The post `request` makes, checked against its connection, the platform's rules and its media."""
         conn = await self.connection(owner, request.connection_id)
@@ -134,7 +154,7 @@ class PostingServices:
         if conn.platform is Platform.FACEBOOK:
             account = request.options.facebook_page_id
         return Post(
-            id=new_id(),
+            id=request.post_id or new_id(),
             owner=owner,
             connection_id=conn.id,
             platform=conn.platform,

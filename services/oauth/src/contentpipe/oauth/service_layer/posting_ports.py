@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from contentpipe.common.errors import FieldViolation
+from contentpipe.common.errors import AlreadyExists, FieldViolation
 from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import Media, Platform, Post, PostState
 
@@ -268,10 +268,23 @@ class Added:
     created: bool  # False: the post an earlier create with the same (owner, request_id) made
 
 
+class PostIdTaken(AlreadyExists):
+    """A caller-chosen post id that another create took (not a retry of it). Says nothing about that post: it may
+    be another user's."""
+
+    def __init__(self, post_id: str) -> None:
+        super().__init__(
+            f"post_id {post_id!r} is already taken: choose another id, or leave post_id empty for the service to "
+            "choose one",
+            reason="POST_ID_TAKEN",
+            metadata={"post_id": post_id},
+        )
+
+
 class PostRepository(Protocol):
     async def add(self, post: Post, lease: Lease | None = None) -> Added:
         """Insert (already leased when `lease` is given). A repeated (owner, request_id) answers with that post
-        (created=False)."""
+        (created=False), whatever its id; an id taken otherwise raises PostIdTaken."""
 
     async def get(self, post_id: str) -> Post | None: ...
     async def find_by_request(self, owner: str, request_id: str) -> Post | None: ...
