@@ -250,6 +250,8 @@ class _Generations:
         return dict(request.options)
 
     async def get(self, owner: str, name: str) -> GenerationStatus:
+        if name not in self.fake.generations:  # as the generation service answers
+            raise errors.NotFound(f"{name} not found")
         return self.fake.generations[name]
 
     async def wait(self, owner: str, name: str, max_wait: float) -> GenerationStatus:
@@ -301,6 +303,8 @@ class _Posts:
             validate_post(new_post_from(message), PostingPlatform(platform.value.lower()))
 
     async def get(self, owner: str, name: str) -> PostStatus:
+        if name not in self.fake.posts:  # as the posting service answers
+            raise errors.NotFound(f"{name} not found")
         return self.fake.posts[name]
 
     async def wait(self, owner: str, name: str, max_wait: float) -> PostStatus:

@@ -263,6 +263,29 @@ async def test_a_step_that_gives_up_on_its_generation_lists_it_and_cancels_it() 
     assert peers.generations[name].state == "CANCELED"
 
 
+async def test_a_step_that_fails_lists_no_child_whose_create_never_made_it() -> None:
+    # Target a's create is refused before anything is made, target b's post fails for good: the step fails with
+    # b's post listed and no name for a post that does not exist.
+    peers = FakePeerServices(
+        generation_outcomes=[errors.InvalidArgument("no such model")],
+    )
+    done = await execute(MemoryRuns(), peers, make_run(video()))
+    assert done.state == RunState.FAILED
+    assert done.steps[0].children == () and done.steps[0].current_child == ""
+
+    peers = FakePeerServices(
+        post_outcomes={
+            "connections/a": [errors.Unavailable("connection refused")],
+            "connections/b": [(PostState.FAILED, ErrorClass.PERMANENT)],
+        }
+    )
+    done = await execute(MemoryRuns(), peers, make_run(video(), post("connections/a", "connections/b")))
+    assert done.state == RunState.FAILED
+    a, b = done.steps[1].targets
+    assert a.post == "" and a.attempt == 1 and a.error is not None
+    assert list(done.steps[1].children) == [b.post] == list(peers.posts)
+
+
 async def test_a_resumed_attempt_adopts_its_child_instead_of_creating_another() -> None:
     peers = FakePeerServices()
     runs = MemoryRuns()

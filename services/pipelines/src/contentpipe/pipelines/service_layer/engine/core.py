@@ -27,6 +27,8 @@ class EngineSettings:
     # One long poll (WaitGeneration/WaitPost) of a child lasts at most this long; polling with backoff
     # (poll_*) only follows errors and peers without long polls.
     child_wait: float = 20.0
+    # How long a step that ends for good asks a peer whether a child whose create's outcome is unknown exists.
+    child_settle: float = 30.0
 
 
 class StepFailed(Exception):

@@ -145,7 +145,10 @@ class RunExecutor:
         if self._saved is None:
             self._saved = run
         self.run = run
-        steps = list(run.steps)
+        for index, step_run in enumerate(run.steps):
+            if step_run.state == StepState.RUNNING:
+                await self._unlist_uncreated(index)
+        steps = list(self.run.steps)
         finished = now_utc()
         for index, step_run in enumerate(steps):
             if step_run.state == StepState.RUNNING:
@@ -153,7 +156,7 @@ class RunExecutor:
                 steps[index] = replace(step_run, state=StepState.CANCELED, finish_time=finished, next_attempt_time=None)
             elif step_run.state == StepState.PENDING:
                 steps[index] = replace(step_run, state=StepState.CANCELED)
-        canceled = replace(run, steps=tuple(steps), state=RunState.CANCELED, finish_time=finished)
+        canceled = replace(self.run, steps=tuple(steps), state=RunState.CANCELED, finish_time=finished)
         _log.info("run canceled", extra={"run": run.name})
         return await self._save(canceled)
 
@@ -165,6 +168,58 @@ class RunExecutor:
             if target.post and not target.post_state.terminal:
                 with contextlib.suppress(errors.ContentpipeError):
                     await self._peers.posts.cancel(owner, target.post)
+
+    async def _unlist_uncreated(self, index: int) -> None:
+        """Before a step ends for good (failed, cancelled): a child named for it whose create's outcome is unknown
+        here (the create failed, or an earlier worker died around it) stays listed only if it exists. Its peer is
+        asked, again while it cannot answer, for at most `child_settle` seconds; a child still unknown then stays
+        listed (it may exist). Kept in memory: the step's final write carries it."""
+        assert self.run is not None
+        run = self.run
+        step_run = run.steps[index]
+        unknown = [
+            name
+            for name, key in [
+                (step_run.current_child, generation_key(run, index, step_run)),
+                *(
+                    (target.post, post_key(run, index, position, target))
+                    for position, target in enumerate(step_run.targets)
+                    if not target.post_state.terminal
+                ),
+            ]
+            if name and name not in self._created and named_by_engine(run, name, key)
+        ]
+        missing = {name for name in unknown if not await self._exists(run.owner, name)}
+        if not missing:
+            return
+        step_run = replace(
+            step_run,
+            children=tuple(child for child in step_run.children if child not in missing),
+            current_child="" if step_run.current_child in missing else step_run.current_child,
+            # The target keeps its attempt: a resume creates its post under the same key (and name).
+            targets=tuple(replace(t, post="") if t.post in missing else t for t in step_run.targets),
+        )
+        self.run = run.with_step(index, step_run)
+
+    async def _exists(self, owner: str, name: str) -> bool:
+        """Whether the peer has the child `name`; True when it could not tell within `child_settle` seconds."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._settings.child_settle
+        delay = self._settings.poll_initial
+        while True:
+            try:
+                if name.startswith("generations/"):
+                    await self._peers.generations.get(owner, name)
+                else:
+                    await self._peers.posts.get(owner, name)
+                return True
+            except errors.NotFound:
+                return False
+            except errors.ContentpipeError:
+                if loop.time() + delay > give_up:
+                    return True
+            await asyncio.sleep(delay)
+            delay = min(delay * self._settings.poll_multiplier, self._settings.poll_max)
 
     # ------------------------------------------------------------ steps
 
@@ -216,6 +271,7 @@ class RunExecutor:
                     return
 
     async def _fail(self, index: int, error: StepError) -> None:
+        await self._unlist_uncreated(index)
         assert self.run is not None
         current = self.run.steps[index].current_child
         if current.startswith("generations/"):
