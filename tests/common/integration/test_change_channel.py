@@ -18,10 +18,14 @@ pytestmark = pytest.mark.integration
 class Replica:
     """One process's view: its own engine (pool and LISTEN connection), notifier and channel."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, listeners_ttl: float | None = None) -> None:
         self.engine = create_engine(database_url)
         self.changes = ChangeNotifier()
-        channel = change_channel(self.engine, "contentpipe_test_changes", self.changes)
+        channel = (
+            change_channel(self.engine, "contentpipe_test_changes", self.changes)
+            if listeners_ttl is None
+            else ChangeChannel(self.engine, "contentpipe_test_changes", self.changes, listeners_ttl=listeners_ttl)
+        )
         assert channel is not None
         self.channel: ChangeChannel = channel
         self.listener: asyncio.Task[None] | None = None
@@ -104,6 +108,29 @@ async def test_a_replica_skips_its_own_notifications(replicas: tuple[Replica, Re
     assert await asyncio.wait_for(marker, timeout=10) == "DONE"
     assert mine.reads["g1"] == 2  # the first read, and the one after `notify`
     never_done.cancel()
+
+
+async def test_a_replica_alone_on_its_channel_sends_nothing_until_another_one_listens(postgres_url: str) -> None:
+    writer = Replica(postgres_url, listeners_ttl=0.2)
+    waiter = Replica(postgres_url)
+    try:
+        await writer.listen()
+        writer.changes.notify("g0")
+        await writer.channel.flush()
+        assert writer.channel.statements == 0  # no other replica listens
+        await waiter.listen()
+        await asyncio.sleep(0.3)  # longer than the writer trusts what it found
+        stored = {"g1": "QUEUED"}
+        polls = Polls(waiter.changes, stored)
+        waiting = polls.start("g1")
+        await polls.all_read(1)
+        stored["g1"] = "RUNNING"
+        writer.changes.notify("g1")
+        assert await asyncio.wait_for(waiting, timeout=10) == "RUNNING"
+        assert writer.channel.statements == 1
+    finally:
+        await writer.close()
+        await waiter.close()
 
 
 class Polls:

@@ -9,9 +9,12 @@ Two uses, one mechanism:
 
 A sender never adds a round trip to the writer's transaction: the NOTIFY goes out afterwards in its own autocommit
 statement, at most one in flight per channel, and what is notified meanwhile is coalesced into the next one. Each
-replica listens with one dedicated psycopg connection per channel (autocommit, outside the pool). Delivery is best
-effort: a lost notification (the listener reconnecting, the database restarting) costs at most one poll interval or
-re-read, and a listener that (re)connects wakes everything once to catch up.
+replica listens with one dedicated psycopg connection per channel (autocommit, outside the pool), named
+`contentpipe-listen:<channel>` (its `application_name`); a sender looks at most every `LISTENERS_TTL_SECONDS` for
+such connections of other replicas in `pg_stat_activity` and sends nothing while there are none (one replica: its
+waiters were woken in-process). Delivery is best effort: a lost notification (the listener reconnecting, the
+database restarting, a replica that started listening since the sender last looked) costs at most one poll
+interval or re-read, and a listener that (re)connects wakes everything once to catch up.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ _log = logging.getLogger("contentpipe.notify")
 _RECONNECT_MAX_SECONDS = 10.0
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more: keys are sent in payloads below this.
 _MAX_PAYLOAD_BYTES = 7900
+# How long a sender trusts what it found about other replicas' listeners (a new one misses at most this long).
+LISTENERS_TTL_SECONDS = 5.0
+
+
+def listener_name(channel: str) -> str:
+    """The `application_name` of a replica's LISTEN connection on `channel` (what senders look for)."""
+    return f"contentpipe-listen:{channel}"
 
 
 def conninfo_for(database_url: str) -> str:
@@ -46,16 +56,45 @@ class _NotifySender:
     """NOTIFY statements on a dedicated autocommit connection, opened at the first one and again after a failure:
     a statement on it costs ~0.5 ms of CPU, through the SQLAlchemy pool ~1.8 ms (checkout, options, reset)."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, channel: str, listeners_ttl: float) -> None:
         self._conninfo = conninfo
+        self._channel = channel
         self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._listeners_ttl = listeners_ttl
+        self._others_checked_at: float | None = None
+        self._others = True
+        self.own_listener_pid = 0  # the backend of this replica's LISTEN connection (0: none yet)
+
+    async def others_listen(self) -> bool:
+        """Whether another replica listens on the channel, as last looked up (at most `listeners_ttl` ago). When the
+        lookup fails, assume one does: a notification too many costs little, one too few costs a poll interval."""
+        now = asyncio.get_running_loop().time()
+        if self._others_checked_at is not None and now - self._others_checked_at < self._listeners_ttl:
+            return self._others
+        self._others_checked_at = now
+        try:
+            connection = await self._connect()
+            cursor = await connection.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = %s AND pid <> %s",
+                (listener_name(self._channel), self.own_listener_pid),
+            )
+            row = await cursor.fetchone()
+            self._others = row is None or bool(row[0])
+        except Exception:
+            await self.close()
+            self._others = True
+        return self._others
+
+    async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        return self._connection
 
     async def execute(self, query: str, params: tuple[object, ...]) -> None:
         """Send one statement; on failure the connection is dropped (the next statement opens a new one)."""
         try:
-            if self._connection is None or self._connection.closed:
-                self._connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            await self._connection.execute(query, params)
+            await (await self._connect()).execute(query, params)
         except Exception:
             await self.close()
             raise
@@ -70,17 +109,20 @@ class _NotifySender:
 class PgWakeChannel:
     """LISTEN/NOTIFY for one queue's `WakeSignal`; `listen_forever` is a background loop of the service."""
 
-    def __init__(self, engine: AsyncEngine, channel: str, signal: WakeSignal) -> None:
+    def __init__(
+        self, engine: AsyncEngine, channel: str, signal: WakeSignal, *, listeners_ttl: float = LISTENERS_TTL_SECONDS
+    ) -> None:
         if not channel.isidentifier() or len(channel) > 63:
             raise ValueError(f"invalid NOTIFY channel name {channel!r}")
         self.channel = channel
         self.name = f"listen-{channel}"
         self.listening = asyncio.Event()  # set while LISTEN is active (tests wait on it)
+        self.statements = 0  # NOTIFY statements sent (tests read it)
         self._conninfo = conninfo_for(engine.url.render_as_string(hide_password=False))
         self._signal = signal
         self._replica = new_id()  # our own notifications come back to us: skip them
         self._sending: asyncio.Task[None] | None = None
-        self._sender = _NotifySender(self._conninfo)
+        self._sender = _NotifySender(self._conninfo, channel, listeners_ttl)
         self._again = False
         signal.on_set(self._notify_soon)
 
@@ -95,7 +137,10 @@ class PgWakeChannel:
         while True:
             self._again = False
             try:
+                if not await self._sender.others_listen():
+                    return  # no other replica: our own worker was woken in-process
                 await self._sender.execute("SELECT pg_notify(%s, %s)", (self.channel, self._replica))
+                self.statements += 1
             except Exception as exc:
                 _log.warning(
                     "NOTIFY failed; other replicas poll", extra={"channel": self.channel, "error": type(exc).__name__}
@@ -105,7 +150,9 @@ class PgWakeChannel:
                 return
 
     async def listen_forever(self) -> None:
-        await _listen_forever(self._conninfo, self.channel, self.listening, self._on_notification, self._catch_up)
+        await _listen_forever(
+            self._conninfo, self.channel, self.listening, self._on_notification, self._catch_up, sender=self._sender
+        )
 
     def _catch_up(self) -> None:
         self._signal.set_quietly()  # notifications sent while we were not listening are lost
@@ -128,7 +175,14 @@ class ChangeChannel:
     Payload: this replica's id, then the keys, space-separated (ids never hold a space). Keys notified in the same
     event-loop tick, or while the previous statement is in flight, go out together in one statement."""
 
-    def __init__(self, engine: AsyncEngine, channel: str, changes: ChangeNotifier) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        channel: str,
+        changes: ChangeNotifier,
+        *,
+        listeners_ttl: float = LISTENERS_TTL_SECONDS,
+    ) -> None:
         if not channel.isidentifier() or len(channel) > 63:
             raise ValueError(f"invalid NOTIFY channel name {channel!r}")
         self.channel = channel
@@ -140,7 +194,7 @@ class ChangeChannel:
         self._replica = new_id()  # our own notifications come back to us: skip them
         self._pending: dict[str, None] = {}  # keys to send, in notification order, each once
         self._sending: asyncio.Task[None] | None = None
-        self._sender = _NotifySender(self._conninfo)  # not the pool: see _NotifySender
+        self._sender = _NotifySender(self._conninfo, channel, listeners_ttl)  # not the pool: see _NotifySender
         changes.on_notify(self._notify_soon)
 
     def _notify_soon(self, key: str) -> None:
@@ -149,6 +203,11 @@ class ChangeChannel:
             return  # the running sender takes it in its next statement
         with contextlib.suppress(RuntimeError):  # no running loop (a sync caller at shutdown): re-reads cover it
             self._sending = asyncio.get_running_loop().create_task(self._send(), name=f"notify-{self.channel}")
+
+    async def flush(self) -> None:
+        """Until what was notified so far went out (or was dropped: no other replica listens)."""
+        while self._sending is not None and not self._sending.done():
+            await asyncio.shield(self._sending)
 
     def _payloads(self, keys: list[str]) -> list[str]:
         payloads: list[list[str]] = [[self._replica]]
@@ -167,6 +226,8 @@ class ChangeChannel:
             keys = list(self._pending)
             self._pending.clear()
             try:
+                if not await self._sender.others_listen():
+                    return  # no other replica: the waiters here were woken in-process
                 await self._sender.execute(
                     "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
                     (self.channel, self._payloads(keys)),
@@ -179,7 +240,12 @@ class ChangeChannel:
 
     async def listen_forever(self) -> None:
         await _listen_forever(
-            self._conninfo, self.channel, self.listening, self._on_notification, self._changes.notify_all_quietly
+            self._conninfo,
+            self.channel,
+            self.listening,
+            self._on_notification,
+            self._changes.notify_all_quietly,
+            sender=self._sender,
         )
 
     def _on_notification(self, payload: str) -> None:
@@ -202,15 +268,22 @@ async def _listen_forever(
     listening: asyncio.Event,
     on_notification: Callable[[str], None],
     catch_up: Callable[[], None],
+    *,
+    sender: _NotifySender,
 ) -> None:
     """LISTEN on `channel` with a dedicated connection, forever: `on_notification(payload)` for each notification,
-    `catch_up()` each time LISTEN (re)starts (what was sent while we were not listening is lost)."""
+    `catch_up()` each time LISTEN (re)starts (what was sent while we were not listening is lost). The connection is
+    named `listener_name(channel)` so that other replicas' senders find it; `sender` learns its backend (not another
+    replica's)."""
     delay = 0.2
     while True:
         try:
-            connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            connection = await psycopg.AsyncConnection.connect(
+                conninfo, autocommit=True, application_name=listener_name(channel)
+            )
             async with connection:
                 await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                sender.own_listener_pid = connection.info.backend_pid
                 listening.set()
                 delay = 0.2
                 catch_up()
