@@ -113,8 +113,9 @@ async def test_a_post_due_now_is_inserted_leased_and_published_by_this_replica_w
             created = await stack.create(connection="connections/outbox", text="at once")
         finally:
             sa.event.remove(stack.engine.sync_engine, "before_cursor_execute", record)
-        assert created.state == pb.POST_STATE_QUEUED
-        assert len(inserts) == 1 and "lease_owner" in inserts[0]  # leased to this replica by the insert itself
+        # Leased to this replica and its attempt started by the insert itself.
+        assert created.state == pb.POST_STATE_PUBLISHING and created.attempts == 1
+        assert len(inserts) == 1 and "lease_owner" in inserts[0]
         done = await stack.wait(created.name, {pb.POST_STATE_PUBLISHED}, timeout=10)
         assert done.attempts == 1
 

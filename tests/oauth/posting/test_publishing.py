@@ -139,7 +139,8 @@ async def test_post_with_video_is_published_through_the_documented_flow(  # noqa
     )
     async with posting_stack(database_url, tmp_path, env=fake_env(fakes), tokens=tokens) as stack:
         created = await stack.create(connection=name, text=f"hello from {platform}", media=[media], options=options)
-        assert created.state == pb.POST_STATE_QUEUED
+        # This replica has room: the post is inserted with its first attempt started.
+        assert created.state == pb.POST_STATE_PUBLISHING
         assert (
             created.platform
             == {"twitter": 2, "linkedin": 3, "instagram": 1, "tiktok": 4, "google": 5, "facebook": 6}[platform]

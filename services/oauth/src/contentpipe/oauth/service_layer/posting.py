@@ -100,6 +100,9 @@ class PostingServices:
         # no claim). A scheduled post waits in the queue for its time.
         due = post.next_attempt_time is None or post.next_attempt_time <= post.create_time
         lease = self.dispatch.reserve() if self.dispatch is not None and due else None
+        if lease is not None:
+            # Inserted with its first attempt started, as a claim would start it: no save before publishing.
+            post.start_attempt(post.create_time)
         try:
             added = await self.repository.add(post, lease)
         except BaseException:

@@ -254,7 +254,9 @@ class PostDispatch(Protocol):
         """The lease to insert a post with when this replica can publish it now (then `start_reserved` or
         `unreserve` follows), else None."""
 
-    def start_reserved(self, post: Post) -> None: ...
+    def start_reserved(self, post: Post) -> None:
+        """Publish `post`, inserted under the lease `reserve` gave with its attempt started (PUBLISHING), as a
+        claim hands posts over."""
 
     def unreserve(self) -> None: ...
 

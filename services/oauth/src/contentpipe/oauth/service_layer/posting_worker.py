@@ -166,10 +166,6 @@ class PostingWorker:
     async def process(self, post: Post) -> None:
         """Publish (or reconcile) a post as its claim left it: the claim started the attempt (Post.start_attempt)."""
         now = self.clock()
-        if post.state is PostState.QUEUED:
-            # Created by this replica and started without a claim (PostDispatch): its attempt starts here.
-            post.start_attempt(now)
-            await self.save(post)
         publisher = self._publishers.get(post.platform)
         if publisher is None:
             post.fail(
