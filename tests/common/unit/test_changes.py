@@ -144,3 +144,33 @@ def test_a_final_state_written_here_is_known_without_a_read_for_a_while(monkeypa
     later = time.monotonic() + changes.FINAL_SECONDS + 1
     monkeypatch.setattr(time, "monotonic", lambda: later)
     assert notifier.final("g1", Row) is None  # it expired: read the row again
+
+
+async def test_a_wait_that_may_start_from_a_snapshot_takes_one_committed_meanwhile_instead_of_reading() -> None:
+    notifier = ChangeNotifier()
+    row = StoredRow("QUEUED")
+    waiter = asyncio.create_task(
+        wait_for(notifier, "g1", row.read, lambda v: v == "DONE", 3600, recheck=3600, visible=lambda v: True)
+    )
+    while notifier.watched == 0:  # subscribed
+        await asyncio.sleep(0)
+    notifier.notify("g1", "RUNNING")  # the writer here commits twice
+    notifier.notify("g1", "DONE")
+    assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
+    assert row.reads == 0
+
+
+async def test_a_snapshot_the_caller_may_not_see_is_no_answer_and_no_snapshot_means_a_read() -> None:
+    notifier = ChangeNotifier()
+    row = StoredRow("DONE")
+    waiter = asyncio.create_task(
+        wait_for(notifier, "g1", row.read, lambda v: v.startswith("DONE"), 3600, visible=lambda v: v != "DONE-other")
+    )
+    while notifier.watched == 0:
+        await asyncio.sleep(0)
+    notifier.notify("g1", "DONE-other")  # someone else's row under this key: the caller's read decides
+    assert await asyncio.wait_for(waiter, timeout=10) == "DONE"
+    assert row.reads == 1
+    # Nothing notified within the grace: the row is read (a row written elsewhere, or already finished).
+    assert await wait_for(notifier, "g2", row.read, lambda v: v == "DONE", 3600, visible=lambda v: True) == "DONE"
+    assert row.reads == 2

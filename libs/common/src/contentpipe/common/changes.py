@@ -26,6 +26,8 @@ RECHECK_SECONDS = 1.0
 # How long a final state written here answers reads without the database (`ChangeNotifier.final`), and how many.
 FINAL_SECONDS = 10.0
 FINAL_ENTRIES = 10_000
+# How long a long poll that may start from a snapshot (`wait_for(visible=...)`) waits for one before reading its row.
+FIRST_READ_GRACE_SECONDS = 0.02
 
 
 class _Subscription:
@@ -132,9 +134,16 @@ async def wait_for(
     max_wait: float,
     *,
     recheck: float | None = None,
+    visible: Callable[[T], bool] | None = None,
 ) -> T:
     """Read until `done(value)` or `max_wait` seconds pass; between reads, sleep until `key` is notified (or `recheck`
     seconds, by default the notifier's). Returns the last value read. Errors of `read` (NotFound, ...) propagate.
+
+    With `visible` (the caller's check that a value is the caller's to see, as `read` checks a row), the first read
+    waits up to `FIRST_READ_GRACE_SECONDS` for a snapshot instead: a row being written in this process (a child the
+    caller has just created, a run this replica executes) is answered from what its writer committed next, which is
+    newer than the row was when the wait began. Without a snapshot in that time (a row written elsewhere, or not at
+    all) the row is read.
 
     A snapshot is what the writer committed (`notify(key, snapshot)` after the commit, a copy of the object exactly as
     written), so the row is not read again for it: when the newest snapshot since the last read is `done`, it is the
@@ -145,7 +154,7 @@ async def wait_for(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait
     with notifier.subscribe(key) as waiter:
-        value = await read()  # notifications during the read stay pending: they are looked at after it
+        value = await _first_value(waiter, read, visible, min(FIRST_READ_GRACE_SECONDS, max_wait))
         while True:
             remaining = deadline - loop.time()
             if done(value) or remaining <= 0:
@@ -163,3 +172,19 @@ async def wait_for(
             seen_all = bool(snapshots) and all(s is not None and not done(s) for s in snapshots)  # type: ignore[arg-type]
             if not seen_all or deadline - loop.time() <= 0:
                 value = await read()
+
+
+async def _first_value(
+    waiter: _Subscription, read: Callable[[], Awaitable[T]], visible: Callable[[T], bool] | None, grace: float
+) -> T:
+    """The value a wait starts from: a snapshot committed since the subscription (see `wait_for`), else a read.
+    Notifications during the read stay pending: the wait looks at them after it."""
+    if visible is not None and grace > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.event.wait(), timeout=grace)
+        snapshots = waiter.snapshots
+        if snapshots and all(snapshot is not None for snapshot in snapshots) and visible(snapshots[-1]):  # type: ignore[arg-type]
+            waiter.snapshots = []
+            waiter.event.clear()
+            return snapshots[-1]  # type: ignore[return-value]
+    return await read()

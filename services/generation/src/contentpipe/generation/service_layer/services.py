@@ -121,7 +121,14 @@ class GenerationServices:
         def done(generation: Generation) -> bool:
             return generation.state.terminal or (seen is not None and generation.state != seen)
 
-        generation = await wait_for(self.changes, generation_id, read, done, wait_seconds(max_wait))
+        generation = await wait_for(
+            self.changes,
+            generation_id,
+            read,
+            done,
+            wait_seconds(max_wait),
+            visible=lambda generation: generation.owner == owner,  # what `read` checks of a row
+        )
         return self._present(generation)
 
     async def list_page(

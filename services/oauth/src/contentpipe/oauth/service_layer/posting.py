@@ -189,7 +189,14 @@ class PostingServices:
                 return post.state.terminal or post.state is PostState.UNCONFIRMED
             return post.state != seen
 
-        return await wait_for(self.changes, post_id, lambda: self.get(owner, post_id), done, wait_seconds(max_wait))
+        return await wait_for(
+            self.changes,
+            post_id,
+            lambda: self.get(owner, post_id),
+            done,
+            wait_seconds(max_wait),
+            visible=lambda post: post.owner == owner,  # what `get` checks of a row
+        )
 
     async def list_page(self, query: ListQuery) -> tuple[list[Post], bool]:
         wanted = query.limit

@@ -133,8 +133,16 @@ class RunService:
         def done(run: PipelineRun) -> bool:
             return run.state.terminal or (seen is not None and run.state != seen)
 
+        def visible(run: PipelineRun) -> bool:  # what `get` checks of a row
+            return run.owner == owner and run.pipeline_id == pipeline_id
+
         return await wait_for(
-            self._changes, run_id, lambda: self.get(owner, pipeline_id, run_id), done, wait_seconds(max_wait)
+            self._changes,
+            run_id,
+            lambda: self.get(owner, pipeline_id, run_id),
+            done,
+            wait_seconds(max_wait),
+            visible=visible,
         )
 
     async def list_page(self, where: RunFilter, limit: int, after: dict[str, object] | None) -> Page:
