@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -283,6 +284,33 @@ async def test_an_item_created_leased_to_a_reserved_slot_runs_at_once_without_a_
     # Its lease is given back like a claimed item's.
     await asyncio.wait_for(_until_async(lambda: _lease_of(items, first_id), None), timeout=30)
     assert (await items.states())[first_id] == ("done", "a")
+    await _stop(task)
+
+
+async def test_an_item_started_at_once_runs_in_the_loops_context_not_in_its_creators(items: SqlItems) -> None:
+    """The call that creates an item (a gRPC handler) has its own deadline, request id and caller in context
+    variables; the item's handler must not inherit them (a run started by RunPipeline would otherwise give every
+    peer call of the run the RunPipeline's deadline, and stall once it passed)."""
+    caller = contextvars.ContextVar("caller", default="none")
+    seen: list[str] = []
+
+    async def handle(item: Item) -> None:
+        seen.append(caller.get())
+        assert await items.finish(item.id, "a")
+
+    worker = LeasedWorker("items-a", items, handle, QueueSettings(owner="a", poll_interval=3600), key=lambda i: i.id)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.idle.wait(), timeout=30)
+
+    async def create() -> None:  # what RunPipeline does, in its own context
+        caller.set("RunPipeline")
+        lease = worker.reserve()
+        assert lease is not None
+        worker.start_reserved(Item(await items.add_leased(lease)))
+
+    await asyncio.create_task(create())
+    await asyncio.wait_for(_until(lambda: bool(seen)), timeout=30)
+    assert seen == ["none"]
     await _stop(task)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,9 @@ class LeasedWorker(Generic[ItemT]):
         self._finished: list[str] = []
         self._reserved = 0  # slots promised to items being inserted already leased (`reserve`)
         self._serving = False  # `run()` is looping: only then may work skip the queue
+        # The loop's context: what a claimed item's handler runs in, and so what an item started at once must run in
+        # too, not the context of the call that created it (its deadline, request id and caller are that call's).
+        self._context: contextvars.Context | None = None
         self._late_releases: set[asyncio.Task[None]] = set()
         self.idle = asyncio.Event()  # set while the loop sleeps until woken (tests and probes wait on it)
 
@@ -222,7 +226,10 @@ class LeasedWorker(Generic[ItemT]):
         if item_id in self._tasks:
             return
         self._items[item_id] = item
-        self._tasks[item_id] = asyncio.create_task(self._run_one(item_id, item), name=f"{self.name}-{item_id}")
+        assert self._context is not None  # set before `_serving`
+        self._tasks[item_id] = asyncio.create_task(
+            self._run_one(item_id, item), name=f"{self.name}-{item_id}", context=self._context.copy()
+        )
 
     async def stop_item(self, item_id: str) -> None:
         """Stop handling one item here (it was cancelled through the API); its lease is given back."""
@@ -237,6 +244,7 @@ class LeasedWorker(Generic[ItemT]):
         s = self.settings
         await self._queue.release(s.owner)  # ours from before a restart (same owner): claimable again at once
         helpers = self._start_helpers()
+        self._context = contextvars.copy_context()
         self._serving = True
         try:
             while True:
