@@ -124,9 +124,14 @@ def _fire_and_wait(dsn: str, user: str, pipeline: str, jobs: int, deadline: floa
             "SELECT max(published_time), count(*) FROM posts WHERE owner = %s AND create_time >= %s",
             (user, fire_time),
         ).fetchone()
-        runs = db.execute(
-            "SELECT state, count(*) FROM pipeline_runs WHERE pipeline_id = %s GROUP BY state", (pipeline_id,)
-        ).fetchall()
+        # A run records its end a moment after its post is PUBLISHED: wait for the runs before judging them.
+        while True:
+            runs = db.execute(
+                "SELECT state, count(*) FROM pipeline_runs WHERE pipeline_id = %s GROUP BY state", (pipeline_id,)
+            ).fetchall()
+            if not {"QUEUED", "RUNNING"} & {state for state, _ in runs} or time.monotonic() > give_up:
+                break
+            time.sleep(0.5)  # noqa: TID251 - the row is a sync poller of the database
     assert last is not None
     states = dict(runs)
     if last[1] != jobs:
