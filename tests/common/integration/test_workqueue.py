@@ -328,6 +328,59 @@ async def _lease_of(items: SqlItems, item_id: str) -> str | None:
     return (await items.leases())[item_id]
 
 
+class CountingClaims:
+    """The queue, counting its claims."""
+
+    def __init__(self, items: SqlItems) -> None:
+        self.items = items
+        self.claims = 0
+        self.renew = items.renew
+        self.release = items.release
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> Sequence[Item]:
+        self.claims += 1
+        return await self.items.claim(owner, limit, lease_seconds)
+
+
+async def test_a_finished_handler_with_nothing_left_in_the_queue_only_gives_its_lease_back(items: SqlItems) -> None:
+    (item_id,) = await items.add(1)
+    queue = CountingClaims(items)
+    claims_when_done: list[int] = []
+
+    async def handle(item: Item) -> None:
+        assert await items.finish(item.id, "a")
+        claims_when_done.append(queue.claims)
+
+    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=3600, concurrency=4)
+    worker = LeasedWorker("items-a", queue, handle, settings, key=lambda i: i.id)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(_until(lambda: bool(claims_when_done)), timeout=30)
+    await asyncio.wait_for(_until_async(lambda: _lease_of(items, item_id), None), timeout=30)  # given back
+    assert queue.claims == claims_when_done[0]  # the claim that found it was short: none after it finished
+    worker.wake.set()  # new work announced: the loop asks the queue again
+    await asyncio.wait_for(_until(lambda: queue.claims == claims_when_done[0] + 1), timeout=30)
+    await _stop(task)
+
+
+async def test_a_finished_handler_of_a_saturated_worker_claims_what_waits_without_a_poll(items: SqlItems) -> None:
+    ids = await items.add(3)
+
+    async def handle(item: Item) -> None:
+        assert await items.finish(item.id, "a")
+
+    # One at a time and an hour between polls: each next item is claimed because the previous one finished.
+    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=3600, concurrency=1)
+    worker = LeasedWorker("items-a", items, handle, settings, key=lambda i: i.id)
+    task = asyncio.create_task(worker.run())
+
+    async def all_done() -> bool:
+        return {state for state, _ in (await items.states()).values()} == {"done"}
+
+    await asyncio.wait_for(_until_async(all_done, True), timeout=30)
+    assert set(await items.states()) == set(ids)
+    await _stop(task)
+
+
 async def test_drain_handles_everything_claimable_then_returns(items: SqlItems) -> None:
     ids = await items.add(7)
 

@@ -77,18 +77,25 @@ class WakeSignal:
         self.name = name
         self._event = asyncio.Event()
         self._hooks: list[Callable[[], None]] = []
+        self.signals = 0  # how many times new work was announced (`set`, `set_quietly`; not `nudge`)
 
     def on_set(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)
 
     def set(self) -> None:
         """New work exists (this replica created it): wake the local worker and tell the other replicas."""
+        self.signals += 1
         self._event.set()
         for hook in self._hooks:
             hook()
 
     def set_quietly(self) -> None:
-        """Wake the local worker only (another replica told us, or capacity freed up)."""
+        """Wake the local worker only (another replica told us)."""
+        self.signals += 1
+        self._event.set()
+
+    def nudge(self) -> None:
+        """Wake the local worker without announcing work (a handler finished: its lease is to be given back)."""
         self._event.set()
 
     def is_set(self) -> bool:
@@ -185,6 +192,9 @@ class LeasedWorker(Generic[ItemT]):
         # The loop's context: what a claimed item's handler runs in, and so what an item started at once must run in
         # too, not the context of the call that created it (its deadline, request id and caller are that call's).
         self._context: contextvars.Context | None = None
+        # Whether the last claim may have left claimable items behind (it was cut short by capacity or failed, or
+        # the held-aware claim said so): then a finishing handler makes the loop claim again, else only release.
+        self._may_have_more = True
         self._late_releases: set[asyncio.Task[None]] = set()
         self.idle = asyncio.Event()  # set while the loop sleeps until woken (tests and probes wait on it)
 
@@ -194,6 +204,11 @@ class LeasedWorker(Generic[ItemT]):
 
     def running(self) -> list[str]:
         return list(self._tasks)
+
+    def left_work_behind(self) -> None:
+        """Called by a held-aware claim that skipped claimable items (e.g. an owner at its limit here): claim again
+        as soon as a handler finishes."""
+        self._may_have_more = True
 
     def held(self) -> list[ItemT]:
         """The items being handled here now."""
@@ -246,25 +261,34 @@ class LeasedWorker(Generic[ItemT]):
         helpers = self._start_helpers()
         self._context = contextvars.copy_context()
         self._serving = True
+        claim = True
         try:
             while True:
                 _raise_if_cancelling()
                 self.wake.clear()
+                signals = self.wake.signals
                 for helper in helpers:
                     if helper.done():
                         helper.result()  # a crashed renewer or watcher is this loop's crash
                 wanted = self._wanted()
-                started = await self._claim_once()
+                started = await self._claim_once() if claim else await self._release_only()
                 _raise_if_cancelling()
-                # Claim again at once only after a full batch; saturated, failed or short: sleep until woken (a
-                # finishing handler wakes it) or the poll interval passes.
+                # Claim again at once only after a full batch; saturated, failed or short: sleep until woken (new
+                # work announced, or a handler finished) or the poll interval passes.
                 if wanted <= 0 or started == -1 or started < wanted:
+                    if claim:
+                        self._may_have_more = self._may_have_more or wanted <= 0 or started == -1
                     self.idle.set()
                     try:
-                        await self.wake.wait(s.poll_interval)
+                        woken = await self.wake.wait(s.poll_interval)
                     finally:
                         self.idle.clear()
+                    # Only a finished handler woke us and the queue was empty at the last claim: give its lease
+                    # back without asking the queue again (nothing new was announced; the poll still claims).
+                    claim = not woken or self.wake.signals != signals or self._may_have_more
                 else:
+                    self._may_have_more = True
+                    claim = True
                     await asyncio.sleep(0)  # a full batch: there may be more, but let handlers run first
         finally:
             self._serving = False
@@ -302,9 +326,19 @@ class LeasedWorker(Generic[ItemT]):
     def _wanted(self) -> int:
         return min(self.settings.concurrency - len(self._tasks) - self._reserved, self.settings.claim_batch)
 
+    async def _release_only(self) -> int:
+        """Give back finished handlers' leases; 0, or -1 when the database failed."""
+        try:
+            await self._release_finished()
+        except Exception as exc:
+            _retrying(self.name, "releasing leases", exc)
+            return -1
+        return 0
+
     async def _claim_once(self) -> int:
         """Release finished leases, then claim up to the free capacity; -1 when the database failed."""
         s = self.settings
+        self._may_have_more = False
         try:
             await self._release_finished()
             wanted = self._wanted()
@@ -340,7 +374,7 @@ class LeasedWorker(Generic[ItemT]):
                 del self._tasks[item_id]
                 self._items.pop(item_id, None)
                 self._finished.append(item_id)
-                self.wake.set_quietly()  # capacity freed: claim again
+                self.wake.nudge()  # capacity freed: give the lease back, and claim again if work may be waiting
 
     async def _release_finished(self) -> None:
         if not self._finished:

@@ -122,11 +122,12 @@ class Worker:
         """Claim runs of users below their limit here; a batch that brings a user over it gives the surplus back."""
         counts = Counter(run.owner for run in held)
         limit_per_user = self._settings.max_per_user
+        excluded = [user for user, count in counts.items() if count >= limit_per_user]
         claimed = await self._runs.claim(
             owner,
             limit,
             lease_seconds,
-            exclude_owners=[user for user, count in counts.items() if count >= limit_per_user],
+            exclude_owners=excluded,
             # A run whose lease lapsed while it still runs here is not leased again by this replica.
             exclude_ids=[run.id for run in held],
         )
@@ -141,6 +142,8 @@ class Worker:
         if surplus:
             # For other replicas (or this one, once a run of that user ends) at once, not after the lease.
             await self._runs.release(surplus, owner)
+        if surplus or excluded:
+            self.queue.left_work_behind()  # runs of users at their limit wait: claim again when one of theirs ends
         return kept
 
     async def _watch_cancel_requests(self, run_ids: Sequence[str]) -> None:
