@@ -381,6 +381,30 @@ async def test_a_finished_handler_of_a_saturated_worker_claims_what_waits_withou
     await _stop(task)
 
 
+async def test_handlers_finishing_all_the_time_do_not_hold_off_the_poll(items: SqlItems) -> None:
+    handled: list[str] = []
+
+    async def handle(item: Item) -> None:
+        handled.append(item.id)
+        assert await items.finish(item.id, "a")
+
+    settings = QueueSettings(owner="a", lease_seconds=600, poll_interval=0.3, concurrency=8)
+    worker = LeasedWorker("items-a", items, handle, settings, key=lambda i: i.id)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.idle.wait(), timeout=30)
+    (unannounced,) = await items.add(1)  # queued without a wake-up: only a poll finds it
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Meanwhile items started here finish every 20 ms, each nudging the loop to give its lease back.
+    while unannounced not in handled:
+        assert loop.time() - started < 10, "the poll never ran"
+        lease = worker.reserve()
+        if lease is not None:
+            worker.start_reserved(Item(await items.add_leased(lease)))
+        await asyncio.sleep(0.02)
+    await _stop(task)
+
+
 async def test_drain_handles_everything_claimable_then_returns(items: SqlItems) -> None:
     ids = await items.add(7)
 

@@ -261,7 +261,9 @@ class LeasedWorker(Generic[ItemT]):
         helpers = self._start_helpers()
         self._context = contextvars.copy_context()
         self._serving = True
+        loop = asyncio.get_running_loop()
         claim = True
+        next_poll = loop.time()
         try:
             while True:
                 _raise_if_cancelling()
@@ -271,21 +273,24 @@ class LeasedWorker(Generic[ItemT]):
                     if helper.done():
                         helper.result()  # a crashed renewer or watcher is this loop's crash
                 wanted = self._wanted()
+                if claim:
+                    next_poll = loop.time() + s.poll_interval
                 started = await self._claim_once() if claim else await self._release_only()
                 _raise_if_cancelling()
                 # Claim again at once only after a full batch; saturated, failed or short: sleep until woken (new
-                # work announced, or a handler finished) or the poll interval passes.
+                # work announced, or a handler finished) or the poll interval since the last claim passes.
                 if wanted <= 0 or started == -1 or started < wanted:
                     if claim:
                         self._may_have_more = self._may_have_more or wanted <= 0 or started == -1
                     self.idle.set()
                     try:
-                        woken = await self.wake.wait(s.poll_interval)
+                        await self.wake.wait(max(next_poll - loop.time(), 0.0))
                     finally:
                         self.idle.clear()
-                    # Only a finished handler woke us and the queue was empty at the last claim: give its lease
-                    # back without asking the queue again (nothing new was announced; the poll still claims).
-                    claim = not woken or self.wake.signals != signals or self._may_have_more
+                    # Only finished handlers woke us, the queue was empty at the last claim and the poll interval has
+                    # not passed: give their leases back without asking the queue again. Handlers finishing all the
+                    # time never hold the poll off: it counts from the last claim.
+                    claim = loop.time() >= next_poll or self.wake.signals != signals or self._may_have_more
                 else:
                     self._may_have_more = True
                     claim = True
