@@ -142,6 +142,45 @@ class Lease:
     seconds: float
 
 
+ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
+
+
+class Dispatch(Protocol[ItemT_contra]):
+    """A replica's queue as the code that creates its items sees it (`LeasedWorker` is one)."""
+
+    def reserve(self) -> Lease | None: ...
+
+    def start_reserved(self, item: ItemT_contra) -> None: ...
+
+    def unreserve(self) -> None: ...
+
+
+async def add_and_start(
+    dispatch: Dispatch[ItemT] | None,
+    add: Callable[[Lease | None], Awaitable[tuple[ItemT, bool]]],
+    wake: Callable[[], None],
+) -> ItemT:
+    """Insert a new item with `add(lease)` (it returns the stored item and whether it inserted it) and get it going:
+    leased to this replica and started at once when `dispatch` has room, else queued and `wake` called. An item
+    that `add` did not insert (a repeated request, answered with the earlier one) is neither started nor announced:
+    its creator did that."""
+    lease = dispatch.reserve() if dispatch is not None else None
+    try:
+        item, created = await add(lease)
+    except BaseException:
+        if dispatch is not None and lease is not None:
+            dispatch.unreserve()
+        raise
+    if dispatch is not None and lease is not None:
+        if created:
+            dispatch.start_reserved(item)
+        else:
+            dispatch.unreserve()
+    elif created:
+        wake()
+    return item
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """`owner` is this replica's lease owner (stable across a restart of the same pod lets it resume at once)."""

@@ -10,6 +10,7 @@ from contentpipe.common.changes import ChangeNotifier, wait_for, wait_seconds
 from contentpipe.common.errors import FailedPrecondition, NotFound
 from contentpipe.common.ids import new_id
 from contentpipe.common.telemetry import inject_context
+from contentpipe.common.workqueue import Lease, add_and_start
 from contentpipe.generation.domain.catalogue import Catalogue
 from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationState
 from contentpipe.generation.domain.validation import NewGeneration, validate_new_generation
@@ -71,22 +72,13 @@ class GenerationServices:
                 await self._check_id_free(owner, request)
             generation.id = ""  # AIP-163: what would be created; no name a client could look up
             return generation
+
         # Room here to run it now: inserted leased to this replica and started at once (no wake-up, no claim).
-        lease = self.dispatch.reserve() if self.dispatch is not None else None
-        try:
+        async def add(lease: Lease | None) -> tuple[Generation, bool]:
             added = await self.repository.add(generation, lease)
-        except BaseException:
-            if lease is not None and self.dispatch is not None:
-                self.dispatch.unreserve()
-            raise
-        if lease is not None and self.dispatch is not None:
-            if added.created:
-                self.dispatch.start_reserved(added.generation)
-            else:
-                self.dispatch.unreserve()  # a repeated request id, answered with its earlier generation
-        elif added.created:
-            self.wake_worker()
-        return self._present(added.generation)
+            return added.generation, added.created
+
+        return self._present(await add_and_start(self.dispatch, add, self.wake_worker))
 
     async def _check_id_free(self, owner: str, request: NewGeneration) -> None:
         """What a real create would refuse: an id taken by a generation that is not this request's earlier one."""

@@ -17,6 +17,7 @@ from contentpipe.common.errors import (
 )
 from contentpipe.common.ids import is_id, new_id
 from contentpipe.common.telemetry import inject_context
+from contentpipe.common.workqueue import Lease, add_and_start
 from contentpipe.oauth.domain.media_specs import SpecTable
 from contentpipe.oauth.domain.posts import Media, Platform, Post, PostState, utcnow
 from contentpipe.oauth.domain.posts_rules import NewPost, validate_post
@@ -99,26 +100,17 @@ class PostingServices:
         # Due now and room here to publish it: inserted leased to this replica and started at once (no wake-up,
         # no claim). A scheduled post waits in the queue for its time.
         due = post.next_attempt_time is None or post.next_attempt_time <= post.create_time
-        lease = self.dispatch.reserve() if self.dispatch is not None and due else None
-        if lease is not None:
-            # Inserted with its first attempt started, as a claim would start it: no save before publishing.
-            post.start_attempt(post.create_time)
-        try:
+
+        async def add(lease: Lease | None) -> tuple[Post, bool]:
+            if lease is not None:
+                # Inserted with its first attempt started, as a claim would start it: no save before publishing.
+                post.start_attempt(post.create_time)
+            # `created`, not a comparison of ids: with ids chosen by the caller, a retried create has the id of the
+            # post it made, which may be publishing already; starting it again could publish it twice.
             added = await self.repository.add(post, lease)
-        except BaseException:
-            if lease is not None and self.dispatch is not None:
-                self.dispatch.unreserve()
-            raise
-        # `created`, not a comparison of ids: with ids chosen by the caller, a retried create has the id of the
-        # post it made, which may be publishing already; starting it again could publish it twice.
-        if lease is not None and self.dispatch is not None:
-            if added.created:
-                self.dispatch.start_reserved(added.post)
-            else:
-                self.dispatch.unreserve()  # a repeated request id, answered with its earlier post
-        elif added.created:
-            self.wake_worker()
-        return added.post
+            return added.post, added.created
+
+        return await add_and_start(self.dispatch if due else None, add, self.wake_worker)
 
     async def _check_post_id_free(self, owner: str, request: NewPost) -> None:
         """For validate_only: the ALREADY_EXISTS the create itself would answer (see `PostRepository.add`)."""
