@@ -76,10 +76,12 @@ class Catalogue:
         for spec in models:
             self._models[(spec.provider, spec.name)] = spec
             self._defaults.setdefault((spec.provider, spec.kind), spec)
+        # Every create's validation asks for these: computed once, the models never change.
+        self._providers = tuple(sorted({provider for provider, _ in self._models}))
 
     @property
-    def providers(self) -> list[str]:
-        return sorted({provider for provider, _ in self._models})
+    def providers(self) -> tuple[str, ...]:
+        return self._providers
 
     def find(self, provider: str, name: str) -> ModelSpec | None:
         if name:
