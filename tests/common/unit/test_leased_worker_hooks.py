@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 from contentpipe.common import errors
-from contentpipe.common.workqueue import LeasedWorker, QueueSettings
+from contentpipe.common.workqueue import LEASE_RETURNED, Handled, LeasedWorker, QueueSettings
 
 pytestmark = pytest.mark.unit
 
@@ -140,3 +140,26 @@ async def test_a_watch_with_a_bug_kills_the_loop_so_supervision_sees_it() -> Non
     with pytest.raises(TypeError, match="a bug in the watch"):
         await asyncio.wait_for(worker.run(), timeout=5)
     assert queue.leased == set()  # the loop gave its leases back on the way out
+
+
+async def test_a_handler_whose_last_write_returned_the_lease_gets_no_release() -> None:
+    queue = JobQueue([Job("ended", "u"), Job("kept", "u")])
+    released: list[str] = []
+    real_release = queue.release
+
+    async def release(owner: str, ids: Sequence[str] | None = None) -> None:
+        released.extend(ids or [])
+        await real_release(owner, ids)
+
+    queue.release = release  # type: ignore[method-assign]
+
+    async def handle(job: Job) -> Handled | None:
+        queue.done.add(job.id)
+        if job.id == "ended":
+            queue.leased.discard(job.id)  # as a final save that clears the lease columns
+            return LEASE_RETURNED
+        return None  # the worker gives the lease back
+
+    worker = LeasedWorker("jobs", queue, handle, QueueSettings(owner="w", poll_interval=3600.0), key=lambda j: j.id)
+    assert await worker.drain() == 2
+    assert released == ["kept"]

@@ -75,6 +75,9 @@ async def test_claims_are_exclusive_leases_expire_and_saves_are_fenced(own_datab
         assert taken[0].state == RunState.RUNNING and taken[0].steps[0].attempts == 1
         with pytest.raises(LeaseLost):
             await repo.save(progressed, "w1")
+        # The write that ends the run gives its lease back: nothing left for w3 to renew or release.
+        await repo.save(replace(taken[0], state=RunState.SUCCEEDED, finish_time=datetime.now(UTC)), "w3")
+        assert await repo.renew([run.id], "w3", 60) == set()
 
         await repo.release([r.id for r in second], "w2")
         assert {r.id for r in await repo.claim("w4", 10, 60, exclude_owners=[owner])} == set()

@@ -77,6 +77,7 @@ class MemoryRuns:
     def __init__(self) -> None:
         self.rows: dict[str, _Row] = {}
         self.saves = 0
+        self.released: list[list[str] | None] = []  # the ids of each release call (None: all of an owner)
 
     async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
         if run.request_id:
@@ -116,6 +117,9 @@ class MemoryRuns:
             raise LeaseLost(run.id)
         row.run = run
         self.saves += 1
+        if run.state.terminal:  # as the SQL repository: the write that ends a run gives its lease back
+            row.lease_owner = None
+            row.lease_expires = None
 
     async def claim(
         self,
@@ -153,6 +157,7 @@ class MemoryRuns:
         return held
 
     async def release(self, run_ids: Sequence[str] | None, lease_owner: str) -> None:
+        self.released.append(None if run_ids is None else list(run_ids))
         for run_id in list(self.rows) if run_ids is None else run_ids:
             row = self.rows.get(run_id)
             if row is not None and row.lease_owner == lease_owner:

@@ -87,6 +87,15 @@ async def test_a_lost_lease_stops_the_run_here_without_overwriting_the_new_holde
     assert row.lease_owner == "w2" and row.run == taken
 
 
+async def test_the_write_that_ends_a_run_gives_its_lease_back_without_a_release_statement() -> None:
+    runs, peers = MemoryRuns(), FakePeerServices()
+    await runs.add(make_run(video()))
+    assert await Worker(runs, peers.peers(), settings()).drain() == 1
+    assert runs.rows["r1"].run.state == RunState.SUCCEEDED
+    assert runs.rows["r1"].lease_owner is None
+    assert not any("r1" in (ids or []) for ids in runs.released)
+
+
 async def test_an_engine_crash_fails_the_run_with_engine_error() -> None:
     runs, peers = MemoryRuns(), FakePeerServices()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import enum
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,16 @@ async def add_and_start(
     return item
 
 
+class Handled(enum.Enum):
+    """What a handler may return to its `LeasedWorker` (returning None means the worker gives the lease back)."""
+
+    # The handler's last write ended the item and cleared its lease in the same statement: nothing to give back.
+    LEASE_RETURNED = "lease returned"
+
+
+LEASE_RETURNED = Handled.LEASE_RETURNED
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """`owner` is this replica's lease owner (stable across a restart of the same pod lets it resume at once)."""
@@ -197,13 +208,16 @@ class QueueSettings:
 
 
 class LeasedWorker(Generic[ItemT]):
-    """Claims items of one queue and runs `handle(item)` for each, at most `concurrency` at a time."""
+    """Claims items of one queue and runs `handle(item)` for each, at most `concurrency` at a time.
+
+    When a handler ends, its lease is given back in the next release statement, unless the handler returns
+    `LEASE_RETURNED` (its final write cleared the lease already)."""
 
     def __init__(
         self,
         name: str,
         queue: LeaseQueue[ItemT],
-        handle: Callable[[ItemT], Awaitable[None]],
+        handle: Callable[[ItemT], Awaitable[Handled | None]],
         settings: QueueSettings,
         *,
         key: Callable[[ItemT], str],
@@ -406,8 +420,9 @@ class LeasedWorker(Generic[ItemT]):
         return started
 
     async def _run_one(self, item_id: str, item: ItemT) -> None:
+        handled: Handled | None = None
         try:
-            await self._handle(item)
+            handled = await self._handle(item)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -417,7 +432,8 @@ class LeasedWorker(Generic[ItemT]):
             if self._tasks.get(item_id) is asyncio.current_task():
                 del self._tasks[item_id]
                 self._items.pop(item_id, None)
-                self._finished.append(item_id)
+                if handled is not LEASE_RETURNED:
+                    self._finished.append(item_id)
                 self.wake.nudge()  # capacity freed: give the lease back, and claim again if work may be waiting
 
     async def _release_finished(self) -> None:

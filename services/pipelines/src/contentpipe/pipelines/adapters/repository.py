@@ -162,14 +162,18 @@ def _run(row: Row[Any]) -> PipelineRun:
 
 
 def _progress(run: PipelineRun) -> dict[str, Any]:
-    """The columns a worker writes while executing (never `cancel_requested`, which the API sets)."""
-    return {
+    """The columns a worker writes while executing (never `cancel_requested`, which the API sets). The write that
+    ends a run also gives its lease back: no release statement follows it."""
+    values: dict[str, Any] = {
         "state": run.state.value,
         "steps": codec.step_runs_to_json(run.steps),
         "error": codec.error_to_json(run.error),
         "start_time": run.start_time,
         "finish_time": run.finish_time,
     }
+    if run.state.terminal:
+        values.update(lease_owner=None, lease_expires_at=None)
+    return values
 
 
 def _cursor_filter(create_column: Any, id_column: Any, after: Mapping[str, Any] | None) -> list[Any]:

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from contentpipe.common import errors
 from contentpipe.common.error_class import ErrorClass
-from contentpipe.common.workqueue import Lease, LeasedWorker, WakeSignal
+from contentpipe.common.workqueue import LEASE_RETURNED, Handled, Lease, LeasedWorker, WakeSignal
 from contentpipe.pipelines.domain.model import (
     PipelineRun,
     RunState,
@@ -153,11 +153,13 @@ class Worker:
             if event is not None:
                 event.set()
 
-    async def _execute(self, run: PipelineRun) -> None:
+    async def _execute(self, run: PipelineRun) -> Handled | None:
         cancel_event = self._cancel_events.setdefault(run.id, asyncio.Event())
         executor = RunExecutor(self._runs, self._peers, self._settings, cancel_event, metrics=self._metrics)
         try:
-            await executor.execute(run)
+            executed = await executor.execute(run)
+            if executed.state.terminal:
+                return LEASE_RETURNED  # the write that ended the run cleared its lease
         except LeaseLost:
             _log.warning("lease lost; another worker continues the run", extra={"run": run.name})
         except errors.Unavailable:
@@ -181,3 +183,4 @@ class Worker:
         finally:
             # No await between here and the runtime dropping the task: the watch cannot re-create the event.
             self._cancel_events.pop(run.id, None)
+        return None
