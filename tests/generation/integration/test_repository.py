@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from contentpipe.common.database import create_engine, run_migrations
 from contentpipe.common.ids import new_id
 from contentpipe.common.workqueue import Lease
-from contentpipe.generation.adapters.repository import SqlGenerationRepository
+from contentpipe.generation.adapters.repository import SqlGenerationRepository, generations
 from contentpipe.generation.bootstrap import MIGRATIONS, VERSION_TABLE
 from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationOptions
 from contentpipe.generation.service_layer.ports import GenerationIdTaken
@@ -91,6 +92,29 @@ async def test_a_generation_inserted_under_a_lease_is_held_by_its_owner_from_the
         assert await repository.renew("replica-a", [leased.id], 600) == {leased.id}
         await repository.release("replica-a", [leased.id])
         assert leased.id in {g.id for g in await repository.claim("replica-b", 100, 30)}
+    finally:
+        await engine.dispose()
+
+
+async def test_the_save_that_ends_a_generation_gives_its_lease_back(database_url: str) -> None:
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        repository = SqlGenerationRepository(engine)
+        running = (await repository.add(generation("u1", f"ends-{new_id()}"), Lease("replica-a", 600))).generation
+        running.start(datetime.now(UTC))
+        assert await repository.leased_by("replica-a").save(running)
+        running.succeed(datetime.now(UTC), [], text="done")
+        assert await repository.leased_by("replica-a").save(running)
+        async with engine.connect() as connection:
+            lease = (
+                await connection.execute(
+                    sa.select(generations.c.lease_owner, generations.c.lease_expires_at).where(
+                        generations.c.id == running.id
+                    )
+                )
+            ).one()
+        assert tuple(lease) == (None, None)
     finally:
         await engine.dispose()
 

@@ -47,6 +47,7 @@ class MemoryRepository:
         self.rows: dict[str, Generation] = {}
         self.leases: dict[str, str] = {}
         self.saves = 0
+        self.released: list[str] = []
 
     async def add(self, generation: Generation, lease: Lease | None = None) -> Added:
         for row in self.rows.values():
@@ -68,6 +69,8 @@ class MemoryRepository:
         if self.rows[generation.id].state.terminal:
             return False
         self.rows[generation.id] = replace(generation, predictions=list(generation.predictions))
+        if generation.state.terminal:  # as the SQL repository: the save that ends it gives the lease back
+            self.leases.pop(generation.id, None)
         return True
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:
@@ -80,6 +83,7 @@ class MemoryRepository:
         return {i for i in ids if self.leases.get(i) == worker_id and not self.rows[i].state.terminal}
 
     async def release(self, worker_id: str, ids: Sequence[str] | None = None) -> None:
+        self.released.extend(self.leases if ids is None else ids)
         for generation_id in list(self.leases if ids is None else ids):
             if self.leases.get(generation_id) == worker_id:
                 del self.leases[generation_id]
@@ -206,6 +210,14 @@ async def test_500_generations_on_a_1s_provider_finish_in_about_a_second_without
     await asyncio.gather(task, return_exceptions=True)
     assert provider.peak == 500
     assert elapsed < 2.5  # 1 s of provider time; the rest is scheduling on a busy 2-core machine
+
+
+async def test_the_save_that_ends_a_generation_gives_its_lease_back_without_a_release() -> None:
+    repo, provider = MemoryRepository(), SleepyProvider(0.01)
+    await repo.add(_text(5))
+    assert await _worker(repo, provider, concurrency=2).queue.drain() == 1
+    assert repo.rows["g0005"].state is GenerationState.SUCCEEDED
+    assert "g0005" not in repo.leases and "g0005" not in repo.released
 
 
 async def test_per_provider_concurrency_makes_generations_wait_not_fail() -> None:

@@ -134,6 +134,34 @@ async def test_a_post_created_where_no_queue_runs_waits_unleased_in_the_queue(
         assert await stack.app.worker.run_once() == 1  # a claim finds it
 
 
+async def test_the_save_that_publishes_a_post_gives_its_lease_back_with_no_release_after_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    tokens = FakeTokens()
+    tokens.add(FakeConnection(id="outbox", owner="user-1", platform="outbox", account_id="user-1", token=""))
+    async with posting_stack(database_url, tmp_path, tokens=tokens, worker=False) as stack:
+        created = await stack.create(connection="connections/outbox", text="later")
+        releases: list[str] = []
+
+        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.startswith("UPDATE posts SET lease_owner="):  # a release: only the lease columns
+                releases.append(statement)
+
+        sa.event.listen(stack.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            assert await stack.app.worker.queue.drain() == 1  # the runtime's loop, to its end
+        finally:
+            sa.event.remove(stack.engine.sync_engine, "before_cursor_execute", record)
+        async with stack.engine.connect() as connection:
+            state, lease = (
+                await connection.execute(
+                    sa.text("SELECT state, lease_owner FROM posts WHERE id = :id"), {"id": created.name.split("/")[1]}
+                )
+            ).one()
+        assert (state, lease) == ("PUBLISHED", None)
+        assert releases == []
+
+
 async def test_add_says_whether_it_inserted_and_refuses_a_taken_id(database_url: str) -> None:
     await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
     engine = create_engine(database_url)

@@ -100,7 +100,8 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _row_values(generation: Generation, now: datetime) -> dict[str, Any]:
-    return {
+    """The columns a save writes. The save that ends a generation also gives its lease back (no release follows)."""
+    values: dict[str, Any] = {
         "state": generation.state.value,
         "progress": generation.progress,
         "predictions": [p.to_dict() for p in generation.predictions],
@@ -111,6 +112,9 @@ def _row_values(generation: Generation, now: datetime) -> dict[str, Any]:
         "finish_time": generation.finish_time,
         "update_time": now,
     }
+    if generation.state.terminal:
+        values.update(lease_owner=None, lease_expires_at=None)
+    return values
 
 
 def _from_row(row: Any) -> Generation:

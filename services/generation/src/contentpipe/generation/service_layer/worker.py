@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from contentpipe.common.telemetry import extract_context, get_tracer
-from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
+from contentpipe.common.workqueue import LEASE_RETURNED, Handled, LeasedWorker, QueueSettings, WakeSignal
 from contentpipe.generation.domain.model import ErrorReason, Generation, GenerationError
 from contentpipe.generation.service_layer.ports import GenerationRepository
 from contentpipe.generation.service_layer.runner import GenerationRunner, GenerationStopped
@@ -100,7 +100,8 @@ class GenerationWorker:
         """Stop running a generation here (it was cancelled through the API)."""
         await self.queue.stop_item(generation_id)
 
-    async def _run_one(self, generation: Generation) -> None:
+    async def _run_one(self, generation: Generation) -> Handled | None:
+        was_open = not generation.state.terminal
         semaphore = self._semaphores.get(generation.provider)
         # Parented by the call that created the generation: the provider's HTTP calls land in the caller's trace.
         span = _tracer.start_as_current_span(
@@ -115,6 +116,8 @@ class GenerationWorker:
                 else:
                     async with semaphore:
                         await self._runner.run(generation)
+            if was_open and generation.state.terminal:
+                return LEASE_RETURNED  # the save that ended it cleared the lease
         except GenerationStopped:
             _log.info("generation stopped: finished elsewhere", extra={"generation_id": generation.id})
         except asyncio.CancelledError:
@@ -133,6 +136,7 @@ class GenerationWorker:
                         ),
                     )
                     await self._repository.save(generation)
+        return None
 
 
 class WorkerCanceller:

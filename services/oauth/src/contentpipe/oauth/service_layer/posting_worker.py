@@ -20,7 +20,7 @@ from typing import Any
 from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import ContentpipeError, NotFound
 from contentpipe.common.telemetry import extract_context, get_tracer
-from contentpipe.common.workqueue import LeasedWorker, QueueSettings, WakeSignal
+from contentpipe.common.workqueue import LEASE_RETURNED, Handled, LeasedWorker, QueueSettings, WakeSignal
 from contentpipe.oauth.domain.posts import Platform, Post, PostError, PostState, utcnow
 from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metrics
 from contentpipe.oauth.service_layer.posting_ports import (
@@ -108,6 +108,7 @@ class PostingWorker:
         self._limits = limits
         self.settings = settings
         self.clock = clock
+        self._lease_returned: set[str] = set()  # posts being handled whose last save gave the lease back
         # Claims, lease renewal, wake-ups and release: the common work-queue runtime; this class is the handler.
         self.queue: LeasedWorker[Post] = LeasedWorker(
             "posting",
@@ -140,10 +141,12 @@ class PostingWorker:
     async def save(self, post: Post, *, release: bool = False) -> None:
         if not await self._repository.save(post, self.settings.queue.owner, release=release):
             raise LeaseLost(post.id)
+        if release:
+            self._lease_returned.add(post.id)
         if release and (post.state.terminal or post.state is PostState.UNCONFIRMED):
             self.metrics.post_finished(post.platform.value, post.state.value)
 
-    async def _run_one(self, post: Post) -> None:
+    async def _run_one(self, post: Post) -> Handled | None:
         try:
             # Parented by the call that created the post: the platform's HTTP calls land in the caller's trace.
             with _tracer.start_as_current_span(
@@ -152,6 +155,8 @@ class PostingWorker:
                 attributes={"contentpipe.post": post.name, "contentpipe.platform": post.platform.value},
             ):
                 await self.process(post)
+            if post.id in self._lease_returned:
+                return LEASE_RETURNED  # every way out of `process` ends with a save that gives the lease back
         except LeaseLost:
             _log.warning("lease on post lost; another worker has it", extra={"post_id": post.id})
         except asyncio.CancelledError:
@@ -160,6 +165,9 @@ class PostingWorker:
             _log.exception("posting crashed", extra={"post_id": post.id})
             with contextlib.suppress(Exception):
                 await self._after_bug(post, exc)
+        finally:
+            self._lease_returned.discard(post.id)
+        return None
 
     # ------------------------------------------------------------------ one post
 
