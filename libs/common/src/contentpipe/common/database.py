@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from contentpipe.common.settings import CommonSettings, ConfigError
-from sqlalchemy import Table, event, func, select, text, update
+from sqlalchemy import DateTime, Interval, Table, bindparam, event, func, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import ColumnElement
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -288,6 +290,50 @@ def sql_now(session: AsyncSession) -> Any:
     return datetime.now(UTC)
 
 
+# ---------------------------------------------------------------- constant statements of the hot paths
+#
+# A statement built once and executed with parameters keeps its cache key and compiled form: building the same
+# INSERT/UPDATE/SELECT anew for every call cost about as much Python CPU as sending it (measured on PostgreSQL:
+# ~0.7 ms per fenced UPDATE built per call, ~0.4 ms prebuilt). SQLAlchemy sets the columns named by the parameter
+# keys that are not bound in the statement itself, so one UPDATE serves every set of columns.
+
+
+@functools.cache
+def fenced_update(table: Table, postgresql: bool) -> Update:
+    """`UPDATE table SET <the other parameter keys> WHERE id = :fence_id AND lease_owner = :fence_owner AND
+    lease_expires_at > now`: the save of a worker that must still hold its lease (see `lease_held`). Execute it with
+    `fence(...)` merged with the columns to set; a row count of 0 means the lease is gone."""
+    now: Any = func.now() if postgresql else bindparam("fence_now", type_=DateTime(timezone=True))
+    return update(table).where(table.c.id == bindparam("fence_id"), lease_held(table, bindparam("fence_owner"), now))
+
+
+def fence(row_id: str, lease_owner: str, postgresql: bool) -> dict[str, Any]:
+    """The parameters of `fenced_update`'s WHERE. PostgreSQL compares with its own clock inside the statement (one
+    clock for every replica, no round trip); SQLite has no server, so this machine's clock."""
+    params: dict[str, Any] = {"fence_id": row_id, "fence_owner": lease_owner}
+    if not postgresql:
+        params["fence_now"] = datetime.now(UTC)
+    return params
+
+
+InsertT = TypeVar("InsertT", bound=Insert)
+
+
+def with_lease(statement: InsertT, postgresql: bool) -> InsertT:
+    """An INSERT of a row created already leased to the replica that will work on it, executed with `lease_values`:
+    on PostgreSQL `lease_expires_at` is the database's now() + `:lease_for` (the clock every fence compares with)."""
+    if postgresql:
+        return statement.values(lease_expires_at=func.now() + bindparam("lease_for", type_=Interval))
+    return statement
+
+
+def lease_values(lease_owner: str, seconds: float, postgresql: bool) -> dict[str, Any]:
+    """The lease columns of an INSERT `with_lease`."""
+    if postgresql:
+        return {"lease_owner": lease_owner, "lease_for": timedelta(seconds=seconds)}
+    return {"lease_owner": lease_owner, "lease_expires_at": datetime.now(UTC) + timedelta(seconds=seconds)}
+
+
 async def claim_rows(
     session: AsyncSession,
     table: Table,
@@ -358,7 +404,7 @@ async def release_rows(
 
 def lease_held(
     table: Table,
-    lease_owner: str,
+    lease_owner: str | ColumnElement[str],
     now: Any,
     *,
     owner_column: str = "lease_owner",

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from contentpipe.common.database import (
     claim_rows,
+    fence,
+    fenced_update,
     is_postgresql,
-    lease_held,
+    lease_values,
     release_rows,
     renew_rows,
     session_factory,
-    sql_now,
     statement_session_factory,
+    with_lease,
 )
 from contentpipe.common.workqueue import Lease
 from contentpipe.generation.domain.model import (
@@ -206,6 +209,30 @@ class GroupCommit:
             future.set_result(result)
 
 
+# The statements of every generation, built once (see contentpipe.common.database: constant statements).
+_GET_GENERATION = sa.select(generations).where(generations.c.id == sa.bindparam("b_id"))
+
+
+@functools.cache
+def _insert_generation(on_postgresql: bool, leased: bool) -> Any:
+    # RETURNING, not rowcount: psycopg reports rowcount -1 (truthy) for INSERT … ON CONFLICT DO NOTHING, so a
+    # replayed request_id used to be answered with a new generation that was never stored.
+    statement = (postgresql if on_postgresql else sqlite).insert(generations)
+    if leased:
+        statement = with_lease(statement, on_postgresql)
+    return statement.on_conflict_do_nothing().returning(generations.c.id)
+
+
+@functools.cache
+def _save_generation(on_postgresql: bool, fenced: bool) -> sa.Update:
+    """Saves change open generations only (a terminal state is final); a worker's are also fenced by its lease."""
+    if fenced:
+        statement = fenced_update(generations, on_postgresql)
+    else:
+        statement = sa.update(generations).where(generations.c.id == sa.bindparam("fence_id"))
+    return statement.where(generations.c.state.in_(_OPEN_STATES))
+
+
 class SqlGenerationRepository:
     """Writes go through one group committer; saves are conditional on a non-terminal row.
 
@@ -218,6 +245,7 @@ class SqlGenerationRepository:
         self._statements = statement_session_factory(engine)  # one statement, one round trip
         self._writes = _writes or GroupCommit(self._sessions, self._statements)
         self._fence = _fence
+        self._postgresql = is_postgresql(engine)
 
     def leased_by(self, worker_id: str) -> SqlGenerationRepository:
         """The same repository (one group committer) with saves fenced by `worker_id`'s lease."""
@@ -240,16 +268,12 @@ class SqlGenerationRepository:
             **_row_values(generation, now),
         }
 
+        if lease is not None:
+            values.update(lease_values(lease.owner, lease.seconds, self._postgresql))
+        statement = _insert_generation(self._postgresql, lease is not None)
+
         async def insert(session: AsyncSession) -> Added | None:
-            dialect = postgresql if is_postgresql(session) else sqlite
-            if lease is not None:
-                values["lease_owner"] = lease.owner
-                values["lease_expires_at"] = sql_now(session) + timedelta(seconds=lease.seconds)
-            # RETURNING, not rowcount: psycopg reports rowcount -1 (truthy) for INSERT … ON CONFLICT DO NOTHING, so
-            # a replayed request_id used to be answered with a new generation that was never stored.
-            inserted = await session.execute(
-                dialect.insert(generations).values(values).on_conflict_do_nothing().returning(generations.c.id)
-            )
+            inserted = await session.execute(statement, values)
             if inserted.first() is not None:
                 return Added(generation, created=True)
             # The same request_id from the same user: answer with the first generation (AIP-155), whatever id this
@@ -273,7 +297,7 @@ class SqlGenerationRepository:
 
     async def get(self, generation_id: str) -> Generation | None:
         async with self._statements() as session:
-            row = (await session.execute(sa.select(generations).where(generations.c.id == generation_id))).first()
+            row = (await session.execute(_GET_GENERATION, {"b_id": generation_id})).first()
         return _from_row(row) if row is not None else None
 
     async def page(self, query: ListQuery) -> list[Generation]:
@@ -292,19 +316,12 @@ class SqlGenerationRepository:
         return [_from_row(row) for row in rows]
 
     async def save(self, generation: Generation) -> bool:
-        statement = (
-            sa.update(generations)
-            .where(generations.c.id == generation.id, generations.c.state.in_(_OPEN_STATES))
-            .values(_row_values(generation, datetime.now(UTC)))
-        )
-        fence = self._fence
+        statement = _save_generation(self._postgresql, self._fence is not None)
+        where = fence(generation.id, self._fence, self._postgresql) if self._fence else {"fence_id": generation.id}
+        params = {**where, **_row_values(generation, datetime.now(UTC))}
 
         async def update(session: AsyncSession) -> bool:
-            fenced = statement
-            if fence is not None:
-                now: Any = sa.func.now() if is_postgresql(session) else datetime.now(UTC)
-                fenced = statement.where(lease_held(generations, fence, now))
-            result = await session.execute(fenced)
+            result = await session.execute(statement, params)
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
         return await self._writes.run(update)

@@ -92,6 +92,12 @@ def _when(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
+# Read for every post (built once; see contentpipe.common.database: constant statements).
+_FIND_CONNECTION = sa.select(connections).where(
+    connections.c.id == sa.bindparam("b_id"), connections.c.owner == sa.bindparam("b_owner")
+)
+
+
 class SqlConnectionStore:
     """ConnectionStore on SQLite or PostgreSQL. Tokens are encrypted with the row id and column as context."""
 
@@ -270,11 +276,7 @@ class SqlConnectionStore:
 
     async def find(self, owner: str, connection_id: str) -> Connection | None:
         async with self._statements() as session:
-            row = (
-                await session.execute(
-                    sa.select(connections).where(connections.c.id == connection_id, connections.c.owner == owner)
-                )
-            ).first()
+            row = (await session.execute(_FIND_CONNECTION, {"b_id": connection_id, "b_owner": owner})).first()
         return self._connection(row) if row else None
 
     async def find_by_account(self, owner: str, platform: Platform, account_id: str) -> Connection | None:

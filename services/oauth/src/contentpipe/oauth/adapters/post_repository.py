@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from contentpipe.common.database import (
     claim_rows,
     db_now,
+    fence,
+    fenced_update,
     is_postgresql,
+    lease_values,
     renew_rows,
     session_factory,
     sql_now,
     statement_session_factory,
+    with_lease,
 )
 from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import (
@@ -130,12 +135,23 @@ def _from_row(row: Any) -> Post:
     )
 
 
+# The statements of every post, built once (see contentpipe.common.database: constant statements).
+_GET_POST = sa.select(posts).where(posts.c.id == sa.bindparam("b_id"))
+
+
+@functools.cache
+def _insert_post(postgresql: bool, leased: bool) -> sa.Insert:
+    statement = sa.insert(posts)
+    return with_lease(statement, postgresql) if leased else statement
+
+
 class SqlPostRepository:
     """Each method is one short transaction. Worker saves are fenced by a live lease, API updates by no lease."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = session_factory(engine)
         self._statements = statement_session_factory(engine)  # one statement, one round trip
+        self._postgresql = is_postgresql(engine)
 
     async def add(self, post: Post, lease: Lease | None = None) -> Added:
         values: dict[str, Any] = {
@@ -153,12 +169,11 @@ class SqlPostRepository:
             "create_time": post.create_time,
             **_mutable(post, post.create_time),
         }
+        if lease is not None:
+            values.update(lease_values(lease.owner, lease.seconds, self._postgresql))
         try:
             async with self._statements() as session:
-                if lease is not None:
-                    values["lease_owner"] = lease.owner
-                    values["lease_expires_at"] = sql_now(session) + timedelta(seconds=lease.seconds)
-                await session.execute(sa.insert(posts).values(values))
+                await session.execute(_insert_post(self._postgresql, lease is not None), values)
         except IntegrityError:
             # Looked up only after a conflict: a create that goes through is one INSERT. The request id first: a
             # retried create gets its post even when it now names another id (AIP-155 before AIP-133).
@@ -177,7 +192,7 @@ class SqlPostRepository:
 
     async def get(self, post_id: str) -> Post | None:
         async with self._statements() as session:
-            row = (await session.execute(sa.select(posts).where(posts.c.id == post_id))).first()
+            row = (await session.execute(_GET_POST, {"b_id": post_id})).first()
         return _from_row(row) if row is not None else None
 
     async def queue_stats(self) -> tuple[int, datetime | None]:
@@ -256,17 +271,12 @@ class SqlPostRepository:
 
     async def save(self, post: Post, worker_id: str, *, release: bool = False) -> bool:
         """Fenced: only while `worker_id` still holds a live lease (a stalled worker cannot overwrite a taker)."""
-        c = posts.c
+        values = _mutable(post, datetime.now(UTC))
+        if release:
+            values.update(lease_owner=None, lease_expires_at=None)
         async with self._statements() as session:
-            # PostgreSQL compares with its own clock inside the statement: one round trip per fenced save.
-            now: Any = sa.func.now() if is_postgresql(session) else datetime.now(UTC)
-            values = _mutable(post, datetime.now(UTC))
-            if release:
-                values.update(lease_owner=None, lease_expires_at=None)
             result = await session.execute(
-                sa.update(posts)
-                .where(c.id == post.id, c.lease_owner == worker_id, c.lease_expires_at > now)
-                .values(**values)
+                fenced_update(posts, self._postgresql), {**fence(post.id, worker_id, self._postgresql), **values}
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from contentpipe.common.database import (
     claim_rows,
     db_now,
+    fence,
+    fenced_update,
     is_postgresql,
+    lease_values,
     release_rows,
     renew_rows,
-    sql_now,
     statement_session_factory,
+    with_lease,
 )
 from contentpipe.common.errors import Unavailable
 from contentpipe.common.workqueue import Lease
@@ -34,6 +37,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -43,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import Insert
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -112,6 +117,22 @@ pipeline_runs = Table(
 )
 
 ACTIVE_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
+
+# The statements of every run, built once (see contentpipe.common.database: constant statements).
+_GET_PIPELINE = select(pipelines).where(pipelines.c.id == bindparam("b_id"), pipelines.c.owner == bindparam("b_owner"))
+_GET_RUN = select(pipeline_runs).where(
+    pipeline_runs.c.id == bindparam("b_id"), pipeline_runs.c.owner == bindparam("b_owner")
+)
+_GET_RUN_OF_PIPELINE = _GET_RUN.where(pipeline_runs.c.pipeline_id == bindparam("b_pipeline_id"))
+_FIND_RUN_BY_REQUEST = select(pipeline_runs).where(
+    pipeline_runs.c.owner == bindparam("b_owner"), pipeline_runs.c.request_id == bindparam("b_request_id")
+)
+
+
+@functools.cache
+def _insert_run(postgresql: bool, leased: bool) -> Insert:
+    statement = pipeline_runs.insert()
+    return with_lease(statement, postgresql) if leased else statement
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -233,11 +254,7 @@ class SqlPipelineRepository:
     @_database_errors
     async def get(self, owner: str, pipeline_id: str) -> Pipeline | None:
         async with self._statements() as session:
-            row = (
-                await session.execute(
-                    select(pipelines).where(pipelines.c.id == pipeline_id, pipelines.c.owner == owner)
-                )
-            ).first()
+            row = (await session.execute(_GET_PIPELINE, {"b_id": pipeline_id, "b_owner": owner})).first()
         return _pipeline(row) if row is not None else None
 
     @_database_errors
@@ -292,6 +309,7 @@ class SqlRunRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._statements = statement_session_factory(sessions.kw["bind"])  # one statement, one round trip
+        self._postgresql = is_postgresql(sessions.kw["bind"])
 
     @_database_errors
     async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
@@ -309,12 +327,11 @@ class SqlRunRepository:
             "create_time": run.create_time,
             **_progress(run),
         }
+        if lease is not None:
+            values.update(lease_values(lease.owner, lease.seconds, self._postgresql))
         try:
             async with self._statements() as session:
-                if lease is not None:
-                    values["lease_owner"] = lease.owner
-                    values["lease_expires_at"] = sql_now(session) + timedelta(seconds=lease.seconds)
-                await session.execute(pipeline_runs.insert().values(values))
+                await session.execute(_insert_run(self._postgresql, lease is not None), values)
             return run
         except IntegrityError:
             existing = await self.find_by_request_id(run.owner, run.request_id) if run.request_id else None
@@ -324,23 +341,18 @@ class SqlRunRepository:
 
     @_database_errors
     async def get(self, owner: str, pipeline_id: str | None, run_id: str) -> PipelineRun | None:
-        query = select(pipeline_runs).where(pipeline_runs.c.id == run_id, pipeline_runs.c.owner == owner)
+        params = {"b_id": run_id, "b_owner": owner}
+        query = _GET_RUN
         if pipeline_id is not None:
-            query = query.where(pipeline_runs.c.pipeline_id == pipeline_id)
+            query, params["b_pipeline_id"] = _GET_RUN_OF_PIPELINE, pipeline_id
         async with self._statements() as session:
-            row = (await session.execute(query)).first()
+            row = (await session.execute(query, params)).first()
         return _run(row) if row is not None else None
 
     @_database_errors
     async def find_by_request_id(self, owner: str, request_id: str) -> PipelineRun | None:
         async with self._statements() as session:
-            row = (
-                await session.execute(
-                    select(pipeline_runs).where(
-                        pipeline_runs.c.owner == owner, pipeline_runs.c.request_id == request_id
-                    )
-                )
-            ).first()
+            row = (await session.execute(_FIND_RUN_BY_REQUEST, {"b_owner": owner, "b_request_id": request_id})).first()
         return _run(row) if row is not None else None
 
     @_database_errors
@@ -365,16 +377,9 @@ class SqlRunRepository:
     @_database_errors
     async def save(self, run: PipelineRun, lease_owner: str) -> None:
         async with self._statements() as session:
-            # The database's clock on PostgreSQL without a round trip of its own; SQLite shares ours.
-            now: Any = func.now() if is_postgresql(session) else datetime.now(UTC)
             result = await session.execute(
-                update(pipeline_runs)
-                .where(
-                    pipeline_runs.c.id == run.id,
-                    pipeline_runs.c.lease_owner == lease_owner,
-                    pipeline_runs.c.lease_expires_at > now,
-                )
-                .values(_progress(run))
+                fenced_update(pipeline_runs, self._postgresql),
+                {**fence(run.id, lease_owner, self._postgresql), **_progress(run)},
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise LeaseLost(run.id)
