@@ -8,7 +8,13 @@ from email.utils import format_datetime
 import httpx
 import pytest
 from contentpipe.common.errors import InvalidArgument
-from contentpipe.common.http import OutboundUrlPolicy, create_http_client, parse_retry_after, retrying_request
+from contentpipe.common.http import (
+    OutboundUrlPolicy,
+    create_http_client,
+    parse_retry_after,
+    retrying_request,
+    shared_tls_context,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +93,14 @@ async def test_url_policy_refuses_local_private_and_non_http(url: str) -> None:
 async def test_url_policy_can_allow_private_for_local_demos() -> None:
     await OutboundUrlPolicy(allow_private=True).check("http://127.0.0.1:9000/hook")
     assert OutboundUrlPolicy.is_public("93.184.216.34")
+
+
+async def test_clients_share_one_loaded_ca_bundle() -> None:
+    # Each load of the CA bundle costs ~50 ms of CPU; a service builds several clients at start-up.
+    first, second = create_http_client(), create_http_client(max_connections=5)
+    try:
+        contexts = {id(client._transport._pool._ssl_context) for client in (first, second)}  # type: ignore[attr-defined]
+        assert contexts == {id(shared_tls_context())}
+    finally:
+        await first.aclose()
+        await second.aclose()

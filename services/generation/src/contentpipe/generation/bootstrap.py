@@ -18,7 +18,7 @@ import httpx
 from contentpipe.api.generation.v1 import generation_service_pb2, generation_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.database import Schema, create_service_engine
-from contentpipe.common.http import OutboundUrlPolicy, create_http_client
+from contentpipe.common.http import OutboundUrlPolicy, create_http_client, shared_tls_context
 from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, close_channels, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
@@ -127,11 +127,11 @@ def build(config: GenerationConfig) -> Components:
     # One connection per concurrent prediction (a `Prefer: wait` create holds its connection), plus polls/cancels,
     # spread over pools of POOL_SIZE (a large httpx pool costs CPU per request).
     shards = -(-(config.limits["replicate"].concurrency + 20) // POOL_SIZE)
-    tls = httpx.create_ssl_context()  # loading the CA bundle costs ~50 ms: once, not per pool
     replicate_clients = [
         create_http_client(
             transport=httpx.AsyncHTTPTransport(
-                verify=tls, limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+                verify=shared_tls_context(),
+                limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
             )
         )
         for _ in range(shards)
