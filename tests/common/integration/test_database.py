@@ -16,6 +16,7 @@ from contentpipe.common.database import (
     release_rows,
     run_migrations,
     session_factory,
+    statement_session_factory,
     version_table_for,
 )
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, case, insert, select, text
@@ -155,4 +156,27 @@ async def test_claim_rows_sets_more_columns_from_the_row_as_it_was(database_url:
     finally:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.drop_all)
+        await engine.dispose()
+
+
+async def test_a_unit_of_work_is_atomic_and_a_statement_commits_alone(database_url: str) -> None:
+    # On PostgreSQL the pool's connections rest in autocommit; a unit of work must still commit or roll back whole.
+    metadata = MetaData()
+    notes = Table(f"atomic_test_{abs(hash(database_url)) % 10_000}", metadata, Column("id", Integer, primary_key=True))
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            await session.run_sync(lambda sync: metadata.create_all(sync.connection()))
+        with pytest.raises(RuntimeError):
+            async with session_factory(engine).begin() as session:
+                await session.execute(insert(notes), [{"id": 1}, {"id": 2}])
+                raise RuntimeError("the unit of work fails after its writes")
+        async with statement_session_factory(engine)() as session:
+            await session.execute(insert(notes), {"id": 3})  # no commit: the statement is its own transaction
+        async with session_factory(engine)() as session:
+            stored = (await session.execute(select(notes.c.id))).scalars().all()
+        assert stored == [3]
+    finally:
+        async with session_factory(engine).begin() as session:
+            await session.run_sync(lambda sync: metadata.drop_all(sync.connection()))
         await engine.dispose()

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from contentpipe.common.database import create_engine, run_migrations, session_factory
+from contentpipe.common.database import create_engine, run_migrations
 from contentpipe.common.ids import new_id
 from contentpipe.pipelines.adapters.repository import SqlRunRepository
 from contentpipe.pipelines.bootstrap import MIGRATIONS, VERSION_TABLE
@@ -49,7 +49,7 @@ def make_run(owner: str, request_id: str = "") -> PipelineRun:
 async def test_claims_are_exclusive_leases_expire_and_saves_are_fenced(own_database_url: str) -> None:
     await run_migrations(own_database_url, MIGRATIONS, VERSION_TABLE)
     engine = create_engine(own_database_url)
-    repo = SqlRunRepository(session_factory(engine))
+    repo = SqlRunRepository(engine)
     owner = f"u-{uuid.uuid4().hex[:6]}"
     try:
         runs = [await repo.add(make_run(owner)) for _ in range(6)]
@@ -89,7 +89,7 @@ async def test_claims_are_exclusive_leases_expire_and_saves_are_fenced(own_datab
 async def test_request_id_is_idempotent_per_owner_and_history_filters(own_database_url: str) -> None:
     await run_migrations(own_database_url, MIGRATIONS, VERSION_TABLE)
     engine = create_engine(own_database_url)
-    repo = SqlRunRepository(session_factory(engine))
+    repo = SqlRunRepository(engine)
     try:
         original = await repo.add(make_run("alice", "job-1@2026-03-29T09:00Z"))
         again = await repo.add(make_run("alice", "job-1@2026-03-29T09:00Z"))
@@ -106,7 +106,7 @@ async def test_request_id_is_idempotent_per_owner_and_history_filters(own_databa
 async def test_queue_stats_count_queued_runs_and_the_oldest_create_time(own_database_url: str) -> None:
     await run_migrations(own_database_url, MIGRATIONS, VERSION_TABLE)
     engine = create_engine(own_database_url)
-    repo = SqlRunRepository(session_factory(engine))
+    repo = SqlRunRepository(engine)
     try:
         before, _ = await repo.queue_stats()
         owner = f"u-{uuid.uuid4().hex[:6]}"

@@ -31,6 +31,8 @@ RPC_HANDLER_CONNECTIONS = 4
 # (100 by default): replicas x (pool + overflow) summed over the services must stay below it.
 POOL_CONCURRENCY_CAP = 16
 DEFAULT_MAX_OVERFLOW = 4
+# The execution option that marks an engine whose connections rest in autocommit (PostgreSQL, `create_engine`).
+_AUTOCOMMIT_AT_REST = "contentpipe_autocommit_at_rest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,22 +91,37 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo:
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=1800,
+        # Connections rest in autocommit: most work is one statement (`statement_session_factory`), and switching a
+        # connection's mode at each checkout and back at each return cost ~0.1 ms of CPU per statement. A unit of
+        # work (`session_factory`, `transaction`) asks for READ COMMITTED, PostgreSQL's default, when it begins.
+        isolation_level="AUTOCOMMIT",
+        execution_options={_AUTOCOMMIT_AT_REST: True},
     )
+
+
+def transactional(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` for work that must commit together: READ COMMITTED where its connections rest in autocommit."""
+    if engine.get_execution_options().get(_AUTOCOMMIT_AT_REST):
+        return engine.execution_options(isolation_level="READ COMMITTED", **{_AUTOCOMMIT_AT_REST: False})
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for one unit of work each; objects stay usable after commit (no lazy reloads)."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(transactional(engine), expire_on_commit=False)
 
 
 def statement_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for work that is ONE statement (a read, a fenced UPDATE, an INSERT, a SKIP LOCKED claim): the
-    connection is in autocommit, so the statement is its own transaction.
+    connection is in autocommit, so the statement is its own transaction (a PostgreSQL engine's connections already
+    are; elsewhere each checkout switches the connection to autocommit and back).
 
     A `session_factory` session sends BEGIN, the statement, then COMMIT or ROLLBACK: three round trips. Here it is
     one, which halves the CPU of such a call and cuts its latency to about a third (measured on PostgreSQL). Work of
     several statements that must commit together keeps using `session_factory`."""
-    return async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+    if not engine.get_execution_options().get(_AUTOCOMMIT_AT_REST):
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def is_postgresql(engine: AsyncEngine | AsyncSession | Connection) -> bool:
@@ -183,7 +200,7 @@ async def run_migrations(engine_url: str, script_location: Path, version_table: 
 
     engine = create_engine(engine_url)
     try:
-        async with engine.begin() as connection:
+        async with transactional(engine).begin() as connection:
             config = _alembic_config(engine_url, script_location, version_table)
 
             def upgrade(sync_connection: Connection) -> None:

@@ -16,7 +16,7 @@ import grpc.aio
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2, pipeline_service_pb2_grpc
 from contentpipe.common.changes import ChangeNotifier
 from contentpipe.common.channels import ServiceToken, create_channel
-from contentpipe.common.database import Schema, create_service_engine, session_factory
+from contentpipe.common.database import Schema, create_service_engine
 from contentpipe.common.notify import ChangeChannel, PgWakeChannel, change_channel, close_channels, wake_channel
 from contentpipe.common.pagination import PageTokenCodec
 from contentpipe.common.server import BackgroundTask, ServiceRegistration, serve_service
@@ -82,7 +82,6 @@ def engine_settings(config: PipelinesConfig) -> EngineSettings:
 
 def build(config: PipelinesConfig) -> Components:
     engine = create_service_engine(config.common, concurrency=config.max_in_flight)
-    sessions = session_factory(engine)
     # One channel per peer for the whole process; adapters build stubs on them.
     channels = {
         peer: create_channel(config.common.peers[peer], tls=config.common.tls)
@@ -96,9 +95,9 @@ def build(config: PipelinesConfig) -> Components:
         posts=GrpcPosts(channels["oauth"], token),
         jobs=GrpcJobs(channels["scheduler"], token),
     )
-    pipeline_repo = SqlPipelineRepository(sessions)
+    pipeline_repo = SqlPipelineRepository(engine)
     changes = ChangeNotifier(recheck_seconds=config.common.long_poll_recheck_seconds)
-    stored_runs = SqlRunRepository(sessions)
+    stored_runs = SqlRunRepository(engine)
     run_repo = NotifyingRunRepository(stored_runs, changes)
     settings = engine_settings(config)
     worker = Worker(run_repo, peers, settings)

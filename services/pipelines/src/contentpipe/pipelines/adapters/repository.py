@@ -16,6 +16,7 @@ from contentpipe.common.database import (
     lease_values,
     release_rows,
     renew_rows,
+    session_factory,
     statement_session_factory,
     with_lease,
 )
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 P = ParamSpec("P")
@@ -216,9 +217,9 @@ def _page(rows: Sequence[Row[Any]], limit: int, convert: Any) -> Page:
 
 
 class SqlPipelineRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._statements = statement_session_factory(sessions.kw["bind"])  # one statement, one round trip
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = session_factory(engine)
+        self._statements = statement_session_factory(engine)  # one statement, one round trip
 
     @_database_errors
     async def add(self, pipeline: Pipeline, request_id: str) -> Pipeline:
@@ -306,10 +307,10 @@ class SqlPipelineRepository:
 
 
 class SqlRunRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._statements = statement_session_factory(sessions.kw["bind"])  # one statement, one round trip
-        self._postgresql = is_postgresql(sessions.kw["bind"])
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = session_factory(engine)
+        self._statements = statement_session_factory(engine)  # one statement, one round trip
+        self._postgresql = is_postgresql(engine)
 
     @_database_errors
     async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
