@@ -81,8 +81,8 @@ class BenchService(ServiceProcess):
         pyspy = os.environ.get("BENCH_PYSPY", str(STATE_DIR / "tools" / "bin" / "py-spy"))
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [pyspy, "record", "-f", "raw", "-r", os.environ.get("BENCH_PYSPY_RATE", "100"), "--nonblocking", "-o", str(out), "--",
-                 sys.executable, "-m", self.module, *self.args],
+                [pyspy, "record", "-f", "raw", "-r", os.environ.get("BENCH_PYSPY_RATE", "100"), "--nonblocking",
+                 "-o", str(out), "--", sys.executable, "-m", self.module, *self.args],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         if wait:
