@@ -93,7 +93,7 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo:
         pool_recycle=1800,
         # Connections rest in autocommit: most work is one statement (`statement_session_factory`), and switching a
         # connection's mode at each checkout and back at each return cost ~0.1 ms of CPU per statement. A unit of
-        # work (`session_factory`, `transaction`) asks for READ COMMITTED, PostgreSQL's default, when it begins.
+        # work (`session_factory`, `transactional`) asks for READ COMMITTED, PostgreSQL's default, when it begins.
         isolation_level="AUTOCOMMIT",
         execution_options={_AUTOCOMMIT_AT_REST: True},
     )
@@ -342,6 +342,13 @@ def with_lease(statement: InsertT, postgresql: bool) -> InsertT:
     if postgresql:
         return statement.values(lease_expires_at=func.now() + bindparam("lease_for", type_=Interval))
     return statement
+
+
+@functools.cache
+def insert_row(table: Table, postgresql: bool, leased: bool) -> Insert:
+    """`INSERT INTO table (<parameter keys>)`, `with_lease` when `leased`."""
+    statement = table.insert()
+    return with_lease(statement, postgresql) if leased else statement
 
 
 def lease_values(lease_owner: str, seconds: float, postgresql: bool) -> dict[str, Any]:

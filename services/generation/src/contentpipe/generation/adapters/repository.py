@@ -317,7 +317,10 @@ class SqlGenerationRepository:
 
     async def save(self, generation: Generation) -> bool:
         statement = _save_generation(self._postgresql, self._fence is not None)
-        where = fence(generation.id, self._fence, self._postgresql) if self._fence else {"fence_id": generation.id}
+        if self._fence is not None:
+            where = fence(generation.id, self._fence, self._postgresql)
+        else:
+            where = {"fence_id": generation.id}
         params = {**where, **_row_values(generation, datetime.now(UTC))}
 
         async def update(session: AsyncSession) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,13 +12,13 @@ from contentpipe.common.database import (
     db_now,
     fence,
     fenced_update,
+    insert_row,
     is_postgresql,
     lease_values,
     renew_rows,
     session_factory,
     sql_now,
     statement_session_factory,
-    with_lease,
 )
 from contentpipe.common.workqueue import Lease
 from contentpipe.oauth.domain.posts import (
@@ -139,12 +138,6 @@ def _from_row(row: Any) -> Post:
 _GET_POST = sa.select(posts).where(posts.c.id == sa.bindparam("b_id"))
 
 
-@functools.cache
-def _insert_post(postgresql: bool, leased: bool) -> sa.Insert:
-    statement = sa.insert(posts)
-    return with_lease(statement, postgresql) if leased else statement
-
-
 class SqlPostRepository:
     """Each method is one short transaction. Worker saves are fenced by a live lease, API updates by no lease."""
 
@@ -173,7 +166,7 @@ class SqlPostRepository:
             values.update(lease_values(lease.owner, lease.seconds, self._postgresql))
         try:
             async with self._statements() as session:
-                await session.execute(_insert_post(self._postgresql, lease is not None), values)
+                await session.execute(insert_row(posts, self._postgresql, lease is not None), values)
         except IntegrityError:
             # Looked up only after a conflict: a create that goes through is one INSERT. The request id first: a
             # retried create gets its post even when it now names another id (AIP-155 before AIP-133).

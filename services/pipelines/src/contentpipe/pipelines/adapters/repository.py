@@ -12,13 +12,13 @@ from contentpipe.common.database import (
     db_now,
     fence,
     fenced_update,
+    insert_row,
     is_postgresql,
     lease_values,
     release_rows,
     renew_rows,
     session_factory,
     statement_session_factory,
-    with_lease,
 )
 from contentpipe.common.errors import Unavailable
 from contentpipe.common.workqueue import Lease
@@ -48,7 +48,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.dml import Insert
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -128,12 +127,6 @@ _GET_RUN_OF_PIPELINE = _GET_RUN.where(pipeline_runs.c.pipeline_id == bindparam("
 _FIND_RUN_BY_REQUEST = select(pipeline_runs).where(
     pipeline_runs.c.owner == bindparam("b_owner"), pipeline_runs.c.request_id == bindparam("b_request_id")
 )
-
-
-@functools.cache
-def _insert_run(postgresql: bool, leased: bool) -> Insert:
-    statement = pipeline_runs.insert()
-    return with_lease(statement, postgresql) if leased else statement
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -332,7 +325,7 @@ class SqlRunRepository:
             values.update(lease_values(lease.owner, lease.seconds, self._postgresql))
         try:
             async with self._statements() as session:
-                await session.execute(_insert_run(self._postgresql, lease is not None), values)
+                await session.execute(insert_row(pipeline_runs, self._postgresql, lease is not None), values)
             return run
         except IntegrityError:
             existing = await self.find_by_request_id(run.owner, run.request_id) if run.request_id else None
