@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +12,31 @@ from contentpipe.scheduler.adapters.tables import jobs
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+
+def json_rows(columns: Mapping[str, str], alias: str = "u") -> str:
+    """PostgreSQL: `jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(a t, …)`, a batch of rows as one JSON document
+    (the parameter `rows`, see `rows_json`); `columns` maps each name to its PostgreSQL type.
+
+    A statement over it has the same text whatever the batch size, so it is parsed and planned once, and a batch
+    is one statement instead of one per row (an executemany). JSON rather than one array per column: the driver
+    adapts array elements one by one in Python (500 rows of 15 columns: ~14 ms of CPU), json.dumps in C (~4 ms).
+    """
+    fields = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+    return f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS {alias}({fields})"
+
+
+def rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The `rows` parameter of `json_rows`: timestamps in ISO 8601 with their offset (exact to the microsecond)."""
+    return json.dumps(rows, default=_json_value, separators=(",", ":"))
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored; use aware UTC datetimes")
+        return value.isoformat()
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
 class SqlStoreBase:

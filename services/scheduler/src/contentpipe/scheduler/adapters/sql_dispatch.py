@@ -8,6 +8,7 @@ from typing import Any
 
 from contentpipe.common.database import claim_rows, db_now, release_rows
 from contentpipe.common.ids import new_id
+from contentpipe.scheduler.adapters.sql_base import json_rows, rows_json
 from contentpipe.scheduler.adapters.sql_rows import job_from_row, run_from_row
 from contentpipe.scheduler.adapters.sql_runs import SqlJobRuns
 from contentpipe.scheduler.adapters.tables import job_runs, jobs
@@ -24,7 +25,92 @@ from contentpipe.scheduler.service_layer.store import (
     DueRecord,
     RunChange,
 )
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import TextClause, bindparam, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# A job advanced after its fire times were recorded: its columns (PostgreSQL types, for `json_rows`).
+_ADVANCE_COLUMNS = {
+    "b_id": "varchar",
+    "b_next": "timestamptz",
+    "b_state": "integer",
+    "b_reason": "text",
+    "b_reason_code": "varchar",
+    "b_missed": "integer",
+    "b_skipped": "integer",
+    "b_triggered": "integer",
+    "b_last_fire": "timestamptz",
+    "b_outcome": "integer",
+    "b_lag": "float8",
+}
+# PostgreSQL: a batch of jobs advanced in one statement (only jobs this worker still leases).
+_ADVANCE_JOBS = text(
+    "UPDATE scheduler_jobs AS j SET next_fire_time = u.b_next, state = u.b_state, state_reason = u.b_reason, "  # noqa: S608
+    "state_reason_code = u.b_reason_code, missed_count = j.missed_count + u.b_missed, "
+    "skipped_count = j.skipped_count + u.b_skipped, triggered_count = j.triggered_count + u.b_triggered, "
+    "last_fire_time = coalesce(u.b_last_fire, j.last_fire_time), "
+    "last_outcome = coalesce(nullif(u.b_outcome, 0), j.last_outcome), "
+    "last_lag_s = coalesce(u.b_lag, j.last_lag_s), lease_owner = NULL, lease_expires_at = NULL "
+    f"FROM {json_rows(_ADVANCE_COLUMNS)} WHERE j.id = u.b_id AND j.lease_owner = :b_lease_owner"
+)
+# SQLite: the same as an executemany.
+_ADVANCE_JOBS_EACH = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"), jobs.c.lease_owner == bindparam("b_lease_owner"))
+    .values(
+        next_fire_time=bindparam("b_next", type_=jobs.c.next_fire_time.type),
+        state=bindparam("b_state"),
+        state_reason=bindparam("b_reason"),
+        state_reason_code=bindparam("b_reason_code"),
+        missed_count=jobs.c.missed_count + bindparam("b_missed"),
+        skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
+        triggered_count=jobs.c.triggered_count + bindparam("b_triggered"),
+        last_fire_time=func.coalesce(bindparam("b_last_fire", type_=jobs.c.last_fire_time.type), jobs.c.last_fire_time),
+        last_outcome=func.coalesce(func.nullif(bindparam("b_outcome"), 0), jobs.c.last_outcome),
+        last_lag_s=func.coalesce(bindparam("b_lag", type_=jobs.c.last_lag_s.type), jobs.c.last_lag_s),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+# A run's outcome written back (only runs this worker still leases).
+_CHANGE_COLUMNS = {
+    "b_id": "varchar",
+    "b_state": "integer",
+    "b_pipeline_run": "varchar",
+    "b_attempt": "integer",
+    "b_next_retry": "timestamptz",
+    "b_finish": "timestamptz",
+    "b_message": "text",
+    "b_next_check": "timestamptz",
+}
+_CHANGE_RUNS = text(
+    "UPDATE scheduler_job_runs AS r SET state = u.b_state, pipeline_run = u.b_pipeline_run, "  # noqa: S608
+    "attempt = u.b_attempt, "
+    "next_retry_time = u.b_next_retry, finish_time = u.b_finish, message = u.b_message, "
+    "next_check_at = u.b_next_check, lease_owner = NULL, lease_expires_at = NULL "
+    f"FROM {json_rows(_CHANGE_COLUMNS)} WHERE r.id = u.b_id AND r.lease_owner = :b_lease_owner"
+)
+_CHANGE_RUNS_EACH = (
+    update(job_runs)
+    .where(job_runs.c.id == bindparam("b_id"), job_runs.c.lease_owner == bindparam("b_lease_owner"))
+    .values(
+        state=bindparam("b_state"),
+        pipeline_run=bindparam("b_pipeline_run"),
+        attempt=bindparam("b_attempt"),
+        next_retry_time=bindparam("b_next_retry", type_=job_runs.c.next_retry_time.type),
+        finish_time=bindparam("b_finish", type_=job_runs.c.finish_time.type),
+        message=bindparam("b_message"),
+        next_check_at=bindparam("b_next_check", type_=job_runs.c.next_check_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+# A job's last outcome, from its runs that ended.
+_OUTCOME_COLUMNS = {"b_job": "varchar", "b_outcome": "integer"}
+_SET_OUTCOMES = text(
+    "UPDATE scheduler_jobs AS j SET last_outcome = u.b_outcome "  # noqa: S608 - constant text
+    f"FROM {json_rows(_OUTCOME_COLUMNS)} WHERE j.id = u.b_job"
+)
+_SET_OUTCOMES_EACH = update(jobs).where(jobs.c.id == bindparam("b_job")).values(last_outcome=bindparam("b_outcome"))
 
 
 class SqlDispatch(SqlJobRuns):
@@ -88,29 +174,32 @@ class SqlDispatch(SqlJobRuns):
         that must be dispatched (state TRIGGERED, leased to us so nobody else dispatches them meanwhile)."""
         async with self._sessions() as session, session.begin():
             rows: list[dict[str, Any]] = []
+            # The TRIGGERED rows of each job, so the runs to dispatch are found per job, not by scanning the batch.
+            triggered: dict[str, list[dict[str, Any]]] = {}
             for record in records:
                 job = record.job
                 for nominal, decision in record.decisions:
                     run = decision is Decision.RUN
-                    rows.append(
-                        {
-                            "id": new_id(),
-                            "job_id": job.id,
-                            "owner": job.owner,
-                            "pipeline": job.pipeline,
-                            "nominal_time": nominal,
-                            "state": int(JobRunState.TRIGGERED if run else JobRunState(int(decision))),
-                            "manual": False,
-                            "request_id": None,
-                            "trigger_time": now if run else None,
-                            "pipeline_run": "",
-                            "attempt": 1 if run else 0,
-                            "message": record.messages.get(decision, ""),
-                            "next_check_at": now if run else None,
-                            "lease_owner": lease_owner if run else None,
-                            "lease_expires_at": now + timedelta(seconds=dispatch_lease_seconds) if run else None,
-                        }
-                    )
+                    row = {
+                        "id": new_id(),
+                        "job_id": job.id,
+                        "owner": job.owner,
+                        "pipeline": job.pipeline,
+                        "nominal_time": nominal,
+                        "state": int(JobRunState.TRIGGERED if run else JobRunState(int(decision))),
+                        "manual": False,
+                        "request_id": None,
+                        "trigger_time": now if run else None,
+                        "pipeline_run": "",
+                        "attempt": 1 if run else 0,
+                        "message": record.messages.get(decision, ""),
+                        "next_check_at": now if run else None,
+                        "lease_owner": lease_owner if run else None,
+                        "lease_expires_at": now + timedelta(seconds=dispatch_lease_seconds) if run else None,
+                    }
+                    rows.append(row)
+                    if run:
+                        triggered.setdefault(job.id, []).append(row)
             owned = set(await self._insert_runs(session, rows))
             to_dispatch: list[ClaimedRun] = []
             job_updates: list[dict[str, Any]] = []
@@ -139,10 +228,8 @@ class SqlDispatch(SqlJobRuns):
                         owner=job.owner,
                         pipeline=job.pipeline,
                     )
-                    for row in rows
-                    if row["job_id"] == job.id
-                    and row["state"] == JobRunState.TRIGGERED
-                    and (job.id, row["nominal_time"]) in owned
+                    for row in triggered.get(job.id, ())
+                    if (job.id, row["nominal_time"]) in owned
                 )
                 job_updates.append(
                     {
@@ -155,38 +242,15 @@ class SqlDispatch(SqlJobRuns):
                         "b_skipped": counts[Decision.SKIPPED],
                         "b_triggered": counts[Decision.RUN],
                         "b_last_fire": last_fire,
-                        "b_has_fire": last_fire is not None,
                         "b_outcome": last_outcome,
                         # The trigger happens now (the record is written before the call): lag = now - nominal.
                         "b_lag": None if last_fire is None else (now - last_fire).total_seconds(),
                     }
                 )
             if job_updates:
-                statement = (
-                    update(jobs)
-                    .where(jobs.c.id == bindparam("b_id"), jobs.c.lease_owner == lease_owner)
-                    .values(
-                        next_fire_time=bindparam("b_next", type_=jobs.c.next_fire_time.type),
-                        state=bindparam("b_state"),
-                        state_reason=bindparam("b_reason"),
-                        state_reason_code=bindparam("b_reason_code"),
-                        missed_count=jobs.c.missed_count + bindparam("b_missed"),
-                        skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
-                        triggered_count=jobs.c.triggered_count + bindparam("b_triggered"),
-                        last_fire_time=func.coalesce(
-                            bindparam("b_last_fire", type_=jobs.c.last_fire_time.type), jobs.c.last_fire_time
-                        ),
-                        last_outcome=func.coalesce(
-                            func.nullif(bindparam("b_outcome"), 0),
-                            jobs.c.last_outcome,
-                        ),
-                        last_lag_s=func.coalesce(bindparam("b_lag", type_=jobs.c.last_lag_s.type), jobs.c.last_lag_s),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    )
+                await self._execute_batch(
+                    session, _ADVANCE_JOBS, _ADVANCE_JOBS_EACH, job_updates, b_lease_owner=lease_owner
                 )
-                connection = await session.connection()
-                await connection.execute(statement, job_updates)
             return to_dispatch
 
     async def release(self, lease_owner: str, *, job_ids: Sequence[str], run_ids: Sequence[str]) -> int:
@@ -236,40 +300,42 @@ class SqlDispatch(SqlJobRuns):
         """Write many run outcomes in one executemany (only rows we still lease)."""
         if not changes:
             return
+        params = [
+            {
+                "b_id": c.run_id,
+                "b_state": int(c.state),
+                "b_pipeline_run": c.pipeline_run,
+                "b_attempt": c.attempt,
+                "b_next_retry": c.next_retry_time,
+                "b_finish": c.finish_time,
+                "b_message": c.message,
+                "b_next_check": c.next_check_at,
+            }
+            for c in changes
+        ]
+        # A job's last outcome is that of its last run in the batch to end (one row per job for the UPDATE … FROM).
+        outcomes = {c.job_id: int(c.state) for c in changes if c.state != JobRunState.TRIGGERED}
         async with self._sessions() as session, session.begin():
-            statement = (
-                update(job_runs)
-                .where(job_runs.c.id == bindparam("b_id"), job_runs.c.lease_owner == lease_owner)
-                .values(
-                    state=bindparam("b_state"),
-                    pipeline_run=bindparam("b_pipeline_run"),
-                    attempt=bindparam("b_attempt"),
-                    next_retry_time=bindparam("b_next_retry", type_=job_runs.c.next_retry_time.type),
-                    finish_time=bindparam("b_finish", type_=job_runs.c.finish_time.type),
-                    message=bindparam("b_message"),
-                    next_check_at=bindparam("b_next_check", type_=job_runs.c.next_check_at.type),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-            )
-            params = [
-                {
-                    "b_id": c.run_id,
-                    "b_state": int(c.state),
-                    "b_pipeline_run": c.pipeline_run,
-                    "b_attempt": c.attempt,
-                    "b_next_retry": c.next_retry_time,
-                    "b_finish": c.finish_time,
-                    "b_message": c.message,
-                    "b_next_check": c.next_check_at,
-                }
-                for c in changes
-            ]
-            connection = await session.connection()
-            await connection.execute(statement, params)
-            outcomes = [c for c in changes if c.state != JobRunState.TRIGGERED]
+            await self._execute_batch(session, _CHANGE_RUNS, _CHANGE_RUNS_EACH, params, b_lease_owner=lease_owner)
             if outcomes:
-                await connection.execute(
-                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(last_outcome=bindparam("b_outcome")),
-                    [{"b_job": c.job_id, "b_outcome": int(c.state)} for c in outcomes],
+                await self._execute_batch(
+                    session,
+                    _SET_OUTCOMES,
+                    _SET_OUTCOMES_EACH,
+                    [{"b_job": job, "b_outcome": outcome} for job, outcome in outcomes.items()],
                 )
+
+    async def _execute_batch(
+        self,
+        session: AsyncSession,
+        on_postgresql: TextClause,
+        each: Any,
+        rows: list[dict[str, Any]],
+        **shared: Any,
+    ) -> None:
+        """One statement over the rows as JSON on PostgreSQL; an executemany of `each` elsewhere."""
+        if self._pg:
+            await session.execute(on_postgresql, {"rows": rows_json(rows), **shared})
+            return
+        connection = await session.connection()
+        await connection.execute(each, [{**row, **shared} for row in rows])

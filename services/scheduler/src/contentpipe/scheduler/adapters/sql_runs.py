@@ -8,7 +8,7 @@ from typing import Any
 
 from contentpipe.common.database import db_now
 from contentpipe.common.ids import new_id
-from contentpipe.scheduler.adapters.sql_base import SqlStoreBase
+from contentpipe.scheduler.adapters.sql_base import SqlStoreBase, json_rows, rows_json
 from contentpipe.scheduler.adapters.sql_rows import (
     run_from_row,
     run_from_row_dict,
@@ -23,7 +23,7 @@ from contentpipe.scheduler.domain.model import (
 from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# Columns of a new job run and their PostgreSQL types, for the `unnest` insert.
+# Columns of a new job run and their PostgreSQL types, for the batched insert (`json_rows`).
 _RUN_COLUMNS = {
     "id": "varchar",
     "job_id": "varchar",
@@ -41,6 +41,11 @@ _RUN_COLUMNS = {
     "lease_owner": "varchar",
     "lease_expires_at": "timestamptz",
 }
+_INSERT_RUNS = text(
+    f"INSERT INTO scheduler_job_runs ({', '.join(_RUN_COLUMNS)}) "  # noqa: S608 - fixed column list
+    f"SELECT {', '.join(_RUN_COLUMNS)} FROM {json_rows(_RUN_COLUMNS)} "
+    "ON CONFLICT (job_id, nominal_time) DO NOTHING RETURNING job_id, nominal_time"
+)
 
 
 class SqlJobRuns(SqlStoreBase):
@@ -92,19 +97,9 @@ class SqlJobRuns(SqlStoreBase):
     async def _insert_runs_unnest(
         self, session: AsyncSession, rows: list[dict[str, Any]]
     ) -> list[tuple[str, datetime]]:
-        """PostgreSQL: one statement of fixed text whatever the batch size (arrays, `unnest`), so neither the
+        """PostgreSQL: one statement of fixed text whatever the batch size (`json_rows`), so neither the
         client nor the server re-parses a new multi-row statement per batch."""
-        columns = list(_RUN_COLUMNS)
-        arrays = {name: [row.get(name) for row in rows] for name in columns}
-        for name in ("nominal_time", "trigger_time", "next_check_at", "lease_expires_at"):
-            arrays[name] = [None if v is None else v.astimezone(UTC) for v in arrays[name]]
-        selects = ", ".join(f"CAST(:{name} AS {sql_type}[])" for name, sql_type in _RUN_COLUMNS.items())
-        statement = text(
-            f"INSERT INTO scheduler_job_runs ({', '.join(columns)}) "  # noqa: S608 - fixed column list
-            f"SELECT * FROM unnest({selects}) "
-            "ON CONFLICT (job_id, nominal_time) DO NOTHING RETURNING job_id, nominal_time"
-        )
-        result = await session.execute(statement, arrays)
+        result = await session.execute(_INSERT_RUNS, {"rows": rows_json(rows)})
         return [(r[0], r[1].astimezone(UTC)) for r in result.all()]
 
     async def insert_manual_run(
