@@ -83,7 +83,7 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo:
             cursor.close()
 
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         # Bound values never reach error messages or logs (token columns are encrypted, but still).
@@ -97,6 +97,18 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo:
         isolation_level="AUTOCOMMIT",
         execution_options={_AUTOCOMMIT_AT_REST: True},
     )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _utc_session(dbapi_connection: Any, _record: Any) -> None:
+        # Timestamps then arrive as datetime.timezone.utc values, which psycopg builds and code compares several
+        # times faster than the server default's ZoneInfo('Etc/UTC') (500 rows x 9 timestamptz: 2.2 -> 0.9 ms).
+        # A SET, not a startup option: connection poolers such as PgBouncer refuse unknown startup parameters.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.commit()
+
+    return engine
 
 
 def transactional(engine: AsyncEngine) -> AsyncEngine:
@@ -294,7 +306,7 @@ async def db_now(session: AsyncSession) -> datetime:
     if is_postgresql(session):
         value = (await session.execute(text("SELECT now()"))).scalar_one()
         assert isinstance(value, datetime)
-        return value.astimezone(UTC)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
     # SQLite has no server process; all writers share this machine's clock.
     return datetime.now(UTC)
 
