@@ -183,13 +183,15 @@ async def _scheduler_worker(db_url: str, pipelines: str) -> None:
     await components.pipelines.check_reachable()
     sys.stdin.readline()  # go
     started = time.time()
+    cpu_started = time.process_time()
     triggered = 0
     while True:
         result = await components.processor.process(2000)
         triggered += result.triggered
         if result.claimed == 0:
             break
-    print(json.dumps({"triggered": triggered, "start": started, "end": time.time()}), flush=True)
+    cpu = time.process_time() - cpu_started
+    print(json.dumps({"triggered": triggered, "start": started, "end": time.time(), "cpu": cpu}), flush=True)
     await components.close()
 
 

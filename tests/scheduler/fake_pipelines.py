@@ -45,6 +45,7 @@ class FakeState:
     unavailable: bool = False
     run_delay: float = 0.0  # seconds RunPipeline takes (a slow pipelines service)
     acting_users: list[str] = field(default_factory=list)
+    call_request_ids: list[str] = field(default_factory=list)  # the x-request-id of each RunPipeline call
 
 
 def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -85,6 +86,8 @@ class _Servicer(pb_grpc.PipelineServiceServicer):
             await asyncio.sleep(self.state.run_delay)
         with self.lock:
             self.state.run_calls[request.request_id] += 1
+            metadata = dict(context.invocation_metadata() or ())
+            self.state.call_request_ids.append(str(metadata.get("x-request-id", "")))
             nominal = request.nominal_time.ToDatetime().isoformat() if request.HasField("nominal_time") else ""
             self.state.fire_calls[(request.job, nominal)] += 1
             existing = self.state.by_request.get(request.request_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,11 +22,27 @@ from contentpipe.common.database import (
 )
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, case, insert, select, text
 
+from tests.support.postgres import create_database, drop_database
+
 pytestmark = pytest.mark.integration
 SERVICES = ["generation", "oauth", "pipelines", "scheduler"]
 
 
-async def test_every_service_migrates_with_its_own_version_table(database_url: str) -> None:
+@pytest.fixture
+def empty_database_url(database_url: str, database_backend: str) -> Iterator[str]:
+    """A database nothing has migrated yet (the session's PostgreSQL database is shared with other tests)."""
+    if database_backend == "sqlite":
+        yield database_url
+        return
+    name, url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+async def test_every_service_migrates_with_its_own_version_table(empty_database_url: str) -> None:
+    database_url = empty_database_url
     engine = create_engine(database_url)
     try:
         for service in SERVICES:

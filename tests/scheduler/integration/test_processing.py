@@ -12,6 +12,7 @@ from contentpipe.scheduler.domain.model import JobRun, JobRunState, JobState, No
 from contentpipe.scheduler.domain.policies import MisfirePolicy, OverlapPolicy, run_request_id
 from contentpipe.scheduler.service_layer.jobs import JobInput
 from contentpipe.scheduler.service_layer.processing import Processor
+from contentpipe.scheduler.service_layer.store import RunChange
 
 from tests.scheduler.conftest import Harness
 from tests.scheduler.fake_pipelines import SUCCEED, fail
@@ -83,6 +84,8 @@ async def test_each_fire_time_uses_a_request_id_derived_from_job_and_nominal_tim
     await h.components.processor.process(10)
     assert dict(h.fake.state.run_calls) == {run_request_id(job.id, nominal, 1): 1}
     assert set(h.fake.state.acting_users) == {OWNER}
+    # The call's request id (in both services' logs) is the same key.
+    assert h.fake.state.call_request_ids == [run_request_id(job.id, nominal, 1)]
 
 
 async def test_retries_with_backoff_then_deactivation_and_one_notification(harness: Harness) -> None:
@@ -281,3 +284,43 @@ async def test_shutdown_mid_dispatch_releases_leases_and_another_worker_resends_
     [run] = await _runs(h, job.id)
     assert run.state is JobRunState.TRIGGERED and run.pipeline_run
     assert set(h.fake.state.by_request) == {run_request_id(job.id, nominal, 1)}
+
+
+async def test_run_outcomes_are_written_only_to_runs_this_worker_leases(harness: Harness) -> None:
+    h = harness
+    h.fake.add_pipeline(PIPELINE, OWNER)
+    job = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *"))
+    store = h.components.store
+    first, _ = await store.insert_manual_run(job, request_id="first", lease_owner="me", lease_seconds=60)
+    second, _ = await store.insert_manual_run(job, request_id="second", lease_owner="me", lease_seconds=60)
+    theirs, _ = await store.insert_manual_run(job, request_id="theirs", lease_owner="other", lease_seconds=60)
+    now = await h.now()
+    outcomes = {theirs.id: JobRunState.SUCCEEDED, first.id: JobRunState.SUCCEEDED, second.id: JobRunState.FAILED}
+    await store.apply_run_changes(
+        "me",
+        [
+            RunChange(
+                run_id=run_id,
+                job_id=job.id,
+                state=state,
+                pipeline_run=f"{PIPELINE}/runs/{run_id}",
+                attempt=1,
+                finish_time=now,
+                message=f"ended: {state.name}",
+            )
+            for run_id, state in outcomes.items()
+        ],
+    )
+
+    runs = {run.id: run for run in await _runs(h, job.id)}
+    for mine in (first, second):
+        run = runs[mine.id]
+        assert (run.state, run.pipeline_run, run.finish_time) == (outcomes[mine.id], f"{PIPELINE}/runs/{mine.id}", now)
+        assert run.message == f"ended: {outcomes[mine.id].name}"
+    # Another worker's lease: its run is left as it was.
+    assert runs[theirs.id].state is JobRunState.TRIGGERED
+    assert runs[theirs.id].finish_time is None
+    # The job's last outcome is that of the batch's last change.
+    stored = await store.get_job(job.id)
+    assert stored is not None
+    assert stored.last_outcome == int(JobRunState.FAILED)

@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 from contentpipe.common import telemetry
 from contentpipe.common.auth import ACT_AS_USER_HEADER, SERVICE_ROLE, mint_token
-from contentpipe.common.context import authorization_var, remaining_budget, request_id_var
+from contentpipe.common.context import REQUEST_ID_HEADER, authorization_var, remaining_budget, request_id_var
 from contentpipe.common.ids import new_id
 from contentpipe.common.settings import TlsSettings
 from contentpipe.common.tls import channel_credentials, channel_options
@@ -75,8 +75,8 @@ def _merge_metadata(existing: Any) -> list[tuple[str, str | bytes]]:
         authorization = authorization_var.get()
         if authorization:
             metadata.append(("authorization", authorization))
-    if "x-request-id" not in keys:
-        metadata.append(("x-request-id", request_id_var.get() or new_id()))
+    if REQUEST_ID_HEADER not in keys:
+        metadata.append((REQUEST_ID_HEADER, request_id_var.get() or new_id()))
     carrier = telemetry.inject_context() if trace.get_current_span().get_span_context().is_valid else {}
     for key, value in carrier.items():
         if key not in keys:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 
+# The metadata key of a call's request id (kept in logs on both sides of a call).
+REQUEST_ID_HEADER = "x-request-id"
 # The request id of the call being served (from `x-request-id` or freshly minted); propagated to peers.
 request_id_var: ContextVar[str | None] = ContextVar("contentpipe_request_id", default=None)
 # The raw incoming `authorization` header, so calls to peers act with the caller's identity.

@@ -19,7 +19,7 @@ import grpc.aio
 from contentpipe.common import telemetry
 from contentpipe.common._handlers import wrap_handler
 from contentpipe.common.auth import AuthInterceptor, TokenVerifier, is_exempt
-from contentpipe.common.context import deadline_var, request_id_var, user_id_var
+from contentpipe.common.context import REQUEST_ID_HEADER, deadline_var, request_id_var, user_id_var
 from contentpipe.common.database import Schema, check_database_exists
 from contentpipe.common.errors import ContentpipeError
 from contentpipe.common.grpc_errors import abort_with_error, status_code_for, translate_exception
@@ -141,7 +141,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         metadata = {k.lower(): v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
-        incoming_id = metadata.get("x-request-id", "")
+        incoming_id = metadata.get(REQUEST_ID_HEADER, "")
         request_id = incoming_id if _REQUEST_ID.match(incoming_id) else new_id()
         quiet = is_exempt(method)
         domain = self._service

@@ -9,6 +9,7 @@ import grpc.aio
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
 from contentpipe.common.channels import ServiceToken
+from contentpipe.common.context import REQUEST_ID_HEADER
 from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import Unavailable
 from contentpipe.common.grpc_errors import error_from_rpc
@@ -35,8 +36,15 @@ _ERROR_CLASS = {
 }
 
 
+_STATUS = {int(status): status for status in PipelineRunStatus}
+
+
 def run_info(run: pb.PipelineRun) -> PipelineRunInfo:
     """The parts of a PipelineRun the scheduler acts on; the connection to reconnect for NEEDS_REAUTH."""
+    status = _STATUS.get(run.state, PipelineRunStatus.UNSPECIFIED)
+    if status is not PipelineRunStatus.FAILED and not run.HasField("error"):
+        # A run just created, still going or done (every trigger's answer): no error, nothing to reconnect.
+        return PipelineRunInfo(name=run.name, status=status)
     connection = ""
     for step in run.steps:
         for target in step.targets:
@@ -45,15 +53,10 @@ def run_info(run: pb.PipelineRun) -> PipelineRunInfo:
                 break
         if connection:
             break
-    error_class = _ERROR_CLASS.get(run.error.error_class)
-    try:
-        status = PipelineRunStatus(run.state)
-    except ValueError:
-        status = PipelineRunStatus.UNSPECIFIED
     return PipelineRunInfo(
         name=run.name,
         status=status,
-        error_class=error_class,
+        error_class=_ERROR_CLASS.get(run.error.error_class),
         error_reason=run.error.reason,
         error_message=run.error.message,
         connection=connection,
@@ -68,9 +71,13 @@ class GrpcPipelines:
         self._stub = pb_grpc.PipelineServiceStub(channel)
         self._token = token
 
-    def _metadata(self, owner: str) -> tuple[tuple[str, str], ...] | None:
+    def _metadata(self, owner: str, request_id: str = "") -> tuple[tuple[str, str], ...] | None:
         # Without a service token (JWKS-only deployments) the caller's own token is propagated by the channel.
-        return self._token.peer_call_metadata(owner) if self._token is not None else None
+        metadata = self._token.peer_call_metadata(owner) if self._token is not None else ()
+        if request_id:
+            # The trigger's idempotency key doubles as the call's request id: one id to grep in both services' logs.
+            metadata = (*metadata, (REQUEST_ID_HEADER, request_id))
+        return metadata or None
 
     async def get_pipeline(self, owner: str, pipeline: str) -> PipelineInfo:
         try:
@@ -89,7 +96,9 @@ class GrpcPipelines:
         if nominal_time is not None:
             request.nominal_time.CopyFrom(_timestamp(nominal_time))
         try:
-            response = await self._stub.RunPipeline(request, metadata=self._metadata(owner), timeout=RUN_TIMEOUT)
+            response = await self._stub.RunPipeline(
+                request, metadata=self._metadata(owner, request_id), timeout=RUN_TIMEOUT
+            )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return run_info(response.run)
@@ -107,7 +116,7 @@ class GrpcPipelines:
         try:
             response = await self._stub.ResumePipelineRun(
                 pb.ResumePipelineRunRequest(name=run, request_id=request_id),
-                metadata=self._metadata(owner),
+                metadata=self._metadata(owner, request_id),
                 timeout=RUN_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:

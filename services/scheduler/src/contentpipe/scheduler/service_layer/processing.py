@@ -13,8 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import (
@@ -44,6 +43,7 @@ from contentpipe.scheduler.service_layer.store import (
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 
 _MESSAGES = {
     Decision.MISSED: "not run: its time passed beyond the catch-up window (or the misfire policy is SKIP)",
@@ -222,9 +222,23 @@ class Processor:
 
     # ------------------------------------------------------------------ calling the pipelines service
 
-    async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
-        async with self._semaphore:
-            return await call()
+    async def _call_each(self, items: Sequence[ItemT], call: Callable[[ItemT], Awaitable[T]]) -> list[T | Exception]:
+        """`call` on every item, at most `dispatch_concurrency` calls at once over all batches in flight; the
+        outcomes in the items' order, an exception being an outcome. A few lanes that take the next item, not a
+        task per item: a batch of 500 calls costs 64 tasks, not 500."""
+        outcomes: list[T | Exception | None] = [None] * len(items)
+        indexes = iter(range(len(items)))
+
+        async def lane() -> None:
+            for index in indexes:
+                async with self._semaphore:
+                    try:
+                        outcomes[index] = await call(items[index])
+                    except Exception as exc:
+                        outcomes[index] = exc
+
+        await asyncio.gather(*(lane() for _ in range(min(self._settings.dispatch_concurrency, len(items)))))
+        return cast("list[T | Exception]", outcomes)
 
     async def _dispatch_new(self, runs: Sequence[ClaimedRun], now: datetime, result: PassResult) -> None:
         """Create the pipeline runs of records we own (concurrently, bounded) and record the outcomes."""
@@ -232,9 +246,7 @@ class Processor:
             return
         self._held_runs.update(c.run.id for c in runs)
         batch = _Batch()
-        outcomes = await asyncio.gather(
-            *(self._bounded(partial(self._run_pipeline, claimed)) for claimed in runs), return_exceptions=True
-        )
+        outcomes = await self._call_each(runs, self._run_pipeline)
         for claimed, outcome in zip(runs, outcomes, strict=True):
             self._on_trigger_outcome(claimed, outcome, now, batch, result)
         await self._flush(batch, now, result)
@@ -368,9 +380,7 @@ class Processor:
             self._held_runs.update(c.run.id for c in claimed)
             remaining -= len(claimed)
             batch = _Batch()
-            outcomes = await asyncio.gather(
-                *(self._bounded(partial(self._act_on, c)) for c in claimed), return_exceptions=True
-            )
+            outcomes = await self._call_each(claimed, self._act_on)
             for item, outcome in zip(claimed, outcomes, strict=True):
                 run = item.run
                 if not run.pipeline_run and run.state is JobRunState.TRIGGERED:
