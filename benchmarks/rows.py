@@ -38,7 +38,7 @@ from benchmarks.harness import (
 from benchmarks.hour import top_of_hour
 from benchmarks.media import media
 from tests.support import ServiceProcess, bearer
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import fresh_database
 
 QUIET = {"LOG_LEVEL": "WARNING"}
 
@@ -52,11 +52,8 @@ def private_database() -> Iterator[str]:
     if _DATABASE_URL:
         yield _DATABASE_URL
         return
-    name, url = create_database()
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 def cpu_seconds(proc: ServiceProcess) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import TEST_JWT_SECRET, ServiceProcess
-from tests.support.postgres import create_database, drop_database, postgres_available
+from tests.support.postgres import fresh_database, postgres_available
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -27,11 +27,8 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    name, url = create_database()
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -37,7 +37,7 @@ from tests.fakes.publishing_platforms import ALL_FAKES, FakePlatform, FakeTikTok
 from tests.fakes.replicate import FakeReplicate, render
 from tests.oauth.connections.support import KEY_1, REDIRECT_URI, connect
 from tests.support import ServiceProcess, bearer
-from tests.support.postgres import create_database, drop_database, postgres_available
+from tests.support.postgres import fresh_database, postgres_available
 
 pytestmark = pytest.mark.e2e
 
@@ -82,11 +82,8 @@ def _static(folder: Path, mount: str) -> LoopbackHTTPServer:
 def postgres() -> Iterator[str]:
     if (reason := postgres_available()) is not None:
         pytest.skip(reason)
-    name, url = create_database()
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import create_database, drop_database, postgres_available
+from tests.support.postgres import fresh_database, postgres_available
 
 
 @pytest.fixture
@@ -22,8 +22,5 @@ def own_database_url(database_backend: str, tmp_path: Path) -> Iterator[str]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    name, url = create_database()
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        drop_database(name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -28,6 +30,16 @@ def create_database() -> tuple[str, str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return name, f"{base}/{name}"
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database (see `create_database`) for the block, dropped after it whatever happened."""
+    name, url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(name)
 
 
 def drop_database(name: str) -> None:

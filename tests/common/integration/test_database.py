@@ -22,7 +22,7 @@ from contentpipe.common.database import (
 )
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, case, insert, select, text
 
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 SERVICES = ["generation", "oauth", "pipelines", "scheduler"]
@@ -34,11 +34,8 @@ def empty_database_url(database_url: str, database_backend: str) -> Iterator[str
     if database_backend == "sqlite":
         yield database_url
         return
-    name, url = create_database()
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 async def test_every_service_migrates_with_its_own_version_table(empty_database_url: str) -> None:

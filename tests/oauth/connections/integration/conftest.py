@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.oauth.connections.support import Stack, start_stack
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import fresh_database
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -22,11 +22,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield from start_stack(tmp, f"sqlite+aiosqlite:///{tmp / 'oauth.db'}", extra)
         return
     request.getfixturevalue("postgres_url")  # skipped locally / failed under CI when PostgreSQL is down
-    name, url = create_database()
-    try:
+    with fresh_database() as url:
         yield from start_stack(tmp, url, extra)
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture

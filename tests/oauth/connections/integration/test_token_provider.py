@@ -26,7 +26,7 @@ from tests.fakes import LoopbackHTTPServer
 from tests.fakes.oauth_platforms import FakePlatforms
 from tests.oauth.connections.support import KEY_1, REDIRECT_URI, consent
 from tests.support import TEST_JWT_SECRET
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -72,11 +72,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('token-provider') / 'oauth.db'}"
         return
     request.getfixturevalue("postgres_url")  # skipped locally / failed under CI when PostgreSQL is down
-    name, url = create_database()
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture
