@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from contentpipe.common.database import claim_rows, db_now, release_rows
 from contentpipe.common.ids import new_id
-from contentpipe.scheduler.adapters.sql_base import json_rows, rows_json
+from contentpipe.scheduler.adapters.sql_base import batch_statement
 from contentpipe.scheduler.adapters.sql_rows import job_from_row, run_from_row
 from contentpipe.scheduler.adapters.sql_runs import SqlJobRuns
 from contentpipe.scheduler.adapters.tables import job_runs, jobs
@@ -25,92 +25,88 @@ from contentpipe.scheduler.service_layer.store import (
     DueRecord,
     RunChange,
 )
-from sqlalchemy import TextClause, bindparam, func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, Update, bindparam, func, select, update
+from sqlalchemy.types import TypeEngine
 
-# A job advanced after its fire times were recorded: its columns (PostgreSQL types, for `json_rows`).
-_ADVANCE_COLUMNS = {
-    "b_id": "varchar",
-    "b_next": "timestamptz",
-    "b_state": "integer",
-    "b_reason": "text",
-    "b_reason_code": "varchar",
-    "b_missed": "integer",
-    "b_skipped": "integer",
-    "b_triggered": "integer",
-    "b_last_fire": "timestamptz",
-    "b_outcome": "integer",
-    "b_lag": "float8",
+# A job advanced after its fire times were recorded (only jobs this worker still leases).
+_ADVANCE_COLUMNS: dict[str, TypeEngine[Any]] = {
+    "b_id": jobs.c.id.type,
+    "b_next": jobs.c.next_fire_time.type,
+    "b_state": jobs.c.state.type,
+    "b_reason": jobs.c.state_reason.type,
+    "b_reason_code": jobs.c.state_reason_code.type,
+    "b_missed": Integer(),
+    "b_skipped": Integer(),
+    "b_triggered": Integer(),
+    "b_last_fire": jobs.c.last_fire_time.type,
+    "b_outcome": jobs.c.last_outcome.type,
+    "b_lag": jobs.c.last_lag_s.type,
 }
-# PostgreSQL: a batch of jobs advanced in one statement (only jobs this worker still leases).
-_ADVANCE_JOBS = text(
-    "UPDATE scheduler_jobs AS j SET next_fire_time = u.b_next, state = u.b_state, state_reason = u.b_reason, "  # noqa: S608
-    "state_reason_code = u.b_reason_code, missed_count = j.missed_count + u.b_missed, "
-    "skipped_count = j.skipped_count + u.b_skipped, triggered_count = j.triggered_count + u.b_triggered, "
-    "last_fire_time = coalesce(u.b_last_fire, j.last_fire_time), "
-    "last_outcome = coalesce(nullif(u.b_outcome, 0), j.last_outcome), "
-    "last_lag_s = coalesce(u.b_lag, j.last_lag_s), lease_owner = NULL, lease_expires_at = NULL "
-    f"FROM {json_rows(_ADVANCE_COLUMNS)} WHERE j.id = u.b_id AND j.lease_owner = :b_lease_owner"
-)
-# SQLite: the same as an executemany.
-_ADVANCE_JOBS_EACH = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("b_id"), jobs.c.lease_owner == bindparam("b_lease_owner"))
-    .values(
-        next_fire_time=bindparam("b_next", type_=jobs.c.next_fire_time.type),
-        state=bindparam("b_state"),
-        state_reason=bindparam("b_reason"),
-        state_reason_code=bindparam("b_reason_code"),
-        missed_count=jobs.c.missed_count + bindparam("b_missed"),
-        skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
-        triggered_count=jobs.c.triggered_count + bindparam("b_triggered"),
-        last_fire_time=func.coalesce(bindparam("b_last_fire", type_=jobs.c.last_fire_time.type), jobs.c.last_fire_time),
-        last_outcome=func.coalesce(func.nullif(bindparam("b_outcome"), 0), jobs.c.last_outcome),
-        last_lag_s=func.coalesce(bindparam("b_lag", type_=jobs.c.last_lag_s.type), jobs.c.last_lag_s),
-        lease_owner=None,
-        lease_expires_at=None,
+
+
+def _advance_jobs(value: Callable[[str], Any]) -> Update:
+    return (
+        update(jobs)
+        .where(jobs.c.id == value("b_id"), jobs.c.lease_owner == bindparam("b_lease_owner"))
+        .values(
+            next_fire_time=value("b_next"),
+            state=value("b_state"),
+            state_reason=value("b_reason"),
+            state_reason_code=value("b_reason_code"),
+            missed_count=jobs.c.missed_count + value("b_missed"),
+            skipped_count=jobs.c.skipped_count + value("b_skipped"),
+            triggered_count=jobs.c.triggered_count + value("b_triggered"),
+            last_fire_time=func.coalesce(value("b_last_fire"), jobs.c.last_fire_time),
+            last_outcome=func.coalesce(func.nullif(value("b_outcome"), 0), jobs.c.last_outcome),
+            last_lag_s=func.coalesce(value("b_lag"), jobs.c.last_lag_s),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
     )
-)
+
+
 # A run's outcome written back (only runs this worker still leases).
-_CHANGE_COLUMNS = {
-    "b_id": "varchar",
-    "b_state": "integer",
-    "b_pipeline_run": "varchar",
-    "b_attempt": "integer",
-    "b_next_retry": "timestamptz",
-    "b_finish": "timestamptz",
-    "b_message": "text",
-    "b_next_check": "timestamptz",
+_CHANGE_COLUMNS: dict[str, TypeEngine[Any]] = {
+    "b_id": job_runs.c.id.type,
+    "b_state": job_runs.c.state.type,
+    "b_pipeline_run": job_runs.c.pipeline_run.type,
+    "b_attempt": job_runs.c.attempt.type,
+    "b_next_retry": job_runs.c.next_retry_time.type,
+    "b_finish": job_runs.c.finish_time.type,
+    "b_message": job_runs.c.message.type,
+    "b_next_check": job_runs.c.next_check_at.type,
 }
-_CHANGE_RUNS = text(
-    "UPDATE scheduler_job_runs AS r SET state = u.b_state, pipeline_run = u.b_pipeline_run, "  # noqa: S608
-    "attempt = u.b_attempt, "
-    "next_retry_time = u.b_next_retry, finish_time = u.b_finish, message = u.b_message, "
-    "next_check_at = u.b_next_check, lease_owner = NULL, lease_expires_at = NULL "
-    f"FROM {json_rows(_CHANGE_COLUMNS)} WHERE r.id = u.b_id AND r.lease_owner = :b_lease_owner"
-)
-_CHANGE_RUNS_EACH = (
-    update(job_runs)
-    .where(job_runs.c.id == bindparam("b_id"), job_runs.c.lease_owner == bindparam("b_lease_owner"))
-    .values(
-        state=bindparam("b_state"),
-        pipeline_run=bindparam("b_pipeline_run"),
-        attempt=bindparam("b_attempt"),
-        next_retry_time=bindparam("b_next_retry", type_=job_runs.c.next_retry_time.type),
-        finish_time=bindparam("b_finish", type_=job_runs.c.finish_time.type),
-        message=bindparam("b_message"),
-        next_check_at=bindparam("b_next_check", type_=job_runs.c.next_check_at.type),
-        lease_owner=None,
-        lease_expires_at=None,
+
+
+def _change_runs(value: Callable[[str], Any]) -> Update:
+    return (
+        update(job_runs)
+        .where(job_runs.c.id == value("b_id"), job_runs.c.lease_owner == bindparam("b_lease_owner"))
+        .values(
+            state=value("b_state"),
+            pipeline_run=value("b_pipeline_run"),
+            attempt=value("b_attempt"),
+            next_retry_time=value("b_next_retry"),
+            finish_time=value("b_finish"),
+            message=value("b_message"),
+            next_check_at=value("b_next_check"),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
     )
-)
+
+
 # A job's last outcome, from its runs that ended.
-_OUTCOME_COLUMNS = {"b_job": "varchar", "b_outcome": "integer"}
-_SET_OUTCOMES = text(
-    "UPDATE scheduler_jobs AS j SET last_outcome = u.b_outcome "  # noqa: S608 - constant text
-    f"FROM {json_rows(_OUTCOME_COLUMNS)} WHERE j.id = u.b_job"
-)
-_SET_OUTCOMES_EACH = update(jobs).where(jobs.c.id == bindparam("b_job")).values(last_outcome=bindparam("b_outcome"))
+_OUTCOME_COLUMNS: dict[str, TypeEngine[Any]] = {"b_job": jobs.c.id.type, "b_outcome": jobs.c.last_outcome.type}
+
+
+def _set_outcomes(value: Callable[[str], Any]) -> Update:
+    return update(jobs).where(jobs.c.id == value("b_job")).values(last_outcome=value("b_outcome"))
+
+
+_ADVANCE_JOBS = batch_statement(_advance_jobs, _ADVANCE_COLUMNS)
+_CHANGE_RUNS = batch_statement(_change_runs, _CHANGE_COLUMNS)
+_SET_OUTCOMES = batch_statement(_set_outcomes, _OUTCOME_COLUMNS)
 
 
 class SqlDispatch(SqlJobRuns):
@@ -248,9 +244,7 @@ class SqlDispatch(SqlJobRuns):
                     }
                 )
             if job_updates:
-                await self._execute_batch(
-                    session, _ADVANCE_JOBS, _ADVANCE_JOBS_EACH, job_updates, b_lease_owner=lease_owner
-                )
+                await self._execute_batch(session, _ADVANCE_JOBS, job_updates, b_lease_owner=lease_owner)
             return to_dispatch
 
     async def release(self, lease_owner: str, *, job_ids: Sequence[str], run_ids: Sequence[str]) -> int:
@@ -297,7 +291,7 @@ class SqlDispatch(SqlJobRuns):
             ]
 
     async def apply_run_changes(self, lease_owner: str, changes: Sequence[RunChange]) -> None:
-        """Write many run outcomes in one executemany (only rows we still lease)."""
+        """Write many run outcomes in one statement (only rows we still lease)."""
         if not changes:
             return
         params = [
@@ -316,26 +310,10 @@ class SqlDispatch(SqlJobRuns):
         # A job's last outcome is that of its last run in the batch to end (one row per job for the UPDATE … FROM).
         outcomes = {c.job_id: int(c.state) for c in changes if c.state != JobRunState.TRIGGERED}
         async with self._sessions() as session, session.begin():
-            await self._execute_batch(session, _CHANGE_RUNS, _CHANGE_RUNS_EACH, params, b_lease_owner=lease_owner)
+            await self._execute_batch(session, _CHANGE_RUNS, params, b_lease_owner=lease_owner)
             if outcomes:
                 await self._execute_batch(
                     session,
                     _SET_OUTCOMES,
-                    _SET_OUTCOMES_EACH,
                     [{"b_job": job, "b_outcome": outcome} for job, outcome in outcomes.items()],
                 )
-
-    async def _execute_batch(
-        self,
-        session: AsyncSession,
-        on_postgresql: TextClause,
-        each: Any,
-        rows: list[dict[str, Any]],
-        **shared: Any,
-    ) -> None:
-        """One statement over the rows as JSON on PostgreSQL; an executemany of `each` elsewhere."""
-        if self._pg:
-            await session.execute(on_postgresql, {"rows": rows_json(rows), **shared})
-            return
-        connection = await session.connection()
-        await connection.execute(each, [{**row, **shared} for row in rows])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from contentpipe.common.database import db_now
@@ -20,31 +20,34 @@ from contentpipe.scheduler.domain.model import (
     JobRun,
     JobRunState,
 )
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# Columns of a new job run and their PostgreSQL types, for the batched insert (`json_rows`).
-_RUN_COLUMNS = {
-    "id": "varchar",
-    "job_id": "varchar",
-    "owner": "varchar",
-    "pipeline": "varchar",
-    "nominal_time": "timestamptz",
-    "state": "integer",
-    "manual": "boolean",
-    "request_id": "varchar",
-    "trigger_time": "timestamptz",
-    "pipeline_run": "varchar",
-    "attempt": "integer",
-    "message": "text",
-    "next_check_at": "timestamptz",
-    "lease_owner": "varchar",
-    "lease_expires_at": "timestamptz",
-}
-_INSERT_RUNS = text(
-    f"INSERT INTO scheduler_job_runs ({', '.join(_RUN_COLUMNS)}) "  # noqa: S608 - fixed column list
-    f"SELECT {', '.join(_RUN_COLUMNS)} FROM {json_rows(_RUN_COLUMNS)} "
-    "ON CONFLICT (job_id, nominal_time) DO NOTHING RETURNING job_id, nominal_time"
+# Columns of a new job run, for the batched insert (`json_rows`).
+_RUN_COLUMNS = (
+    "id",
+    "job_id",
+    "owner",
+    "pipeline",
+    "nominal_time",
+    "state",
+    "manual",
+    "request_id",
+    "trigger_time",
+    "pipeline_run",
+    "attempt",
+    "message",
+    "next_check_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+_NEW_RUNS = json_rows({name: job_runs.c[name].type for name in _RUN_COLUMNS})
+_INSERT_RUNS = (
+    postgresql.insert(job_runs)
+    .from_select(list(_RUN_COLUMNS), select(*_NEW_RUNS.c))
+    .on_conflict_do_nothing(index_elements=["job_id", "nominal_time"])
+    .returning(job_runs.c.job_id, job_runs.c.nominal_time)
 )
 
 
@@ -100,7 +103,7 @@ class SqlJobRuns(SqlStoreBase):
         """PostgreSQL: one statement of fixed text whatever the batch size (`json_rows`), so neither the
         client nor the server re-parses a new multi-row statement per batch."""
         result = await session.execute(_INSERT_RUNS, {"rows": rows_json(rows)})
-        return [(r[0], r[1].astimezone(UTC)) for r in result.all()]
+        return [(r[0], r[1]) for r in result.all()]
 
     async def insert_manual_run(
         self, job: Job, *, request_id: str | None, lease_owner: str, lease_seconds: float
