@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -18,13 +19,15 @@ pytestmark = pytest.mark.integration
 class Replica:
     """One process's view: its own engine (pool and LISTEN connection), notifier and channel."""
 
-    def __init__(self, database_url: str, *, listeners_ttl: float | None = None) -> None:
+    def __init__(
+        self, database_url: str, *, listeners_ttl: float | None = None, name: str = "contentpipe_test_changes"
+    ) -> None:
         self.engine = create_engine(database_url)
         self.changes = ChangeNotifier()
         channel = (
-            change_channel(self.engine, "contentpipe_test_changes", self.changes)
+            change_channel(self.engine, name, self.changes)
             if listeners_ttl is None
-            else ChangeChannel(self.engine, "contentpipe_test_changes", self.changes, listeners_ttl=listeners_ttl)
+            else ChangeChannel(self.engine, name, self.changes, listeners_ttl=listeners_ttl)
         )
         assert channel is not None
         self.channel: ChangeChannel = channel
@@ -111,8 +114,10 @@ async def test_a_replica_skips_its_own_notifications(replicas: tuple[Replica, Re
 
 
 async def test_a_replica_alone_on_its_channel_sends_nothing_until_another_one_listens(postgres_url: str) -> None:
-    writer = Replica(postgres_url, listeners_ttl=0.2)
-    waiter = Replica(postgres_url)
+    # A channel of its own: an earlier test's listener stays in pg_stat_activity for a moment after it closed.
+    name = f"contentpipe_test_alone_{uuid.uuid4().hex[:12]}"
+    writer = Replica(postgres_url, listeners_ttl=0.2, name=name)
+    waiter = Replica(postgres_url, name=name)
     try:
         await writer.listen()
         writer.changes.notify("g0")
