@@ -53,7 +53,7 @@ async def test_relay_propagates_identity_request_id_and_deadline(tracing: bool) 
                 "authorization": seen.get("authorization"),
                 "request_id": seen.get("x-request-id"),
                 "acting_for": seen.get("x-contentpipe-user"),
-                "traceparent": "traceparent" in seen,
+                "traceparent": seen.get("traceparent", ""),
                 "remaining": context.time_remaining(),
             }
         ).encode()
@@ -81,12 +81,20 @@ async def test_relay_propagates_identity_request_id_and_deadline(tracing: bool) 
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await channel.channel_ready()
-            metadata = (*bearer("user-7"), ("x-request-id", "req-123"))
+            caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+            metadata = (
+                *bearer("user-7"),
+                ("x-request-id", "req-123"),
+                ("traceparent", f"00-{caller_trace}-00f067aa0ba902b7-01"),
+            )
             call = channel.unary_unary("/test.Relay/Relay", None, None)
             seen = json.loads(await call(b"", metadata=metadata, timeout=3))
             assert seen["authorization"] == dict(metadata)["authorization"]
             assert seen["request_id"] == "req-123"
-            assert seen["traceparent"] is True
+            # The relay joined the caller's trace (with or without spans of its own) and passed it on.
+            assert seen["traceparent"].split("-")[1] == caller_trace
+            untraced_caller = json.loads(await call(b"", metadata=bearer("user-7"), timeout=3))
+            assert len(untraced_caller["traceparent"].split("-")[1]) == 32  # a trace started by the relay
             assert 0 < seen["remaining"] < 3
             worker = json.loads(await call(b"as-service", metadata=bearer("user-7"), timeout=3))
             assert worker["acting_for"] == "user-42"

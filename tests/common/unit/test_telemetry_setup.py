@@ -1,5 +1,5 @@
 """Outbound HTTP is instrumented only when traces are exported (each check runs in a fresh interpreter: telemetry
-set-up is once per process)."""
+set-up is once per process); incoming calls join the caller's trace without a span."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from contentpipe.common.telemetry import incoming_context
+from opentelemetry import trace
 
 CHECK = """
 import sys
@@ -23,3 +25,15 @@ def test_httpx_is_instrumented_only_with_an_otlp_endpoint(endpoint: str, expecte
         [sys.executable, "-c", CHECK, endpoint], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.split("\n")[-2] == expected
+
+
+def _trace_id(context: object) -> int:
+    return trace.get_current_span(context).get_span_context().trace_id  # type: ignore[arg-type]
+
+
+def test_an_incoming_call_joins_the_callers_trace_or_starts_one_without_a_span() -> None:
+    joined = incoming_context({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    assert format(_trace_id(joined), "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    first, second = incoming_context({}), incoming_context({})
+    assert _trace_id(first) != 0 and _trace_id(first) != _trace_id(second)
+    assert not trace.get_current_span(first).is_recording()

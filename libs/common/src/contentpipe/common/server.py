@@ -28,6 +28,7 @@ from contentpipe.common.reflection import enable_reflection
 from contentpipe.common.settings import CommonSettings, ConfigError
 from contentpipe.common.tls import server_credentials
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import context as otel_context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _log = logging.getLogger("contentpipe.server")
@@ -145,8 +146,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         request_id = incoming_id if _REQUEST_ID.match(incoming_id) else new_id()
         quiet = is_exempt(method)
         domain = self._service
+        # Without exported traces there is no OpenTelemetry interceptor outside this one: join the caller's trace
+        # (or start one) without a span.
+        joined = None if telemetry.tracing_enabled() else telemetry.incoming_context(metadata)
 
         async def serve(request: Any, context: Any, call: Callable[[], Awaitable[Any]]) -> Any:
+            trace_token = otel_context.attach(joined) if joined is not None else None
             rid_token = request_id_var.set(request_id)
             remaining = context.time_remaining()
             deadline_token = deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
@@ -193,6 +198,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 )
                 deadline_var.reset(deadline_token)
                 request_id_var.reset(rid_token)
+                if trace_token is not None:
+                    otel_context.detach(trace_token)
 
         return wrap_handler(handler, serve)  # type: ignore[return-value]
 
@@ -211,7 +218,8 @@ def build_server(
     verifier: TokenVerifier | None = None,
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> grpc.aio.Server:
-    """A grpc.aio server with the standard interceptor chain (OTel → request/errors → auth → extras)."""
+    """A grpc.aio server with the standard interceptor chain (OTel when traces are exported → request/errors →
+    auth → extras)."""
     verifier = verifier or TokenVerifier(
         secret=settings.jwt_secret,
         jwks_url=settings.jwks_url,
@@ -219,7 +227,7 @@ def build_server(
         audience=settings.jwt_audience,
     )
     interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
-    otel = telemetry.server_interceptor()
+    otel = telemetry.server_interceptor() if telemetry.tracing_enabled() else None
     if otel is not None:
         interceptors.append(otel)
     interceptors.extend([RequestInterceptor(settings.service), AuthInterceptor(verifier), *extra_interceptors])

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 from contentpipe.common.context import request_id_var, user_id_var
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
@@ -131,10 +133,40 @@ def optional_span(
     links: Sequence[trace.Link] | None = None,
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[Any]:
-    """`tracer.start_as_current_span(...)` when traces are exported, else a no-op context (no span work)."""
-    if not _tracing:
+    """`tracer.start_as_current_span(...)` when traces are exported. Otherwise no span is made, but a `context`
+    (a caller's, from `extract_context`) is made current, so log lines still carry the caller's trace id."""
+    if _tracing:
+        return tracer.start_as_current_span(name, context=context, links=links, attributes=attributes)
+    if context is None:
         return contextlib.nullcontext()
-    return tracer.start_as_current_span(name, context=context, links=links, attributes=attributes)
+    return attached(context)
+
+
+@contextlib.contextmanager
+def attached(context: Any) -> Iterator[None]:
+    """Make an OpenTelemetry Context current for the block."""
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def incoming_context(metadata: Mapping[str, str]) -> Any:
+    """The trace an incoming call belongs to, without a span: the caller's (`traceparent`), else a new trace id.
+
+    Used instead of the OpenTelemetry server interceptor when traces are not exported: that interceptor records a
+    span and two histograms per call that nothing reads. Log lines and calls to peers still carry one trace id.
+    """
+    if "traceparent" in metadata:
+        return propagate.extract(metadata)
+    span_context = trace.SpanContext(
+        trace_id=random.getrandbits(128) or 1,
+        span_id=random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
 
 
 def server_interceptor() -> Any | None:

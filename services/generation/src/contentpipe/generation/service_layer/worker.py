@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from contentpipe.common.telemetry import extract_context, get_tracer
+from contentpipe.common.telemetry import extract_context, get_tracer, optional_span
 from contentpipe.common.workqueue import LEASE_RETURNED, Handled, LeasedWorker, QueueSettings, WakeSignal
 from contentpipe.generation.domain.model import ErrorReason, Generation, GenerationError
 from contentpipe.generation.service_layer.ports import GenerationRepository
@@ -104,7 +104,8 @@ class GenerationWorker:
         was_open = not generation.state.terminal
         semaphore = self._semaphores.get(generation.provider)
         # Parented by the call that created the generation: the provider's HTTP calls land in the caller's trace.
-        span = _tracer.start_as_current_span(
+        span = optional_span(
+            _tracer,
             "generation.run",
             context=extract_context(generation.trace_context) if generation.trace_context else None,
             attributes={"contentpipe.generation": generation.name, "contentpipe.provider": generation.provider},

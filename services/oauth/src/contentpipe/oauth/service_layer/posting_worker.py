@@ -19,7 +19,7 @@ from typing import Any
 
 from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.errors import ContentpipeError, NotFound
-from contentpipe.common.telemetry import extract_context, get_tracer
+from contentpipe.common.telemetry import extract_context, get_tracer, optional_span
 from contentpipe.common.workqueue import LEASE_RETURNED, Handled, LeasedWorker, QueueSettings, WakeSignal
 from contentpipe.oauth.domain.posts import Platform, Post, PostError, PostState, utcnow
 from contentpipe.oauth.service_layer.metrics import OAuthMetrics, default_metrics
@@ -149,7 +149,8 @@ class PostingWorker:
     async def _run_one(self, post: Post) -> Handled | None:
         try:
             # Parented by the call that created the post: the platform's HTTP calls land in the caller's trace.
-            with _tracer.start_as_current_span(
+            with optional_span(
+                _tracer,
                 "oauth.post.publish",
                 context=extract_context(post.trace_context) if post.trace_context else None,
                 attributes={"contentpipe.post": post.name, "contentpipe.platform": post.platform.value},
