@@ -1,5 +1,6 @@
 """Outbound HTTP is instrumented only when traces are exported (each check runs in a fresh interpreter: telemetry
-set-up is once per process); incoming calls join the caller's trace without a span."""
+set-up is once per process); incoming calls join the caller's trace without a span; a service process keeps the
+collector off its start-up heap."""
 
 from __future__ import annotations
 
@@ -37,3 +38,20 @@ def test_an_incoming_call_joins_the_callers_trace_or_starts_one_without_a_span()
     first, second = incoming_context({}), incoming_context({})
     assert _trace_id(first) != 0 and _trace_id(first) != _trace_id(second)
     assert not trace.get_current_span(first).is_recording()
+
+
+GC_CHECK = """
+import gc, sys
+from contentpipe.common.cli import Subcommand, service_main
+
+async def probe(args, environ):
+    print(gc.get_freeze_count() > 10_000, gc.get_threshold()[0])
+    return 0
+
+sys.exit(service_main("probe", [Subcommand("probe", "print the collector's state", probe)], ["probe"]))
+"""
+
+
+def test_a_service_process_freezes_its_start_up_heap_and_collects_young_objects_less_often() -> None:
+    result = subprocess.run([sys.executable, "-c", GC_CHECK], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["True", "10000"]
