@@ -220,6 +220,52 @@ async def test_the_save_that_ends_a_generation_gives_its_lease_back_without_a_re
     assert "g0005" not in repo.leases and "g0005" not in repo.released
 
 
+class AnsweredAtOnce:
+    """A provider whose create answers with the finished prediction (Replicate's `Prefer: wait`)."""
+
+    name = "local"
+
+    async def run(self, step: StepInput, record: PredictionRecord, checkpoint: Checkpoint) -> StepResult:
+        record.id, record.status = f"p-{step.generation_id}", "succeeded"
+        await checkpoint(1.0)
+        if step.kind is GenerationKind.TEXT:
+            return StepResult(text="done")
+        return StepResult(files=["https://files.example/out.png"])
+
+    async def cancel(self, record: PredictionRecord, spec: ModelSpec) -> None:
+        del record, spec
+
+
+class CountingAssets(NoAssets):
+    def __init__(self, repo: MemoryRepository) -> None:
+        self.saves_before_ingest: list[int] = []
+        self._repo = repo
+
+    async def ingest(self, output: OutputFile) -> Asset:
+        self.saves_before_ingest.append(self._repo.saves)
+        return Asset(uri=f"generations/{output.key}", content_type="image/png", size_bytes=1, sha256="0" * 64,
+                     storage_key=output.key)  # fmt: skip
+
+
+async def test_a_text_prediction_that_ends_at_once_is_saved_with_the_generation_not_before_it() -> None:
+    repo = MemoryRepository()
+    await repo.add(_text(7))
+    runner = GenerationRunner(repo, {"local": AnsweredAtOnce()}, Catalogue(LOCAL_MODELS, "local"), NoAssets())
+    done = await runner.run(replace(repo.rows["g0007"]))
+    assert done.state is GenerationState.SUCCEEDED and repo.saves == 1
+    assert repo.rows["g0007"].predictions[0].id == "p-g0007"
+
+    # An image still has its output to fetch: the finished prediction is saved first, so a restart does not
+    # create it again.
+    repo = MemoryRepository()
+    image = replace(_text(8), kind=GenerationKind.IMAGE, model="local-image")
+    await repo.add(image)
+    assets = CountingAssets(repo)
+    runner = GenerationRunner(repo, {"local": AnsweredAtOnce()}, Catalogue(LOCAL_MODELS, "local"), assets)
+    done = await runner.run(replace(repo.rows["g0008"]))
+    assert done.state is GenerationState.SUCCEEDED and assets.saves_before_ingest == [1] and repo.saves == 2
+
+
 async def test_per_provider_concurrency_makes_generations_wait_not_fail() -> None:
     repo, provider = MemoryRepository(), SleepyProvider(0.05)
     for i in range(12):

@@ -233,6 +233,13 @@ def _save_generation(on_postgresql: bool, fenced: bool) -> sa.Update:
     return statement.where(generations.c.state.in_(_OPEN_STATES))
 
 
+@functools.cache
+def _hold_prediction(on_postgresql: bool) -> Any:
+    # RETURNING: a row back means this insert took the prediction, so the usual case is one statement.
+    statement = (postgresql if on_postgresql else sqlite).insert(provider_predictions)
+    return statement.on_conflict_do_nothing().returning(provider_predictions.c.generation_id)
+
+
 class SqlGenerationRepository:
     """Writes go through one group committer; saves are conditional on a non-terminal row.
 
@@ -375,9 +382,12 @@ class SqlGenerationRepository:
         values = {"provider": provider, "prediction_id": prediction_id, "generation_id": generation_id,
                   "create_time": datetime.now(UTC)}  # fmt: skip
 
+        statement = _hold_prediction(self._postgresql)
+
         async def hold(session: AsyncSession) -> bool:
-            dialect = postgresql if is_postgresql(session) else sqlite
-            await session.execute(dialect.insert(provider_predictions).values(values).on_conflict_do_nothing())
+            if (await session.execute(statement, values)).first() is not None:
+                return True
+            # Held already: by this generation (a restart adopting its own prediction again) or by another one.
             holder = await session.scalar(
                 sa.select(c.generation_id).where(c.provider == provider, c.prediction_id == prediction_id)
             )

@@ -183,9 +183,15 @@ class GenerationRunner:
             generation.add_prediction(record)
             generation.start(self._clock())
 
+        # A text generation's last prediction ends with nothing left to fetch: the save that ends the generation
+        # follows at once and records the prediction too.
+        ends_with_save = index == steps - 1 and generation.kind is GenerationKind.TEXT
+
         async def checkpoint(progress: float | None) -> None:
             if progress is not None:
                 generation.report_progress((index + progress) / steps)
+            if ends_with_save and record.terminal:
+                return
             await self._save(generation)
 
         return await provider.run(step, record, checkpoint)
