@@ -170,9 +170,11 @@ async def _seed_scheduler(db_url: str, jobs: int) -> None:
 
 
 async def _scheduler_worker(db_url: str, pipelines: str) -> None:
+    from contentpipe.common.cli import settle_heap
     from contentpipe.scheduler import bootstrap
     from contentpipe.scheduler.config import load_config
 
+    settle_heap()  # as `contentpipe-scheduler serve` does once its modules are imported
     env = {
         "CONTENTPIPE_JWT_SECRET": "bench-secret-that-is-at-least-32-bytes-long",
         "SCHEDULER_DATABASE_URL": db_url,

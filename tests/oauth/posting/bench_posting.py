@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from contentpipe.common.cli import settle_heap
 from contentpipe.common.database import claim_rows, create_engine, db_now, run_migrations, session_factory
 from contentpipe.common.ids import new_id
 from contentpipe.common.workqueue import QueueSettings
@@ -58,6 +59,7 @@ async def _remaining(engine: object) -> int:
 
 
 async def _worker(url: str, index: int) -> None:
+    settle_heap()  # as `contentpipe-oauth serve` does once its modules are imported
     engine = create_engine(url)
     tokens = FakeTokens()
     tokens.add(FakeConnection(id="outbox", owner="bench", platform="outbox", account_id="bench", token=""))

@@ -40,7 +40,7 @@ def service_main(service: str, commands: Sequence[Subcommand], argv: Sequence[st
         command_parser.set_defaults(_run=command.run)
     args = parser.parse_args(argv)
     environ = dict(os.environ)
-    _settle_heap()
+    settle_heap()
     try:
         exit_code: int = asyncio.run(args._run(args, environ))
         return exit_code
@@ -51,7 +51,7 @@ def service_main(service: str, commands: Sequence[Subcommand], argv: Sequence[st
         return 130
 
 
-def _settle_heap() -> None:
+def settle_heap() -> None:
     """Keep the collector off what start-up built and collect the young generation less often.
 
     Everything imported by now (SQLAlchemy, protobuf descriptors, grpc, httpx, OpenTelemetry: ~100k objects) lives
