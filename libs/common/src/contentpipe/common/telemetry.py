@@ -139,11 +139,11 @@ def optional_span(
         return tracer.start_as_current_span(name, context=context, links=links, attributes=attributes)
     if context is None:
         return contextlib.nullcontext()
-    return attached(context)
+    return _attached(context)
 
 
 @contextlib.contextmanager
-def attached(context: Any) -> Iterator[None]:
+def _attached(context: Any) -> Iterator[None]:
     """Make an OpenTelemetry Context current for the block."""
     token = otel_context.attach(context)
     try:

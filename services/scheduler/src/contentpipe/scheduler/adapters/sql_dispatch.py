@@ -25,7 +25,7 @@ from contentpipe.scheduler.service_layer.store import (
     DueRecord,
     RunChange,
 )
-from sqlalchemy import Integer, Update, bindparam, func, select, update
+from sqlalchemy import Integer, Table, Update, bindparam, func, select, update
 from sqlalchemy.types import TypeEngine
 
 # A job advanced after its fire times were recorded (only jobs this worker still leases).
@@ -44,24 +44,30 @@ _ADVANCE_COLUMNS: dict[str, TypeEngine[Any]] = {
 }
 
 
-def _advance_jobs(value: Callable[[str], Any]) -> Update:
+def _written_back(table: Table, value: Callable[[str], Any], **values: Any) -> Update:
+    """`values` written to the row `b_id` only while this worker (`b_lease_owner`) leases it; the lease is given
+    back in the same write."""
     return (
-        update(jobs)
-        .where(jobs.c.id == value("b_id"), jobs.c.lease_owner == bindparam("b_lease_owner"))
-        .values(
-            next_fire_time=value("b_next"),
-            state=value("b_state"),
-            state_reason=value("b_reason"),
-            state_reason_code=value("b_reason_code"),
-            missed_count=jobs.c.missed_count + value("b_missed"),
-            skipped_count=jobs.c.skipped_count + value("b_skipped"),
-            triggered_count=jobs.c.triggered_count + value("b_triggered"),
-            last_fire_time=func.coalesce(value("b_last_fire"), jobs.c.last_fire_time),
-            last_outcome=func.coalesce(func.nullif(value("b_outcome"), 0), jobs.c.last_outcome),
-            last_lag_s=func.coalesce(value("b_lag"), jobs.c.last_lag_s),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+        update(table)
+        .where(table.c.id == value("b_id"), table.c.lease_owner == bindparam("b_lease_owner"))
+        .values(**values, lease_owner=None, lease_expires_at=None)
+    )
+
+
+def _advance_jobs(value: Callable[[str], Any]) -> Update:
+    return _written_back(
+        jobs,
+        value,
+        next_fire_time=value("b_next"),
+        state=value("b_state"),
+        state_reason=value("b_reason"),
+        state_reason_code=value("b_reason_code"),
+        missed_count=jobs.c.missed_count + value("b_missed"),
+        skipped_count=jobs.c.skipped_count + value("b_skipped"),
+        triggered_count=jobs.c.triggered_count + value("b_triggered"),
+        last_fire_time=func.coalesce(value("b_last_fire"), jobs.c.last_fire_time),
+        last_outcome=func.coalesce(func.nullif(value("b_outcome"), 0), jobs.c.last_outcome),
+        last_lag_s=func.coalesce(value("b_lag"), jobs.c.last_lag_s),
     )
 
 
@@ -79,20 +85,16 @@ _CHANGE_COLUMNS: dict[str, TypeEngine[Any]] = {
 
 
 def _change_runs(value: Callable[[str], Any]) -> Update:
-    return (
-        update(job_runs)
-        .where(job_runs.c.id == value("b_id"), job_runs.c.lease_owner == bindparam("b_lease_owner"))
-        .values(
-            state=value("b_state"),
-            pipeline_run=value("b_pipeline_run"),
-            attempt=value("b_attempt"),
-            next_retry_time=value("b_next_retry"),
-            finish_time=value("b_finish"),
-            message=value("b_message"),
-            next_check_at=value("b_next_check"),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+    return _written_back(
+        job_runs,
+        value,
+        state=value("b_state"),
+        pipeline_run=value("b_pipeline_run"),
+        attempt=value("b_attempt"),
+        next_retry_time=value("b_next_retry"),
+        finish_time=value("b_finish"),
+        message=value("b_message"),
+        next_check_at=value("b_next_check"),
     )
 
 
