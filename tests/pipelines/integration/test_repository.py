@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from contentpipe.common.database import create_engine, run_migrations
+from contentpipe.common.error_class import ErrorClass
 from contentpipe.common.ids import new_id
 from contentpipe.pipelines.adapters.repository import SqlRunRepository
 from contentpipe.pipelines.bootstrap import MIGRATIONS, VERSION_TABLE
@@ -19,11 +20,13 @@ from contentpipe.pipelines.domain.model import (
     RunState,
     RunTrigger,
     Step,
+    StepError,
     StepRun,
     StepState,
     TriggerKind,
 )
 from contentpipe.pipelines.service_layer.ports import LeaseLost, RunFilter
+from sqlalchemy import event
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +85,65 @@ async def test_claims_are_exclusive_leases_expire_and_saves_are_fenced(own_datab
         await repo.release([r.id for r in second], "w2")
         assert {r.id for r in await repo.claim("w4", 10, 60, exclude_owners=[owner])} == set()
         assert len(await repo.claim("w4", 10, 60)) == len(second)
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_saves_are_one_statement_each_row_fenced_by_its_lease(own_database_url: str) -> None:
+    await run_migrations(own_database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(own_database_url)
+    repo = SqlRunRepository(engine)
+    owner = f"u-{uuid.uuid4().hex[:6]}"
+    try:
+        for _ in range(6):
+            await repo.add(make_run(owner))
+        claimed = await repo.claim("w1", 6, 60)
+        assert len(claimed) == 6
+        now = datetime.now(UTC)
+        error = StepError(ErrorClass.PERMANENT, "TEMPLATE_ERROR", "step 'video': no such field")
+        running = [
+            replace(
+                r.with_step(0, StepRun(step_id="video", state=StepState.RUNNING, attempts=2, current_child="g")),
+                state=RunState.RUNNING,
+                start_time=now,
+            )
+            for r in claimed
+        ]
+        succeeded = replace(running[0], state=RunState.SUCCEEDED, finish_time=now)
+        failed = replace(running[1], state=RunState.FAILED, error=error, finish_time=now)
+        updates: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if statement.lstrip().upper().startswith("UPDATE"):
+                updates.append(statement)
+
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        outcomes = await asyncio.gather(
+            repo.save(succeeded, "w1"),
+            repo.save(failed, "w1"),
+            repo.save(running[2], "w2"),  # not the lease holder: written by nobody
+            *(repo.save(run, "w1") for run in running[3:]),
+            return_exceptions=True,
+        )
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert [type(o).__name__ for o in outcomes] == [
+            "NoneType",
+            "NoneType",
+            "LeaseLost",
+            "NoneType",
+            "NoneType",
+            "NoneType",
+        ]
+        # Saved together: one statement on PostgreSQL; SQLite writes each row in one shared transaction.
+        assert len(updates) == (6 if own_database_url.startswith("sqlite") else 1)
+
+        stored = {r.id: await repo.get(owner, None, r.id) for r in claimed}
+        assert stored[succeeded.id] == succeeded
+        assert stored[failed.id] == failed and stored[failed.id].error == error  # type: ignore[union-attr]
+        assert stored[running[2].id] == claimed[2]  # unchanged
+        assert [stored[r.id] for r in running[3:]] == running[3:]
+        # The runs that ended gave their leases back in the same write; the running ones are still held.
+        assert await repo.renew([r.id for r in claimed], "w1", 60) == {r.id for r in claimed[2:]}
     finally:
         await engine.dispose()
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+from contentpipe.common.batches import WriteBatcher, json_rows, rows_json
 from contentpipe.common.database import (
     claim_rows,
     db_now,
@@ -14,6 +15,7 @@ from contentpipe.common.database import (
     fenced_update,
     insert_row,
     is_postgresql,
+    lease_held,
     lease_values,
     release_rows,
     renew_rows,
@@ -39,8 +41,10 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    case,
     delete,
     func,
+    null,
     or_,
     select,
     update,
@@ -179,16 +183,47 @@ def _run(row: Row[Any]) -> PipelineRun:
 def _progress(run: PipelineRun) -> dict[str, Any]:
     """The columns a worker writes while executing (never `cancel_requested`, which the API sets). The write that
     ends a run also gives its lease back: no release statement follows it."""
-    values: dict[str, Any] = {
+    values = _progress_columns(run)
+    if run.state.terminal:
+        values.update(lease_owner=None, lease_expires_at=None)
+    return values
+
+
+def _progress_columns(run: PipelineRun) -> dict[str, Any]:
+    return {
         "state": run.state.value,
         "steps": codec.step_runs_to_json(run.steps),
         "error": codec.error_to_json(run.error),
         "start_time": run.start_time,
         "finish_time": run.finish_time,
     }
-    if run.state.terminal:
-        values.update(lease_owner=None, lease_expires_at=None)
-    return values
+
+
+# Saves of runs, many in one statement on PostgreSQL (`WriteBatcher`): each row is written only while its worker
+# (`b_owner`) still holds the run's lease (`lease_held`), and the write that ends a run (`b_release`) gives the
+# lease back. RETURNING names the runs written; a run missing from it lost its lease.
+_SAVE_ROWS = json_rows(
+    {
+        "b_id": pipeline_runs.c.id.type,
+        "b_owner": pipeline_runs.c.lease_owner.type,
+        "b_release": Boolean(),
+        **{name: pipeline_runs.c[name].type for name in ("state", "steps", "error", "start_time", "finish_time")},
+    }
+)
+_SAVE_RUNS = (
+    update(pipeline_runs)
+    .where(pipeline_runs.c.id == _SAVE_ROWS.c.b_id, lease_held(pipeline_runs, _SAVE_ROWS.c.b_owner, func.now()))
+    .values(
+        state=_SAVE_ROWS.c.state,
+        steps=_SAVE_ROWS.c.steps,
+        error=_SAVE_ROWS.c.error,
+        start_time=_SAVE_ROWS.c.start_time,
+        finish_time=_SAVE_ROWS.c.finish_time,
+        lease_owner=case((_SAVE_ROWS.c.b_release, null()), else_=pipeline_runs.c.lease_owner),
+        lease_expires_at=case((_SAVE_ROWS.c.b_release, null()), else_=pipeline_runs.c.lease_expires_at),
+    )
+    .returning(pipeline_runs.c.id)
+)
 
 
 def _cursor_filter(create_column: Any, id_column: Any, after: Mapping[str, Any] | None) -> list[Any]:
@@ -304,6 +339,9 @@ class SqlRunRepository:
         self._sessions = session_factory(engine)
         self._statements = statement_session_factory(engine)  # one statement, one round trip
         self._postgresql = is_postgresql(engine)
+        # Executors of concurrent runs save at the same moments (a step ends, the next starts): one statement, and
+        # one commit, for all of them.
+        self._saves = WriteBatcher(self._write_saves, name="pipelines-run-saves")
 
     @_database_errors
     async def add(self, run: PipelineRun, lease: Lease | None = None) -> PipelineRun:
@@ -370,13 +408,26 @@ class SqlRunRepository:
 
     @_database_errors
     async def save(self, run: PipelineRun, lease_owner: str) -> None:
-        async with self._statements() as session:
-            result = await session.execute(
-                fenced_update(pipeline_runs, self._postgresql),
-                {**fence(run.id, lease_owner, self._postgresql), **_progress(run)},
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                raise LeaseLost(run.id)
+        if not await self._saves.submit((run, lease_owner)):
+            raise LeaseLost(run.id)
+
+    async def _write_saves(self, saves: list[tuple[PipelineRun, str]]) -> list[bool]:
+        """Write `saves` (a run and the lease owner its worker is); whether each was written."""
+        if self._postgresql:
+            rows = [
+                {"b_id": run.id, "b_owner": owner, "b_release": run.state.terminal, **_progress_columns(run)}
+                for run, owner in saves
+            ]
+            async with self._statements() as session:
+                written = set((await session.execute(_SAVE_RUNS, {"rows": rows_json(rows)})).scalars())
+            return [run.id in written for run, _ in saves]
+        # SQLite: a fenced UPDATE per run, in one transaction when there are several (one writer at a time).
+        async with self._statements() if len(saves) == 1 else self._sessions.begin() as session:
+            statement = fenced_update(pipeline_runs, False)
+            return [
+                bool((await session.execute(statement, {**fence(run.id, owner, False), **_progress(run)})).rowcount)  # type: ignore[attr-defined]
+                for run, owner in saves
+            ]
 
     @_database_errors
     async def queue_stats(self) -> tuple[int, datetime | None]:

@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from contentpipe.common.batches import batch_statement
 from contentpipe.common.database import claim_rows, db_now, release_rows
 from contentpipe.common.ids import new_id
-from contentpipe.scheduler.adapters.sql_base import batch_statement
 from contentpipe.scheduler.adapters.sql_rows import job_from_row, run_from_row
 from contentpipe.scheduler.adapters.sql_runs import SqlJobRuns
 from contentpipe.scheduler.adapters.tables import job_runs, jobs

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from contentpipe.common.batches import json_rows, rows_json
 from contentpipe.common.database import db_now
 from contentpipe.common.ids import new_id
-from contentpipe.scheduler.adapters.sql_base import SqlStoreBase, json_rows, rows_json
+from contentpipe.scheduler.adapters.sql_base import SqlStoreBase
 from contentpipe.scheduler.adapters.sql_rows import (
     run_from_row,
     run_from_row_dict,
