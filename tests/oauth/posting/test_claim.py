@@ -162,6 +162,42 @@ async def test_the_save_that_publishes_a_post_gives_its_lease_back_with_no_relea
         assert releases == []
 
 
+async def test_concurrent_saves_are_one_statement_each_post_fenced_by_its_lease(database_url: str) -> None:
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        await reset_tables(engine)
+        repository = SqlPostRepository(engine)
+        for _ in range(4):
+            await repository.add(due_post(PostState.QUEUED, 0))
+        claimed = await repository.claim("worker-1", 10, 30)
+        assert len(claimed) == 4
+        published, failed, stolen, deferred = claimed
+        now = datetime.now(UTC)
+        published.mark_published("p-1", "https://example.test/p-1", now)
+        failed.fail(PostError(ErrorClass.REJECTED_BY_PLATFORM, "TEXT_TOO_LONG", "too long", now))
+        deferred.next_attempt_time = now + timedelta(minutes=5)
+        with statements_on_posts(engine) as sent:
+            outcomes = await asyncio.gather(
+                repository.save(published, "worker-1", release=True),
+                repository.save(failed, "worker-1", release=True),
+                repository.save(stolen, "worker-2", release=True),  # not the lease holder: writes nothing
+                repository.save(deferred, "worker-1"),
+            )
+        assert list(outcomes) == [True, True, False, True]
+        # Saved together: one statement on PostgreSQL; SQLite writes each post in one shared transaction.
+        assert sent.count("UPDATE") == (4 if database_url.startswith("sqlite") else 1)
+        for post in (published, failed, deferred):
+            assert await repository.get(post.id) == post
+        async with engine.connect() as connection:
+            rows = (await connection.execute(sa.text("SELECT id, lease_owner FROM posts"))).all()
+        leases = {row.id: row.lease_owner for row in rows}
+        # The saves that gave the lease back did so in the same write; the others still hold theirs.
+        assert leases == {published.id: None, failed.id: None, stolen.id: "worker-1", deferred.id: "worker-1"}
+    finally:
+        await engine.dispose()
+
+
 async def test_add_says_whether_it_inserted_and_refuses_a_taken_id(database_url: str) -> None:
     await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
     engine = create_engine(database_url)

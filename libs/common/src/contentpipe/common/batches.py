@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Executable, Text, bindparam, cast, column, func
+from contentpipe.common.database import lease_held
+from sqlalchemy import Boolean, Executable, Table, Text, bindparam, case, cast, column, func, null, update
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
@@ -57,6 +59,37 @@ def batch_statement(
         postgresql=build(lambda name: rows.c[name]),
         each=build(lambda name: bindparam(name, type_=columns[name])),
     )
+
+
+def fenced_batch_update(table: Table, columns: Sequence[str]) -> ReturningUpdate[Any]:
+    """PostgreSQL: the saves of many leased rows of `table` in one statement, executed with `{"rows":
+    rows_json([fenced_row(...), ...])}`. Each row gets its `columns` only while its worker still holds the row's
+    lease (`lease_held` against the database's clock), and a row whose save ends the work gives its lease back in
+    the same write. RETURNING names the rows written: a row missing from it lost its lease."""
+    rows = json_rows(
+        {
+            "b_id": table.c.id.type,
+            "b_owner": table.c.lease_owner.type,
+            "b_release": Boolean(),
+            **{name: table.c[name].type for name in columns},
+        }
+    )
+    release = rows.c.b_release
+    return (
+        update(table)
+        .where(table.c.id == rows.c.b_id, lease_held(table, rows.c.b_owner, func.now()))
+        .values(
+            **{name: rows.c[name] for name in columns},
+            lease_owner=case((release, null()), else_=table.c.lease_owner),
+            lease_expires_at=case((release, null()), else_=table.c.lease_expires_at),
+        )
+        .returning(table.c.id)
+    )
+
+
+def fenced_row(row_id: str, lease_owner: str, values: Mapping[str, Any], *, release: bool) -> dict[str, Any]:
+    """One row of `fenced_batch_update`."""
+    return {"b_id": row_id, "b_owner": lease_owner, "b_release": release, **values}
 
 
 def rows_json(rows: Sequence[Mapping[str, Any]]) -> str:

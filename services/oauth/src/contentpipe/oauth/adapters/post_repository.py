@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from contentpipe.common.batches import WriteBatcher, fenced_batch_update, fenced_row, rows_json
 from contentpipe.common.database import (
     claim_rows,
     db_now,
@@ -90,6 +91,22 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+# What a save writes (`_mutable`).
+_MUTABLE_COLUMNS = (
+    "state",
+    "platform_post_id",
+    "permalink",
+    "attempts",
+    "reconcile_attempts",
+    "last_error",
+    "progress",
+    "create_sent_time",
+    "update_time",
+    "published_time",
+    "next_attempt_time",
+)
+
+
 def _mutable(post: Post, now: datetime) -> dict[str, Any]:
     return {
         "state": post.state.value,
@@ -136,6 +153,8 @@ def _from_row(row: Any) -> Post:
 
 # The statements of every post, built once (see contentpipe.common.database: constant statements).
 _GET_POST = sa.select(posts).where(posts.c.id == sa.bindparam("b_id"))
+# Workers' saves of posts, many in one statement on PostgreSQL (`WriteBatcher`).
+_SAVE_POSTS = fenced_batch_update(posts, _MUTABLE_COLUMNS)
 
 
 class SqlPostRepository:
@@ -145,6 +164,8 @@ class SqlPostRepository:
         self._sessions = session_factory(engine)
         self._statements = statement_session_factory(engine)  # one statement, one round trip
         self._postgresql = is_postgresql(engine)
+        # Posts published together are saved together: one statement, and one commit, for all of them.
+        self._saves = WriteBatcher(self._write_saves, name="oauth-post-saves")
 
     async def add(self, post: Post, lease: Lease | None = None) -> Added:
         values: dict[str, Any] = {
@@ -264,14 +285,25 @@ class SqlPostRepository:
 
     async def save(self, post: Post, worker_id: str, *, release: bool = False) -> bool:
         """Fenced: only while `worker_id` still holds a live lease (a stalled worker cannot overwrite a taker)."""
-        values = _mutable(post, datetime.now(UTC))
-        if release:
-            values.update(lease_owner=None, lease_expires_at=None)
-        async with self._statements() as session:
-            result = await session.execute(
-                fenced_update(posts, self._postgresql), {**fence(post.id, worker_id, self._postgresql), **values}
-            )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return await self._saves.submit((post, worker_id, release))
+
+    async def _write_saves(self, saves: list[tuple[Post, str, bool]]) -> list[bool]:
+        now = datetime.now(UTC)
+        if self._postgresql:
+            rows = [fenced_row(post.id, owner, _mutable(post, now), release=release) for post, owner, release in saves]
+            async with self._statements() as session:
+                written = set((await session.execute(_SAVE_POSTS, {"rows": rows_json(rows)})).scalars())
+            return [post.id in written for post, _, _ in saves]
+        # SQLite: a fenced UPDATE per post, in one transaction when there are several (one writer at a time).
+        async with self._statements() if len(saves) == 1 else self._sessions.begin() as session:
+            outcomes = []
+            for post, owner, release in saves:
+                values = _mutable(post, now)
+                if release:
+                    values.update(lease_owner=None, lease_expires_at=None)
+                result = await session.execute(fenced_update(posts, False), {**fence(post.id, owner, False), **values})
+                outcomes.append(bool(result.rowcount))  # type: ignore[attr-defined]
+            return outcomes
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
         async with self._statements() as session:

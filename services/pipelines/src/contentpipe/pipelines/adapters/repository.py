@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from contentpipe.common.batches import WriteBatcher, json_rows, rows_json
+from contentpipe.common.batches import WriteBatcher, fenced_batch_update, fenced_row, rows_json
 from contentpipe.common.database import (
     claim_rows,
     db_now,
@@ -15,7 +15,6 @@ from contentpipe.common.database import (
     fenced_update,
     insert_row,
     is_postgresql,
-    lease_held,
     lease_values,
     release_rows,
     renew_rows,
@@ -41,10 +40,8 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
-    case,
     delete,
     func,
-    null,
     or_,
     select,
     update,
@@ -199,31 +196,8 @@ def _progress_columns(run: PipelineRun) -> dict[str, Any]:
     }
 
 
-# Saves of runs, many in one statement on PostgreSQL (`WriteBatcher`): each row is written only while its worker
-# (`b_owner`) still holds the run's lease (`lease_held`), and the write that ends a run (`b_release`) gives the
-# lease back. RETURNING names the runs written; a run missing from it lost its lease.
-_SAVE_ROWS = json_rows(
-    {
-        "b_id": pipeline_runs.c.id.type,
-        "b_owner": pipeline_runs.c.lease_owner.type,
-        "b_release": Boolean(),
-        **{name: pipeline_runs.c[name].type for name in ("state", "steps", "error", "start_time", "finish_time")},
-    }
-)
-_SAVE_RUNS = (
-    update(pipeline_runs)
-    .where(pipeline_runs.c.id == _SAVE_ROWS.c.b_id, lease_held(pipeline_runs, _SAVE_ROWS.c.b_owner, func.now()))
-    .values(
-        state=_SAVE_ROWS.c.state,
-        steps=_SAVE_ROWS.c.steps,
-        error=_SAVE_ROWS.c.error,
-        start_time=_SAVE_ROWS.c.start_time,
-        finish_time=_SAVE_ROWS.c.finish_time,
-        lease_owner=case((_SAVE_ROWS.c.b_release, null()), else_=pipeline_runs.c.lease_owner),
-        lease_expires_at=case((_SAVE_ROWS.c.b_release, null()), else_=pipeline_runs.c.lease_expires_at),
-    )
-    .returning(pipeline_runs.c.id)
-)
+# Saves of runs, many in one statement on PostgreSQL (`WriteBatcher`).
+_SAVE_RUNS = fenced_batch_update(pipeline_runs, ("state", "steps", "error", "start_time", "finish_time"))
 
 
 def _cursor_filter(create_column: Any, id_column: Any, after: Mapping[str, Any] | None) -> list[Any]:
@@ -415,8 +389,7 @@ class SqlRunRepository:
         """Write `saves` (a run and the lease owner its worker is); whether each was written."""
         if self._postgresql:
             rows = [
-                {"b_id": run.id, "b_owner": owner, "b_release": run.state.terminal, **_progress_columns(run)}
-                for run, owner in saves
+                fenced_row(run.id, owner, _progress_columns(run), release=run.state.terminal) for run, owner in saves
             ]
             async with self._statements() as session:
                 written = set((await session.execute(_SAVE_RUNS, {"rows": rows_json(rows)})).scalars())
