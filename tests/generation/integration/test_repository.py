@@ -3,6 +3,7 @@ say whether they inserted it; a caller-chosen id that is taken is refused."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from contentpipe.common.ids import new_id
 from contentpipe.common.workqueue import Lease
 from contentpipe.generation.adapters.repository import SqlGenerationRepository, generations
 from contentpipe.generation.bootstrap import MIGRATIONS, VERSION_TABLE
-from contentpipe.generation.domain.model import Generation, GenerationKind, GenerationOptions
+from contentpipe.generation.domain.model import Generation, GenerationError, GenerationKind, GenerationOptions
 from contentpipe.generation.service_layer.ports import GenerationIdTaken
 
 from tests.generation.unit.test_worker import RecordingDispatch, create_services, text_request
@@ -115,6 +116,59 @@ async def test_the_save_that_ends_a_generation_gives_its_lease_back(database_url
                 )
             ).one()
         assert tuple(lease) == (None, None)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_workers_concurrent_saves_are_one_statement_each_fenced_by_its_lease(database_url: str) -> None:
+    await run_migrations(database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(database_url)
+    try:
+        repository = SqlGenerationRepository(engine)
+        worker = repository.leased_by("replica-a")
+        rows = [
+            (await repository.add(generation("u1", f"batch-{new_id()}"), Lease("replica-a", 600))).generation
+            for _ in range(4)
+        ]
+        now = datetime.now(UTC)
+        for row in rows:
+            row.start(now)
+        succeeded, failed, elsewhere, running = rows
+        succeeded.succeed(now, [], text="done")
+        failed.fail(now, GenerationError("PROVIDER_REFUSED", "the provider refused the prompt"))
+        updates: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if statement.lstrip().upper().startswith("UPDATE GENERATIONS"):
+                updates.append(statement)
+
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            outcomes = await asyncio.gather(
+                worker.save(succeeded),
+                worker.save(failed),
+                repository.leased_by("replica-b").save(elsewhere),  # not the lease holder: writes nothing
+                worker.save(running),
+            )
+        finally:
+            sa.event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert list(outcomes) == [True, True, False, True]
+        # PostgreSQL: one statement; SQLite: one UPDATE each, in the group committer's shared transaction.
+        assert len(updates) == (4 if database_url.startswith("sqlite") else 1)
+        for row in (succeeded, failed, running):
+            assert await repository.get(row.id) == row
+        async with engine.connect() as connection:
+            found = (
+                await connection.execute(
+                    sa.select(generations.c.id, generations.c.lease_owner).where(
+                        generations.c.id.in_([row.id for row in rows])
+                    )
+                )
+            ).all()
+        leases = {row.id: row.lease_owner for row in found}
+        assert leases == {succeeded.id: None, failed.id: None, elsewhere.id: "replica-a", running.id: "replica-a"}
+        # A terminal generation is final: a later save of it writes nothing.
+        assert not await worker.save(succeeded)
     finally:
         await engine.dispose()
 

@@ -16,9 +16,22 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from contentpipe.common.database import lease_held
-from sqlalchemy import Boolean, Executable, Table, Text, bindparam, case, cast, column, func, null, update
+from sqlalchemy import (
+    Boolean,
+    Executable,
+    Table,
+    Text,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    null,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
@@ -61,11 +74,13 @@ def batch_statement(
     )
 
 
-def fenced_batch_update(table: Table, columns: Sequence[str]) -> ReturningUpdate[Any]:
+def fenced_batch_update(
+    table: Table, columns: Sequence[str], *, where: Sequence[ColumnElement[bool]] = ()
+) -> ReturningUpdate[Any]:
     """PostgreSQL: the saves of many leased rows of `table` in one statement, executed with `{"rows":
     rows_json([fenced_row(...), ...])}`. Each row gets its `columns` only while its worker still holds the row's
-    lease (`lease_held` against the database's clock), and a row whose save ends the work gives its lease back in
-    the same write. RETURNING names the rows written: a row missing from it lost its lease."""
+    lease (`lease_held` against the database's clock) and `where` holds, and a row whose save ends the work gives
+    its lease back in the same write. RETURNING names the rows written: a row missing from it was not."""
     rows = json_rows(
         {
             "b_id": table.c.id.type,
@@ -77,7 +92,7 @@ def fenced_batch_update(table: Table, columns: Sequence[str]) -> ReturningUpdate
     release = rows.c.b_release
     return (
         update(table)
-        .where(table.c.id == rows.c.b_id, lease_held(table, rows.c.b_owner, func.now()))
+        .where(table.c.id == rows.c.b_id, lease_held(table, rows.c.b_owner, func.now()), *where)
         .values(
             **{name: rows.c[name] for name in columns},
             lease_owner=case((release, null()), else_=table.c.lease_owner),

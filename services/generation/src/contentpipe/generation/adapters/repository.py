@@ -9,6 +9,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from contentpipe.common.batches import (
+    WriteBatcher,
+    fenced_batch_update,
+    fenced_row,
+    rows_json,
+)
 from contentpipe.common.database import (
     claim_rows,
     fence,
@@ -104,7 +110,14 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _row_values(generation: Generation, now: datetime) -> dict[str, Any]:
     """The columns a save writes. The save that ends a generation also gives its lease back (no release follows)."""
-    values: dict[str, Any] = {
+    values = _saved_columns(generation, now)
+    if generation.state.terminal:
+        values.update(lease_owner=None, lease_expires_at=None)
+    return values
+
+
+def _saved_columns(generation: Generation, now: datetime) -> dict[str, Any]:
+    return {
         "state": generation.state.value,
         "progress": generation.progress,
         "predictions": [p.to_dict() for p in generation.predictions],
@@ -115,9 +128,6 @@ def _row_values(generation: Generation, now: datetime) -> dict[str, Any]:
         "finish_time": generation.finish_time,
         "update_time": now,
     }
-    if generation.state.terminal:
-        values.update(lease_owner=None, lease_expires_at=None)
-    return values
 
 
 def _from_row(row: Any) -> Generation:
@@ -223,6 +233,25 @@ def _insert_generation(on_postgresql: bool, leased: bool) -> Any:
     return statement.on_conflict_do_nothing().returning(generations.c.id)
 
 
+_SAVED_COLUMNS = (
+    "state",
+    "progress",
+    "predictions",
+    "outputs",
+    "text",
+    "error",
+    "start_time",
+    "finish_time",
+    "update_time",
+)
+# A worker's saves, many in one statement on PostgreSQL (`WriteBatcher`): open generations only, as `_save_generation`.
+_SAVE_GENERATIONS = fenced_batch_update(
+    generations,
+    _SAVED_COLUMNS,
+    where=[generations.c.state.in_(_OPEN_STATES)],
+)
+
+
 @functools.cache
 def _save_generation(on_postgresql: bool, fenced: bool) -> sa.Update:
     """Saves change open generations only (a terminal state is final); a worker's are also fenced by its lease."""
@@ -246,17 +275,26 @@ class SqlGenerationRepository:
     `leased_by(worker_id)` is the worker's view: its saves are also fenced by the lease, so a worker that lost a
     generation (it stalled past the lease, another replica took over) writes nothing and stops."""
 
-    def __init__(self, engine: AsyncEngine, *, _writes: GroupCommit | None = None, _fence: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        _writes: GroupCommit | None = None,
+        _saves: WriteBatcher[tuple[Generation, str], bool] | None = None,
+        _fence: str | None = None,
+    ) -> None:
         self._engine = engine
         self._sessions = session_factory(engine)
         self._statements = statement_session_factory(engine)  # one statement, one round trip
         self._writes = _writes or GroupCommit(self._sessions, self._statements)
+        # PostgreSQL: a worker's saves of generations ending together are one statement (and one commit).
+        self._saves = _saves or WriteBatcher(self._write_saves, name="generation-saves")
         self._fence = _fence
         self._postgresql = is_postgresql(engine)
 
     def leased_by(self, worker_id: str) -> SqlGenerationRepository:
         """The same repository (one group committer) with saves fenced by `worker_id`'s lease."""
-        return SqlGenerationRepository(self._engine, _writes=self._writes, _fence=worker_id)
+        return SqlGenerationRepository(self._engine, _writes=self._writes, _saves=self._saves, _fence=worker_id)
 
     async def add(self, generation: Generation, lease: Lease | None = None) -> Added:
         now = datetime.now(UTC)
@@ -323,6 +361,8 @@ class SqlGenerationRepository:
         return [_from_row(row) for row in rows]
 
     async def save(self, generation: Generation) -> bool:
+        if self._fence is not None and self._postgresql:
+            return await self._saves.submit((generation, self._fence))
         statement = _save_generation(self._postgresql, self._fence is not None)
         if self._fence is not None:
             where = fence(generation.id, self._fence, self._postgresql)
@@ -335,6 +375,16 @@ class SqlGenerationRepository:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
         return await self._writes.run(update)
+
+    async def _write_saves(self, saves: list[tuple[Generation, str]]) -> list[bool]:
+        now = datetime.now(UTC)
+        rows = [
+            fenced_row(generation.id, owner, _saved_columns(generation, now), release=generation.state.terminal)
+            for generation, owner in saves
+        ]
+        async with self._statements() as session:
+            written = set((await session.execute(_SAVE_GENERATIONS, {"rows": rows_json(rows)})).scalars())
+        return [generation.id in written for generation, _ in saves]
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:
         async def claim(session: AsyncSession) -> list[Any]:
