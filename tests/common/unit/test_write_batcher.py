@@ -1,11 +1,13 @@
-"""WriteBatcher: concurrent callers' writes in one flush, a lone write at once, a bad item failing only itself."""
+"""WriteBatcher: concurrent callers' writes in one flush, a lone write at once, a bad item failing only itself; a fenced
+save names exactly the columns it writes."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from contentpipe.common.batches import WriteBatcher
+import sqlalchemy as sa
+from contentpipe.common.batches import WriteBatcher, fenced_saves
 
 
 class Store:
@@ -88,3 +90,24 @@ async def test_callers_waiting_on_a_flush_that_is_cancelled_are_released() -> No
     batcher._flusher.cancel()  # the process stops
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiting, 1)
+
+
+def test_a_fenced_save_must_name_exactly_the_columns_it_writes() -> None:
+    # In the batched UPDATE a column left out of a row would be written as NULL, and a key the statement does not
+    # list would not be written at all: both are refused when the row is made.
+    table = sa.Table(
+        "items",
+        sa.MetaData(),
+        sa.Column("id", sa.String, primary_key=True),
+        sa.Column("state", sa.String),
+        sa.Column("note", sa.String),
+        sa.Column("lease_owner", sa.String),
+        sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    )
+    saves = fenced_saves(table, ("state", "note"))
+    row = saves.row("i1", "w1", {"state": "DONE", "note": ""}, release=True)
+    assert row == {"b_id": "i1", "b_owner": "w1", "b_release": True, "state": "DONE", "note": ""}
+    with pytest.raises(ValueError, match="items"):
+        saves.row("i1", "w1", {"state": "DONE"}, release=True)
+    with pytest.raises(ValueError, match="items"):
+        saves.row("i1", "w1", {"state": "DONE", "note": "", "extra": 1}, release=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from contentpipe.common.database import lease_held
+from contentpipe.common.database import fence, fenced_update, is_postgresql, lease_held
 from sqlalchemy import (
     Boolean,
     Executable,
@@ -30,7 +30,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate, Update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
@@ -74,13 +75,43 @@ def batch_statement(
     )
 
 
-def fenced_batch_update(
-    table: Table, columns: Sequence[str], *, where: Sequence[ColumnElement[bool]] = ()
-) -> ReturningUpdate[Any]:
-    """PostgreSQL: the saves of many leased rows of `table` in one statement, executed with `{"rows":
-    rows_json([fenced_row(...), ...])}`. Each row gets its `columns` only while its worker still holds the row's
-    lease (`lease_held` against the database's clock) and `where` holds, and a row whose save ends the work gives
-    its lease back in the same write. RETURNING names the rows written: a row missing from it was not."""
+@dataclass(frozen=True, slots=True)
+class FencedSaves:
+    """The saves of many leased rows of `table`, written together: each row's `columns` only while its worker still
+    holds the row's lease (`lease_held`) and `where` holds; a save that ends the work gives the lease back in the
+    same write. Build with `fenced_saves`, make each row with `row`, write them with `write`."""
+
+    table: Table
+    columns: frozenset[str]
+    # PostgreSQL: one `UPDATE … FROM jsonb_to_recordset` against the database's clock, RETURNING the rows written.
+    postgresql: ReturningUpdate[Any]
+    # Elsewhere (SQLite): the same fenced UPDATE, one row at a time.
+    each: Update
+
+    def row(self, row_id: str, lease_owner: str, values: Mapping[str, Any], *, release: bool) -> dict[str, Any]:
+        """One save: `values` must name exactly the `columns` (one left out would be written as NULL, one not
+        listed would not be written)."""
+        if values.keys() != self.columns:
+            raise ValueError(f"a save of {self.table.name} writes {sorted(self.columns)}, not {sorted(values)}")
+        return {"b_id": row_id, "b_owner": lease_owner, "b_release": release, **values}
+
+    async def write(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Write `rows` in `session`; whether each was written (False: its lease is gone, or `where` failed)."""
+        if is_postgresql(session):
+            written = set((await session.execute(self.postgresql, {"rows": rows_json(rows)})).scalars())
+            return [row["b_id"] in written for row in rows]
+        outcomes = []
+        for row in rows:
+            values = {name: row[name] for name in self.columns}
+            if row["b_release"]:
+                values.update(lease_owner=None, lease_expires_at=None)
+            result = await session.execute(self.each, {**fence(row["b_id"], row["b_owner"], False), **values})
+            outcomes.append(bool(result.rowcount))  # type: ignore[attr-defined]
+        return outcomes
+
+
+def fenced_saves(table: Table, columns: Sequence[str], *, where: Sequence[ColumnElement[bool]] = ()) -> FencedSaves:
+    """`FencedSaves` of `columns` of `table` (which has `id`, `lease_owner` and `lease_expires_at`)."""
     rows = json_rows(
         {
             "b_id": table.c.id.type,
@@ -90,7 +121,7 @@ def fenced_batch_update(
         }
     )
     release = rows.c.b_release
-    return (
+    postgresql = (
         update(table)
         .where(table.c.id == rows.c.b_id, lease_held(table, rows.c.b_owner, func.now()), *where)
         .values(
@@ -100,11 +131,7 @@ def fenced_batch_update(
         )
         .returning(table.c.id)
     )
-
-
-def fenced_row(row_id: str, lease_owner: str, values: Mapping[str, Any], *, release: bool) -> dict[str, Any]:
-    """One row of `fenced_batch_update`."""
-    return {"b_id": row_id, "b_owner": lease_owner, "b_release": release, **values}
+    return FencedSaves(table, frozenset(columns), postgresql, fenced_update(table, False).where(*where))
 
 
 def rows_json(rows: Sequence[Mapping[str, Any]]) -> str:

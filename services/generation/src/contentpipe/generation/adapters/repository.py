@@ -9,12 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from contentpipe.common.batches import (
-    WriteBatcher,
-    fenced_batch_update,
-    fenced_row,
-    rows_json,
-)
+from contentpipe.common.batches import WriteBatcher, fenced_saves
 from contentpipe.common.database import (
     claim_rows,
     fence,
@@ -245,11 +240,7 @@ _SAVED_COLUMNS = (
     "update_time",
 )
 # A worker's saves, many in one statement on PostgreSQL (`WriteBatcher`): open generations only, as `_save_generation`.
-_SAVE_GENERATIONS = fenced_batch_update(
-    generations,
-    _SAVED_COLUMNS,
-    where=[generations.c.state.in_(_OPEN_STATES)],
-)
+_SAVE_GENERATIONS = fenced_saves(generations, _SAVED_COLUMNS, where=[generations.c.state.in_(_OPEN_STATES)])
 
 
 @functools.cache
@@ -379,12 +370,13 @@ class SqlGenerationRepository:
     async def _write_saves(self, saves: list[tuple[Generation, str]]) -> list[bool]:
         now = datetime.now(UTC)
         rows = [
-            fenced_row(generation.id, owner, _saved_columns(generation, now), release=generation.state.terminal)
+            _SAVE_GENERATIONS.row(
+                generation.id, owner, _saved_columns(generation, now), release=generation.state.terminal
+            )
             for generation, owner in saves
         ]
         async with self._statements() as session:
-            written = set((await session.execute(_SAVE_GENERATIONS, {"rows": rows_json(rows)})).scalars())
-        return [generation.id in written for generation, _ in saves]
+            return await _SAVE_GENERATIONS.write(session, rows)
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Generation]:
         async def claim(session: AsyncSession) -> list[Any]:

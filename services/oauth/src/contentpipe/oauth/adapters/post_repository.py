@@ -7,12 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from contentpipe.common.batches import WriteBatcher, fenced_batch_update, fenced_row, rows_json
+from contentpipe.common.batches import WriteBatcher, fenced_saves
 from contentpipe.common.database import (
     claim_rows,
     db_now,
-    fence,
-    fenced_update,
     insert_row,
     is_postgresql,
     lease_values,
@@ -154,7 +152,7 @@ def _from_row(row: Any) -> Post:
 # The statements of every post, built once (see contentpipe.common.database: constant statements).
 _GET_POST = sa.select(posts).where(posts.c.id == sa.bindparam("b_id"))
 # Workers' saves of posts, many in one statement on PostgreSQL (`WriteBatcher`).
-_SAVE_POSTS = fenced_batch_update(posts, _MUTABLE_COLUMNS)
+_SAVE_POSTS = fenced_saves(posts, _MUTABLE_COLUMNS)
 
 
 class SqlPostRepository:
@@ -289,21 +287,10 @@ class SqlPostRepository:
 
     async def _write_saves(self, saves: list[tuple[Post, str, bool]]) -> list[bool]:
         now = datetime.now(UTC)
-        if self._postgresql:
-            rows = [fenced_row(post.id, owner, _mutable(post, now), release=release) for post, owner, release in saves]
-            async with self._statements() as session:
-                written = set((await session.execute(_SAVE_POSTS, {"rows": rows_json(rows)})).scalars())
-            return [post.id in written for post, _, _ in saves]
-        # SQLite: a fenced UPDATE per post, in one transaction when there are several (one writer at a time).
-        async with self._statements() if len(saves) == 1 else self._sessions.begin() as session:
-            outcomes = []
-            for post, owner, release in saves:
-                values = _mutable(post, now)
-                if release:
-                    values.update(lease_owner=None, lease_expires_at=None)
-                result = await session.execute(fenced_update(posts, False), {**fence(post.id, owner, False), **values})
-                outcomes.append(bool(result.rowcount))  # type: ignore[attr-defined]
-            return outcomes
+        rows = [_SAVE_POSTS.row(post.id, owner, _mutable(post, now), release=release) for post, owner, release in saves]
+        # SQLite: one transaction for several (one writer at a time).
+        async with self._statements() if self._postgresql or len(saves) == 1 else self._sessions.begin() as session:
+            return await _SAVE_POSTS.write(session, rows)
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease_seconds: float) -> set[str]:
         async with self._statements() as session:

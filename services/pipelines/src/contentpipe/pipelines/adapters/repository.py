@@ -7,12 +7,10 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from contentpipe.common.batches import WriteBatcher, fenced_batch_update, fenced_row, rows_json
+from contentpipe.common.batches import WriteBatcher, fenced_saves
 from contentpipe.common.database import (
     claim_rows,
     db_now,
-    fence,
-    fenced_update,
     insert_row,
     is_postgresql,
     lease_values,
@@ -179,14 +177,7 @@ def _run(row: Row[Any]) -> PipelineRun:
 
 def _progress(run: PipelineRun) -> dict[str, Any]:
     """The columns a worker writes while executing (never `cancel_requested`, which the API sets). The write that
-    ends a run also gives its lease back: no release statement follows it."""
-    values = _progress_columns(run)
-    if run.state.terminal:
-        values.update(lease_owner=None, lease_expires_at=None)
-    return values
-
-
-def _progress_columns(run: PipelineRun) -> dict[str, Any]:
+    ends a run also gives its lease back (`FencedSaves`): no release statement follows it."""
     return {
         "state": run.state.value,
         "steps": codec.step_runs_to_json(run.steps),
@@ -197,7 +188,7 @@ def _progress_columns(run: PipelineRun) -> dict[str, Any]:
 
 
 # Saves of runs, many in one statement on PostgreSQL (`WriteBatcher`).
-_SAVE_RUNS = fenced_batch_update(pipeline_runs, ("state", "steps", "error", "start_time", "finish_time"))
+_SAVE_RUNS = fenced_saves(pipeline_runs, ("state", "steps", "error", "start_time", "finish_time"))
 
 
 def _cursor_filter(create_column: Any, id_column: Any, after: Mapping[str, Any] | None) -> list[Any]:
@@ -387,20 +378,10 @@ class SqlRunRepository:
 
     async def _write_saves(self, saves: list[tuple[PipelineRun, str]]) -> list[bool]:
         """Write `saves` (a run and the lease owner its worker is); whether each was written."""
-        if self._postgresql:
-            rows = [
-                fenced_row(run.id, owner, _progress_columns(run), release=run.state.terminal) for run, owner in saves
-            ]
-            async with self._statements() as session:
-                written = set((await session.execute(_SAVE_RUNS, {"rows": rows_json(rows)})).scalars())
-            return [run.id in written for run, _ in saves]
-        # SQLite: a fenced UPDATE per run, in one transaction when there are several (one writer at a time).
-        async with self._statements() if len(saves) == 1 else self._sessions.begin() as session:
-            statement = fenced_update(pipeline_runs, False)
-            return [
-                bool((await session.execute(statement, {**fence(run.id, owner, False), **_progress(run)})).rowcount)  # type: ignore[attr-defined]
-                for run, owner in saves
-            ]
+        rows = [_SAVE_RUNS.row(run.id, owner, _progress(run), release=run.state.terminal) for run, owner in saves]
+        # SQLite: one transaction for several (one writer at a time).
+        async with self._statements() if self._postgresql or len(saves) == 1 else self._sessions.begin() as session:
+            return await _SAVE_RUNS.write(session, rows)
 
     @_database_errors
     async def queue_stats(self) -> tuple[int, datetime | None]:
