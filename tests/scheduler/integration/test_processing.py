@@ -7,12 +7,15 @@ import contextlib
 from datetime import timedelta
 
 import pytest
+from contentpipe.common.database import transactional
 from contentpipe.common.errors import InvalidArgument, NotFound
+from contentpipe.scheduler.adapters.tables import jobs
 from contentpipe.scheduler.domain.model import JobRun, JobRunState, JobState, NotificationKind
 from contentpipe.scheduler.domain.policies import MisfirePolicy, OverlapPolicy, run_request_id
 from contentpipe.scheduler.service_layer.jobs import JobInput
 from contentpipe.scheduler.service_layer.processing import Processor
-from contentpipe.scheduler.service_layer.store import RunChange
+from contentpipe.scheduler.service_layer.store import DueRecord, RunChange
+from sqlalchemy import select
 
 from tests.scheduler.conftest import Harness
 from tests.scheduler.fake_pipelines import SUCCEED, fail
@@ -284,6 +287,53 @@ async def test_shutdown_mid_dispatch_releases_leases_and_another_worker_resends_
     [run] = await _runs(h, job.id)
     assert run.state is JobRunState.TRIGGERED and run.pipeline_run
     assert set(h.fake.state.by_request) == {run_request_id(job.id, nominal, 1)}
+
+
+async def test_a_batch_that_fails_before_its_commit_leaves_its_jobs_due_for_the_next_worker_at_once(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.fake.add_pipeline(PIPELINE, OWNER)
+    job = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *"))
+    nominal = (await h.now()).replace(second=0, microsecond=0)
+    await h.set_next_fire(job.id, nominal)
+
+    def broken_plan(*_: object) -> DueRecord:
+        raise RuntimeError("the worker died while planning")
+
+    with pytest.raises(RuntimeError):
+        await h.components.store.record_due_jobs(
+            broken_plan, limit=10, lease_owner="worker-a", claim_seconds=30, dispatch_lease_seconds=60
+        )
+    assert await _runs(h, job.id) == []
+    # Nothing of worker a's claim outlives its transaction: worker b fires the time now, not after a lease.
+    second = Processor(h.components.store, h.components.pipelines, lease_owner="worker-b")
+    result = await second.process(10)
+    assert (result.claimed, result.triggered) == (1, 1)
+    assert set(h.fake.state.by_request) == {run_request_id(job.id, nominal, 1)}
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_jobs_in_another_workers_open_batch_are_skipped_not_waited_for(harness: Harness) -> None:
+    h = harness
+    h.fake.add_pipeline(PIPELINE, OWNER)
+    mine = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *"))
+    theirs = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 2 1 *"))
+    nominal = (await h.now()).replace(second=0, microsecond=0)
+    for job in (mine, theirs):
+        await h.set_next_fire(job.id, nominal)
+    processor = Processor(h.components.store, h.components.pipelines, lease_owner="worker-b")
+    async with transactional(h.components.engine).begin() as other:
+        # Another worker is inside its batch: it holds the row lock of `theirs` until it commits.
+        await other.execute(select(jobs.c.id).where(jobs.c.id == theirs.id).with_for_update())
+        result = await asyncio.wait_for(processor.process(10), timeout=10)
+        assert (result.claimed, result.triggered) == (1, 1)
+        assert [r.nominal_time for r in await _runs(h, mine.id)] == [nominal]
+        assert await _runs(h, theirs.id) == []
+    # Its transaction ended without recording the fire time: the job is still due and fires now.
+    result = await processor.process(10)
+    assert (result.claimed, result.triggered) == (1, 1)
+    assert [r.nominal_time for r in await _runs(h, theirs.id)] == [nominal]
 
 
 async def test_run_outcomes_are_written_only_to_runs_this_worker_leases(harness: Harness) -> None:

@@ -2,8 +2,9 @@
 
 Exactly once per fire time: a job run's identity is (job, nominal time) under a unique constraint; a worker
 triggers only the records its INSERT created, with a pipelines `request_id` derived from that identity, so a
-re-sent call after a crash returns the same pipeline run. Claims are leased (FOR UPDATE SKIP LOCKED on
-PostgreSQL), so any number of `serve` loops and `tick` processes can run at once.
+re-sent call after a crash returns the same pipeline run. A batch of due jobs is claimed, planned and recorded in
+one transaction (row locks, FOR UPDATE SKIP LOCKED, on PostgreSQL), and run records being triggered or polled are
+leased, so any number of `serve` loops and `tick` processes can run at once.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class ProcessingSettings:
     dispatch_concurrency: int = 64
     # Batches whose pipelines calls may be in flight while the next batch is claimed.
     pipeline_depth: int = 3
-    # A crashed worker's claim on due jobs expires after this (their fire times then run a little late).
-    claim_lease_seconds: float = 30.0
+    # A batch of due jobs is claimed, planned and recorded in one transaction; one stuck longer than this is ended
+    # by the database (its jobs are due again for the other workers).
+    claim_timeout_seconds: float = 30.0
     # Run records being triggered are leased this long, so nobody re-sends them meanwhile.
     dispatch_lease_seconds: float = 60.0
     # How often a triggered pipeline run is polled for its outcome.
@@ -125,8 +127,7 @@ class Processor:
         self._metrics = metrics or ScheduleMetrics()
         self._deliver = deliver_notifications
         self._semaphore = asyncio.Semaphore(self._settings.dispatch_concurrency)
-        # Leases this worker holds right now, given back on graceful shutdown.
-        self._held_jobs: set[str] = set()
+        # Run records this worker leases right now (being triggered or polled), given back on graceful shutdown.
         self._held_runs: set[str] = set()
 
     @property
@@ -143,31 +144,27 @@ class Processor:
         try:
             while remaining > 0:
                 batch = min(self._settings.batch_size, remaining)
-                now, claimed, running = await self._store.claim_due_jobs(
+                due = await self._store.record_due_jobs(
+                    self._plan,
                     limit=batch,
                     lease_owner=self._lease_owner,
-                    lease_seconds=self._settings.claim_lease_seconds,
+                    claim_seconds=self._settings.claim_timeout_seconds,
+                    dispatch_lease_seconds=self._settings.dispatch_lease_seconds,
                     owner=owner,
                     job_id=job_id,
                 )
-                if not claimed:
+                if not due.records:
                     break
-                self._held_jobs.update(job.id for job in claimed)
-                result.claimed += len(claimed)
-                remaining -= len(claimed)
-                records = [self._plan(job, now, *running[job.id]) for job in claimed]
-                owned = await self._store.record_due(
-                    now, self._lease_owner, self._settings.dispatch_lease_seconds, records
-                )
-                self._held_jobs.difference_update(job.id for job in claimed)
-                for record in records:
+                result.claimed += len(due.records)
+                remaining -= len(due.records)
+                for record in due.records:
                     self._count_not_run(record, result)
-                dispatching.add(asyncio.create_task(self._dispatch_new(owned, now, result)))
+                dispatching.add(asyncio.create_task(self._dispatch_new(due.to_dispatch, due.now, result)))
                 if len(dispatching) >= self._settings.pipeline_depth:
                     done, dispatching = await asyncio.wait(dispatching, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         task.result()
-                if len(claimed) < batch:
+                if len(due.records) < batch:
                     break
         finally:
             if dispatching:
@@ -175,13 +172,11 @@ class Processor:
         return result
 
     async def release_held(self) -> int:
-        """On graceful shutdown: release the jobs and run records this worker still leases."""
-        if not self._held_jobs and not self._held_runs:
+        """On graceful shutdown: release the run records this worker still leases (its claims of due jobs end with
+        their transactions)."""
+        if not self._held_runs:
             return 0
-        released = await self._store.release(
-            self._lease_owner, job_ids=sorted(self._held_jobs), run_ids=sorted(self._held_runs)
-        )
-        self._held_jobs.clear()
+        released = await self._store.release_runs(self._lease_owner, sorted(self._held_runs))
         self._held_runs.clear()
         return released
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -31,6 +31,20 @@ class DueRecord:
     state_reason: str = ""
     state_reason_code: str = ""
     messages: dict[Decision, str] = field(default_factory=dict)
+
+
+# Plans one claimed job: (job, the database's now, a run of it is going, a fire time of it is buffered) -> record.
+PlanDue = Callable[[Job, datetime, bool, bool], DueRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class DueBatch:
+    """One batch of due jobs claimed, planned and recorded in one transaction."""
+
+    now: datetime
+    records: list[DueRecord]
+    # The new run records to trigger: TRIGGERED and leased to this worker so nobody else dispatches them meanwhile.
+    to_dispatch: list[ClaimedRun]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +108,19 @@ class SchedulerStore(Protocol):
 
     async def record_not_run(self, job: Job, times: Sequence[datetime], state: JobRunState, message: str) -> int: ...
 
-    async def claim_due_jobs(
+    async def record_due_jobs(
         self,
+        plan: PlanDue,
         *,
         limit: int,
         lease_owner: str,
-        lease_seconds: float,
+        claim_seconds: float,
+        dispatch_lease_seconds: float,
         owner: str | None = None,
         job_id: str | None = None,
-    ) -> tuple[datetime, list[Job], dict[str, tuple[bool, bool]]]: ...
+    ) -> DueBatch: ...
 
-    async def record_due(
-        self, now: datetime, lease_owner: str, dispatch_lease_seconds: float, records: Sequence[DueRecord]
-    ) -> list[ClaimedRun]: ...
-
-    async def release(self, lease_owner: str, *, job_ids: Sequence[str], run_ids: Sequence[str]) -> int: ...
+    async def release_runs(self, lease_owner: str, run_ids: Sequence[str]) -> int: ...
 
     async def claim_active_runs(
         self,
