@@ -2,8 +2,9 @@
 pipeline, through the four real services on PostgreSQL. Measured from the fire time to the last post PUBLISHED;
 the row fails (error) unless every run SUCCEEDED and every job published exactly one post.
 
-The jobs are created through CreateJob (cron `0 * * * *`) and then made due by setting their next fire time to the
-database's now: the row does not wait for a real minute boundary.
+The jobs are created through CreateJob and then made due by setting their next fire time to the database's now: the
+row does not wait for a real minute boundary. Their cron (`0 0 1 1 *`) fires next far away, so a row that runs
+across a real hour boundary measures one fire time per job (an hourly cron fired every job a second time there).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from tests.pipelines.integration.support import generate_step, post_step
 from tests.support import bearer
 
 TARGET_SECONDS = 60.0
+# Next real fire time months away: only the fire time the row makes due runs during the row.
+CRON = "0 0 1 1 *"
 
 
 def top_of_hour(sizes: Sizes) -> list[Row]:
@@ -90,7 +93,7 @@ async def _create_jobs(address: str, user: str, pipeline: str, count: int) -> No
 
         async def creator() -> None:
             for _ in remaining:
-                job = sched_pb.Job(pipeline=pipeline, cron=sched_pb.CronSchedule(expression="0 * * * *"))
+                job = sched_pb.Job(pipeline=pipeline, cron=sched_pb.CronSchedule(expression=CRON))
                 await stub.CreateJob(
                     sched_pb.CreateJobRequest(job=job, request_id=uuid.uuid4().hex), metadata=bearer(user), timeout=60
                 )
