@@ -86,6 +86,8 @@ async def test_each_fire_time_uses_a_request_id_derived_from_job_and_nominal_tim
     await h.set_next_fire(job.id, nominal)
     await h.components.processor.process(10)
     assert dict(h.fake.state.run_calls) == {run_request_id(job.id, nominal, 1): 1}
+    # The call names the fire time it is for (the pipeline run's trigger shows it).
+    assert dict(h.fake.state.fire_calls) == {(f"jobs/{job.id}", nominal.replace(tzinfo=None).isoformat()): 1}
     assert set(h.fake.state.acting_users) == {OWNER}
     # The call's request id (in both services' logs) is the same key.
     assert h.fake.state.call_request_ids == [run_request_id(job.id, nominal, 1)]

@@ -92,3 +92,16 @@ def test_deactivation_threshold_and_request_ids() -> None:
     assert first != run_request_id("job-a", nominal, 2)
     assert first != run_request_id("job-b", nominal)
     assert len(run_request_id("x" * 63, nominal, 20)) <= 128
+
+
+def test_request_ids_are_the_same_in_every_release() -> None:
+    # Records triggered by one release are re-sent by the next with the same id, naming the same pipeline run.
+    assert run_request_id("job-a", datetime(2026, 3, 29, 1, 0, tzinfo=UTC)) == (
+        "scheduler-job-a-f65a9e993de7e137577b699b-a1"
+    )
+    assert run_request_id("job-a", datetime(2026, 3, 29, 1, 2, 3, 45, tzinfo=UTC), 2, manual=True) == (
+        "scheduler-job-a-87104ce44f1957f781026e43-a2"
+    )
+    assert run_request_id("j", datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), 3) == (
+        "scheduler-j-a45ecb24bb7bc9ed848ce18d-a3"
+    )

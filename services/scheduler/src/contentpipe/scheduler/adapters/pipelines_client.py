@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 import grpc.aio
@@ -22,10 +22,13 @@ RUN_TIMEOUT = 10.0
 READ_TIMEOUT = 5.0
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    """An aware datetime as a Timestamp (one per trigger: `Timestamp.FromDatetime` costs several times more)."""
+    since = value - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 _ERROR_CLASS = {
@@ -92,9 +95,12 @@ class GrpcPipelines:
     async def run_pipeline(
         self, owner: str, pipeline: str, *, request_id: str, job: str, nominal_time: datetime | None
     ) -> PipelineRunInfo:
-        request = pb.RunPipelineRequest(name=pipeline, request_id=request_id, job=job)
-        if nominal_time is not None:
-            request.nominal_time.CopyFrom(_timestamp(nominal_time))
+        request = pb.RunPipelineRequest(
+            name=pipeline,
+            request_id=request_id,
+            job=job,
+            nominal_time=_timestamp(nominal_time) if nominal_time is not None else None,
+        )
         try:
             response = await self._stub.RunPipeline(
                 request, metadata=self._metadata(owner, request_id), timeout=RUN_TIMEOUT
