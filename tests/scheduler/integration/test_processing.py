@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from contentpipe.common.database import transactional
 from contentpipe.common.errors import InvalidArgument, NotFound
 from contentpipe.scheduler.adapters.tables import jobs
-from contentpipe.scheduler.domain.model import JobRun, JobRunState, JobState, NotificationKind
+from contentpipe.scheduler.domain.model import Job, JobRun, JobRunState, JobState, NotificationKind
 from contentpipe.scheduler.domain.policies import MisfirePolicy, OverlapPolicy, run_request_id
 from contentpipe.scheduler.service_layer.jobs import JobInput
 from contentpipe.scheduler.service_layer.processing import Processor
@@ -27,6 +27,14 @@ PIPELINE = "pipelines/p1"
 
 async def _runs(h: Harness, job_id: str) -> list[JobRun]:
     return await h.components.store.list_runs(job_id, state=None, after=None, limit=1000)
+
+
+async def _due_now(h: Harness, *jobs: Job) -> datetime:
+    """Make `jobs` due at the start of the current minute; returns that fire time."""
+    nominal = (await h.now()).replace(second=0, microsecond=0)
+    for job in jobs:
+        await h.set_next_fire(job.id, nominal)
+    return nominal
 
 
 @pytest.mark.parametrize(
@@ -82,8 +90,7 @@ async def test_each_fire_time_uses_a_request_id_derived_from_job_and_nominal_tim
     h = harness
     h.fake.add_pipeline(PIPELINE, OWNER)
     job = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="* * * * *"))
-    nominal = (await h.now()).replace(second=0, microsecond=0)
-    await h.set_next_fire(job.id, nominal)
+    nominal = await _due_now(h, job)
     await h.components.processor.process(10)
     assert dict(h.fake.state.run_calls) == {run_request_id(job.id, nominal, 1): 1}
     # The call names the fire time it is for (the pipeline run's trigger shows it).
@@ -106,8 +113,7 @@ async def test_retries_with_backoff_then_deactivation_and_one_notification(harne
         max_backoff=timedelta(seconds=60),
     )
     job = await h.components.jobs.create_job(OWNER, value, job_id="failing-job")
-    nominal = (await h.now()).replace(second=0, microsecond=0)
-    await h.set_next_fire(job.id, nominal)
+    nominal = await _due_now(h, job)
     await h.components.processor.process(10)  # attempt 1 triggered
 
     ceilings = [10.0, 30.0]
@@ -153,8 +159,7 @@ async def test_success_resets_failures_and_permanent_failure_skips_retries(harne
     job = await h.components.jobs.create_job(
         OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *", max_retries=5), job_id="reauth-job"
     )
-    nominal = (await h.now()).replace(second=0, microsecond=0)
-    await h.set_next_fire(job.id, nominal)
+    nominal = await _due_now(h, job)
     await h.components.processor.process(10)
     await h.check_runs_now()
     await h.components.processor.process(10)
@@ -272,8 +277,7 @@ async def test_shutdown_mid_dispatch_releases_leases_and_another_worker_resends_
     h = harness
     h.fake.add_pipeline(PIPELINE, OWNER)
     job = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *"))
-    nominal = (await h.now()).replace(second=0, microsecond=0)
-    await h.set_next_fire(job.id, nominal)
+    nominal = await _due_now(h, job)
     h.fake.state.run_delay = 5.0
     first = Processor(h.components.store, h.components.pipelines, lease_owner="worker-a")
     task = asyncio.create_task(first.process(10))
@@ -297,8 +301,7 @@ async def test_a_batch_that_fails_before_its_commit_leaves_its_jobs_due_for_the_
     h = harness
     h.fake.add_pipeline(PIPELINE, OWNER)
     job = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *"))
-    nominal = (await h.now()).replace(second=0, microsecond=0)
-    await h.set_next_fire(job.id, nominal)
+    nominal = await _due_now(h, job)
 
     def broken_plan(*_: object) -> DueRecord:
         raise RuntimeError("the worker died while planning")
@@ -321,9 +324,7 @@ async def test_jobs_in_another_workers_open_batch_are_skipped_not_waited_for(har
     h.fake.add_pipeline(PIPELINE, OWNER)
     mine = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 1 1 *"))
     theirs = await h.components.jobs.create_job(OWNER, JobInput(pipeline=PIPELINE, cron_expression="0 0 2 1 *"))
-    nominal = (await h.now()).replace(second=0, microsecond=0)
-    for job in (mine, theirs):
-        await h.set_next_fire(job.id, nominal)
+    nominal = await _due_now(h, mine, theirs)
     processor = Processor(h.components.store, h.components.pipelines, lease_owner="worker-b")
     async with transactional(h.components.engine).begin() as other:
         # Another worker is inside its batch: it holds the row lock of `theirs` until it commits.
