@@ -416,6 +416,40 @@ async def claim_rows(
     return list(result.all())
 
 
+async def lock_rows(
+    session: AsyncSession,
+    table: Table,
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    limit: int,
+    lease_owner: str,
+    lease_seconds: float,
+    now: datetime,
+) -> list[Any]:
+    """Claim up to `limit` rows matching `where` (and not leased) for the length of the caller's transaction.
+
+    PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED`, row locks held to the commit: nothing is written, other
+    workers skip the rows, and a worker that dies mid-transaction leaves them free at once. SQLite has no row
+    locks: the leasing UPDATE of `claim_rows` (it takes the write lock before the read); the caller clears the
+    lease in the same transaction.
+    """
+    if not is_postgresql(session):
+        return await claim_rows(
+            session,
+            table,
+            where=where,
+            order_by=order_by,
+            limit=limit,
+            lease_owner=lease_owner,
+            lease_seconds=lease_seconds,
+            now=now,
+        )
+    free = table.c.lease_expires_at.is_(None) | (table.c.lease_expires_at <= now)
+    claim = select(table).where(*where, free).order_by(*order_by).limit(limit).with_for_update(skip_locked=True)
+    return list((await session.execute(claim)).all())
+
+
 async def release_rows(
     session: AsyncSession,
     table: Table,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contentpipe.common.batches import batch_statement
-from contentpipe.common.database import claim_rows, db_now, release_rows
+from contentpipe.common.database import claim_rows, db_now, lock_rows, release_rows
 from contentpipe.common.ids import new_id
 from contentpipe.scheduler.adapters.sql_rows import job_from_row, run_from_row
 from contentpipe.scheduler.adapters.sql_runs import SqlJobRuns
@@ -138,14 +138,11 @@ class SqlDispatch(SqlJobRuns):
         """Claim up to `limit` ACTIVE jobs whose next fire time has come, plan each (`plan`), insert their run
         records and advance the jobs, in one transaction.
 
-        PostgreSQL: the claim is a row lock (`SELECT … FOR UPDATE SKIP LOCKED`) held to the commit. Other workers
-        skip the locked rows; a worker that dies mid-batch has written nothing and holds nothing (its transaction
-        ends with its connection, the jobs are due again at once); one stuck inside the transaction for
-        `claim_seconds` is cut off by the server. Jobs are written once per batch (the advance), not twice (a lease
-        taken, then the advance that gave it back).
-        SQLite: the claim is the leasing UPDATE (`claim_rows`), so the batch takes SQLite's write lock before it
-        reads and two workers never plan the same job; the advance clears the lease in the same transaction.
-        Jobs still leased by a worker of an earlier version are skipped on both, until their lease expires.
+        The claim is `lock_rows`: on PostgreSQL a row lock held to the commit, so a worker that dies mid-batch has
+        written nothing and holds nothing (the jobs are due again at once), and one stuck inside the transaction
+        for `claim_seconds` is cut off by the server; each job is written once per batch (the advance). On SQLite a
+        lease, cleared by the advance in the same transaction. Jobs still leased by a worker of an earlier version
+        are skipped until their lease expires.
         """
         async with self._sessions() as session, session.begin():
             if self._pg:
@@ -162,27 +159,16 @@ class SqlDispatch(SqlJobRuns):
                 where.append(jobs.c.owner == owner)
             if job_id is not None:
                 where.append(jobs.c.id == job_id)
-            if self._pg:
-                free = jobs.c.lease_expires_at.is_(None) | (jobs.c.lease_expires_at <= now)
-                claim = (
-                    select(jobs)
-                    .where(*where, free)
-                    .order_by(jobs.c.next_fire_time)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-                rows = list((await session.execute(claim)).all())
-            else:
-                rows = await claim_rows(
-                    session,
-                    jobs,
-                    where=where,
-                    order_by=[jobs.c.next_fire_time],
-                    limit=limit,
-                    lease_owner=lease_owner,
-                    lease_seconds=claim_seconds,
-                    now=now,
-                )
+            rows = await lock_rows(
+                session,
+                jobs,
+                where=where,
+                order_by=[jobs.c.next_fire_time],
+                limit=limit,
+                lease_owner=lease_owner,
+                lease_seconds=claim_seconds,
+                now=now,
+            )
             if not rows:
                 return DueBatch(now=now, records=[], to_dispatch=[])
             claimed = [job_from_row(row, now) for row in rows]
