@@ -140,6 +140,13 @@ def scheduler(sizes: Sizes) -> list[Row]:
         op=">=",
         target_value=0.5,
     )
+    vs_calls = Row(
+        "1.calls",
+        "scheduler best vs its calls alone",
+        f"{jobs} jobs vs RunPipeline@64 as sent",
+        "jobs/s",
+        baseline="unary gRPC @64, scheduler's request+auth",
+    )
     vs_floor = Row(
         "1.floor",
         "scheduler best vs SKIP LOCKED",
@@ -167,6 +174,9 @@ def scheduler(sizes: Sizes) -> list[Row]:
                 bd._scheduler(db_url, address, min(jobs, 200), 1)  # warm-up: imports, plans, PostgreSQL caches
             for _ in range(sizes.repeat):
                 vs_grpc.baseline_samples.append(asyncio.run(bd._grpc_bare(address, sizes.grpc_seconds, 64)))
+                vs_calls.baseline_samples.append(
+                    asyncio.run(bd._grpc_bare(address, sizes.grpc_seconds, 64, as_scheduler=True))
+                )
                 vs_floor.baseline_samples.append(bd._skip_locked(dsn, sizes.skip_locked_jobs, 4))
                 if python:
                     try:
@@ -183,11 +193,12 @@ def scheduler(sizes: Sizes) -> list[Row]:
                     row.samples.append(value)
                     best = max(best, value)
                 vs_grpc.samples.append(best)
+                vs_calls.samples.append(best)
                 vs_floor.samples.append(best)
         finally:
             fake.terminate()
             fake.wait(timeout=10)
-    return [*rows.values(), vs_grpc, vs_floor]
+    return [*rows.values(), vs_grpc, vs_calls, vs_floor]
 
 
 def _free_port() -> int:
