@@ -3,6 +3,7 @@ the plain view ends with the run's own line, and the live view keeps paths whole
 
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import signal
@@ -31,25 +32,32 @@ pytestmark = pytest.mark.integration
 LONG_PATH = "/home/someone/projects/contentpipe/.contentpipe/generated-content/local/0193abcdef0123456789/0.mp4"
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+@contextlib.contextmanager
+def _sigint_caught() -> Iterator[None]:
+    """A suite started in the background (`make test &`) inherits SIGINT ignored, and a child inherits an ignored
+    signal; a caught one is reset to the default by exec. Catching it in this process while the CLI is spawned
+    lets the child get Ctrl-C the way a terminal user's CLI does, with no `preexec_fn` (Python code between fork
+    and exec makes CPython fork instead of vfork, which runs gRPC's at-fork handlers and can hang the child)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Lines:
     """A CLI subprocess whose merged stdout/stderr lines can be awaited one pattern at a time."""
 
     def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "contentpipe.cli", *args],
-            cwd=REPO_ROOT,
-            env=cli_environ(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            # A suite started in the background (`make test &`) inherits SIGINT ignored, and Python keeps an
-            # ignored SIGINT ignored: the child must get Ctrl-C the way a terminal user's CLI does.
-            preexec_fn=_default_sigint,  # noqa: PLW1509 - only resets one signal disposition before exec
-        )
+        with _sigint_caught():
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "contentpipe.cli", *args],
+                cwd=REPO_ROOT,
+                env=cli_environ(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         self.seen: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()

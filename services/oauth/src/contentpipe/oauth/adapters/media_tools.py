@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import logging
 import math
 import os
 import re
-import resource
+import shutil
 import signal
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -151,29 +150,29 @@ def parse_probe(text: str, container: str, size_bytes: int, faststart: bool) -> 
     )
 
 
-_PR_SET_PDEATHSIG = 1
+_log = logging.getLogger(__name__)
 
 
 @cache
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, looked up in the parent (no dynamic loading between fork and exec); None off Linux."""
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
+def _confinement() -> tuple[str, ...]:
+    """The command prefix that confines an ffmpeg run before it starts: util-linux's `setpriv --pdeathsig KILL` (the
+    kernel kills it when the service dies, kill -9 included) and `prlimit --as` (its address space), both in every
+    Debian-based image. Empty where they are missing (then only the wall-time limit and the process group hold).
+
+    Not a `preexec_fn`: Python code between fork and exec makes CPython use fork() instead of vfork(), and fork()
+    runs gRPC's at-fork handlers, which restart its thread pools in the child; with the service's gRPC threads
+    busy the child could hang there before ever reaching ffmpeg (seen in the test suite: a child stuck in
+    gRPC's post-fork handler for minutes)."""
+    setpriv, prlimit = shutil.which("setpriv"), shutil.which("prlimit")
+    if setpriv is None or prlimit is None:
+        _log.warning("setpriv or prlimit (util-linux) missing: ffmpeg runs without its memory and parent-death limits")
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--", prlimit)
 
 
-def _limit_child(memory_bytes: int) -> Callable[[], None]:
-    prctl = _prctl()
-
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        os.setsid()  # its own process group: a timeout kills ffmpeg and anything it started
-        if prctl is not None:  # Linux: the kernel kills it when the service dies (kill -9 included)
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return apply
+def _confined(memory_bytes: int, command: list[str]) -> list[str]:
+    prefix = _confinement()
+    return [*prefix, f"--as={memory_bytes}", "--", *command] if prefix else command
 
 
 class MediaTools:
@@ -187,14 +186,11 @@ class MediaTools:
         limit = limit_seconds or self.limits.timeout_seconds
         async with self._slots:
             process = await asyncio.create_subprocess_exec(
-                ffmpeg_exe(),
-                "-hide_banner",
-                "-nostdin",
-                *args,
+                *_confined(self.limits.memory_bytes, [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_limit_child(self.limits.memory_bytes),  # async-signal-safe calls only
+                start_new_session=True,  # its own process group: a timeout kills ffmpeg and anything it started
             )
             try:
                 _, stderr = await asyncio.wait_for(process.communicate(), timeout=limit)
