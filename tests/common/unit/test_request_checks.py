@@ -1,4 +1,5 @@
-"""Request checks every RPC passes before its servicer: bytes that parse, and no NUL in any text field."""
+"""Request checks every RPC passes before its servicer: bytes that parse, no NUL in any text field, and only
+finite numbers in JSON values."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contentpipe.common.errors import InvalidArgument
 from contentpipe.common.request_checks import (
     UndecodableRequest,
     check_request,
-    nul_violations,
+    field_violations,
     tolerant_deserializer,
 )
 from google.protobuf import struct_pb2
@@ -29,7 +30,7 @@ def _pipeline_request() -> pipeline_service_pb2.CreatePipelineRequest:
 
 def test_a_valid_request_passes() -> None:
     check_request(_pipeline_request())
-    assert nul_violations(_pipeline_request()) == []
+    assert field_violations(_pipeline_request()) == []
 
 
 def test_nul_is_named_by_its_full_path_in_nested_and_repeated_fields() -> None:
@@ -52,17 +53,35 @@ def test_nul_is_named_by_its_full_path_in_nested_and_repeated_fields() -> None:
 def test_nul_in_map_keys_and_struct_values_is_found() -> None:
     struct = struct_pb2.Struct()
     struct.update({"ok": "fine", "bad\x00key": 1, "nested": {"deep": ["x", "y\x00"]}})
-    paths = sorted(v.field for v in nul_violations(struct))
+    paths = sorted(v.field for v in field_violations(struct))
     assert paths == [
         "fields['bad\\x00key']",
         "fields['nested'].struct_value.fields['deep'].list_value.values[1].string_value",
     ]
 
 
+def test_nan_and_infinity_in_json_values_are_refused_by_path_and_other_doubles_pass() -> None:
+    request = generation_service_pb2.CreateGenerationRequest()
+    model_input = request.generation.options.model_input
+    model_input.update({"ok": 1.5, "list": [1, float("inf")], "nested": {"x": float("nan")}})
+    with pytest.raises(InvalidArgument) as raised:
+        check_request(request)
+    assert sorted(v.field for v in raised.value.violations) == [
+        "generation.options.model_input.fields['list'].list_value.values[1].number_value",
+        "generation.options.model_input.fields['nested'].struct_value.fields['x'].number_value",
+    ]
+    assert raised.value.reason == "NON_FINITE_NUMBER"
+    assert "finite" in raised.value.message
+    # A plain double field is the domain's to judge; only JSON values cannot hold these numbers.
+    run = pipeline_service_pb2.CreatePipelineRequest()
+    run.pipeline.steps.add(id="s").retry_policy.backoff_multiplier = float("inf")
+    assert field_violations(run) == []
+
+
 def test_violations_are_bounded() -> None:
     request = _pipeline_request()
     request.pipeline.steps[1].post_to_platform.connections[:] = ["\x00"] * 500
-    assert len(nul_violations(request)) == 20
+    assert len(field_violations(request)) == 20
 
 
 def test_bytes_that_do_not_parse_become_an_undecodable_request_refused_as_invalid_argument() -> None:

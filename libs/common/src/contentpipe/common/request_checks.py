@@ -1,14 +1,17 @@
-"""Checks every request passes before any servicer sees it: the bytes parse, and no text holds a NUL.
+"""Checks every request passes before any servicer sees it: the bytes parse, no text holds a NUL, and JSON
+values (`google.protobuf.Struct`/`Value`) hold only finite numbers.
 
 Both are protocol-level rules, not business rules: a request whose bytes do not parse (truncated, invalid
 UTF-8 in a string, a varint where a string is declared) is the caller's fault whatever the RPC, and no text
 field of any service may carry U+0000 (PostgreSQL `text`/`jsonb` cannot store it, SQLite would store what
 PostgreSQL refuses, and platform APIs truncate at it). Checking here, once, keeps every service and every
-future field covered without each decode step remembering it.
+future field covered without each decode step remembering it. A Struct is JSON, which has no NaN or Infinity:
+protobuf's own JSON conversion refuses them, so they are refused here, by field path, before a servicer reads one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +21,8 @@ from google.protobuf.message import Message
 
 NUL = "\x00"
 _NUL_DESCRIPTION = "must not contain NUL (U+0000) characters"
+_NON_FINITE_DESCRIPTION = "must be a finite number: a JSON value has no NaN or Infinity"
+_JSON_VALUE = "google.protobuf.Value"
 # Bound the report: one violation names the problem; thousands would only inflate the trailer.
 _MAX_VIOLATIONS = 20
 
@@ -62,22 +67,25 @@ def check_request(request: Any) -> None:
             f"the request body is not a valid {request.type_name} message", reason="MALFORMED_REQUEST"
         )
     if isinstance(request, Message):
-        violations = nul_violations(request)
+        violations = field_violations(request)
         if violations:
-            raise InvalidArgument(f"{violations[0].field}: {_NUL_DESCRIPTION}", violations, reason="NUL_IN_TEXT")
+            first = violations[0]
+            reason = "NUL_IN_TEXT" if first.description == _NUL_DESCRIPTION else "NON_FINITE_NUMBER"
+            raise InvalidArgument(f"{first.field}: {first.description}", violations, reason=reason)
 
 
-def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
-    """One FieldViolation per text field (or map key) of `message` that contains a NUL, by dotted path."""
+def field_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """One FieldViolation per text field (or map key) of `message` that contains a NUL and per JSON number that is
+    NaN or infinite, by dotted path."""
     violations: list[FieldViolation] = []
-    for path in _nul_paths(message, prefix):
-        violations.append(FieldViolation(path, _NUL_DESCRIPTION))
+    for path, description in _bad_paths(message, prefix):
+        violations.append(FieldViolation(path, description))
         if len(violations) >= _MAX_VIOLATIONS:
             break
     return violations
 
 
-def _nul_paths(message: Message, prefix: str) -> Iterator[str]:
+def _bad_paths(message: Message, prefix: str) -> Iterator[tuple[str, str]]:
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
@@ -86,7 +94,7 @@ def _nul_paths(message: Message, prefix: str) -> Iterator[str]:
             for key in value:
                 item_path = f"{path}[{key!r}]"
                 if key_field.type == FieldDescriptor.TYPE_STRING and NUL in key:
-                    yield item_path
+                    yield item_path, _NUL_DESCRIPTION
                 yield from _value_paths(value_field, value[key], item_path)
         elif field.is_repeated:
             for index, item in enumerate(value):
@@ -95,12 +103,19 @@ def _nul_paths(message: Message, prefix: str) -> Iterator[str]:
             yield from _value_paths(field, value, path)
 
 
-def _value_paths(field: FieldDescriptor, value: Any, path: str) -> Iterator[str]:
+def _value_paths(field: FieldDescriptor, value: Any, path: str) -> Iterator[tuple[str, str]]:
     if field.type == FieldDescriptor.TYPE_STRING:
         if NUL in value:
-            yield path
+            yield path, _NUL_DESCRIPTION
     elif field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
-        yield from _nul_paths(value, f"{path}.")
+        yield from _bad_paths(value, f"{path}.")
+    elif (
+        field.type == FieldDescriptor.TYPE_DOUBLE
+        and field.containing_type is not None
+        and field.containing_type.full_name == _JSON_VALUE
+        and not math.isfinite(value)
+    ):
+        yield path, _NON_FINITE_DESCRIPTION
 
 
 def optional_seconds(message: Message, field: str) -> float | None:
