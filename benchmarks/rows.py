@@ -147,6 +147,13 @@ def scheduler(sizes: Sizes) -> list[Row]:
         "jobs/s",
         baseline="unary gRPC @64, scheduler's request+auth",
     )
+    single = Row(
+        "1.single",
+        "scheduler 2w, one RunPipeline per run",
+        f"{jobs} jobs vs RunPipeline@64",
+        "jobs/s",
+        baseline="bare unary gRPC @64",
+    )
     vs_floor = Row(
         "1.floor",
         "scheduler best vs SKIP LOCKED",
@@ -195,10 +202,12 @@ def scheduler(sizes: Sizes) -> list[Row]:
                 vs_grpc.samples.append(best)
                 vs_calls.samples.append(best)
                 vs_floor.samples.append(best)
+                single.baseline_samples.append(vs_grpc.baseline_samples[-1])
+                single.samples.append(bd._scheduler(db_url, address, jobs, 2, trigger_batch_size=1))
         finally:
             fake.terminate()
             fake.wait(timeout=10)
-    return [*rows.values(), vs_grpc, vs_calls, vs_floor]
+    return [*rows.values(), vs_grpc, vs_calls, single, vs_floor]
 
 
 def _free_port() -> int:

@@ -9,7 +9,8 @@ Measures, on one fresh database and against one fast fake pipelines endpoint (it
 - procrastinate: the same number of no-op tasks, 2 worker processes x 10 concurrency (if an interpreter with
   procrastinate is given; it is not a project dependency);
 - the scheduler: 1, 2 and 4 worker processes running Processor.process until nothing is due (claim, plan, record,
-  RunPipeline, record outcome: every job ends with a pipeline run on its record).
+  BatchRunPipelines per owner, record outcome: every job ends with a pipeline run on its record); and 2 workers
+  sending one RunPipeline per run (SCHEDULER_TRIGGER_BATCH_SIZE=1), the dispatch before batching.
 Prints jobs/s and the ratios. Loopback only; every loop is bounded.
 """
 
@@ -46,6 +47,20 @@ async def _fake_server(port: int) -> None:
                 run=pb.PipelineRun(
                     name=f"{request.name}/runs/{request.request_id[-12:]}", state=pb.PIPELINE_RUN_STATE_QUEUED
                 )
+            )
+
+        async def BatchRunPipelines(
+            self, request: pb.BatchRunPipelinesRequest, context: Any
+        ) -> pb.BatchRunPipelinesResponse:
+            return pb.BatchRunPipelinesResponse(
+                results=[
+                    pb.RunPipelineResult(
+                        run=pb.PipelineRun(
+                            name=f"{item.name}/runs/{item.request_id[-12:]}", state=pb.PIPELINE_RUN_STATE_QUEUED
+                        )
+                    )
+                    for item in request.requests
+                ]
             )
 
         async def GetPipelineRun(self, request: pb.GetPipelineRunRequest, context: Any) -> pb.GetPipelineRunResponse:
@@ -192,7 +207,7 @@ async def _seed_scheduler(db_url: str, jobs: int) -> None:
     await engine.dispose()
 
 
-async def _scheduler_worker(db_url: str, pipelines: str) -> None:
+async def _scheduler_worker(db_url: str, pipelines: str, trigger_batch_size: str) -> None:
     from contentpipe.common.cli import settle_heap
     from contentpipe.scheduler import bootstrap
     from contentpipe.scheduler.config import load_config
@@ -202,6 +217,7 @@ async def _scheduler_worker(db_url: str, pipelines: str) -> None:
         "CONTENTPIPE_JWT_SECRET": BENCH_JWT_SECRET,
         "SCHEDULER_DATABASE_URL": db_url,
         "CONTENTPIPE_PIPELINES_ADDR": pipelines,
+        "SCHEDULER_TRIGGER_BATCH_SIZE": trigger_batch_size,
     }
     components = bootstrap.build(load_config(env))
     await components.store.ping()
@@ -233,9 +249,11 @@ async def _count_dispatched(db_url: str) -> int:
     return int(value)
 
 
-def _scheduler(db_url: str, pipelines: str, jobs: int, workers: int) -> float:
+def _scheduler(db_url: str, pipelines: str, jobs: int, workers: int, *, trigger_batch_size: int = 100) -> float:
+    """Jobs/s of `workers` scheduler processes; `trigger_batch_size` 1 sends one RunPipeline per run instead of
+    BatchRunPipelines calls of up to that many runs of one owner (the default, as deployed)."""
     asyncio.run(_seed_scheduler(db_url, jobs))
-    procs = [_spawn("scheduler-worker", db_url, pipelines) for _ in range(workers)]
+    procs = [_spawn("scheduler-worker", db_url, pipelines, str(trigger_batch_size)) for _ in range(workers)]
     _go_and_wait(procs)
     # From the first worker's start to the last worker's end of processing (not process start-up/exit).
     reports = [json.loads(p.stdout.read().strip().splitlines()[-1]) for p in procs if p.stdout is not None]
@@ -329,7 +347,7 @@ def main() -> None:
         _skip_locked_worker(args.rest[0])
         return
     if args.mode == "scheduler-worker":
-        asyncio.run(_scheduler_worker(args.rest[0], args.rest[1]))
+        asyncio.run(_scheduler_worker(args.rest[0], args.rest[1], args.rest[2]))
         return
 
     sys.path.insert(0, str(REPO))
@@ -358,12 +376,15 @@ def main() -> None:
             results["procrastinate_2x10"] = _procrastinate(args.procrastinate_python, dsn, min(args.jobs, 2000))
         for workers in (1, 2, 4):
             results[f"scheduler_{workers}w"] = _scheduler(db_url, address, args.jobs, workers)
+        results["scheduler_2w_single_calls"] = _scheduler(db_url, address, args.jobs, 2, trigger_batch_size=1)
         print(f"due-job dispatch benchmark, {args.jobs} jobs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
         for key, value in results.items():
             print(f"  {key:22s} {value:9.0f} jobs/s")
         best = max(results[f"scheduler_{w}w"] for w in (1, 2, 4))
         print(f"  scheduler best / bare gRPC (64 in flight): {best / results['grpc_bare_64']:.2f}")
         print(f"  scheduler best / the scheduler's calls alone: {best / results['grpc_as_scheduler_64']:.2f}")
+        single = results["scheduler_2w_single_calls"] / results["grpc_bare_64"]
+        print(f"  scheduler 2w, one RunPipeline per run / bare gRPC: {single:.2f}")
         if "skip_locked_4w" in results:
             print(f"  scheduler best / bare SKIP LOCKED (4w):    {best / results['skip_locked_4w']:.2f}")
         if "procrastinate_2x10" in results:

@@ -2,7 +2,9 @@
 
 Follows the contract in pipeline_service.proto: ownership (another user's pipeline is NOT_FOUND), PAUSED
 pipelines answer FAILED_PRECONDITION, `request_id` makes RunPipeline/ResumePipelineRun idempotent. It counts
-every call so tests can assert "triggered exactly once per (job, nominal time)".
+every call so tests can assert "triggered exactly once per (job, nominal time)". BatchRunPipelines answers each
+request as RunPipeline would (or UNIMPLEMENTED while `batch_supported` is off, as a pipelines service of an
+earlier version does).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class FakeState:
     run_delay: float = 0.0  # seconds RunPipeline takes (a slow pipelines service)
     acting_users: list[str] = field(default_factory=list)
     call_request_ids: list[str] = field(default_factory=list)  # the x-request-id of each RunPipeline call
+    batch_supported: bool = True
+    batch_sizes: list[int] = field(default_factory=list)  # requests per BatchRunPipelines call answered
 
 
 def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -85,22 +89,58 @@ class _Servicer(pb_grpc.PipelineServiceServicer):
         if self.state.run_delay:
             await asyncio.sleep(self.state.run_delay)
         with self.lock:
-            self.state.run_calls[request.request_id] += 1
             metadata = dict(context.invocation_metadata() or ())
             self.state.call_request_ids.append(str(metadata.get("x-request-id", "")))
-            nominal = request.nominal_time.ToDatetime().isoformat() if request.HasField("nominal_time") else ""
-            self.state.fire_calls[(request.job, nominal)] += 1
-            existing = self.state.by_request.get(request.request_id)
-            if existing is None:
-                name = f"{request.name}/runs/r{len(self.state.runs) + 1}"
-                run = pb.PipelineRun(
-                    name=name, owner=owner, state=pb.PIPELINE_RUN_STATE_QUEUED, request_id=request.request_id
-                )
-                run.trigger.job = request.job
-                self.state.runs[name] = run
-                self.state.by_request[request.request_id] = name
-                existing = name
-            return pb.RunPipelineResponse(run=self.state.runs[existing])
+            return pb.RunPipelineResponse(run=self._queue(owner, request))
+
+    async def BatchRunPipelines(
+        self, request: pb.BatchRunPipelinesRequest, context: Any
+    ) -> pb.BatchRunPipelinesResponse:
+        if not self.state.batch_supported:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        if self.state.unavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "down for the test")
+        if not 1 <= len(request.requests) <= 500:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requests: 1 to 500")
+        user = _caller(context)
+        self.state.acting_users.append(user)
+        if self.state.run_delay:
+            await asyncio.sleep(self.state.run_delay)
+        results = []
+        with self.lock:
+            self.state.batch_sizes.append(len(request.requests))
+            for item in request.requests:
+                entry = self.state.pipelines.get(item.name)
+                if entry is None or entry[0] != user:
+                    error = pb.RunPipelineError(code=grpc.StatusCode.NOT_FOUND.value[0], message="not found")
+                    results.append(pb.RunPipelineResult(error=error))
+                elif entry[1] == pb.PIPELINE_STATE_PAUSED:
+                    error = pb.RunPipelineError(
+                        code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                        message="pipeline is paused",
+                        reason="PIPELINE_PAUSED",
+                    )
+                    results.append(pb.RunPipelineResult(error=error))
+                else:
+                    results.append(pb.RunPipelineResult(run=self._queue(user, item)))
+        return pb.BatchRunPipelinesResponse(results=results)
+
+    def _queue(self, owner: str, request: pb.RunPipelineRequest) -> pb.PipelineRun:
+        """The run of `request` (the existing one for a repeated request id); call with the lock held."""
+        self.state.run_calls[request.request_id] += 1
+        nominal = request.nominal_time.ToDatetime().isoformat() if request.HasField("nominal_time") else ""
+        self.state.fire_calls[(request.job, nominal)] += 1
+        existing = self.state.by_request.get(request.request_id)
+        if existing is None:
+            name = f"{request.name}/runs/r{len(self.state.runs) + 1}"
+            run = pb.PipelineRun(
+                name=name, owner=owner, state=pb.PIPELINE_RUN_STATE_QUEUED, request_id=request.request_id
+            )
+            run.trigger.job = request.job
+            self.state.runs[name] = run
+            self.state.by_request[request.request_id] = name
+            existing = name
+        return self.state.runs[existing]
 
     async def GetPipelineRun(self, request: pb.GetPipelineRunRequest, context: Any) -> pb.GetPipelineRunResponse:
         if self.state.unavailable:

@@ -36,6 +36,7 @@ NOUN_COLLECTIONS = {
     "Pipeline": "pipelines",
     "PipelineRun": "runs",
     "PipelineRuns": "pipelines",
+    "RunPipelines": "pipelines",  # BatchRunPipelines
     "Job": "jobs",
     "JobRuns": "jobs",
     "Notification": "notifications",
@@ -104,7 +105,11 @@ def slots(rpc: Rpc) -> list[Slot]:
             elif f.message_type is not None and depth < 4 and not f.message_type.GetOptions().map_entry:
                 if f.message_type.full_name.startswith("google.protobuf"):
                     continue
-                # Of repeated messages only pipeline steps: the others in requests are output-only.
+                if f.is_repeated and f.name == "requests" and rpc.method.name.startswith("Batch"):
+                    # Each request of a batch names its resource as the single call would.
+                    visit(f.message_type, (*path, f.name), depth)
+                    continue
+                # Of other repeated messages only pipeline steps: the rest in requests are output-only.
                 if f.is_repeated and f.name != "steps":
                     continue
                 visit(f.message_type, (*path, f.name), depth + 1)
@@ -271,6 +276,11 @@ def build_world(stack: Stack, user: str, metadata: Metadata) -> World:
         ),
         lambda r: r.run.name,
     )
+    if "pipelines" in world.names:
+        # The base of the batch call: one request, whose `name` the matrix points at the other user's resources.
+        world.requests["BatchRunPipelines"] = pipe.BatchRunPipelinesRequest(
+            requests=[pipe.RunPipelineRequest(name=world.names["pipelines"], request_id=str(uuid.uuid4()))]
+        )
     step(
         "jobs",
         "CreateJob",

@@ -11,6 +11,7 @@ import pytest
 from contentpipe.api.oauth.v1 import platform_pb2
 from contentpipe.api.oauth.v1 import posting_service_pb2 as post_pb
 from contentpipe.api.pipelines.v1 import pipeline_service_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.pipelines.fakes import FakePeers
 from tests.pipelines.integration.support import (
@@ -223,3 +224,64 @@ def test_a_run_names_the_trace_of_the_call_that_queued_it(client: Client, peers:
     queued = client.stub.RunPipeline(request, metadata=metadata, timeout=15).run
     assert queued.trace_id == trace_id
     assert client.GetPipelineRun(pb.GetPipelineRunRequest(name=queued.name)).run.trace_id == trace_id
+
+
+def test_a_batch_queues_each_request_as_run_pipeline_would_and_answers_for_each(
+    client: Client, peers: FakePeers, user: str
+) -> None:
+    ready = create(client, generate_step())
+    paused = create(client, generate_step(), name="Paused")
+    paused.state = pb.PIPELINE_STATE_PAUSED
+    client.UpdatePipeline(
+        pb.UpdatePipelineRequest(pipeline=paused, update_mask={"paths": ["state"]})  # type: ignore[arg-type]
+    )
+    nominal = Timestamp(seconds=1_800_000_000)
+    batch = pb.BatchRunPipelinesRequest(
+        requests=[
+            pb.RunPipelineRequest(name=ready.name, request_id="b-1"),
+            pb.RunPipelineRequest(name=ready.name, request_id="b-2", job="jobs/j1", nominal_time=nominal),
+            pb.RunPipelineRequest(name=paused.name, request_id="b-3"),
+            pb.RunPipelineRequest(name="pipelines/nope", request_id="b-4"),
+            pb.RunPipelineRequest(name="jobs/j1", request_id="b-5"),
+            pb.RunPipelineRequest(name=ready.name, request_id="x" * 129),
+        ]
+    )
+
+    results = client.BatchRunPipelines(batch).results
+
+    assert [r.WhichOneof("result") for r in results] == ["run", "run", "error", "error", "error", "error"]
+    first, second = results[0].run, results[1].run
+    assert first.state == second.state == pb.PIPELINE_RUN_STATE_QUEUED
+    assert first.name != second.name and first.name.startswith(f"{ready.name}/runs/")
+    assert second.trigger.job == "jobs/j1" and second.trigger.nominal_time == nominal
+    errors = [(r.error.code, r.error.reason) for r in results[2:]]
+    assert errors == [
+        (grpc.StatusCode.FAILED_PRECONDITION.value[0], "PIPELINE_PAUSED"),
+        (grpc.StatusCode.NOT_FOUND.value[0], "PIPELINE_NOT_FOUND"),
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "INVALID_ARGUMENT"),
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "INVALID_ARGUMENT"),
+    ]
+    assert results[4].error.message.startswith("requests[4].name: ")
+    assert results[5].error.message == "requests[5].request_id: at most 128 characters"
+    # Sent again (a retry after a lost answer): the same runs, no new ones.
+    again = client.BatchRunPipelines(batch).results
+    assert [again[0].run.name, again[1].run.name] == [first.name, second.name]
+    listed = client.ListPipelineRuns(pb.ListPipelineRunsRequest(parent=ready.name)).runs
+    assert sorted(r.name for r in listed) == sorted([first.name, second.name])
+    assert client.wait_run(first.name).state == pb.PIPELINE_RUN_STATE_SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("count", "repeat", "field"),
+    [(0, False, "requests"), (501, False, "requests"), (3, True, "requests[2].request_id")],
+)
+def test_a_malformed_batch_is_refused_as_a_whole(client: Client, count: int, repeat: bool, field: str) -> None:
+    pipeline = create(client, generate_step())
+    requests = [pb.RunPipelineRequest(name=pipeline.name, request_id=f"m-{i}") for i in range(count)]
+    if repeat:
+        requests[2].request_id = requests[0].request_id
+    with pytest.raises(grpc.RpcError) as caught:
+        client.BatchRunPipelines(pb.BatchRunPipelinesRequest(requests=requests))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith(f"{field}: ")
+    assert not client.ListPipelineRuns(pb.ListPipelineRunsRequest(parent=pipeline.name)).runs

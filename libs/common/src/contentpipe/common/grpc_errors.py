@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 import grpc
@@ -175,6 +175,28 @@ def error_from_rpc(err: grpc.aio.AioRpcError) -> errors.ContentpipeError:
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
                 retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+    return error_from_code(
+        code, message, reason=reason, metadata=metadata, violations=violations, retry_after=retry_after
+    )
+
+
+_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_from_code(
+    code: grpc.StatusCode | int,
+    message: str,
+    *,
+    reason: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    violations: Sequence[errors.FieldViolation] = (),
+    retry_after: float | None = None,
+) -> errors.ContentpipeError:
+    """The application error a status code (enum or google.rpc.Code number) stands for; also for the per-item
+    errors of a batch response, which carry a code, a message and a reason."""
+    if isinstance(code, int):
+        code = _CODES_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    message = message or code.name
     cls = _ERRORS_BY_CODE.get(code, errors.Internal)
     if cls is errors.InvalidArgument:
         return errors.InvalidArgument(message, violations, reason=reason, metadata=metadata)

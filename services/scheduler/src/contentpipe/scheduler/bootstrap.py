@@ -100,6 +100,7 @@ def build(config: SchedulerConfig) -> Components:
         settings=ProcessingSettings(
             batch_size=config.batch_size,
             dispatch_concurrency=config.dispatch_concurrency,
+            trigger_batch_size=config.trigger_batch_size,
             poll_interval=timedelta(seconds=config.poll_interval_seconds),
         ),
         deliver_notifications=config.webhook_url is not None,

@@ -27,6 +27,7 @@ class SchedulerConfig:
     process_limit: int = 500
     batch_size: int = 500
     dispatch_concurrency: int = 64
+    trigger_batch_size: int = 100
     poll_interval_seconds: float = 10.0
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
@@ -53,6 +54,7 @@ def load_config(environ: Mapping[str, str]) -> SchedulerConfig:
         process_limit=env_int(environ, "SCHEDULER_PROCESS_LIMIT", 500, minimum=1, maximum=10_000),
         batch_size=env_int(environ, "SCHEDULER_BATCH_SIZE", 500, minimum=1, maximum=5_000),
         dispatch_concurrency=env_int(environ, "SCHEDULER_DISPATCH_CONCURRENCY", 64, minimum=1, maximum=1_000),
+        trigger_batch_size=env_int(environ, "SCHEDULER_TRIGGER_BATCH_SIZE", 100, minimum=1, maximum=500),
         poll_interval_seconds=env_duration(environ, "SCHEDULER_POLL_INTERVAL", 10.0),
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,

@@ -11,14 +11,15 @@ from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc
 from contentpipe.common.auth import current_principal
 from contentpipe.common.errors import ContentpipeError, InvalidArgument
 from contentpipe.common.field_masks import effective_update_mask
+from contentpipe.common.grpc_errors import status_code_for
 from contentpipe.common.ids import parse_name, parse_name_parts
 from contentpipe.common.pagination import PageTokenCodec, page_size
 from contentpipe.common.request_checks import optional_seconds
 from contentpipe.pipelines import codec
-from contentpipe.pipelines.domain.model import PIPELINE_PATTERN, RUN_PATTERN, PipelineState, RunState
+from contentpipe.pipelines.domain.model import PIPELINE_PATTERN, RUN_PATTERN, PipelineRun, PipelineState, RunState
 from contentpipe.pipelines.service_layer.pipelines import UPDATABLE_FIELDS, PipelineDraft, PipelineService
 from contentpipe.pipelines.service_layer.ports import RunFilter
-from contentpipe.pipelines.service_layer.runs import RunService
+from contentpipe.pipelines.service_layer.runs import RunRequest, RunService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -30,6 +31,36 @@ def _draft(message: pb.Pipeline) -> PipelineDraft:
         state=codec.PIPELINE_STATE.get(message.state),
         steps=tuple(codec.step_from_proto(step, index) for index, step in enumerate(message.steps)),
         etag=message.etag,
+    )
+
+
+def _run_request(index: int, message: pb.RunPipelineRequest) -> RunRequest | ContentpipeError:
+    """One request of a batch, or why it cannot be read (its fields named from the batch: `requests[3].name`)."""
+    try:
+        return RunRequest(
+            pipeline_id=parse_name(PIPELINE_PATTERN, message.name, field=f"requests[{index}].name"),
+            request_id=message.request_id,
+            job=message.job,
+            nominal_time=codec.dt(
+                message.nominal_time, message.HasField("nominal_time"), field=f"requests[{index}].nominal_time"
+            ),
+        )
+    except ContentpipeError as exc:
+        return exc
+
+
+def _run_result(index: int, outcome: PipelineRun | ContentpipeError) -> pb.RunPipelineResult:
+    if not isinstance(outcome, ContentpipeError):
+        return pb.RunPipelineResult(run=codec.run_to_proto(outcome))
+    message = outcome.message
+    if isinstance(outcome, InvalidArgument) and outcome.violations:
+        prefix = f"requests[{index}]."
+        message = "; ".join(
+            f"{v.field if v.field.startswith(prefix) else prefix + v.field}: {v.description}"
+            for v in outcome.violations
+        )
+    return pb.RunPipelineResult(
+        error=pb.RunPipelineError(code=status_code_for(outcome).value[0], message=message, reason=outcome.reason)
     )
 
 
@@ -85,6 +116,15 @@ class PipelineServiceServicer(pipeline_service_pb2_grpc.PipelineServiceServicer)
         nominal = codec.dt(request.nominal_time, request.HasField("nominal_time"), field="nominal_time")
         run = await self._runs.run(_owner(), pipeline_id, request.request_id, request.job, nominal)
         return pb.RunPipelineResponse(run=codec.run_to_proto(run))
+
+    async def BatchRunPipelines(
+        self, request: pb.BatchRunPipelinesRequest, context: Context
+    ) -> pb.BatchRunPipelinesResponse:
+        requests = [_run_request(index, item) for index, item in enumerate(request.requests)]
+        outcomes = await self._runs.run_many(_owner(), requests)
+        return pb.BatchRunPipelinesResponse(
+            results=[_run_result(index, outcome) for index, outcome in enumerate(outcomes)]
+        )
 
     async def GetPipelineRun(self, request: pb.GetPipelineRunRequest, context: Context) -> pb.GetPipelineRunResponse:
         pipeline_id, run_id = parse_name_parts(RUN_PATTERN, request.name)

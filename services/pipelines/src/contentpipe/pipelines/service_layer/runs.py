@@ -1,15 +1,15 @@
-"""Use cases on runs: queue (idempotent), read, list history, cancel, resume from the failed step."""
+"""Use cases on runs: queue (idempotent, one or a batch), read, list history, cancel, resume from the failed step."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from contentpipe.common.changes import ChangeNotifier, wait_for, wait_seconds
-from contentpipe.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from contentpipe.common.errors import ContentpipeError, FailedPrecondition, InvalidArgument, NotFound
 from contentpipe.common.ids import new_id
 from contentpipe.common.telemetry import inject_context
 from contentpipe.pipelines.domain.model import (
@@ -40,6 +40,17 @@ from contentpipe.pipelines.service_layer.ports import (
 
 _log = logging.getLogger(__name__)
 CANCEL_WAIT_SECONDS = 10.0
+MAX_BATCH_RUNS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """One run to queue, as RunService.run takes it."""
+
+    pipeline_id: str
+    request_id: str
+    job: str = ""
+    nominal_time: datetime | None = None
 
 
 class RunService:
@@ -117,6 +128,38 @@ class RunService:
         else:
             self._on_queued()
         return stored
+
+    async def run_many(
+        self, owner: str, requests: Sequence[RunRequest | ContentpipeError]
+    ) -> list[PipelineRun | ContentpipeError]:
+        """Queue each run as `run` would, concurrently (their inserts share group commits); one outcome per
+        request, in order. A request that could not be read arrives as its error and is answered with it.
+
+        An error the service answers on purpose (not found, paused, invalid) is that request's outcome; any other
+        (the database unreachable) fails the whole batch, and the caller sends it again: the runs that were
+        queued are found again by their request ids."""
+        if not requests:
+            raise InvalidArgument.single("requests", "at least one run to queue")
+        if len(requests) > MAX_BATCH_RUNS:
+            raise InvalidArgument.single("requests", f"at most {MAX_BATCH_RUNS} runs per call, got {len(requests)}")
+        first_index: dict[str, int] = {}
+        for index, request in enumerate(requests):
+            if isinstance(request, RunRequest) and request.request_id:
+                earlier = first_index.setdefault(request.request_id, index)
+                if earlier != index:
+                    raise InvalidArgument.single(
+                        f"requests[{index}].request_id", f"repeats requests[{earlier}].request_id"
+                    )
+
+        async def queue(request: RunRequest | ContentpipeError) -> PipelineRun | ContentpipeError:
+            if isinstance(request, ContentpipeError):
+                return request
+            try:
+                return await self.run(owner, request.pipeline_id, request.request_id, request.job, request.nominal_time)
+            except ContentpipeError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(queue(request) for request in requests)))
 
     async def get(self, owner: str, pipeline_id: str, run_id: str) -> PipelineRun:
         run = await self._runs.get(owner, pipeline_id, run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import grpc
@@ -11,15 +12,17 @@ from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
 from contentpipe.common.channels import ServiceToken
 from contentpipe.common.context import REQUEST_ID_HEADER
 from contentpipe.common.error_class import ErrorClass
-from contentpipe.common.errors import Unavailable
-from contentpipe.common.grpc_errors import error_from_rpc
-from contentpipe.scheduler.service_layer.ports import PipelineInfo, PipelineRunInfo, PipelineRunStatus
+from contentpipe.common.errors import ContentpipeError, Internal, Unavailable
+from contentpipe.common.grpc_errors import error_from_code, error_from_rpc
+from contentpipe.scheduler.service_layer.ports import PipelineInfo, PipelineRunInfo, PipelineRunStatus, RunTrigger
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Per-method deadlines (seconds): triggers and polls are small; the processing loop must not hang on them.
 RUN_TIMEOUT = 10.0
 READ_TIMEOUT = 5.0
+# A batch queues up to a few hundred runs, concurrently on the pipelines side.
+BATCH_RUN_TIMEOUT = 30.0
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -108,6 +111,38 @@ class GrpcPipelines:
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return run_info(response.run)
+
+    async def run_pipelines(
+        self, owner: str, triggers: Sequence[RunTrigger]
+    ) -> list[PipelineRunInfo | ContentpipeError]:
+        request = pb.BatchRunPipelinesRequest(
+            requests=[
+                pb.RunPipelineRequest(
+                    name=trigger.pipeline,
+                    request_id=trigger.request_id,
+                    job=trigger.job,
+                    nominal_time=_timestamp(trigger.nominal_time) if trigger.nominal_time is not None else None,
+                )
+                for trigger in triggers
+            ]
+        )
+        try:
+            response = await self._stub.BatchRunPipelines(
+                request, metadata=self._metadata(owner), timeout=BATCH_RUN_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        if len(response.results) != len(triggers):
+            raise Internal(
+                f"BatchRunPipelines answered {len(response.results)} results for {len(triggers)} requests",
+                reason="BATCH_RESULTS_MISMATCH",
+            )
+        return [
+            run_info(result.run)
+            if result.HasField("run")
+            else error_from_code(result.error.code, result.error.message, reason=result.error.reason or None)
+            for result in response.results
+        ]
 
     async def get_pipeline_run(self, owner: str, run: str) -> PipelineRunInfo:
         try:

@@ -5,12 +5,14 @@ Plain-Python protocols and values; the adapters implement them with gRPC stubs a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 from typing import Protocol
 
 from contentpipe.common.error_class import ErrorClass
+from contentpipe.common.errors import ContentpipeError
 
 
 class PipelineRunStatus(IntEnum):
@@ -41,6 +43,16 @@ class PipelineRunInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTrigger:
+    """One run to queue: a pipeline of the caller's owner, with the trigger's idempotency key."""
+
+    pipeline: str
+    request_id: str
+    job: str
+    nominal_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineInfo:
     name: str
     owner: str
@@ -55,6 +67,13 @@ class Pipelines(Protocol):
     async def run_pipeline(
         self, owner: str, pipeline: str, *, request_id: str, job: str, nominal_time: datetime | None
     ) -> PipelineRunInfo: ...
+
+    async def run_pipelines(
+        self, owner: str, triggers: Sequence[RunTrigger]
+    ) -> list[PipelineRunInfo | ContentpipeError]:
+        """Queue several runs of `owner`'s pipelines in one call: one outcome per trigger, in order (an error is
+        what run_pipeline would have raised for it). Raises for the call as a whole: Unavailable and the like,
+        Unimplemented from a pipelines service without the batch call."""
 
     async def get_pipeline_run(self, owner: str, run: str) -> PipelineRunInfo: ...
 

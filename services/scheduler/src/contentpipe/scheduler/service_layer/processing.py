@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from contentpipe.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Unimplemented,
 )
 from contentpipe.scheduler.domain.model import (
     Job,
@@ -33,7 +35,7 @@ from contentpipe.scheduler.domain.model import (
 )
 from contentpipe.scheduler.domain.policies import Decision, deactivation_threshold, run_request_id
 from contentpipe.scheduler.service_layer.metrics import ScheduleMetrics
-from contentpipe.scheduler.service_layer.ports import PipelineRunInfo, PipelineRunStatus, Pipelines
+from contentpipe.scheduler.service_layer.ports import PipelineRunInfo, PipelineRunStatus, Pipelines, RunTrigger
 from contentpipe.scheduler.service_layer.store import (
     ClaimedRun,
     DueRecord,
@@ -53,12 +55,18 @@ _MESSAGES = {
     Decision.BUFFERED: "waiting for the previous run to end (overlap BUFFER_ONE)",
 }
 _PERMANENT = (ErrorClass.PERMANENT, ErrorClass.NEEDS_REAUTH)
+# After a pipelines service answered UNIMPLEMENTED to the batch call (an older version during a rolling
+# upgrade), triggers go one by one this long before the batch call is tried again.
+BATCH_RETRY_AFTER_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessingSettings:
     batch_size: int = 500
     dispatch_concurrency: int = 64
+    # New runs of one owner are queued together, up to this many per BatchRunPipelines call (1: one RunPipeline
+    # call per run). One call instead of dozens saves most of the per-call work on both sides.
+    trigger_batch_size: int = 100
     # Batches whose pipelines calls may be in flight while the next batch is claimed.
     pipeline_depth: int = 3
     # A batch of due jobs is claimed, planned and recorded in one transaction; one stuck longer than this is ended
@@ -129,6 +137,8 @@ class Processor:
         self._semaphore = asyncio.Semaphore(self._settings.dispatch_concurrency)
         # Run records this worker leases right now (being triggered or polled), given back on graceful shutdown.
         self._held_runs: set[str] = set()
+        # Monotonic time before which triggers are sent one by one (the pipelines service lacked the batch call).
+        self._single_calls_until = 0.0
 
     @property
     def lease_owner(self) -> str:
@@ -241,19 +251,78 @@ class Processor:
             return
         self._held_runs.update(c.run.id for c in runs)
         batch = _Batch()
-        outcomes = await self._call_each(runs, self._run_pipeline)
+        outcomes = await self._trigger(runs)
         for claimed, outcome in zip(runs, outcomes, strict=True):
             self._on_trigger_outcome(claimed, outcome, now, batch, result)
         await self._flush(batch, now, result)
 
-    async def _run_pipeline(self, claimed: ClaimedRun) -> PipelineRunInfo:
+    async def _trigger(self, runs: Sequence[ClaimedRun]) -> list[PipelineRunInfo | Exception]:
+        """Queue the first attempt of each record; the outcomes in the records' order. An owner's runs go together
+        in BatchRunPipelines calls of up to `trigger_batch_size`; a lone run goes as RunPipeline, and so does every
+        run while the pipelines service lacks the batch call."""
+        outcomes: list[PipelineRunInfo | Exception | None] = [None] * len(runs)
+        groups: list[list[int]] = []
+        singles: list[int] = []
+        size = self._settings.trigger_batch_size
+        if size > 1 and time.monotonic() >= self._single_calls_until:
+            by_owner: dict[str, list[int]] = {}
+            for index, claimed in enumerate(runs):
+                by_owner.setdefault(claimed.owner, []).append(index)
+            for indexes in by_owner.values():
+                for start in range(0, len(indexes), size):
+                    chunk = indexes[start : start + size]
+                    if len(chunk) > 1:
+                        groups.append(chunk)
+                    else:
+                        singles.extend(chunk)
+        else:
+            singles = list(range(len(runs)))
+
+        async def run_group(chunk: list[int]) -> list[PipelineRunInfo | ContentpipeError]:
+            return await self._pipelines.run_pipelines(
+                runs[chunk[0]].owner, [self._run_trigger(runs[i]) for i in chunk]
+            )
+
+        for chunk, answer in zip(groups, await self._call_each(groups, run_group), strict=True):
+            if isinstance(answer, Unimplemented):
+                if time.monotonic() >= self._single_calls_until:
+                    _log.warning(
+                        "the pipelines service has no BatchRunPipelines (an older version?): triggering runs one "
+                        "by one for %.0f s",
+                        BATCH_RETRY_AFTER_SECONDS,
+                    )
+                self._single_calls_until = time.monotonic() + BATCH_RETRY_AFTER_SECONDS
+                singles.extend(chunk)
+            elif isinstance(answer, Exception):
+                for index in chunk:
+                    outcomes[index] = answer
+            else:
+                for index, outcome in zip(chunk, answer, strict=True):
+                    outcomes[index] = outcome
+        singles.sort()
+        single_outcomes = await self._call_each([runs[i] for i in singles], self._run_pipeline)
+        for index, single in zip(singles, single_outcomes, strict=True):
+            outcomes[index] = single
+        return cast("list[PipelineRunInfo | Exception]", outcomes)
+
+    @staticmethod
+    def _run_trigger(claimed: ClaimedRun) -> RunTrigger:
         run = claimed.run
-        return await self._pipelines.run_pipeline(
-            claimed.owner,
-            claimed.pipeline,
+        return RunTrigger(
+            pipeline=claimed.pipeline,
             request_id=run_request_id(run.job_id, run.nominal_time, 1, manual=run.manual),
             job=f"jobs/{run.job_id}",
             nominal_time=run.nominal_time,
+        )
+
+    async def _run_pipeline(self, claimed: ClaimedRun) -> PipelineRunInfo:
+        trigger = self._run_trigger(claimed)
+        return await self._pipelines.run_pipeline(
+            claimed.owner,
+            trigger.pipeline,
+            request_id=trigger.request_id,
+            job=trigger.job,
+            nominal_time=trigger.nominal_time,
         )
 
     def _on_trigger_outcome(

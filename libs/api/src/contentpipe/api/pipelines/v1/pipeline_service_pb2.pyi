@@ -1128,6 +1128,116 @@ class RunPipelineResponse(_message.Message):
 Global___RunPipelineResponse: _TypeAlias = RunPipelineResponse  # noqa: Y015
 
 @_typing.final
+class BatchRunPipelinesRequest(_message.Message):
+    """Request for BatchRunPipelines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunPipelineRequest]:
+        """The runs to queue: 1 to 500, each with a `request_id` unique within the batch (empty: no idempotency)."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___RunPipelineRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRunPipelinesRequest: _TypeAlias = BatchRunPipelinesRequest  # noqa: Y015
+
+@_typing.final
+class BatchRunPipelinesResponse(_message.Message):
+    """Response for BatchRunPipelines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunPipelineResult]:
+        """One per request, in the order of the requests."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RunPipelineResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRunPipelinesResponse: _TypeAlias = BatchRunPipelinesResponse  # noqa: Y015
+
+@_typing.final
+class RunPipelineResult(_message.Message):
+    """The outcome of one request of a BatchRunPipelines call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___PipelineRun:
+        """The queued (or, on a repeated request_id, existing) run."""
+
+    @_builtins.property
+    def error(self) -> Global___RunPipelineError:
+        """The status RunPipeline would have answered for this request alone."""
+
+    def __init__(
+        self,
+        *,
+        run: Global___PipelineRun | None = ...,
+        error: Global___RunPipelineError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["run", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___RunPipelineResult: _TypeAlias = RunPipelineResult  # noqa: Y015
+
+@_typing.final
+class RunPipelineError(_message.Message):
+    """Why one request of a batch queued no run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code (google.rpc.Code): 3 INVALID_ARGUMENT, 5 NOT_FOUND, 9 FAILED_PRECONDITION, ..."""
+    message: _builtins.str
+    """What went wrong, for a person; field errors name the field (e.g. `request_id: at most 128 characters`)."""
+    reason: _builtins.str
+    """The machine-readable reason, as in the ErrorInfo of RunPipeline's status (e.g. PIPELINE_PAUSED)."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunPipelineError: _TypeAlias = RunPipelineError  # noqa: Y015
+
+@_typing.final
 class GetPipelineRunRequest(_message.Message):
     """Request for GetPipelineRun."""
 

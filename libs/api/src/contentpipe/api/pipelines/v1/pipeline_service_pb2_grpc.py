@@ -67,6 +67,11 @@ class PipelineServiceStub(object):
                 request_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.RunPipelineRequest.SerializeToString,
                 response_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.RunPipelineResponse.FromString,
                 _registered_method=True)
+        self.BatchRunPipelines = channel.unary_unary(
+                '/contentpipe.api.pipelines.v1.PipelineService/BatchRunPipelines',
+                request_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.BatchRunPipelinesRequest.SerializeToString,
+                response_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.BatchRunPipelinesResponse.FromString,
+                _registered_method=True)
         self.GetPipelineRun = channel.unary_unary(
                 '/contentpipe.api.pipelines.v1.PipelineService/GetPipelineRun',
                 request_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.GetPipelineRunRequest.SerializeToString,
@@ -144,6 +149,17 @@ class PipelineServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchRunPipelines(self, request, context):
+        """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
+        `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
+        request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
+        only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
+        the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPipelineRun(self, request, context):
         """Returns one run with its steps.
         """
@@ -215,6 +231,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.RunPipeline,
                     request_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.RunPipelineRequest.FromString,
                     response_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.RunPipelineResponse.SerializeToString,
+            ),
+            'BatchRunPipelines': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRunPipelines,
+                    request_deserializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.BatchRunPipelinesRequest.FromString,
+                    response_serializer=contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.BatchRunPipelinesResponse.SerializeToString,
             ),
             'GetPipelineRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPipelineRun,
@@ -407,6 +428,33 @@ class PipelineService(object):
             '/contentpipe.api.pipelines.v1.PipelineService/RunPipeline',
             contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.RunPipelineRequest.SerializeToString,
             contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.RunPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRunPipelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/contentpipe.api.pipelines.v1.PipelineService/BatchRunPipelines',
+            contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.BatchRunPipelinesRequest.SerializeToString,
+            contentpipe_dot_api_dot_pipelines_dot_v1_dot_pipeline__service__pb2.BatchRunPipelinesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,13 @@ class PipelineServiceStub:
     """Queues a run of the pipeline's current revision and returns it at once (state QUEUED). Repeating the call
     with the same `request_id` returns the same run. A PAUSED pipeline answers FAILED_PRECONDITION.
     """
+    BatchRunPipelines: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.BatchRunPipelinesRequest, _pipeline_service_pb2.BatchRunPipelinesResponse]
+    """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
+    `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
+    request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
+    only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
+    the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
+    """
     GetPipelineRun: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRunRequest, _pipeline_service_pb2.GetPipelineRunResponse]
     """Returns one run with its steps."""
     ListPipelineRuns: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelineRunsRequest, _pipeline_service_pb2.ListPipelineRunsResponse]
@@ -92,6 +99,13 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     RunPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.RunPipelineRequest, _pipeline_service_pb2.RunPipelineResponse]  # type: ignore[assignment]
     """Queues a run of the pipeline's current revision and returns it at once (state QUEUED). Repeating the call
     with the same `request_id` returns the same run. A PAUSED pipeline answers FAILED_PRECONDITION.
+    """
+    BatchRunPipelines: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.BatchRunPipelinesRequest, _pipeline_service_pb2.BatchRunPipelinesResponse]  # type: ignore[assignment]
+    """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
+    `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
+    request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
+    only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
+    the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
     """
     GetPipelineRun: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRunRequest, _pipeline_service_pb2.GetPipelineRunResponse]  # type: ignore[assignment]
     """Returns one run with its steps."""
@@ -166,6 +180,19 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pipeline_service_pb2.RunPipelineResponse, _abc.Awaitable[_pipeline_service_pb2.RunPipelineResponse]]:
         """Queues a run of the pipeline's current revision and returns it at once (state QUEUED). Repeating the call
         with the same `request_id` returns the same run. A PAUSED pipeline answers FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchRunPipelines(
+        self,
+        request: _pipeline_service_pb2.BatchRunPipelinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.BatchRunPipelinesResponse, _abc.Awaitable[_pipeline_service_pb2.BatchRunPipelinesResponse]]:
+        """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
+        `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
+        request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
+        only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
+        the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
         """
 
     @_abc_1.abstractmethod
