@@ -130,17 +130,20 @@ class _Servicer(pb_grpc.PipelineServiceServicer):
         self.state.run_calls[request.request_id] += 1
         nominal = request.nominal_time.ToDatetime().isoformat() if request.HasField("nominal_time") else ""
         self.state.fire_calls[(request.job, nominal)] += 1
-        existing = self.state.by_request.get(request.request_id)
-        if existing is None:
-            name = f"{request.name}/runs/r{len(self.state.runs) + 1}"
-            run = pb.PipelineRun(
-                name=name, owner=owner, state=pb.PIPELINE_RUN_STATE_QUEUED, request_id=request.request_id
-            )
-            run.trigger.job = request.job
-            self.state.runs[name] = run
-            self.state.by_request[request.request_id] = name
-            existing = name
-        return self.state.runs[existing]
+        run = self._run_for(request.request_id, request.name, owner)
+        run.trigger.job = request.job
+        return run
+
+    def _run_for(self, request_id: str, pipeline: str, owner: str) -> pb.PipelineRun:
+        """The run a request id created, or a new QUEUED run of `pipeline` for it; call with the lock held."""
+        existing = self.state.by_request.get(request_id)
+        if existing is not None:
+            return self.state.runs[existing]
+        name = f"{pipeline}/runs/r{len(self.state.runs) + 1}"
+        run = pb.PipelineRun(name=name, owner=owner, state=pb.PIPELINE_RUN_STATE_QUEUED, request_id=request_id)
+        self.state.runs[name] = run
+        self.state.by_request[request_id] = name
+        return run
 
     async def GetPipelineRun(self, request: pb.GetPipelineRunRequest, context: Any) -> pb.GetPipelineRunResponse:
         if self.state.unavailable:
@@ -175,18 +178,9 @@ class _Servicer(pb_grpc.PipelineServiceServicer):
             if previous is None or previous.owner != user:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "run not found")
             assert previous is not None
-            existing = self.state.by_request.get(request.request_id)
-            if existing is None:
-                pipeline = request.name.split("/runs/")[0]
-                name = f"{pipeline}/runs/r{len(self.state.runs) + 1}"
-                run = pb.PipelineRun(
-                    name=name, owner=user, state=pb.PIPELINE_RUN_STATE_QUEUED, request_id=request.request_id
-                )
-                run.trigger.resumed_run = request.name
-                self.state.runs[name] = run
-                self.state.by_request[request.request_id] = name
-                existing = name
-            return pb.ResumePipelineRunResponse(run=self.state.runs[existing])
+            run = self._run_for(request.request_id, request.name.split("/runs/")[0], user)
+            run.trigger.resumed_run = request.name
+            return pb.ResumePipelineRunResponse(run=run)
 
 
 class FakePipelines:

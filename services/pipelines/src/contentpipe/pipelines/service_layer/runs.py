@@ -135,8 +135,8 @@ class RunService:
         """Queue each run as `run` would, concurrently (their inserts share group commits); one outcome per
         request, in order. A request that could not be read arrives as its error and is answered with it.
 
-        An error the service answers on purpose (not found, paused, invalid) is that request's outcome; any other
-        (the database unreachable) fails the whole batch, and the caller sends it again: the runs that were
+        An error the service answers with (not found, paused, invalid, the database unavailable) is that request's
+        outcome; anything else (a bug) fails the whole batch, which the caller may send again: the runs that were
         queued are found again by their request ids."""
         if not requests:
             raise InvalidArgument.single("requests", "at least one run to queue")

@@ -152,9 +152,11 @@ class PipelineServiceServicer(object):
     def BatchRunPipelines(self, request, context):
         """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
         `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
-        request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
-        only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
-        the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
+        request, in order, either the run or the status RunPipeline would have answered (UNAVAILABLE among them
+        when the database was briefly unreachable: send those again with the same `request_id`). The call as a
+        whole fails when it is malformed (no requests, too many, a `request_id` repeated within it), is not
+        authenticated, or cannot be answered (UNAVAILABLE: some of its runs may be queued; send it again, the
+        request ids find them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,9 +55,11 @@ class PipelineServiceStub:
     BatchRunPipelines: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.BatchRunPipelinesRequest, _pipeline_service_pb2.BatchRunPipelinesResponse]
     """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
     `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
-    request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
-    only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
-    the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
+    request, in order, either the run or the status RunPipeline would have answered (UNAVAILABLE among them
+    when the database was briefly unreachable: send those again with the same `request_id`). The call as a
+    whole fails when it is malformed (no requests, too many, a `request_id` repeated within it), is not
+    authenticated, or cannot be answered (UNAVAILABLE: some of its runs may be queued; send it again, the
+    request ids find them).
     """
     GetPipelineRun: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRunRequest, _pipeline_service_pb2.GetPipelineRunResponse]
     """Returns one run with its steps."""
@@ -103,9 +105,11 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     BatchRunPipelines: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.BatchRunPipelinesRequest, _pipeline_service_pb2.BatchRunPipelinesResponse]  # type: ignore[assignment]
     """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
     `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
-    request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
-    only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
-    the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
+    request, in order, either the run or the status RunPipeline would have answered (UNAVAILABLE among them
+    when the database was briefly unreachable: send those again with the same `request_id`). The call as a
+    whole fails when it is malformed (no requests, too many, a `request_id` repeated within it), is not
+    authenticated, or cannot be answered (UNAVAILABLE: some of its runs may be queued; send it again, the
+    request ids find them).
     """
     GetPipelineRun: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRunRequest, _pipeline_service_pb2.GetPipelineRunResponse]  # type: ignore[assignment]
     """Returns one run with its steps."""
@@ -190,9 +194,11 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pipeline_service_pb2.BatchRunPipelinesResponse, _abc.Awaitable[_pipeline_service_pb2.BatchRunPipelinesResponse]]:
         """Queues up to 500 runs in one call, each exactly as RunPipeline would queue it (same checks, same
         `request_id` idempotency). Each request succeeds or fails on its own: the response has one result per
-        request, in order, either the run or the status RunPipeline would have answered. The call as a whole fails
-        only when it is malformed (no requests, too many, a `request_id` repeated within it), unauthenticated, or
-        the service cannot answer (UNAVAILABLE: nothing in it may be assumed queued; send it again).
+        request, in order, either the run or the status RunPipeline would have answered (UNAVAILABLE among them
+        when the database was briefly unreachable: send those again with the same `request_id`). The call as a
+        whole fails when it is malformed (no requests, too many, a `request_id` repeated within it), is not
+        authenticated, or cannot be answered (UNAVAILABLE: some of its runs may be queued; send it again, the
+        request ids find them).
         """
 
     @_abc_1.abstractmethod
