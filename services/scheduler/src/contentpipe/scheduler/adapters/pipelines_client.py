@@ -34,6 +34,15 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
+def _run_request(trigger: RunTrigger) -> pb.RunPipelineRequest:
+    return pb.RunPipelineRequest(
+        name=trigger.pipeline,
+        request_id=trigger.request_id,
+        job=trigger.job,
+        nominal_time=_timestamp(trigger.nominal_time) if trigger.nominal_time is not None else None,
+    )
+
+
 _ERROR_CLASS = {
     pb.STEP_ERROR_CLASS_RETRYABLE: ErrorClass.RETRYABLE,
     pb.STEP_ERROR_CLASS_PERMANENT: ErrorClass.PERMANENT,
@@ -95,18 +104,10 @@ class GrpcPipelines:
         p = response.pipeline
         return PipelineInfo(name=p.name, owner=p.owner, paused=p.state == pb.PIPELINE_STATE_PAUSED)
 
-    async def run_pipeline(
-        self, owner: str, pipeline: str, *, request_id: str, job: str, nominal_time: datetime | None
-    ) -> PipelineRunInfo:
-        request = pb.RunPipelineRequest(
-            name=pipeline,
-            request_id=request_id,
-            job=job,
-            nominal_time=_timestamp(nominal_time) if nominal_time is not None else None,
-        )
+    async def run_pipeline(self, owner: str, trigger: RunTrigger) -> PipelineRunInfo:
         try:
             response = await self._stub.RunPipeline(
-                request, metadata=self._metadata(owner, request_id), timeout=RUN_TIMEOUT
+                _run_request(trigger), metadata=self._metadata(owner, trigger.request_id), timeout=RUN_TIMEOUT
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
@@ -115,17 +116,7 @@ class GrpcPipelines:
     async def run_pipelines(
         self, owner: str, triggers: Sequence[RunTrigger]
     ) -> list[PipelineRunInfo | ContentpipeError]:
-        request = pb.BatchRunPipelinesRequest(
-            requests=[
-                pb.RunPipelineRequest(
-                    name=trigger.pipeline,
-                    request_id=trigger.request_id,
-                    job=trigger.job,
-                    nominal_time=_timestamp(trigger.nominal_time) if trigger.nominal_time is not None else None,
-                )
-                for trigger in triggers
-            ]
-        )
+        request = pb.BatchRunPipelinesRequest(requests=[_run_request(trigger) for trigger in triggers])
         try:
             response = await self._stub.BatchRunPipelines(
                 request, metadata=self._metadata(owner), timeout=BATCH_RUN_TIMEOUT

@@ -64,9 +64,7 @@ class Pipelines(Protocol):
 
     async def get_pipeline(self, owner: str, pipeline: str) -> PipelineInfo: ...
 
-    async def run_pipeline(
-        self, owner: str, pipeline: str, *, request_id: str, job: str, nominal_time: datetime | None
-    ) -> PipelineRunInfo: ...
+    async def run_pipeline(self, owner: str, trigger: RunTrigger) -> PipelineRunInfo: ...
 
     async def run_pipelines(
         self, owner: str, triggers: Sequence[RunTrigger]

@@ -299,7 +299,6 @@ class Processor:
             else:
                 for index, outcome in zip(chunk, answer, strict=True):
                     outcomes[index] = outcome
-        singles.sort()
         single_outcomes = await self._call_each([runs[i] for i in singles], self._run_pipeline)
         for index, single in zip(singles, single_outcomes, strict=True):
             outcomes[index] = single
@@ -316,14 +315,7 @@ class Processor:
         )
 
     async def _run_pipeline(self, claimed: ClaimedRun) -> PipelineRunInfo:
-        trigger = self._run_trigger(claimed)
-        return await self._pipelines.run_pipeline(
-            claimed.owner,
-            trigger.pipeline,
-            request_id=trigger.request_id,
-            job=trigger.job,
-            nominal_time=trigger.nominal_time,
-        )
+        return await self._pipelines.run_pipeline(claimed.owner, self._run_trigger(claimed))
 
     def _on_trigger_outcome(
         self,
