@@ -34,31 +34,26 @@ def _draft(message: pb.Pipeline) -> PipelineDraft:
     )
 
 
-def _run_request(index: int, message: pb.RunPipelineRequest) -> RunRequest | ContentpipeError:
-    """One request of a batch, or why it cannot be read (its fields named from the batch: `requests[3].name`)."""
+def _run_request(message: pb.RunPipelineRequest) -> RunRequest | ContentpipeError:
+    """One request of a batch, or why it cannot be read."""
     try:
         return RunRequest(
-            pipeline_id=parse_name(PIPELINE_PATTERN, message.name, field=f"requests[{index}].name"),
+            pipeline_id=parse_name(PIPELINE_PATTERN, message.name),
             request_id=message.request_id,
             job=message.job,
-            nominal_time=codec.dt(
-                message.nominal_time, message.HasField("nominal_time"), field=f"requests[{index}].nominal_time"
-            ),
+            nominal_time=codec.dt(message.nominal_time, message.HasField("nominal_time"), field="nominal_time"),
         )
     except ContentpipeError as exc:
         return exc
 
 
 def _run_result(index: int, outcome: PipelineRun | ContentpipeError) -> pb.RunPipelineResult:
+    """The result of request `index`; its field errors named from the batch (`requests[3].name: …`)."""
     if not isinstance(outcome, ContentpipeError):
         return pb.RunPipelineResult(run=codec.run_to_proto(outcome))
     message = outcome.message
     if isinstance(outcome, InvalidArgument) and outcome.violations:
-        prefix = f"requests[{index}]."
-        message = "; ".join(
-            f"{v.field if v.field.startswith(prefix) else prefix + v.field}: {v.description}"
-            for v in outcome.violations
-        )
+        message = "; ".join(f"requests[{index}].{v.field}: {v.description}" for v in outcome.violations)
     return pb.RunPipelineResult(
         error=pb.RunPipelineError(code=status_code_for(outcome).value[0], message=message, reason=outcome.reason)
     )
@@ -120,7 +115,7 @@ class PipelineServiceServicer(pipeline_service_pb2_grpc.PipelineServiceServicer)
     async def BatchRunPipelines(
         self, request: pb.BatchRunPipelinesRequest, context: Context
     ) -> pb.BatchRunPipelinesResponse:
-        requests = [_run_request(index, item) for index, item in enumerate(request.requests)]
+        requests = [_run_request(item) for item in request.requests]
         outcomes = await self._runs.run_many(_owner(), requests)
         return pb.BatchRunPipelinesResponse(
             results=[_run_result(index, outcome) for index, outcome in enumerate(outcomes)]
