@@ -41,26 +41,20 @@ async def _fake_server(port: int) -> None:
     from contentpipe.api.pipelines.v1 import pipeline_service_pb2_grpc as pb_grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+    def queued(request: pb.RunPipelineRequest) -> pb.PipelineRun:
+        return pb.PipelineRun(
+            name=f"{request.name}/runs/{request.request_id[-12:]}", state=pb.PIPELINE_RUN_STATE_QUEUED
+        )
+
     class Fast(pb_grpc.PipelineServiceServicer):
         async def RunPipeline(self, request: pb.RunPipelineRequest, context: Any) -> pb.RunPipelineResponse:
-            return pb.RunPipelineResponse(
-                run=pb.PipelineRun(
-                    name=f"{request.name}/runs/{request.request_id[-12:]}", state=pb.PIPELINE_RUN_STATE_QUEUED
-                )
-            )
+            return pb.RunPipelineResponse(run=queued(request))
 
         async def BatchRunPipelines(
             self, request: pb.BatchRunPipelinesRequest, context: Any
         ) -> pb.BatchRunPipelinesResponse:
             return pb.BatchRunPipelinesResponse(
-                results=[
-                    pb.RunPipelineResult(
-                        run=pb.PipelineRun(
-                            name=f"{item.name}/runs/{item.request_id[-12:]}", state=pb.PIPELINE_RUN_STATE_QUEUED
-                        )
-                    )
-                    for item in request.requests
-                ]
+                results=[pb.RunPipelineResult(run=queued(item)) for item in request.requests]
             )
 
         async def GetPipelineRun(self, request: pb.GetPipelineRunRequest, context: Any) -> pb.GetPipelineRunResponse:

@@ -67,59 +67,63 @@ class _Servicer(pb_grpc.PipelineServiceServicer):
         self.state = state
         self.lock = lock
 
-    async def _owned(self, context: Any, name: str) -> tuple[str, int]:
+    async def _acting_user(self, context: Any) -> str:
         if self.state.unavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down for the test")
         user = _caller(context)
         self.state.acting_users.append(user)
+        return user
+
+    async def _owned(self, context: Any, name: str) -> tuple[str, int]:
+        user = await self._acting_user(context)
         entry = self.state.pipelines.get(name)
         if entry is None or entry[0] != user:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {name} not found")
         assert entry is not None
         return entry
 
+    def _run_refusal(self, user: str, name: str) -> tuple[grpc.StatusCode, str, str] | None:
+        """Why `user` may not run pipeline `name` (status, message, reason), or None."""
+        entry = self.state.pipelines.get(name)
+        if entry is None or entry[0] != user:
+            return grpc.StatusCode.NOT_FOUND, f"pipeline {name} not found", "PIPELINE_NOT_FOUND"
+        if entry[1] == pb.PIPELINE_STATE_PAUSED:
+            return grpc.StatusCode.FAILED_PRECONDITION, "pipeline is paused", "PIPELINE_PAUSED"
+        return None
+
     async def GetPipeline(self, request: pb.GetPipelineRequest, context: Any) -> pb.GetPipelineResponse:
         owner, state = await self._owned(context, request.name)
         return pb.GetPipelineResponse(pipeline=pb.Pipeline(name=request.name, owner=owner, state=state))  # type: ignore[arg-type]
 
     async def RunPipeline(self, request: pb.RunPipelineRequest, context: Any) -> pb.RunPipelineResponse:
-        owner, state = await self._owned(context, request.name)
-        if state == pb.PIPELINE_STATE_PAUSED:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "pipeline is paused")
+        user = await self._acting_user(context)
+        if refusal := self._run_refusal(user, request.name):
+            code, message, _ = refusal
+            await context.abort(code, message)
         if self.state.run_delay:
             await asyncio.sleep(self.state.run_delay)
         with self.lock:
             metadata = dict(context.invocation_metadata() or ())
             self.state.call_request_ids.append(str(metadata.get("x-request-id", "")))
-            return pb.RunPipelineResponse(run=self._queue(owner, request))
+            return pb.RunPipelineResponse(run=self._queue(user, request))
 
     async def BatchRunPipelines(
         self, request: pb.BatchRunPipelinesRequest, context: Any
     ) -> pb.BatchRunPipelinesResponse:
         if not self.state.batch_supported:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-        if self.state.unavailable:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "down for the test")
         if not 1 <= len(request.requests) <= 500:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requests: 1 to 500")
-        user = _caller(context)
-        self.state.acting_users.append(user)
+        user = await self._acting_user(context)
         if self.state.run_delay:
             await asyncio.sleep(self.state.run_delay)
         results = []
         with self.lock:
             self.state.batch_sizes.append(len(request.requests))
             for item in request.requests:
-                entry = self.state.pipelines.get(item.name)
-                if entry is None or entry[0] != user:
-                    error = pb.RunPipelineError(code=grpc.StatusCode.NOT_FOUND.value[0], message="not found")
-                    results.append(pb.RunPipelineResult(error=error))
-                elif entry[1] == pb.PIPELINE_STATE_PAUSED:
-                    error = pb.RunPipelineError(
-                        code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
-                        message="pipeline is paused",
-                        reason="PIPELINE_PAUSED",
-                    )
+                if refusal := self._run_refusal(user, item.name):
+                    code, message, reason = refusal
+                    error = pb.RunPipelineError(code=code.value[0], message=message, reason=reason)
                     results.append(pb.RunPipelineResult(error=error))
                 else:
                     results.append(pb.RunPipelineResult(run=self._queue(user, item)))
